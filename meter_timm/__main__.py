@@ -1,0 +1,5 @@
+import sys
+
+from meter_timm.cli import main
+
+sys.exit(main())

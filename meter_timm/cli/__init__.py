@@ -1,0 +1,47 @@
+"""The ``meter-timm`` command line: one sub-command per module in this package.
+
+Each sub-command module defines ``add_arguments(parser)`` and ``run(args) -> int | None`` and
+is imported only when its command is used, so ``meter-timm --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module under meter_timm.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train", "train a model from an mmengine config"),
+    "test": ("test", "run mmengine's test loop of a config on a checkpoint"),
+    "eval": ("evaluate", "evaluate a model's weights on NYU data without a config"),
+    "predict": ("predict", "predict metric depth for images"),
+    "dissect": ("dissect", "measure the depth selectivity of a model's units"),
+    "strategies": ("strategies", "list the depth-bin assignment strategies and their plugins"),
+    "make-data": ("make_data", "write the built-in procedural indoor data set as NYU h5 files"),
+}
+
+
+def build_parser(commands: dict[str, tuple[str, str]] = COMMANDS) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meter-timm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in commands.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0].startswith("-") or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints help / the error and exits
+        return 2
+    name = argv[0]
+    module = importlib.import_module(f"meter_timm.cli.{COMMANDS[name][0]}")
+    sub_parser = argparse.ArgumentParser(prog=f"meter-timm {name}", description=COMMANDS[name][1])
+    module.add_arguments(sub_parser)
+    args = sub_parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Model families registered with timm."""
