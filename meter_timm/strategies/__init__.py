@@ -1,4 +1,26 @@
-"""Depth-bin assignment strategies (Eq. 2 and beyond), supplied through pluggy plugins."""
-from meter_timm.strategies.base import DepthBinStrategy
+"""Depth-bin assignment strategies (Eq. 2 and beyond), supplied through pluggy plugins.
 
-__all__ = ["DepthBinStrategy"]
+``create_strategy("log", num_units=48, num_bins=32)`` builds the strategy of one layer;
+``list_strategies()`` shows what the installed plugins provide.
+"""
+from meter_timm.strategies.base import DepthBinStrategy
+from meter_timm.strategies.registry import (
+    StrategyInfo,
+    create_strategy,
+    get_strategy_class,
+    list_strategies,
+    parse_strategy_spec,
+    strategy_table,
+    validate_strategy,
+)
+
+__all__ = [
+    "DepthBinStrategy",
+    "StrategyInfo",
+    "create_strategy",
+    "get_strategy_class",
+    "list_strategies",
+    "parse_strategy_spec",
+    "strategy_table",
+    "validate_strategy",
+]

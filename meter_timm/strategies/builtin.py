@@ -1,0 +1,11 @@
+"""meter-timm's built-in strategies, registered through the same hook as any plugin."""
+from __future__ import annotations
+
+from meter_timm.plugins import hookimpl
+from meter_timm.strategies.fixed import LogStrategy, UniformStrategy
+
+
+@hookimpl
+def meter_timm_register_strategies(register):
+    register(UniformStrategy)
+    register(LogStrategy)

@@ -1,0 +1,170 @@
+"""Looking strategies up by name, creating them per layer, and checking what they return."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from meter_timm import plugins
+from meter_timm.strategies.base import DepthBinStrategy
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    """One registered strategy and the plugin that provides it."""
+
+    name: str
+    cls: type[DepthBinStrategy]
+    plugin: str  #: plugin name in the manager
+    distribution: str  #: distribution shipping the plugin
+    version: str  #: its version
+
+    @property
+    def description(self) -> str:
+        return self.cls.description
+
+    @property
+    def learnable(self) -> bool:
+        return bool(self.cls.learnable)
+
+
+def strategy_table(pm: plugins.PluginManager | None = None) -> dict[str, StrategyInfo]:
+    """All strategies registered through ``meter_timm_register_strategies``, by name.
+
+    Raises ``PluginError`` when two plugins register the same name, or when a plugin registers
+    something that is not a named ``DepthBinStrategy`` subclass (the error names the plugin).
+    """
+    pm = pm or plugins.get_plugin_manager()
+    table: dict[str, StrategyInfo] = {}
+    # call each implementation separately to know which plugin registered what
+    for impl in pm.hook.meter_timm_register_strategies.get_hookimpls():
+        record = plugins.plugin_record(pm, impl.plugin)
+        origin = f"plugin {record.name!r} ({record.distribution} {record.version})"
+
+        def register(cls: Any, _origin: str = origin, _record=record) -> None:
+            if not (isinstance(cls, type) and issubclass(cls, DepthBinStrategy)):
+                raise plugins.PluginError(f"{_origin} registered {cls!r}, which is not a "
+                                          "DepthBinStrategy subclass")
+            if not isinstance(cls.name, str) or not cls.name or ":" in cls.name:
+                raise plugins.PluginError(f"{_origin} registered {cls.__name__} with invalid name "
+                                          f"{cls.name!r} (need a non-empty string without ':')")
+            if cls.name in table:
+                other = table[cls.name]
+                raise plugins.PluginError(
+                    f"strategy {cls.name!r} is registered twice: by plugin {other.plugin!r} "
+                    f"({other.distribution} {other.version}, class {other.cls.__qualname__}) and by "
+                    f"{_origin} (class {cls.__qualname__}); uninstall or disable one of them")
+            table[cls.name] = StrategyInfo(cls.name, cls, _record.name, _record.distribution,
+                                           _record.version)
+
+        kwargs = {"register": register}
+        impl.function(*[kwargs[arg] for arg in impl.argnames])
+    return table
+
+
+def list_strategies(pm: plugins.PluginManager | None = None) -> list[StrategyInfo]:
+    """Every available strategy, sorted by name."""
+    return sorted(strategy_table(pm).values(), key=lambda info: info.name)
+
+
+def get_strategy_class(name: str, pm: plugins.PluginManager | None = None) -> type[DepthBinStrategy]:
+    """The class registered as ``name``; unknown names raise ValueError listing close matches."""
+    table = strategy_table(pm)
+    if name not in table:
+        close = difflib.get_close_matches(str(name), table, n=3)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown depth-bin strategy {name!r}{hint} "
+                         f"(known: {', '.join(sorted(table))})")
+    return table[name].cls
+
+
+def parse_strategy_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``"log:alpha=0.5,beta=8"`` into ``("log", {"alpha": 0.5, "beta": 8})``.
+
+    Values are read as Python literals when possible (numbers, True/False/None, quoted strings),
+    otherwise kept as strings, so ``"learned:edges=log"`` gives ``{"edges": "log"}``.
+    """
+    import ast
+
+    name, _, rest = str(spec).partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"strategy spec {spec!r}: expected key=value, got {item!r}")
+        try:
+            params[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            params[key.strip()] = value.strip()
+    return name.strip(), params
+
+
+def validate_strategy(strategy: DepthBinStrategy) -> DepthBinStrategy:
+    """Check ``edges()`` and ``assignment()`` of a strategy; return it or raise ValueError.
+
+    Call again after ``refit()`` of a learnable strategy. The message names the strategy.
+    """
+    who = f"depth-bin strategy {strategy.name or type(strategy).__name__!r}"
+    K, N = strategy.num_units, strategy.num_bins
+    edges = strategy.edges()
+    if not isinstance(edges, torch.Tensor):
+        raise ValueError(f"{who}: edges() returned {type(edges).__name__}, expected a tensor")
+    if edges.dim() != 1 or edges.numel() != N + 1:
+        raise ValueError(f"{who}: edges() returned shape {tuple(edges.shape)}, expected ({N + 1},) "
+                         f"for num_bins={N}")
+    if not edges.is_floating_point() or not torch.isfinite(edges).all():
+        raise ValueError(f"{who}: edges() must be finite floating-point values, got {edges.tolist()}")
+    steps = edges[1:] - edges[:-1]
+    if (steps <= 0).any():
+        bad = int(torch.nonzero(steps <= 0)[0])
+        raise ValueError(f"{who}: edges() are not strictly increasing: edges[{bad}]="
+                         f"{float(edges[bad])} >= edges[{bad + 1}]={float(edges[bad + 1])}")
+    assignment = strategy.assignment()
+    if not isinstance(assignment, torch.Tensor):
+        raise ValueError(f"{who}: assignment() returned {type(assignment).__name__}, expected a tensor")
+    if assignment.dim() != 1 or assignment.numel() != K:
+        raise ValueError(f"{who}: assignment() returned {assignment.numel()} values with shape "
+                         f"{tuple(assignment.shape)}, expected ({K},) for num_units={K}")
+    if assignment.is_floating_point() or assignment.is_complex() or assignment.dtype == torch.bool:
+        raise ValueError(f"{who}: assignment() must be integer bins, got dtype {assignment.dtype}")
+    out_of_range = (assignment < 0) | (assignment >= N)
+    if out_of_range.any():
+        unit = int(torch.nonzero(out_of_range)[0])
+        raise ValueError(f"{who}: assignment() puts unit {unit} in bin {int(assignment[unit])}, "
+                         f"outside [0, {N}) for num_bins={N}")
+    if K >= N:
+        used = torch.bincount(assignment.long(), minlength=N)
+        empty = torch.nonzero(used == 0).flatten().tolist()
+        if empty:
+            raise ValueError(f"{who}: assignment() leaves bin(s) {empty} without units "
+                             f"(num_units={K} >= num_bins={N}, so every bin needs one)")
+    return strategy
+
+
+def create_strategy(name: str, num_units: int, num_bins: int, min_depth: float = 0.0,
+                    max_depth: float = 10.0, pm: plugins.PluginManager | None = None,
+                    **params: Any) -> DepthBinStrategy:
+    """Create and validate the strategy ``name`` for one layer.
+
+    Args:
+        name: registered name, optionally with parameters: ``"log"`` or ``"log:alpha=0.5"``
+            (keyword ``params`` override those given in the string).
+        num_units: units (channels) K of the layer.
+        num_bins: depth bins N_b.
+        min_depth, max_depth: the depth range in metres the edges cover.
+        pm: plugin manager to look the name up in (default: the process-wide one).
+        **params: the strategy's own parameters.
+    """
+    base_name, spec_params = parse_strategy_spec(name)
+    params = {**spec_params, **params}
+    cls = get_strategy_class(base_name, pm)
+    if int(num_units) < 1 or int(num_bins) < 1:
+        raise ValueError(f"depth-bin strategy {base_name!r}: num_units ({num_units}) and num_bins "
+                         f"({num_bins}) must be >= 1")
+    if not float(min_depth) < float(max_depth):
+        raise ValueError(f"depth-bin strategy {base_name!r}: min_depth ({min_depth}) must be below "
+                         f"max_depth ({max_depth})")
+    strategy = cls(int(num_units), int(num_bins), float(min_depth), float(max_depth), **params)
+    return validate_strategy(strategy)
