@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from meter_timm.plugins import hookimpl
 from meter_timm.strategies.fixed import LogStrategy, UniformStrategy
+from meter_timm.strategies.learned import LearnedStrategy
 
 
 @hookimpl
 def meter_timm_register_strategies(register):
     register(UniformStrategy)
     register(LogStrategy)
+    register(LearnedStrategy)
