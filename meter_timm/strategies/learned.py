@@ -86,8 +86,7 @@ class LearnedStrategy(DepthBinStrategy):
     """
 
     name = "learned"
-    description = ("fixed uniform/log edges; each unit moved to the bin it prefers on observed "
-                   "responses, bins kept balanced (exact linear-sum assignment)")
+    description = "uniform/log edges; units moved to the bins they prefer, balanced (exact assignment)"
     learnable = True
 
     def __init__(self, num_units: int, num_bins: int, min_depth: float = 0.0,
