@@ -1,0 +1,15 @@
+"""mmengine adapters: registries, NYU dataset, transforms, depth metric and model wrapper.
+
+Importing this package registers everything in the ``meter_timm`` scope; configs set
+``default_scope = "meter_timm"``.
+"""
+from meter_timm.mm import registry  # noqa: F401
+from meter_timm.mm import structures  # noqa: F401
+from meter_timm.mm import datasets  # noqa: F401
+from meter_timm.mm import transforms  # noqa: F401
+from meter_timm.mm import metrics  # noqa: F401
+from meter_timm.mm import model  # noqa: F401
+from meter_timm.mm.datasets import NYUDepthDataset  # noqa: F401
+from meter_timm.mm.metrics import DepthMetric  # noqa: F401
+from meter_timm.mm.model import DepthDataPreprocessor, DepthEstimator, L1DepthLoss  # noqa: F401
+from meter_timm.mm.structures import DepthDataSample  # noqa: F401

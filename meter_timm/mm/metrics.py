@@ -1,0 +1,142 @@
+"""Depth metrics of the standard NYU protocol (names as in OpenMMLab's DepthMetric)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+
+from meter_timm.mm.registry import METRICS
+
+DEPTH_METRICS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
+#: Eigen crop on 480x640 frames: rows 45:471, cols 41:601
+NYU_CROP = (45, 471, 41, 601)
+NYU_SHAPE = (480, 640)
+
+
+def crop_mask(shape: Sequence[int], crop_type: str | None, device=None) -> torch.Tensor:
+    """Boolean ``(H, W)`` mask of the evaluation crop. ``"nyu_crop"`` is the Eigen crop, scaled
+    proportionally when the ground truth is not 480x640."""
+    h, w = int(shape[0]), int(shape[1])
+    mask = torch.zeros(h, w, dtype=torch.bool, device=device)
+    if crop_type is None:
+        mask[:] = True
+    elif crop_type == "nyu_crop":
+        t, b, l, r = NYU_CROP
+        sy, sx = h / NYU_SHAPE[0], w / NYU_SHAPE[1]
+        mask[round(t * sy):round(b * sy), round(l * sx):round(r * sx)] = True
+    else:
+        raise ValueError(f"DepthMetric: unknown crop_type {crop_type!r} (use None or 'nyu_crop')")
+    return mask
+
+
+def depth_errors(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
+    """All :data:`DEPTH_METRICS` for 1-D tensors of valid predicted and true depths (> 0)."""
+    pred, gt = pred.double(), gt.double()
+    thresh = torch.maximum(gt / pred, pred / gt)
+    diff = pred - gt
+    diff_log = torch.log(pred) - torch.log(gt)
+    out = {
+        "d1": (thresh < 1.25).double().mean(),
+        "d2": (thresh < 1.25 ** 2).double().mean(),
+        "d3": (thresh < 1.25 ** 3).double().mean(),
+        "abs_rel": (diff.abs() / gt).mean(),
+        "sq_rel": (diff.pow(2) / gt).mean(),
+        "rmse": diff.pow(2).mean().sqrt(),
+        "rmse_log": diff_log.pow(2).mean().sqrt(),
+        "log10": (torch.log10(pred) - torch.log10(gt)).abs().mean(),
+        # scale-invariant log error with variance focus 0.5 (as in OpenMMLab / BTS)
+        "silog": (diff_log.pow(2).mean() - 0.5 * diff_log.mean().pow(2)).clamp_min(0).sqrt(),
+    }
+    return {k: float(v) for k, v in out.items()}
+
+
+def evaluate_depth(pred: torch.Tensor, gt: torch.Tensor, min_depth: float = 1e-3,
+                   max_depth: float = 10.0, crop_type: str | None = "nyu_crop") -> dict | None:
+    """Metrics of one frame. ``pred`` and ``gt`` are ``(H, W)``, ``(1, H, W)`` tensors in metres;
+    ``pred`` is upsampled bilinearly to ``gt``'s size if needed and clamped to
+    ``[min_depth, max_depth]``; pixels count when ``min_depth < gt < max_depth`` inside the crop.
+    Returns None when no pixel is valid."""
+    pred = torch.as_tensor(pred).float()
+    gt = torch.as_tensor(gt).float()
+    pred = pred.reshape(-1, *pred.shape[-2:])[0] if pred.dim() > 2 else pred
+    gt = gt.reshape(-1, *gt.shape[-2:])[0] if gt.dim() > 2 else gt
+    if pred.shape != gt.shape:
+        pred = F.interpolate(pred[None, None], size=gt.shape, mode="bilinear",
+                             align_corners=False)[0, 0]
+    pred = pred.clamp(min_depth, max_depth)
+    valid = (gt > min_depth) & (gt < max_depth) & crop_mask(gt.shape, crop_type, gt.device)
+    if not bool(valid.any()):
+        return None
+    return depth_errors(pred[valid], gt[valid])
+
+
+@METRICS.register_module()
+class DepthMetric(BaseMetric):
+    """Standard monocular depth metrics, computed per image and averaged over images.
+
+    Args:
+        depth_metrics (list[str], optional): subset of ``d1 d2 d3 abs_rel sq_rel rmse rmse_log
+            log10 silog``. Default: all.
+        min_depth_eval (float): lower bound of valid ground truth and of the clamped prediction.
+            Default 1e-3.
+        max_depth_eval (float): upper bound (exclusive for ground truth). Default 10.0.
+        crop_type (str, optional): ``"nyu_crop"`` (Eigen crop, default) or None.
+        collect_device (str): device for gathering results across processes. Default "cpu".
+        prefix (str, optional): prefix of the metric names in logs.
+
+    Each processed sample must carry ``pred_depth`` and ``gt_depth`` (``(1, H, W)`` metres); the
+    prediction is upsampled bilinearly to the ground truth's size. The results list holds one
+    entry per image, so mmengine's collection across processes averages exactly as one process.
+    Images without a valid pixel are skipped (and counted in the log).
+    """
+
+    default_prefix = ""  # metric keys stay "rmse", "d1", ... in logs and JSON
+
+    def __init__(self, depth_metrics: Sequence[str] | None = None, min_depth_eval: float = 1e-3,
+                 max_depth_eval: float = 10.0, crop_type: str | None = "nyu_crop",
+                 collect_device: str = "cpu", prefix: str | None = None, **kwargs):
+        super().__init__(collect_device=collect_device, prefix=prefix, **kwargs)
+        names = tuple(depth_metrics) if depth_metrics is not None else DEPTH_METRICS
+        unknown = [n for n in names if n not in DEPTH_METRICS]
+        if unknown:
+            raise ValueError(f"DepthMetric: unknown metric(s) {unknown}; choose from {DEPTH_METRICS}")
+        crop_mask((2, 2), crop_type)  # validate early
+        self.metric_names = names
+        self.min_depth_eval = min_depth_eval
+        self.max_depth_eval = max_depth_eval
+        self.crop_type = crop_type
+
+    def process(self, data_batch, data_samples: Sequence) -> None:
+        for sample in data_samples:
+            get = sample.get if isinstance(sample, dict) else (lambda k, s=sample: getattr(s, k, None))
+            pred, gt = get("pred_depth"), get("gt_depth")
+            if pred is None or gt is None:
+                raise KeyError("DepthMetric: each data sample needs 'pred_depth' and 'gt_depth'")
+            errors = evaluate_depth(pred.detach().cpu(), gt.detach().cpu(), self.min_depth_eval,
+                                    self.max_depth_eval, self.crop_type)
+            if errors is None:
+                self.results.append(None)
+            else:
+                self.results.append({k: errors[k] for k in self.metric_names})
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        valid = [r for r in results if r is not None]
+        skipped = len(results) - len(valid)
+        if skipped:
+            print_log(f"DepthMetric: {skipped} image(s) without valid depth skipped", logger="current")
+        if not valid:
+            return {k: float("nan") for k in self.metric_names}
+        return OrderedDict((k, sum(r[k] for r in valid) / len(valid)) for k in self.metric_names)
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """Metrics as a two-line text table (names, values with 4 decimals)."""
+    names = [k for k in metrics]
+    width = max(8, *(len(n) for n in names)) + 1
+    head = "".join(f"{n:>{width}}" for n in names)
+    vals = "".join(f"{metrics[n]:>{width}.4f}" for n in names)
+    return f"{head}\n{vals}"

@@ -1,0 +1,223 @@
+"""mmengine model wrapper for timm depth networks.
+
+:class:`DepthEstimator` wraps either a timm model that already predicts depth (the ``meter_*``
+family: ``(B, 1, H/4, W/4)`` metres) or any timm backbone created with ``features_only=True``
+followed by :class:`LightDepthDecoder`. :class:`DepthDataPreprocessor` stacks the uint8 images and
+applies ImageNet normalisation on the 0-255 scale (identical to METER's [0, 1] + ImageNet
+mean/std).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModel, ImgDataPreprocessor
+
+import meter_timm  # noqa: F401  (registers meter_* with timm)
+from meter_timm.mm.registry import MODELS
+from meter_timm.mm.structures import DepthDataSample
+
+IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
+IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+
+
+@MODELS.register_module()
+class DepthDataPreprocessor(ImgDataPreprocessor):
+    """Stack images, normalise with ImageNet mean/std given on the 0-255 scale (inputs are uint8
+    0-255 from :class:`~meter_timm.mm.transforms.PackDepthInputs`), move everything to the
+    model's device. Arguments as mmengine's ``ImgDataPreprocessor``; defaults to ImageNet."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN_255,
+                 std: Sequence[float] = IMAGENET_STD_255, pad_size_divisor: int = 1,
+                 pad_value: float = 0, bgr_to_rgb: bool = False, rgb_to_bgr: bool = False,
+                 non_blocking: bool = False):
+        super().__init__(mean=mean, std=std, pad_size_divisor=pad_size_divisor, pad_value=pad_value,
+                         bgr_to_rgb=bgr_to_rgb, rgb_to_bgr=rgb_to_bgr, non_blocking=non_blocking)
+
+
+@MODELS.register_module()
+class L1DepthLoss(nn.Module):
+    """Mean absolute error over valid pixels: ``{"loss_l1": loss_weight * mean|pred - target|}``.
+
+    Args:
+        loss_weight (float): multiplier. Default 1.0.
+    """
+
+    def __init__(self, loss_weight: float = 1.0):
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> dict:
+        valid = valid.bool()
+        count = valid.sum().clamp_min(1)
+        loss = ((pred - target).abs() * valid).sum() / count
+        return {"loss_l1": self.loss_weight * loss}
+
+
+class _ConvBNReLU(nn.Sequential):
+    def __init__(self, cin: int, cout: int, k: int = 3):
+        super().__init__(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class LightDepthDecoder(nn.Module):
+    """A small FPN-like decoder: 1x1 lateral convs to ``channels``, top-down bilinear upsampling
+    and addition, one 3x3 conv per level, then a 3x3 head to one channel at stride 4.
+
+    Args:
+        in_channels (list[int]): channels of the backbone features, finest first.
+        reductions (list[int]): their strides (features with stride < 4 are ignored).
+        channels (int): width of the decoder. Default 64.
+        init_depth (float): initial bias of the output (metres), so training starts near a
+            plausible depth. Default 3.0.
+    """
+
+    def __init__(self, in_channels: Sequence[int], reductions: Sequence[int], channels: int = 64,
+                 init_depth: float = 3.0):
+        super().__init__()
+        keep = [i for i, r in enumerate(reductions) if r >= 4]
+        if not keep:
+            raise ValueError(f"LightDepthDecoder: no backbone feature at stride >= 4 ({reductions})")
+        self.indices = keep
+        self.out_reduction = 4
+        self.finest_reduction = reductions[keep[0]]
+        self.lateral = nn.ModuleList(nn.Conv2d(in_channels[i], channels, 1) for i in keep)
+        self.smooth = nn.ModuleList(_ConvBNReLU(channels, channels) for _ in keep)
+        self.head = nn.Conv2d(channels, 1, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, init_depth)
+
+    def forward(self, features: Sequence[torch.Tensor], input_size: Sequence[int]) -> torch.Tensor:
+        feats = [features[i] for i in self.indices]
+        x = self.smooth[-1](self.lateral[-1](feats[-1]))
+        for j in range(len(feats) - 2, -1, -1):
+            lat = self.lateral[j](feats[j])
+            x = F.interpolate(x, size=lat.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.smooth[j](x + lat)
+        out_size = (-(-int(input_size[0]) // 4), -(-int(input_size[1]) // 4))
+        if tuple(x.shape[-2:]) != out_size:
+            x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
+        return self.head(x)
+
+
+def create_backbone(backbone: dict) -> nn.Module:
+    """``timm.create_model`` from a config dict whose ``name`` (or ``model_name``) is the timm
+    model; the other keys are timm keyword arguments."""
+    kwargs = dict(backbone)
+    name = kwargs.pop("name", None) or kwargs.pop("model_name", None)
+    if not name:
+        raise ValueError("DepthEstimator: backbone needs a 'name' (a timm model name)")
+    return timm.create_model(name, **kwargs)
+
+
+@MODELS.register_module()
+class DepthEstimator(BaseModel):
+    """Monocular depth estimation with a timm network.
+
+    Args:
+        backbone (dict): timm arguments, ``name`` = model name, e.g.
+            ``dict(name="meter_xxs", pretrained=False)`` (a depth model, output ``(B, 1, H/4, W/4)``
+            metres) or ``dict(name="resnet18", features_only=True)`` (then ``decoder`` is used).
+            Original weights: ``pretrained=True, pretrained_cfg_overlay=dict(file=PATH)``.
+        decoder (dict, optional): arguments of :class:`LightDepthDecoder` (``channels``,
+            ``init_depth``) for ``features_only`` backbones.
+        depth_loss (dict, optional): loss built from MODELS; called as
+            ``depth_loss(pred, target, valid)`` at the prediction's resolution (target resized with
+            nearest-exact), returns a dict of ``loss_*`` terms. Default ``L1DepthLoss``.
+        selectivity (dict, optional): e.g. ``dict(type="SelectivityLoss", layers=[...])``; built
+            from MODELS, attached to the backbone, and called in loss mode with the full-resolution
+            ground truth and the detached sum of the depth terms.
+        data_preprocessor (dict, optional): default :class:`DepthDataPreprocessor`.
+        init_cfg (dict, optional): mmengine init config.
+
+    Modes: ``"loss"`` -> dict of losses; ``"predict"`` -> the data samples with ``pred_depth``
+    ``(1, H, W)`` upsampled bilinearly to the ground truth's size (else ``ori_shape``, else the
+    input size); ``"tensor"`` -> the raw prediction ``(B, 1, h, w)``.
+    """
+
+    def __init__(self, backbone: dict, decoder: dict | None = None,
+                 depth_loss: dict | None = None, selectivity: dict | None = None,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None):
+        if data_preprocessor is None:
+            data_preprocessor = dict(type="DepthDataPreprocessor")
+        if isinstance(data_preprocessor, dict) and "type" in data_preprocessor:
+            data_preprocessor = MODELS.build(data_preprocessor)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.backbone_cfg = dict(backbone)
+        self.backbone = create_backbone(backbone)
+        self.features_only = bool(backbone.get("features_only", False))
+        if self.features_only:
+            info = self.backbone.feature_info
+            self.decoder = LightDepthDecoder(info.channels(), info.reduction(), **(decoder or {}))
+        else:
+            if decoder:
+                raise ValueError("DepthEstimator: 'decoder' is only used with features_only=True")
+            self.decoder = None
+        self.depth_loss = MODELS.build(depth_loss or dict(type="L1DepthLoss"))
+        self.selectivity = None
+        if selectivity is not None:
+            self.selectivity = MODELS.build(selectivity)
+            self.selectivity.attach(self.backbone)
+
+    # ------------------------------------------------------------------------------ forward
+    def predict_depth(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Raw prediction ``(B, 1, h, w)`` in metres for normalised ``(B, 3, H, W)`` inputs."""
+        if self.features_only:
+            return self.decoder(self.backbone(inputs), inputs.shape[-2:])
+        out = self.backbone(inputs)
+        if out.dim() == 3:
+            out = out[:, None]
+        return out
+
+    def forward(self, inputs: torch.Tensor, data_samples: list | None = None, mode: str = "tensor"):
+        if mode == "loss":
+            return self.loss(inputs, data_samples)
+        if mode == "predict":
+            return self.predict(inputs, data_samples)
+        if mode == "tensor":
+            return self.predict_depth(inputs)
+        raise ValueError(f"DepthEstimator: invalid mode {mode!r} (use 'loss', 'predict' or 'tensor')")
+
+    def loss(self, inputs: torch.Tensor, data_samples: list) -> dict:
+        if not data_samples:
+            raise ValueError("DepthEstimator.loss needs data samples with gt_depth")
+        pred = self.predict_depth(inputs)
+        gt = [s.gt_depth.to(pred.dtype) for s in data_samples]
+        target = torch.stack([_resize_nearest(g, pred.shape[-2:]) for g in gt])
+        valid = target > 0
+        losses = dict(self.depth_loss(pred, target, valid))
+        if self.selectivity is not None:
+            base = sum(v for k, v in losses.items() if "loss" in k and torch.is_tensor(v))
+            if all(g.shape == gt[0].shape for g in gt):
+                depth = torch.stack(gt)
+            else:  # mixed sizes: bring every map to the input resolution
+                depth = torch.stack([_resize_nearest(g, inputs.shape[-2:]) for g in gt])
+            losses.update(self.selectivity(depth=depth, base_loss=base.detach()))
+        return losses
+
+    def predict(self, inputs: torch.Tensor, data_samples: list | None = None) -> list:
+        pred = self.predict_depth(inputs)
+        if data_samples is None:
+            data_samples = [DepthDataSample(metainfo=dict(img_shape=tuple(inputs.shape[-2:])))
+                            for _ in range(inputs.shape[0])]
+        for p, sample in zip(pred, data_samples):
+            if "gt_depth" in sample:
+                size = sample.gt_depth.shape[-2:]
+            elif "ori_shape" in sample:
+                size = sample.ori_shape[:2]
+            else:
+                size = inputs.shape[-2:]
+            if tuple(p.shape[-2:]) != tuple(size):
+                p = F.interpolate(p[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+            sample.pred_depth = p.detach()
+        return data_samples
+
+
+def _resize_nearest(depth: torch.Tensor, size) -> torch.Tensor:
+    """Resize a ``(1, H, W)`` depth map with nearest-exact (no blending of invalid zeros)."""
+    if tuple(depth.shape[-2:]) == tuple(size):
+        return depth
+    return F.interpolate(depth[None], size=tuple(size), mode="nearest-exact")[0]
