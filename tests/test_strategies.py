@@ -1,0 +1,188 @@
+"""Built-in depth-bin strategies: Eq. 2, uniform and log edges, the learned assignment, state.
+
+Time budget: ~5 s.
+"""
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+
+import pytest
+import torch
+
+from meter_timm.strategies import create_strategy, parse_strategy_spec, validate_strategy
+from meter_timm.strategies.fixed import eq2_assignment, eq2_shares
+from meter_timm.strategies.learned import balanced_assignment
+
+
+def eq2_by_fractions(K: int, N: int) -> list[int]:
+    """Eq. 2 exactly as written, d_k = floor(k / (K / N_b)), with rational arithmetic."""
+    return [int(Fraction(k) // Fraction(K, N)) for k in range(K)]
+
+
+def test_eq2_k48_n32_hand_computed():
+    # K / N_b = 1.5: units (0, 1, 2) -> bins (0, 0, 1), units (3, 4, 5) -> (2, 2, 3), ...
+    expected = [b for j in range(16) for b in (2 * j, 2 * j, 2 * j + 1)]
+    s = create_strategy("uniform", num_units=48, num_bins=32)
+    assert s.assignment().tolist() == expected
+    assert create_strategy("log", 48, 32).assignment().tolist() == expected
+    assert eq2_shares(48, 32).tolist() == [2, 1] * 16
+
+
+def test_eq2_k48_n24_hand_computed():
+    expected = [d for d in range(24) for _ in range(2)]  # K / N_b = 2: two units per bin
+    assert create_strategy("uniform", 48, 24).assignment().tolist() == expected
+
+
+@pytest.mark.parametrize("K,N", [(48, 32), (48, 24), (7, 3), (10, 10), (3, 5), (96, 64), (49, 10)])
+def test_eq2_matches_rational_formula(K, N):
+    a = eq2_assignment(K, N)
+    assert a.tolist() == eq2_by_fractions(K, N)
+    assert a.dtype == torch.int64
+
+
+def test_uniform_edges():
+    e = create_strategy("uniform", 8, 4, min_depth=0.0, max_depth=10.0).edges()
+    assert e.dtype == torch.float64
+    assert e.tolist() == [0.0, 2.5, 5.0, 7.5, 10.0]
+    e = create_strategy("uniform", 8, 3, min_depth=1.0, max_depth=4.0).edges()
+    assert torch.allclose(e, torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
+
+
+def test_log_edges_hand_computed():
+    # N = 3: 0, alpha, t_1, beta with t_1 = (10 + 1 - 0.75) ** (1 / 2) - 0.25 = 3.2016 - 0.25
+    e = create_strategy("log", 8, 3).edges()  # alpha 0.75, beta = max_depth 10
+    assert e.tolist()[:2] == [0.0, 0.75] and e[-1].item() == 10.0
+    assert e[2].item() == pytest.approx(2.9515621187164243, abs=1e-12)
+    # N = 4: t_i = 10.25 ** (i / 3) - 0.25 for i = 1, 2
+    e4 = create_strategy("log", 8, 4).edges()
+    assert torch.allclose(e4, torch.tensor([0.0, 0.75, 1.9222407, 4.4686298, 10.0], dtype=torch.float64),
+                          atol=1e-6)
+
+
+def test_log_edges_n32_and_parameters():
+    e = create_strategy("log", 48, 32).edges()
+    assert e.numel() == 33 and e[0] == 0 and e[1] == 0.75 and e[-1] == 10.0
+    steps = e[1:] - e[:-1]
+    assert (steps[2:] > steps[1:-1]).all()  # spacing increases after the first bin (0, alpha]
+    # t_i for i = 1: 10.25 ** (1 / 31) - 0.25
+    assert e[2].item() == pytest.approx(10.25 ** (1 / 31) - 0.25, rel=1e-12)
+    kitti = create_strategy("log:alpha=3,beta=80", 64, 16, max_depth=80.0).edges()
+    assert kitti[1] == 3.0 and kitti[-1] == 80.0
+    assert create_strategy("log", 4, 1).edges().tolist() == [0.0, 10.0]
+    assert create_strategy("log", 4, 2).edges().tolist() == [0.0, 0.75, 10.0]
+    with pytest.raises(ValueError, match="'log'.*alpha"):
+        create_strategy("log", 8, 4, alpha=12.0)
+
+
+def test_parse_spec_and_params():
+    assert parse_strategy_spec("log:alpha=0.5, beta=8") == ("log", {"alpha": 0.5, "beta": 8})
+    assert parse_strategy_spec("learned:edges=log,warmup=3") == ("learned", {"edges": "log", "warmup": 3})
+    assert parse_strategy_spec("uniform") == ("uniform", {})
+    with pytest.raises(ValueError, match="key=value"):
+        parse_strategy_spec("log:alpha")
+    # keyword params override the spec string
+    assert create_strategy("log:alpha=0.5", 8, 4, alpha=1.0).edges()[1] == 1.0
+    with pytest.raises(TypeError, match="'uniform'.*gamma"):
+        create_strategy("uniform", 8, 4, gamma=1)
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ValueError, match=r"unknown depth-bin strategy 'unifrom'; did you mean 'uniform'.*known: .*learned.*log"):
+        create_strategy("unifrom", 8, 4)
+
+
+def test_per_layer_choice():
+    layers = [{"name": "encoder.6", "num_bins": 32, "strategy": "log", "params": {"alpha": 0.5}},
+              {"name": "encoder.8", "num_bins": 24, "strategy": "uniform"},
+              {"name": "encoder.9", "num_bins": 8, "strategy": "learned", "params": {"edges": "log"}}]
+    units = {"encoder.6": 48, "encoder.8": 64, "encoder.9": 80}
+    made = {layer["name"]: create_strategy(layer["strategy"], units[layer["name"]], layer["num_bins"],
+                                           **layer.get("params", {})) for layer in layers}
+    assert made["encoder.6"].edges()[1] == 0.5 and made["encoder.6"].num_bins == 32
+    assert made["encoder.8"].edges().numel() == 25
+    assert torch.equal(made["encoder.9"].edges(), create_strategy("log", 80, 8).edges())
+
+
+def planted_responses(K, N, preferred, seed=0, strength=3.0):
+    g = torch.Generator().manual_seed(seed)
+    responses = torch.rand(K, N, generator=g, dtype=torch.float64) + 0.5
+    responses[torch.arange(K), preferred] += strength
+    return responses
+
+
+def test_learned_recovers_planted_preference_and_stays_balanced():
+    K, N = 48, 32
+    s = create_strategy("learned", K, N, warmup=2)
+    g = torch.Generator().manual_seed(1)
+    planted = eq2_assignment(K, N)[torch.randperm(K, generator=g)]  # a balanced permutation
+    assert not torch.equal(planted, s.assignment())
+    counts = torch.full((N,), 50.0)
+    s.observe(planted_responses(K, N, planted, seed=2), counts)
+    assert s.refit() is False  # still warming up
+    assert torch.equal(s.assignment(), eq2_assignment(K, N))
+    s.observe(planted_responses(K, N, planted, seed=3), counts)
+    assert s.refit() is True
+    assert torch.equal(s.assignment(), planted)
+    assert torch.equal(torch.bincount(s.assignment(), minlength=N), eq2_shares(K, N))
+    assert s.refit() is False  # stable
+    validate_strategy(s)
+
+
+def test_learned_balances_when_all_units_prefer_one_bin():
+    K, N = 24, 8
+    s = create_strategy("learned", K, N, score="response")
+    s.observe(planted_responses(K, N, torch.zeros(K, dtype=torch.long)), torch.ones(N))
+    s.refit()
+    assert torch.equal(torch.bincount(s.assignment(), minlength=N), eq2_shares(K, N))
+    validate_strategy(s)
+
+
+def test_balanced_assignment_fewer_units_than_bins():
+    scores = torch.zeros(3, 6, dtype=torch.float64)
+    scores[0, 5] = scores[1, 5] = 1.0  # both want bin 5; unit 1 wants it more
+    scores[1, 5] = 2.0
+    scores[0, 4] = 0.9
+    scores[2, 0] = 1.0
+    assert balanced_assignment(scores).tolist() == [4, 5, 0]
+
+
+def test_learned_ignores_unobserved_bins_and_bad_shapes():
+    s = create_strategy("learned", 8, 4)
+    with pytest.raises(ValueError, match="'learned'.*observe"):
+        s.observe(torch.zeros(8, 3), torch.zeros(3))
+    counts = torch.tensor([10.0, 0.0, 0.0, 0.0])  # one observed bin: nothing to learn
+    s.observe(torch.rand(8, 4), counts)
+    assert s.refit() is False
+
+
+def test_learned_state_round_trip(tmp_path):
+    K, N = 48, 24
+    s = create_strategy("learned:edges=log", K, N)
+    planted = eq2_assignment(K, N).flip(0)
+    s.observe(planted_responses(K, N, planted), torch.full((N,), 10.0))
+    assert s.refit()
+    path = tmp_path / "strategy.pth"
+    torch.save(s.state_dict(), path)
+    state = torch.load(path, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+    resumed = create_strategy("learned:edges=log", K, N)
+    assert not torch.equal(resumed.assignment(), s.assignment())
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.assignment(), planted)
+    assert torch.equal(resumed.edges(), s.edges())
+    assert resumed.num_observations == 1
+    # continuing gives the same as never stopping
+    more = planted_responses(K, N, eq2_assignment(K, N), seed=5, strength=10.0)
+    for strategy in (s, resumed):
+        strategy.observe(more, torch.full((N,), 30.0))
+        strategy.refit()
+    assert torch.equal(resumed.assignment(), s.assignment())
+    assert torch.allclose(resumed.mean_responses(), s.mean_responses())
+
+    buffer = io.BytesIO()
+    torch.save(create_strategy("learned", 16, 4).state_dict(), buffer)
+    buffer.seek(0)
+    with pytest.raises(ValueError, match="'learned'.*response_sum.*shape"):
+        resumed.load_state_dict(torch.load(buffer, weights_only=True))
