@@ -1,0 +1,219 @@
+"""The plugin manager: built-ins through the hooks, in-memory and entry-point plugins, broken ones.
+
+Time budget: ~5 s.
+"""
+from __future__ import annotations
+
+import importlib
+import textwrap
+from importlib import metadata
+
+import pytest
+import torch
+
+from meter_timm import plugins
+from meter_timm.cli import main as cli_main
+from meter_timm.plugins import PluginError, PluginLoadWarning, hookimpl, new_plugin_manager
+from meter_timm.strategies import DepthBinStrategy, create_strategy, list_strategies, strategy_table
+
+
+class ConstantStrategy(DepthBinStrategy):
+    """Every unit in bin 0 (valid only with one bin)."""
+
+    name = "test-constant"
+    description = "test strategy"
+
+    def edges(self):
+        return torch.linspace(self.min_depth, self.max_depth, self.num_bins + 1, dtype=torch.float64)
+
+    def assignment(self):
+        return torch.arange(self.num_units) * self.num_bins // self.num_units
+
+
+class InMemoryPlugin:
+    __version__ = "9.9"
+
+    def __init__(self, *classes):
+        self.classes = classes
+
+    @hookimpl
+    def meter_timm_register_strategies(self, register):
+        for cls in self.classes:
+            register(cls)
+
+
+def test_builtins_come_through_the_hooks():
+    pm = new_plugin_manager(autoload=False)
+    table = strategy_table(pm)
+    assert {"uniform", "log", "learned"} <= set(table)
+    assert "quantile" not in table  # no entry points loaded
+    info = table["log"]
+    assert info.plugin == "meter_timm.strategies.builtin"
+    assert info.distribution == "meter-timm" and info.version == metadata.version("meter-timm")
+    assert table["learned"].learnable and not table["uniform"].learnable
+    assert pm.hook.meter_timm_register_strategies.get_hookimpls()  # registered as a real hookimpl
+
+
+def test_in_memory_plugin_registered_and_unregistered():
+    pm = plugins.get_plugin_manager()
+    plugin = InMemoryPlugin(ConstantStrategy)
+    pm.register(plugin, name="test-in-memory")
+    try:
+        s = create_strategy("test-constant", 6, 3)
+        assert s.assignment().tolist() == [0, 0, 1, 1, 2, 2]
+        info = {i.name: i for i in list_strategies()}["test-constant"]
+        assert (info.plugin, info.version) == ("test-in-memory", "9.9")
+    finally:
+        pm.unregister(plugin)
+    with pytest.raises(ValueError, match="unknown depth-bin strategy 'test-constant'"):
+        create_strategy("test-constant", 6, 3)
+
+
+def test_example_plugin_found_through_its_entry_point():
+    try:
+        dist = metadata.distribution("meter-timm-quantile")
+    except metadata.PackageNotFoundError:
+        pytest.skip("example plugin not installed (pip install -e plugins/meter_timm_quantile) not found")
+    assert any(ep.group == "meter_timm" and ep.name == "quantile" for ep in dist.entry_points)
+    pm = new_plugin_manager(autoload=True)  # real entry-point loading, fresh manager
+    info = strategy_table(pm)["quantile"]
+    assert info.distribution == "meter-timm-quantile" and info.version == dist.version
+    assert info.learnable
+    # equal-frequency edges fitted from observed depths: half the pixels at 1 m, half at 9 m
+    q = create_strategy("quantile", 8, 2, pm=pm, mix=0.001)
+    q.observe_depth(torch.tensor([1.0] * 500 + [9.0] * 500 + [0.0, float("nan"), 12.0]))
+    assert q.refit() is True
+    edges = q.edges()
+    assert edges[0] == 0 and edges[-1] == 10
+    assert 0.9 < edges[1] < 1.1  # the median sits at the top of the 1 m cluster
+    restored = create_strategy("quantile", 8, 2, pm=pm, mix=0.001)
+    restored.load_state_dict(q.state_dict())
+    assert torch.equal(restored.edges(), edges)
+
+
+def test_autoload_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, "1")
+    monkeypatch.setattr(plugins.metadata, "entry_points",
+                        lambda **kw: pytest.fail("entry points read although autoload is off"))
+    pm = new_plugin_manager()
+    assert "uniform" in strategy_table(pm) and "quantile" not in strategy_table(pm)
+
+
+@pytest.fixture
+def fake_distribution(tmp_path, monkeypatch):
+    """A distribution on sys.path whose entry points are one broken and one working plugin."""
+    dist_info = tmp_path / "meter_timm_fake_plugins-1.2.3.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: meter-timm-fake-plugins\n"
+                                        "Version: 1.2.3\n")
+    (dist_info / "entry_points.txt").write_text(textwrap.dedent("""\
+        [meter_timm]
+        broken = meter_timm_fake_missing_module
+        raising = meter_timm_fake_raising
+        working = meter_timm_fake_working
+        """))
+    (tmp_path / "meter_timm_fake_raising.py").write_text("raise RuntimeError('boom at import')\n")
+    (tmp_path / "meter_timm_fake_working.py").write_text(textwrap.dedent("""\
+        import torch
+        from meter_timm.plugins import hookimpl
+        from meter_timm.strategies import DepthBinStrategy
+
+        class Working(DepthBinStrategy):
+            name = "fake-working"
+            description = "works"
+            def edges(self):
+                return torch.linspace(0, 10, self.num_bins + 1, dtype=torch.float64)
+            def assignment(self):
+                return torch.arange(self.num_units) * self.num_bins // self.num_units
+
+        @hookimpl
+        def meter_timm_register_strategies(register):
+            register(Working)
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    yield tmp_path
+    for module in ("meter_timm_fake_working", "meter_timm_fake_raising"):
+        monkeypatch.delitem(__import__("sys").modules, module, raising=False)
+
+
+def test_failing_plugins_are_skipped_with_a_warning(fake_distribution):
+    with pytest.warns(PluginLoadWarning) as caught:
+        pm = new_plugin_manager(autoload=True)
+    messages = [str(w.message) for w in caught if issubclass(w.category, PluginLoadWarning)]
+    assert any("'broken'" in m and "meter-timm-fake-plugins" in m and "ModuleNotFoundError" in m
+               for m in messages), messages
+    assert any("'raising'" in m and "boom at import" in m for m in messages), messages
+    table = strategy_table(pm)
+    assert table["fake-working"].distribution == "meter-timm-fake-plugins"
+    assert table["fake-working"].version == "1.2.3"
+    assert "uniform" in table  # built-ins unaffected
+
+
+def test_duplicate_strategy_names_name_both_plugins():
+    pm = new_plugin_manager(autoload=False)
+
+    class FakeUniform(ConstantStrategy):
+        name = "uniform"
+
+    pm.register(InMemoryPlugin(FakeUniform), name="shadowing-plugin")
+    with pytest.raises(PluginError, match=r"'uniform' is registered twice.*"
+                                          r"meter_timm\.strategies\.builtin.*shadowing-plugin"):
+        strategy_table(pm)
+
+
+def test_registering_a_non_strategy_names_the_plugin():
+    pm = new_plugin_manager(autoload=False)
+    pm.register(InMemoryPlugin(dict), name="confused-plugin")
+    with pytest.raises(PluginError, match="confused-plugin.*not a DepthBinStrategy"):
+        strategy_table(pm)
+
+
+def _bad(name, edges=None, assignment=None):
+    def make_edges(self):
+        return edges(self) if edges else torch.linspace(0, 10, self.num_bins + 1, dtype=torch.float64)
+
+    def make_assignment(self):
+        return assignment(self) if assignment else torch.arange(self.num_units) * self.num_bins // self.num_units
+
+    return type(name, (DepthBinStrategy,), {"name": name, "edges": make_edges,
+                                            "assignment": make_assignment})
+
+
+BAD_STRATEGIES = [
+    (_bad("bad-count", assignment=lambda s: torch.zeros(s.num_units - 1, dtype=torch.long)),
+     r"'bad-count'.*assignment\(\) returned 5 values"),
+    (_bad("bad-range", assignment=lambda s: torch.arange(s.num_units) % (s.num_bins + 1)),
+     r"'bad-range'.*unit 3 in bin 3, outside \[0, 3\)"),
+    (_bad("bad-empty", assignment=lambda s: torch.arange(s.num_units) % 2),
+     r"'bad-empty'.*bin\(s\) \[2\] without units"),
+    (_bad("bad-edges", edges=lambda s: torch.tensor([0.0, 5.0, 5.0, 10.0], dtype=torch.float64)),
+     r"'bad-edges'.*not strictly increasing: edges\[1\]=5.0 >= edges\[2\]=5.0"),
+    (_bad("bad-edge-count", edges=lambda s: torch.tensor([0.0, 10.0], dtype=torch.float64)),
+     r"'bad-edge-count'.*expected \(4,\) for num_bins=3"),
+    (_bad("bad-dtype", assignment=lambda s: torch.zeros(s.num_units)),
+     r"'bad-dtype'.*integer bins"),
+]
+
+
+@pytest.mark.parametrize("cls,message", BAD_STRATEGIES, ids=[c.name for c, _ in BAD_STRATEGIES])
+def test_invalid_outputs_raise_value_error_naming_the_strategy(cls, message):
+    pm = new_plugin_manager(autoload=False)
+    pm.register(InMemoryPlugin(cls), name="bad-plugin")
+    with pytest.raises(ValueError, match=message):
+        create_strategy(cls.name, 6, 3, pm=pm)
+
+
+def test_fewer_units_than_bins_may_leave_bins_empty():
+    s = create_strategy("uniform", 3, 8)
+    assert s.assignment().tolist() == [0, 2, 5]
+
+
+def test_cli_lists_strategies(capsys):
+    assert cli_main(["strategies"]) == 0
+    out = capsys.readouterr().out
+    header, *rows = out.strip().splitlines()
+    assert header.split()[:4] == ["name", "plugin", "version", "learned"]
+    by_name = {row.split()[0]: row.split() for row in rows}
+    assert by_name["log"][1:4] == ["meter-timm", metadata.version("meter-timm"), "no"]
+    assert by_name["learned"][3] == "yes"
