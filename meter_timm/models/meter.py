@@ -1,0 +1,528 @@
+"""METER: a mobile vision transformer for monocular depth estimation, as timm models.
+
+Paper: "METER: a mobile vision transformer architecture for monocular depth estimation",
+L. Papa, P. Russo, I. Amerini, IEEE TCSVT 2023.
+Original code and weights: https://github.com/lorenzopapa5/METER (``architecture.py``,
+``models/build_model_best_{nyu,kitti}_xxs``). This file is an independent implementation in the
+timm style; ``checkpoint_filter_fn`` translates the authors' state-dict layout to this one, so
+their files load unchanged::
+
+    model = timm.create_model("meter_xxs.nyu", pretrained=True,
+                              pretrained_cfg_overlay=dict(file="build_model_best_nyu_xxs"))
+
+Units: every model returns depth in METRES. The original NYU weights predict centimetres and the
+KITTI weights decimetres; the pretrained config's ``depth_unit`` says which, and the model multiplies
+its raw output by ``output_scale`` (0.01 for ``.nyu``, 0.1 for ``.kitti``). Pass
+``output_scale=...`` to ``timm.create_model`` to override it.
+
+Input: RGB in [0, 1] normalised with ImageNet mean/std; 192x256 for NYU, 192x636 for KITTI. The
+output is 1/4 of the input size. Input sizes the original network accepts give the original output
+(including the decoder's left zero-padding of the stride-4 skip at odd widths, e.g. 192x636 ->
+48x160); any other size >= 32x32 is padded internally and the output cropped to
+(ceil(H/4), ceil(W/4)).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from timm.layers import Mlp
+from timm.models import build_model_with_cfg, register_model
+from timm.models._builder import resolve_pretrained_cfg
+from timm.models._pretrained import PretrainedCfg
+from timm.models._registry import generate_default_cfgs
+
+from meter_timm.models._checkpoint import load_checkpoint_file, translate_state_dict
+
+__all__ = ["Meter", "MeterPretrainedCfg", "checkpoint_filter_fn", "DEPTH_UNIT_SCALE"]
+
+#: metres per unit of a raw network output
+DEPTH_UNIT_SCALE = {"m": 1.0, "dm": 0.1, "cm": 0.01, "mm": 0.001}
+
+MIN_INPUT_SIZE = 32
+PATCH_SIZE = 2
+
+
+# ----------------------------------------------------------------------------------------------
+# blocks
+
+
+def _fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.BatchNorm2d):
+    """Weight and bias of a conv followed by eval-mode ``bn``, as one conv."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    fused_bias = bn.bias - bn.running_mean * scale
+    if bias is not None:
+        fused_bias = fused_bias + bias * scale
+    return weight * scale.reshape(shape), fused_bias
+
+
+def _conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> nn.Conv2d:
+    """A copy of ``conv``'s geometry carrying the given weight / bias."""
+    fused = nn.Conv2d(
+        weight.shape[1] * conv.groups, weight.shape[0], conv.kernel_size, stride=conv.stride,
+        padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=bias is not None,
+    ).to(device=weight.device, dtype=weight.dtype)
+    fused.weight.data.copy_(weight)
+    if bias is not None:
+        fused.bias.data.copy_(bias)
+    return fused
+
+
+class ConvBnAct(nn.Module):
+    """Conv (no bias) -> BatchNorm -> optional ReLU. ``reparameterize()`` folds the BN."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1,
+                 groups: int = 1, act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_chs)
+        self.act = nn.ReLU(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if isinstance(self.bn, nn.BatchNorm2d):
+            weight, bias = _fold_bn(self.conv.weight, self.conv.bias, self.bn)
+            self.conv = _conv_with(self.conv, weight, bias)
+            self.bn = nn.Identity()
+
+
+class SeparableConvBnAct(nn.Module):
+    """METER's "separable" conv: a FULL kxk conv then a 1x1 conv (both without bias), optional BN, ReLU.
+
+    Despite its name in the original code it is not depthwise. ``reparameterize()`` merges the two
+    convs (and the BN) into one kxk conv with bias, which is cheaper and gives the same output.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, bn: bool = True):
+        super().__init__()
+        self.spatial = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, bias=False)
+        self.pointwise = nn.Conv2d(out_chs, out_chs, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_chs) if bn else nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.pointwise(self.spatial(x))))
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        weight, bias = self.spatial.weight, self.spatial.bias
+        if isinstance(self.pointwise, nn.Conv2d):
+            pw = self.pointwise.weight.flatten(1)  # (out, mid)
+            weight = torch.einsum("om,mikl->oikl", pw, weight)
+            if bias is not None:
+                bias = pw @ bias
+            if self.pointwise.bias is not None:
+                bias = self.pointwise.bias if bias is None else bias + self.pointwise.bias
+        if isinstance(self.bn, nn.BatchNorm2d):
+            weight, bias = _fold_bn(weight, bias, self.bn)
+        self.spatial = _conv_with(self.spatial, weight, bias)
+        self.pointwise = nn.Identity()
+        self.bn = nn.Identity()
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block ("MV2"): 1x1 expand -> 3x3 depthwise (stride) -> 1x1 project, all ReLU."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, expansion: float = 4.0):
+        super().__init__()
+        hidden = int(in_chs * expansion)
+        self.has_skip = stride == 1 and in_chs == out_chs
+        self.conv_pw = ConvBnAct(in_chs, hidden, 1) if expansion != 1 else nn.Identity()
+        self.conv_dw = ConvBnAct(hidden, hidden, 3, stride=stride, groups=hidden)
+        self.conv_pwl = ConvBnAct(hidden, out_chs, 1, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_pwl(self.conv_dw(self.conv_pw(x)))
+        return x + out if self.has_skip else out
+
+
+class Attention(nn.Module):
+    """Multi-head self attention (qkv without bias, output projection with bias), fused SDPA."""
+
+    def __init__(self, dim: int, num_heads: int = 4, head_dim: int = 8):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.inner_dim = num_heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * self.inner_dim, bias=False)
+        self.proj = nn.Linear(self.inner_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)  # scale head_dim ** -0.5, as the original
+        return self.proj(x.transpose(1, 2).reshape(B, N, self.inner_dim))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm transformer layer: x + attn(norm1(x)), then x + mlp(norm2(x)) with ReLU."""
+
+    def __init__(self, dim: int, mlp_ratio: float, num_heads: int = 4, head_dim: int = 8):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, head_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class MeterViTBlock(nn.Module):
+    """METER's MobileViT block.
+
+    Local: separable 3x3 conv+BN+ReLU -> 1x1 conv+BN+ReLU to the token dim. Global: 2x2 patches,
+    attention among the tokens at the same position inside their patch. Fusion: 1x1 conv+BN+ReLU
+    back to C channels, concatenated with the block input (transformer path first), separable 3x3
+    conv+BN+ReLU from 2C to C. Odd feature maps (only reachable through ``features_only`` at sizes
+    the original rejects) are zero-padded to whole patches and cropped back.
+    """
+
+    def __init__(self, channels: int, dim: int, mlp_ratio: float, depth: int = 1,
+                 num_heads: int = 4, head_dim: int = 8, patch_size: int = PATCH_SIZE):
+        super().__init__()
+        self.patch_size = patch_size
+        self.conv_kxk = SeparableConvBnAct(channels, channels, 3)
+        self.conv_1x1 = ConvBnAct(channels, dim, 1)
+        self.transformer = nn.Sequential(*[
+            TransformerBlock(dim, mlp_ratio, num_heads, head_dim) for _ in range(depth)])
+        self.conv_proj = ConvBnAct(dim, channels, 1)
+        self.conv_fusion = SeparableConvBnAct(2 * channels, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.conv_1x1(self.conv_kxk(x))
+        B, C, H, W = x.shape
+        p = self.patch_size
+        pad_h, pad_w = (-H) % p, (-W) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        h, w = (H + pad_h) // p, (W + pad_w) // p
+        # unfold: (B, C, h*p, w*p) -> (B * p*p, h*w, C), one copy
+        x = x.reshape(B, C, h, p, w, p).permute(0, 3, 5, 2, 4, 1).reshape(B * p * p, h * w, C)
+        x = self.transformer(x)
+        # fold back: (B * p*p, h*w, C) -> (B, C, h*p, w*p)
+        x = x.reshape(B, p, p, h, w, C).permute(0, 5, 3, 1, 4, 2).reshape(B, C, h * p, w * p)
+        if pad_h or pad_w:
+            x = x[:, :, :H, :W]
+        x = self.conv_proj(x)
+        return self.conv_fusion(torch.cat((x, shortcut), dim=1))
+
+
+class UpsampleBlock(nn.Module):
+    """Decoder stage: 3x3 transposed conv (stride 2) -> concat with the skip -> separable conv -> ReLU.
+
+    When the upsampled map is wider than the skip, the skip is zero-padded on the LEFT (then on the
+    right), as in the original; this happens at odd stride-4 widths such as 192x636 input.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, skip_chs: int):
+        super().__init__()
+        self.upconv = nn.ConvTranspose2d(in_chs, out_chs, 3, stride=2, padding=1, output_padding=1, bias=False)
+        self.conv_fusion = SeparableConvBnAct(out_chs + skip_chs, out_chs, 3, bn=False)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.upconv(x)
+        if x.shape[-1] != skip.shape[-1]:
+            skip = F.pad(skip, (1, 0))
+        if x.shape[-1] != skip.shape[-1]:
+            skip = F.pad(skip, (0, 1))
+        return self.conv_fusion(torch.cat((x, skip), dim=1))
+
+
+class MeterDecoder(nn.Module):
+    """1x1 conv (no bias) -> 3 upsampling stages with skips (deepest first) -> 3x3 conv to 1 channel."""
+
+    def __init__(self, in_chs: int, widths: Sequence[int], skip_chs: Sequence[int]):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_chs, widths[0], 1, bias=False)
+        self.blocks = nn.ModuleList([
+            UpsampleBlock(widths[i], widths[i + 1], skip_chs[i]) for i in range(len(widths) - 1)])
+        self.conv_out = nn.Conv2d(widths[-1], 1, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``skips`` deepest first (stride 16, 8, 4)."""
+        x = self.conv_in(x)
+        for block, skip in zip(self.blocks, skips):
+            x = block(x, skip)
+        return self.conv_out(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# model
+
+
+def _out_len(n: int, stride: int) -> int:
+    """Length after log2(stride) convs of kernel 3, stride 2, padding 1 (each rounds up)."""
+    for _ in range(int(math.log2(stride))):
+        n = (n + 1) // 2
+    return n
+
+
+def _original_accepts(height: int, width: int) -> bool:
+    """Whether the original METER runs at this size: 2x2 patches at strides 8, 16, 32 and equal
+    heights at the stride-4 skip (its width may be one short: the decoder pads it)."""
+    return _out_len(height, 4) % 16 == 0 and _out_len(width, 8) % 8 == 0
+
+
+def _aligned_size(n: int) -> int:
+    """Smallest size >= n whose stride-4 map holds a whole number of stride-32 2x2 patches."""
+    while _out_len(n, 4) % 16:
+        n += 1
+    return n
+
+
+class Meter(nn.Module):
+    """METER encoder-decoder for monocular depth; output (B, 1, H/4, W/4) in metres.
+
+    ``encoder`` is an ``nn.Sequential`` of 12 stages in forward order: 0 stem (stride 2), 1-5 MV2
+    blocks, 6 MobileViT block (stride 8), 7 MV2, 8 MobileViT (stride 16), 9 MV2, 10 MobileViT
+    (stride 32), 11 1x1 conv. The decoder takes the outputs of ``encoder.2`` (stride 4),
+    ``encoder.5`` (stride 8) and ``encoder.7`` (stride 16) as skips.
+
+    Args:
+        channels: the 11 channel counts c[0..10] of the original.
+        dims: token dims of the three MobileViT blocks.
+        decoder_widths: widths of the decoder (after conv_in, then after each upsampling stage).
+        expansion: MV2 expansion ratio.
+        mlp_ratios: transformer MLP hidden ratio of each MobileViT block.
+        in_chans: input channels.
+        output_scale: metres per unit of the raw network output (0.01 for the original NYU
+            weights, which predict cm; 0.1 for KITTI's dm).
+        num_heads, head_dim: attention shape (4 heads of dim 8 in all variants).
+    """
+
+    skip_indices = (2, 5, 7)
+
+    def __init__(
+            self,
+            channels: Sequence[int],
+            dims: Sequence[int],
+            decoder_widths: Sequence[int],
+            expansion: float = 4.0,
+            mlp_ratios: Sequence[float] = (2.0, 4.0, 4.0),
+            in_chans: int = 3,
+            output_scale: float = 1.0,
+            num_heads: int = 4,
+            head_dim: int = 8,
+    ):
+        super().__init__()
+        if len(channels) != 11 or len(dims) != 3 or len(decoder_widths) != 4:
+            raise ValueError("METER needs 11 channels, 3 token dims and 4 decoder widths, got "
+                             f"{len(channels)}, {len(dims)}, {len(decoder_widths)}")
+        c = list(channels)
+        self.in_chans = in_chans
+        self.output_scale = float(output_scale)
+        self.grad_checkpointing = False
+
+        def vit(ch, dim, ratio):
+            return MeterViTBlock(ch, dim, ratio, num_heads=num_heads, head_dim=head_dim)
+
+        self.encoder = nn.Sequential(
+            SeparableConvBnAct(in_chans, c[0], 3, stride=2),   # 0 stem, /2
+            InvertedResidual(c[0], c[1], 1, expansion),         # 1
+            InvertedResidual(c[1], c[2], 2, expansion),         # 2 skip, /4
+            InvertedResidual(c[2], c[3], 1, expansion),         # 3
+            InvertedResidual(c[2], c[3], 1, expansion),         # 4
+            InvertedResidual(c[3], c[4], 2, expansion),         # 5 skip, /8
+            vit(c[5], dims[0], mlp_ratios[0]),                  # 6
+            InvertedResidual(c[5], c[6], 2, expansion),         # 7 skip, /16
+            vit(c[7], dims[1], mlp_ratios[1]),                  # 8
+            InvertedResidual(c[7], c[8], 2, expansion),         # 9 /32
+            vit(c[9], dims[2], mlp_ratios[2]),                  # 10
+            ConvBnAct(c[9], c[10], 1),                          # 11
+        )
+        self.decoder = MeterDecoder(c[10], decoder_widths, skip_chs=(c[6], c[4], c[2]))
+        self.num_features = c[10]
+        # last module of each stride: what features_only returns
+        self.feature_info = [
+            dict(num_chs=c[3], reduction=4, module="encoder.4"),
+            dict(num_chs=c[5], reduction=8, module="encoder.6"),
+            dict(num_chs=c[7], reduction=16, module="encoder.8"),
+            dict(num_chs=c[10], reduction=32, module="encoder.11"),
+        ]
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r"^encoder\.0\.", blocks=[(r"^encoder\.(\d+)", None), (r"^decoder", (99,))])
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless ``x`` is (B, in_chans, H, W) with H, W >= 32."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"METER expects input of shape (B, {self.in_chans}, H, W), "
+                             f"got {tuple(x.shape)}")
+        if x.shape[-2] < MIN_INPUT_SIZE or x.shape[-1] < MIN_INPUT_SIZE:
+            raise ValueError(f"METER needs H, W >= {MIN_INPUT_SIZE}, got an input of shape {tuple(x.shape)}")
+
+    def forward_encoder(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Encoder output (stride 32) and the skips [stride 4, stride 8, stride 16]."""
+        skips = []
+        for i, stage in enumerate(self.encoder):
+            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+                x = checkpoint(stage, x, use_reentrant=False)
+            else:
+                x = stage(x)
+            if i in self.skip_indices:
+                skips.append(x)
+        return x, skips
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stride-32 encoder features (B, c10, H/32, W/32)."""
+        return self.forward_encoder(x)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        height, width = x.shape[-2:]
+        pad_h = pad_w = 0
+        if not _original_accepts(height, width):
+            pad_h = _aligned_size(height) - height
+            pad_w = _aligned_size(width) - width
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x, skips = self.forward_encoder(x)
+        x = self.decoder(x, skips[::-1])
+        if pad_h or pad_w:
+            x = x[:, :, :_out_len(height, 4), :_out_len(width, 4)]
+        if self.output_scale != 1.0:
+            x = x * self.output_scale
+        return x
+
+    @torch.no_grad()
+    def fuse(self) -> "Meter":
+        """Fold BatchNorms and merge the two convs of every separable conv, in place, for inference.
+
+        Outputs are unchanged (up to float rounding); the state dict changes, so load weights
+        first. Equivalent to ``timm.utils.reparameterize_model(model, inplace=True)``.
+        """
+        for module in self.modules():
+            if module is not self and hasattr(module, "reparameterize"):
+                module.reparameterize()
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints and registration
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Turn a checkpoint into this model's state dict, or raise ValueError saying what does not fit.
+
+    Accepts the authors' original state dicts (``encoder.conv1.*``, ``encoder.mv2.*``,
+    ``encoder.mvit.*``, ``decoder.ups_block_*``), this package's own state dicts, and mmengine
+    checkpoints of a wrapper holding the model as ``backbone`` (``{"state_dict": {"backbone.*": ...}}``;
+    keys of other modules, e.g. ``selectivity.*``, are dropped).
+    """
+    return translate_state_dict(state_dict, model)
+
+
+@dataclasses.dataclass
+class MeterPretrainedCfg(PretrainedCfg):
+    """timm's pretrained config plus the unit of the weights' raw output (``m``, ``dm``, ``cm``, ``mm``)."""
+    depth_unit: str = "m"
+
+
+def _cfg(**kwargs) -> MeterPretrainedCfg:
+    cfg = dict(
+        num_classes=0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        interpolation="bilinear", crop_pct=1.0, crop_mode="squash", fixed_input_size=False,
+        min_input_size=(3, MIN_INPUT_SIZE, MIN_INPUT_SIZE), first_conv="encoder.0.spatial",
+        classifier=None, pool_size=None, license="see github.com/lorenzopapa5/METER",
+        paper_name="METER: a mobile vision transformer architecture for monocular depth estimation",
+        origin_url="https://github.com/lorenzopapa5/METER",
+    )
+    cfg.update(kwargs)
+    return MeterPretrainedCfg(**cfg)
+
+
+_NYU = dict(input_size=(3, 192, 256), depth_unit="cm", description="NYU Depth V2; raw output in cm")
+_KITTI = dict(input_size=(3, 192, 636), depth_unit="dm", description="KITTI Eigen; raw output in dm")
+
+default_cfgs = generate_default_cfgs({
+    "meter_xxs.nyu": _cfg(**_NYU, notes=("weights file: models/build_model_best_nyu_xxs",)),
+    "meter_xxs.kitti": _cfg(**_KITTI, notes=("weights file: models/build_model_best_kitti_xxs",)),
+    "meter_xs.nyu": _cfg(**_NYU, notes=("weights file: models/build_model_best_nyu_xs",)),
+    "meter_xs.kitti": _cfg(**_KITTI, notes=("weights file: models/build_model_best_kitti_xs",)),
+    "meter_s.nyu": _cfg(**_NYU, notes=("weights file: models/build_model_best_nyu_s",)),
+    "meter_s.kitti": _cfg(**_KITTI, notes=("weights file: models/build_model_best_kitti_s",)),
+})
+
+
+def _create_meter(variant: str, pretrained: bool = False, **kwargs) -> Meter:
+    pretrained_cfg = resolve_pretrained_cfg(
+        variant,
+        pretrained_cfg=kwargs.pop("pretrained_cfg", None),
+        pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
+    )
+    unit = getattr(pretrained_cfg, "depth_unit", "m")
+    if unit not in DEPTH_UNIT_SCALE:
+        raise ValueError(f"{variant}: unknown depth_unit {unit!r} in the pretrained config; "
+                         f"choose one of {sorted(DEPTH_UNIT_SCALE)}")
+    kwargs.setdefault("output_scale", DEPTH_UNIT_SCALE[unit])
+    if pretrained and pretrained_cfg.state_dict is None:
+        if pretrained_cfg.file:
+            # load here (weights_only=True, mmengine checkpoints included) instead of timm's loader
+            state_dict = load_checkpoint_file(pretrained_cfg.file)
+            pretrained_cfg = dataclasses.replace(pretrained_cfg, state_dict=state_dict)
+        elif not (pretrained_cfg.url or pretrained_cfg.hf_hub_id):
+            raise ValueError(
+                f"{variant}.{pretrained_cfg.tag}: no weights are downloadable; pass a local file with "
+                f"pretrained_cfg_overlay=dict(file=PATH) ({', '.join(pretrained_cfg.notes or ())})")
+    model = build_model_with_cfg(
+        Meter,
+        variant,
+        pretrained,
+        pretrained_cfg=pretrained_cfg,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
+        kwargs_filter=("num_classes",),
+        **kwargs,
+    )
+    # don't keep a second reference to the loaded tensors in the config
+    if isinstance(getattr(model, "pretrained_cfg", None), dict):
+        model.pretrained_cfg.pop("state_dict", None)
+    return model
+
+
+_VARIANTS = {
+    "meter_xxs": dict(
+        channels=(16, 16, 24, 24, 48, 48, 64, 64, 80, 80, 160), dims=(64, 80, 96),
+        decoder_widths=(64, 32, 16, 8), expansion=2),
+    "meter_xs": dict(
+        channels=(16, 32, 48, 48, 64, 64, 80, 80, 96, 96, 192), dims=(96, 120, 144),
+        decoder_widths=(128, 64, 32, 16), expansion=4),
+    "meter_s": dict(
+        channels=(16, 32, 64, 64, 96, 96, 128, 128, 160, 160, 320), dims=(144, 192, 240),
+        decoder_widths=(128, 64, 32, 16), expansion=4),
+}
+
+
+@register_model
+def meter_xxs(pretrained: bool = False, **kwargs) -> Meter:
+    """METER xxs (713,464 parameters)."""
+    return _create_meter("meter_xxs", pretrained=pretrained, **dict(_VARIANTS["meter_xxs"], **kwargs))
+
+
+@register_model
+def meter_xs(pretrained: bool = False, **kwargs) -> Meter:
+    """METER xs (1,449,760 parameters)."""
+    return _create_meter("meter_xs", pretrained=pretrained, **dict(_VARIANTS["meter_xs"], **kwargs))
+
+
+@register_model
+def meter_s(pretrained: bool = False, **kwargs) -> Meter:
+    """METER s (3,295,168 parameters)."""
+    return _create_meter("meter_s", pretrained=pretrained, **dict(_VARIANTS["meter_s"], **kwargs))
