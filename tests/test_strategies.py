@@ -1,6 +1,6 @@
 """Built-in depth-bin strategies: Eq. 2, uniform and log edges, the learned assignment, state.
 
-Time budget: ~5 s.
+Time budget: ~3 s, plus ~10 s for the two-process (gloo) test.
 """
 from __future__ import annotations
 
@@ -186,3 +186,47 @@ def test_learned_state_round_trip(tmp_path):
     buffer.seek(0)
     with pytest.raises(ValueError, match="'learned'.*response_sum.*shape"):
         resumed.load_state_dict(torch.load(buffer, weights_only=True))
+
+
+def test_learned_refit_schedule():
+    K, N = 8, 4
+    s = create_strategy("learned", K, N, warmup=2, every=3)
+    planted = eq2_assignment(K, N).flip(0)
+    responses, counts = planted_responses(K, N, planted), torch.ones(N)
+    s.observe(responses, counts)
+    assert s.refit() is False  # warm-up: 1 < 2
+    s.observe(responses, counts)
+    assert s.refit() is False  # warm-up done but only 2 < every=3 new observations
+    s.observe(responses, counts)
+    assert s.refit() is True and torch.equal(s.assignment(), planted)
+    s.observe(planted_responses(K, N, eq2_assignment(K, N), strength=100.0), counts)
+    assert s.refit() is False  # 1 new observation since the last refit
+    assert torch.equal(s.assignment(), planted)
+
+
+def _distributed_worker(rank, world_size, init_file, results):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        K, N = 12, 4
+        s = create_strategy("learned", K, N)
+        # rank 0 only sees bins 0-1, rank 1 only bins 2-3: only their sum reveals the preference
+        planted = eq2_assignment(K, N).flip(0)
+        responses = planted_responses(K, N, planted, seed=rank)
+        counts = torch.tensor([10.0, 10.0, 0.0, 0.0]) if rank == 0 else torch.tensor([0.0, 0.0, 10.0, 10.0])
+        s.observe(responses, counts)
+        s.refit()
+        results[rank] = s.assignment().tolist()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_learned_refit_agrees_across_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
+    expected = eq2_assignment(12, 4).flip(0).tolist()
+    assert results[0] == results[1] == expected

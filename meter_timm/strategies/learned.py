@@ -5,8 +5,13 @@ Schedule (driven by the caller, e.g. the selectivity hook):
 1. every training step the caller passes the layer's measured average responses (K, N_b) and
    the pixel count of every bin to ``observe()``; they are accumulated count-weighted (with an
    optional exponential ``decay`` so that old steps fade);
-2. every so often the caller runs ``refit()``; once ``warmup`` observations have been seen it
-   recomputes the assignment; before that the assignment stays Eq. 2.
+2. the caller runs ``refit()`` on its schedule (it may simply call it every step): once
+   ``warmup`` observations have been seen, and at least ``every`` new ones since the last
+   refit, it recomputes the assignment; before the warm-up the assignment stays Eq. 2.
+
+Under torch.distributed the accumulated statistics are summed over the ranks at refit (the
+solver is deterministic, so every rank gets the same assignment; the sum only rescales the
+averages when the caller already fed identical, all-reduced responses to every rank).
 
 Refit scores every (unit, bin) pair by how much the unit already prefers the bin, then solves
 the balanced assignment exactly with a linear-sum assignment: each bin is replicated into as
@@ -73,6 +78,22 @@ def balanced_assignment(scores: torch.Tensor, current: torch.Tensor | None = Non
     return assignment
 
 
+def _sum_over_ranks(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Copies of ``tensors`` summed over torch.distributed ranks (unchanged when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return list(tensors)
+    device = (torch.device("cuda", torch.cuda.current_device())
+              if dist.get_backend() == "nccl" else torch.device("cpu"))
+    summed = []
+    for tensor in tensors:
+        buffer = tensor.to(device, copy=True)
+        dist.all_reduce(buffer)
+        summed.append(buffer.cpu())
+    return summed
+
+
 class LearnedStrategy(DepthBinStrategy):
     """Assignment fitted to measured responses, balanced per bin (see module docstring).
 
@@ -80,6 +101,7 @@ class LearnedStrategy(DepthBinStrategy):
         edges: "uniform" or "log" bin edges (fixed).
         alpha, beta: parameters of the log edges (only with ``edges="log"``).
         warmup: observations needed before ``refit()`` changes anything (default 1).
+        every: new observations needed between two refits that do something (default 1).
         decay: factor applied to the accumulated statistics at each ``observe()``
             (1.0 = plain sum over all steps; e.g. 0.99 forgets old steps).
         score: "selectivity" (default) or "response", see ``preference_scores``.
@@ -91,7 +113,7 @@ class LearnedStrategy(DepthBinStrategy):
 
     def __init__(self, num_units: int, num_bins: int, min_depth: float = 0.0,
                  max_depth: float = 10.0, edges: str = "uniform", alpha: float = 0.75,
-                 beta: float | None = None, warmup: int = 1, decay: float = 1.0,
+                 beta: float | None = None, warmup: int = 1, every: int = 1, decay: float = 1.0,
                  score: str = "selectivity") -> None:
         super().__init__(num_units, num_bins, min_depth, max_depth)
         if edges == "uniform":
@@ -111,6 +133,8 @@ class LearnedStrategy(DepthBinStrategy):
         if not 0.0 < float(decay) <= 1.0:
             raise ValueError(f"depth-bin strategy 'learned': decay must be in (0, 1], got {decay}")
         self.edges_kind, self.warmup, self.decay, self.score = edges, int(warmup), float(decay), score
+        self.every = max(int(every), 1)
+        self.last_refit_at = 0  # num_observations at the last refit that ran
         self.response_sum = torch.zeros(self.num_units, self.num_bins, dtype=torch.float64)
         self.count_sum = torch.zeros(self.num_bins, dtype=torch.float64)
         self.num_observations = 0
@@ -141,10 +165,16 @@ class LearnedStrategy(DepthBinStrategy):
         return self.response_sum / self.count_sum.clamp_min(1e-300)[None, :]
 
     def refit(self) -> bool:
-        observed = self.count_sum > 0
-        if self.num_observations < max(self.warmup, 1) or int(observed.sum()) < 2:
+        if (self.num_observations < max(self.warmup, 1)
+                or self.num_observations - self.last_refit_at < self.every):
             return False
-        scores = preference_scores(self.mean_responses(), observed, self.score)
+        response_sum, count_sum = _sum_over_ranks(self.response_sum, self.count_sum)
+        observed = count_sum > 0
+        if int(observed.sum()) < 2:
+            return False
+        self.last_refit_at = self.num_observations
+        mean = response_sum / count_sum.clamp_min(1e-300)[None, :]
+        scores = preference_scores(mean, observed, self.score)
         new = balanced_assignment(scores, current=self._assignment)
         changed = not torch.equal(new, self._assignment)
         self._assignment = new
@@ -153,6 +183,7 @@ class LearnedStrategy(DepthBinStrategy):
     def state_dict(self) -> dict[str, Any]:
         return {"response_sum": self.response_sum.clone(), "count_sum": self.count_sum.clone(),
                 "num_observations": torch.tensor(self.num_observations, dtype=torch.int64),
+                "last_refit_at": torch.tensor(self.last_refit_at, dtype=torch.int64),
                 "assignment": self._assignment.clone(), "edges": self._edges.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -173,5 +204,6 @@ class LearnedStrategy(DepthBinStrategy):
         self.response_sum = torch.as_tensor(state["response_sum"]).to(torch.float64).clone()
         self.count_sum = torch.as_tensor(state["count_sum"]).to(torch.float64).clone()
         self.num_observations = int(state["num_observations"])
+        self.last_refit_at = int(state.get("last_refit_at", 0))
         self._assignment = assignment.clone()
         self._edges = torch.as_tensor(state["edges"]).to(torch.float64).clone()
