@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from meter_timm.strategies.base import DepthBinStrategy
 from meter_timm.strategies.fixed import eq2_assignment, log_edges, uniform_edges
@@ -62,6 +61,8 @@ def balanced_assignment(scores: torch.Tensor, current: torch.Tensor | None = Non
     Exact (Hungarian / Jonker-Volgenant via scipy). K >= N_b: bin d gets exactly
     ``#{k : floor(k N_b / K) = d}`` units; K < N_b: every unit gets a different bin.
     """
+    from scipy.optimize import linear_sum_assignment  # imported on first refit only
+
     num_units, num_bins = scores.shape
     s = scores.double().clone()
     if current is not None:
@@ -99,7 +100,8 @@ class LearnedStrategy(DepthBinStrategy):
 
     Parameters:
         edges: "uniform" or "log" bin edges (fixed).
-        alpha, beta: parameters of the log edges (only with ``edges="log"``).
+        alpha, beta: parameters of the log edges (only with ``edges="log"``; default 0.75 and
+            max_depth).
         warmup: observations needed before ``refit()`` changes anything (default 1).
         every: new observations needed between two refits that do something (default 1).
         decay: factor applied to the accumulated statistics at each ``observe()``
@@ -112,13 +114,16 @@ class LearnedStrategy(DepthBinStrategy):
     learnable = True
 
     def __init__(self, num_units: int, num_bins: int, min_depth: float = 0.0,
-                 max_depth: float = 10.0, edges: str = "uniform", alpha: float = 0.75,
+                 max_depth: float = 10.0, edges: str = "uniform", alpha: float | None = None,
                  beta: float | None = None, warmup: int = 1, every: int = 1, decay: float = 1.0,
                  score: str = "selectivity") -> None:
         super().__init__(num_units, num_bins, min_depth, max_depth)
         if edges == "uniform":
+            if alpha is not None or beta is not None:
+                raise ValueError("depth-bin strategy 'learned': alpha/beta apply only to edges='log'")
             self._edges = uniform_edges(self.num_bins, self.min_depth, self.max_depth)
         elif edges == "log":
+            alpha = 0.75 if alpha is None else float(alpha)
             beta = self.max_depth if beta is None else float(beta)
             if self.num_bins > 1 and not self.min_depth < alpha < beta:
                 raise ValueError(f"depth-bin strategy 'learned': need min_depth < alpha < beta, "
