@@ -230,3 +230,20 @@ def test_learned_refit_agrees_across_ranks(tmp_path):
     mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
     expected = eq2_assignment(12, 4).flip(0).tolist()
     assert results[0] == results[1] == expected
+
+
+def test_create_layer_strategy_defaults_and_errors():
+    from meter_timm.strategies import create_layer_strategy
+
+    s = create_layer_strategy("encoder.6", num_units=48)
+    assert s.name == "uniform" and s.num_bins == 48  # min(units, 64)
+    assert create_layer_strategy({"name": "encoder.9", "num_bins": None}, 80).num_bins == 64
+    s = create_layer_strategy({"name": "encoder.6", "num_bins": 24, "strategy": "log",
+                               "params": {"alpha": 0.5}}, 48, max_depth=8.0)
+    assert (s.num_bins, s.edges()[1].item(), s.edges()[-1].item()) == (24, 0.5, 8.0)
+    with pytest.raises(ValueError, match="layer 'encoder.6'.*unknown key.*'bins'"):
+        create_layer_strategy({"name": "encoder.6", "bins": 24}, 48)
+    with pytest.raises(ValueError, match="layer 'encoder.6'.*unknown depth-bin strategy 'lgo'.*'log'"):
+        create_layer_strategy({"name": "encoder.6", "strategy": "lgo"}, 48)
+    with pytest.raises(TypeError, match="layer 'encoder.6'.*'uniform'.*unknown parameters"):
+        create_layer_strategy({"name": "encoder.6", "params": {"alpha": 1}}, 48)

@@ -6,6 +6,7 @@
 from meter_timm.strategies.base import DepthBinStrategy
 from meter_timm.strategies.registry import (
     StrategyInfo,
+    create_layer_strategy,
     create_strategy,
     get_strategy_class,
     list_strategies,
@@ -17,6 +18,7 @@ from meter_timm.strategies.registry import (
 __all__ = [
     "DepthBinStrategy",
     "StrategyInfo",
+    "create_layer_strategy",
     "create_strategy",
     "get_strategy_class",
     "list_strategies",

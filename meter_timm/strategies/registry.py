@@ -168,3 +168,35 @@ def create_strategy(name: str, num_units: int, num_bins: int, min_depth: float =
                          f"max_depth ({max_depth})")
     strategy = cls(int(num_units), int(num_bins), float(min_depth), float(max_depth), **params)
     return validate_strategy(strategy)
+
+
+LAYER_KEYS = ("name", "num_bins", "strategy", "params")
+
+
+def create_layer_strategy(layer: dict[str, Any] | str, num_units: int, min_depth: float = 0.0,
+                          max_depth: float = 10.0, default_num_bins: int | None = None,
+                          default_strategy: str = "uniform",
+                          pm: plugins.PluginManager | None = None) -> DepthBinStrategy:
+    """Create the strategy of one layer entry of a selectivity config.
+
+    ``layer`` is ``{"name": "encoder.6", "num_bins": 32, "strategy": "log", "params": {...}}``
+    (only ``name`` required) or just the layer name. Missing ``num_bins`` defaults to
+    ``default_num_bins`` or, if that is None, to min(num_units, 64) as in the ICCV 2021 code;
+    missing ``strategy`` to ``default_strategy``. Any error names the layer.
+    """
+    layer = {"name": layer} if isinstance(layer, str) else dict(layer)
+    label = f"selectivity layer {layer.get('name', '?')!r}"
+    unknown = sorted(set(layer) - set(LAYER_KEYS))
+    if unknown:
+        raise ValueError(f"{label}: unknown key(s) {unknown} (allowed: {', '.join(LAYER_KEYS)})")
+    num_bins = layer.get("num_bins")
+    if num_bins is None:
+        num_bins = default_num_bins if default_num_bins is not None else min(int(num_units), 64)
+    params = layer.get("params") or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{label}: 'params' must be a dict, got {type(params).__name__}")
+    try:
+        return create_strategy(layer.get("strategy") or default_strategy, num_units, num_bins,
+                               min_depth, max_depth, pm=pm, **params)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{label}: {exc}") from exc
