@@ -217,3 +217,15 @@ def test_cli_lists_strategies(capsys):
     by_name = {row.split()[0]: row.split() for row in rows}
     assert by_name["log"][1:4] == ["meter-timm", metadata.version("meter-timm"), "no"]
     assert by_name["learned"][3] == "yes"
+
+
+def test_hook_that_raises_names_the_plugin():
+    class Exploding:
+        @hookimpl
+        def meter_timm_register_strategies(self, register):
+            raise KeyError("oops")
+
+    pm = new_plugin_manager(autoload=False)
+    pm.register(Exploding(), name="exploding-plugin")
+    with pytest.raises(PluginError, match="'exploding-plugin'.*KeyError"):
+        strategy_table(pm)

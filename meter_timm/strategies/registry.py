@@ -60,7 +60,13 @@ def strategy_table(pm: plugins.PluginManager | None = None) -> dict[str, Strateg
                                            _record.version)
 
         kwargs = {"register": register}
-        impl.function(*[kwargs[arg] for arg in impl.argnames])
+        try:
+            impl.function(*[kwargs[arg] for arg in impl.argnames])
+        except plugins.PluginError:
+            raise
+        except Exception as exc:
+            raise plugins.PluginError(f"{origin} failed in meter_timm_register_strategies: "
+                                      f"{type(exc).__name__}: {exc}") from exc
     return table
 
 
