@@ -2,7 +2,7 @@
 
 :class:`DepthEstimator` wraps either a timm model that already predicts depth (the ``meter_*``
 family: ``(B, 1, H/4, W/4)`` metres) or any timm backbone created with ``features_only=True``
-followed by :class:`LightDepthDecoder`. :class:`DepthDataPreprocessor` stacks the uint8 images and
+followed by :class:`LightDepthDecoder`. :class:`DepthDataPreprocessor` stacks the 0-255 images and
 applies ImageNet normalisation on the 0-255 scale (identical to METER's [0, 1] + ImageNet
 mean/std).
 """
@@ -26,7 +26,7 @@ IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
 @MODELS.register_module()
 class DepthDataPreprocessor(ImgDataPreprocessor):
-    """Stack images, normalise with ImageNet mean/std given on the 0-255 scale (inputs are uint8
+    """Stack images, normalise with ImageNet mean/std given on the 0-255 scale (inputs are uint8 or float
     0-255 from :class:`~meter_timm.mm.transforms.PackDepthInputs`), move everything to the
     model's device. Arguments as mmengine's ``ImgDataPreprocessor``; defaults to ImageNet."""
 
@@ -221,3 +221,66 @@ def _resize_nearest(depth: torch.Tensor, size) -> torch.Tensor:
     if tuple(depth.shape[-2:]) == tuple(size):
         return depth
     return F.interpolate(depth[None], size=tuple(size), mode="nearest-exact")[0]
+
+
+def read_checkpoint(path) -> dict:
+    """Load a weights file with ``weights_only=True`` and return its state dict (unwrapping
+    mmengine's ``{"state_dict": ...}``). mmengine checkpoints whose meta data a weights-only load
+    refuses are handled by the METER checkpoint loader."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        from meter_timm.models._checkpoint import load_checkpoint_file
+    except ImportError:  # pragma: no cover - models package without the loader
+        load_checkpoint_file = None
+    if load_checkpoint_file is not None:
+        ckpt = load_checkpoint_file(path)
+    else:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"cannot read weights file {path} with weights_only=True ({exc})") from exc
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
+        ckpt = ckpt["state_dict"]
+    if not isinstance(ckpt, dict) or not all(isinstance(k, str) for k in ckpt):
+        raise ValueError(f"{path}: not a state dict (got {type(ckpt).__name__})")
+    return ckpt
+
+
+def load_weights(model: "DepthEstimator", path, strict: bool = True) -> str:
+    """Load ``path`` into a :class:`DepthEstimator`; returns ``"wrapper"`` or ``"backbone"``.
+
+    Accepted: an mmengine checkpoint (or state dict) of this wrapper (keys ``backbone.*``,
+    ``decoder.*``), or a raw state dict of the backbone alone, e.g. the METER authors' files; the
+    latter goes through the backbone family's timm ``checkpoint_filter_fn`` when it has one.
+    Always ``weights_only=True``.
+    """
+    import sys
+
+    state = read_checkpoint(path)
+    own_prefixes = ("backbone.", "decoder.", "depth_loss.", "selectivity.", "data_preprocessor.")
+    if any(k.startswith("backbone.") for k in state):
+        optional = ("selectivity.", "depth_loss.")  # training-only state; may be absent either side
+        keys = {k: v for k, v in state.items() if k.startswith(own_prefixes)
+                and not (model.selectivity is None and k.startswith("selectivity."))}
+        missing, unexpected = model.load_state_dict(keys, strict=False)
+        missing = [k for k in missing if not k.startswith(optional)]
+        unexpected = [k for k in unexpected if not k.startswith(optional)]
+        if strict and (missing or unexpected):
+            raise ValueError(f"{path}: checkpoint does not fit the model: missing {missing[:8]}, "
+                             f"unexpected {unexpected[:8]}")
+        return "wrapper"
+    backbone = model.backbone
+    filter_fn = getattr(sys.modules.get(type(backbone).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state = filter_fn(state, backbone)
+    result = backbone.load_state_dict(state, strict=strict)
+    if not strict and (result.missing_keys or result.unexpected_keys):
+        from mmengine.logging import print_log
+
+        print_log(f"{path}: missing {result.missing_keys[:8]}, unexpected "
+                  f"{result.unexpected_keys[:8]}", logger="current", level=30)
+    return "backbone"

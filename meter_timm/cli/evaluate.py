@@ -1,0 +1,78 @@
+"""``meter-timm eval MODEL --weights FILE --data CSV_OR_DIR``: the standard NYU protocol without a
+config: resize RGB to the input size (bilinear, antialiased), ImageNet normalisation, predict,
+upsample bilinearly to the ground truth, clamp to [min, max], Eigen crop, per-image average."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="timm model name, e.g. meter_xxs.nyu (the authors' NYU weights "
+                                      "output cm: the .nyu tag converts to metres)")
+    parser.add_argument("--weights", required=True, help="raw state dict or mmengine checkpoint")
+    parser.add_argument("--data", required=True,
+                        help="DenseDepth csv (or its folder), folder of h5 files, or labeled .mat")
+    parser.add_argument("--split-file", help="for .mat data: splits.mat (testNdxs) or 1-based index list")
+    parser.add_argument("--json", help="write the metrics to this JSON file")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
+    parser.add_argument("--min-depth", type=float, default=1e-3)
+    parser.add_argument("--max-depth", type=float, default=10.0)
+    parser.add_argument("--no-crop", action="store_true", help="evaluate without the Eigen crop")
+    parser.add_argument("--features-only", action="store_true",
+                        help="MODEL is a timm backbone + the light decoder (weights of the wrapper)")
+
+
+def evaluate(model, dataset, batch_size: int = 8, num_workers: int = 0, device: str = "cpu",
+             metric=None, progress: bool = True) -> dict[str, float]:
+    """Run ``model`` (a DepthEstimator) over ``dataset`` and return the averaged metrics."""
+    import torch
+    from mmengine.dataset import pseudo_collate
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from meter_timm.mm.metrics import DepthMetric
+
+    metric = metric or DepthMetric()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=pseudo_collate)
+    model = model.to(device).eval()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
+            outputs = model.test_step(batch)
+            metric.process(batch, [o.to_dict() for o in outputs])
+    return dict(metric.compute_metrics(metric.results))
+
+
+def run(args: argparse.Namespace) -> int:
+    import meter_timm.mm  # noqa: F401
+    from meter_timm.mm.datasets import NYUDepthDataset
+    from meter_timm.mm.metrics import DepthMetric, format_table
+    from meter_timm.mm.model import DepthEstimator, load_weights
+
+    backbone = dict(name=args.model, pretrained=False)
+    if args.features_only:
+        backbone["features_only"] = True
+    model = DepthEstimator(backbone=backbone)
+    kind = load_weights(model, args.weights)
+    if kind == "backbone" and args.model.startswith("meter_") and "." not in args.model:
+        print(f"note: {args.model} has no pretrained tag, so its output is taken as metres; the "
+              f"authors' raw NYU weights output cm: use {args.model}.nyu")
+    dataset = NYUDepthDataset(
+        data_root=args.data, split_file=args.split_file, test_mode=True, max_depth=args.max_depth,
+        pipeline=[dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
+                  dict(type="PackDepthInputs")])
+    metric = DepthMetric(min_depth_eval=args.min_depth, max_depth_eval=args.max_depth,
+                         crop_type=None if args.no_crop else "nyu_crop")
+    metrics = evaluate(model, dataset, args.batch_size, args.num_workers, args.device, metric)
+    print(f"{args.model} on {args.data} ({len(dataset)} images)")
+    print(format_table(metrics))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(metrics), indent=2) + "\n")
+    return 0

@@ -1,0 +1,66 @@
+"""``meter-timm test CONFIG --checkpoint FILE``: mmengine's test loop on a config.
+
+``--checkpoint`` is an mmengine checkpoint of the config's model or a raw state dict of its
+backbone (e.g. the METER authors' files); both are read with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mmengine.config import DictAction
+
+    parser.add_argument("config", help="mmengine config file")
+    parser.add_argument("--checkpoint", required=True, help="weights: mmengine checkpoint or raw state dict")
+    parser.add_argument("--data", help="override test_dataloader.dataset.data_root (csv, h5 folder or .mat)")
+    parser.add_argument("--work-dir", help="folder for logs (default: work_dirs/<config name>)")
+    parser.add_argument("--json", help="also write the metrics to this JSON file")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                        help="override config entries, e.g. test_dataloader.batch_size=4")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
+                        help="distributed launcher (with torchrun: pytorch)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
+    from meter_timm.mm.metrics import format_table
+    from meter_timm.mm.model import load_weights
+
+    config = Path(args.config)
+    if not config.is_file():
+        raise SystemExit(f"meter-timm test: config file not found: {config}")
+    if not Path(args.checkpoint).is_file():
+        raise SystemExit(f"meter-timm test: checkpoint not found: {args.checkpoint}")
+    cfg = Config.fromfile(str(config))
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.data:
+        dataset = cfg.test_dataloader.dataset
+        dataset.data_root = args.data
+        dataset.data_format = "auto"
+        dataset.pop("subdir", None)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / config.stem)
+    cfg.load_from = None  # weights are loaded below, weights_only=True
+    cfg.resume = False
+
+    runner = Runner.from_cfg(cfg)
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    kind = load_weights(model, args.checkpoint)
+    runner.logger.info(f"loaded {args.checkpoint} into the {kind}")
+    metrics = runner.test()
+    metrics = {k: float(v) for k, v in metrics.items()}
+    from mmengine.dist import is_main_process
+
+    if is_main_process():
+        print(format_table(metrics))
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0
