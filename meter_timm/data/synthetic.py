@@ -383,3 +383,37 @@ def generate_dataset(out: str | os.PathLike, num_train: int = 800, num_val: int 
     (out / _MANIFEST).write_text(json.dumps(
         _manifest(num_train, num_val, height, width, seed, frames_per_scene), indent=1))
     return out
+
+
+def mean_depth_baseline(root: str | os.PathLike, max_train_files: int = 400) -> dict:
+    """Scores of predicting the mean training depth everywhere, on the ``val/official`` frames.
+
+    The reference a trained model must beat: per-image ``abs_rel``, ``rmse`` and ``d1`` averaged
+    over images (valid ground truth in (1e-3, 10] m), like the project's depth metric.
+    """
+    import h5py
+
+    root = Path(root)
+    train = sorted((root / "train").glob("*/*.h5"))[:max_train_files]
+    val = sorted((root / "val" / "official").glob("*.h5"))
+    if not train or not val:
+        raise FileNotFoundError(f"{root}: no train/*/*.h5 or val/official/*.h5 frames")
+    total, count = 0.0, 0
+    for path in train:
+        with h5py.File(path, "r") as f:
+            d = f["depth"][()]
+        valid = (d > 1e-3) & (d <= MAX_DEPTH)
+        total += float(d[valid].sum())
+        count += int(valid.sum())
+    mean = total / max(count, 1)
+    scores = {"abs_rel": [], "rmse": [], "d1": []}
+    for path in val:
+        with h5py.File(path, "r") as f:
+            d = f["depth"][()]
+        gt = d[(d > 1e-3) & (d <= MAX_DEPTH)].astype(np.float64)
+        if gt.size == 0:
+            continue
+        scores["abs_rel"].append(float(np.mean(np.abs(mean - gt) / gt)))
+        scores["rmse"].append(float(np.sqrt(np.mean((mean - gt) ** 2))))
+        scores["d1"].append(float(np.mean(np.maximum(mean / gt, gt / mean) < 1.25)))
+    return {"mean_depth": mean, **{k: float(np.mean(v)) for k, v in scores.items()}}

@@ -14,3 +14,6 @@ from meter_timm.mm.datasets import NYUDepthDataset  # noqa: F401
 from meter_timm.mm.metrics import DepthMetric  # noqa: F401
 from meter_timm.mm.model import DepthDataPreprocessor, DepthEstimator, L1DepthLoss  # noqa: F401
 from meter_timm.mm.structures import DepthDataSample  # noqa: F401
+from meter_timm.mm import checkpoint  # noqa: F401  (training part: weights_only-safe checkpoint loader)
+from meter_timm.mm import hooks  # noqa: F401  (training part: SelectivityHook, RandomStateHook)
+from meter_timm.mm import runner  # noqa: F401  (training part: MeterRunner)

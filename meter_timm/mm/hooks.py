@@ -1,0 +1,288 @@
+"""mmengine hooks of the selectivity training: :class:`SelectivityHook` and :class:`RandomStateHook`."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from mmengine.dist import is_distributed, is_main_process
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from meter_timm.mm.registry import HOOKS
+
+__all__ = ["SelectivityHook", "RandomStateHook", "find_selectivity_module"]
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    if is_model_wrapper(model) or isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.module
+    return model
+
+
+def find_selectivity_module(model: torch.nn.Module):
+    """The ``selectivity`` module of a (possibly DDP-wrapped) model, or None."""
+    return getattr(_unwrap(model), "selectivity", None)
+
+
+@HOOKS.register_module()
+class RandomStateHook(Hook):
+    """Keeps the Python, numpy and torch (CPU and CUDA) random states in every checkpoint and puts
+    them back when training resumes, so that a resumed run draws the same augmentations as an
+    uninterrupted one. :class:`~meter_timm.mm.runner.MeterRunner` adds it automatically.
+
+    The states are saved by the main process (each rank restores those of rank 0 on resume).
+    """
+
+    priority = "VERY_LOW"
+
+    def __init__(self) -> None:
+        self._pending: Optional[dict] = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = {"python": random.getstate(), "numpy": np.random.get_state(),
+                 "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["random_state"] = _to_weights_only(state)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if getattr(runner, "_resume", False):  # not for load_from (weights only)
+            self._pending = checkpoint.get("random_state")
+
+    def before_train(self, runner) -> None:
+        # restored here, after the runner reseeds and builds its loops, right before the first
+        # resumed epoch draws from the generators
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        random.setstate(_python_state(state["python"]))
+        np.random.set_state(_numpy_state(state["numpy"]))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_weights_only(state: dict) -> dict:
+    """Random states as tensors, ints and lists only, so the checkpoint stays weights_only-readable."""
+    version, internal, gauss = state["python"]
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    out = {"python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                      "gauss": gauss},
+           "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                     "has_gauss": int(has_gauss), "cached": float(cached)},
+           "torch": state["torch"]}
+    if "cuda" in state:
+        out["cuda"] = list(state["cuda"])
+    return out
+
+
+def _python_state(s: dict):
+    return (s["version"], tuple(int(v) for v in s["internal"].tolist()), s["gauss"])
+
+
+def _numpy_state(s: dict):
+    return (s["kind"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached"])
+
+
+@HOOKS.register_module()
+class SelectivityHook(Hook):
+    """Drives depth-selectivity training and measurement around the model's ``selectivity`` module.
+
+    The model (e.g. :class:`~meter_timm.mm.model.DepthEstimator` with
+    ``selectivity=dict(type="SelectivityLoss", ...)``) owns the loss and adds it to its loss dict;
+    this hook configures it, observes, and logs:
+
+    * lambda warm-up: lambda rises linearly from ``warmup_start`` x lambda to lambda over the first
+      ``warmup_iters`` iterations (the current value is logged as ``train/sel_lambda``);
+    * learned assignments: every ``refit_interval`` iterations after ``refit_after`` iterations it
+      calls ``selectivity.refit()`` (which refreshes the learnable strategies);
+    * logs: the per-layer selectivity the loss reports (keys ``sel/<layer>``) are averaged over the
+      processes of a distributed run before mmengine's logger sees them;
+    * dissection: after each validation epoch (every ``dissect_interval``-th), the responses of the
+      ``layers`` measured during that validation (one pass, summed over the processes) give a
+      dissection report and plots in ``<work_dir>/dissection/epoch_<N>/``; their paths and the
+      per-layer selectivity are logged and stored in the message hub (``selectivity_report``);
+    * checkpoints: its own state (target lambda, refit count, last report) travels in the
+      checkpoint under ``"selectivity_hook"``, so a resumed run continues exactly.
+
+    Args:
+        warmup_iters (int): iterations of the linear lambda warm-up; 0 disables it. Default: 0.
+        warmup_start (float): lambda factor at iteration 0 of the warm-up. Default: 0.0.
+        refit_interval (int, optional): iterations between refits; None disables them (a
+            learnable strategy may still refit on its own schedule). Default: None.
+        refit_after (int): no refit before this iteration. Default: 0.
+        dissect (bool): write the dissection report after validation. Default: True.
+        dissect_interval (int): dissect after every N-th validation. Default: 1.
+        layers (list[str | dict], optional): layers to dissect; default: the layers of the model's
+            selectivity module. Needed when the model has no selectivity module (a baseline).
+        num_bins (int, optional): depth bins of the dissection; default: each layer's own.
+        strategy (str): bin edges of the dissection when ``num_bins`` is given. Default: "uniform".
+        min_depth (float): Default: 0.0. max_depth (float): Default: 10.0.
+        plot_units (list[int], optional): units whose response curves are plotted; default the
+            seed's choice scaled to the layer width (units 12, 24, 40 of 48).
+        reduce_logs (bool): average the logged selectivity over processes. Default: True.
+    """
+
+    priority = "HIGHEST"  # sees the train outputs before RuntimeInfoHook logs them
+
+    def __init__(self, warmup_iters: int = 0, warmup_start: float = 0.0,
+                 refit_interval: Optional[int] = None, refit_after: int = 0, dissect: bool = True,
+                 dissect_interval: int = 1, layers: Optional[Sequence] = None,
+                 num_bins: Optional[int] = None, strategy: str = "uniform", min_depth: float = 0.0,
+                 max_depth: float = 10.0, plot_units: Optional[Sequence[int]] = None,
+                 reduce_logs: bool = True) -> None:
+        if warmup_iters < 0 or refit_after < 0 or dissect_interval < 1:
+            raise ValueError("SelectivityHook: warmup_iters and refit_after must be >= 0, "
+                             "dissect_interval >= 1")
+        if refit_interval is not None and refit_interval < 1:
+            raise ValueError(f"SelectivityHook: refit_interval must be >= 1 or None, got {refit_interval}")
+        self.warmup_iters = int(warmup_iters)
+        self.warmup_start = float(warmup_start)
+        self.refit_interval = refit_interval
+        self.refit_after = int(refit_after)
+        self.dissect = bool(dissect)
+        self.dissect_interval = int(dissect_interval)
+        self.layers = list(layers) if layers is not None else None
+        self.num_bins = num_bins
+        self.strategy = strategy
+        self.min_depth = float(min_depth)
+        self.max_depth = float(max_depth)
+        self.plot_units = list(plot_units) if plot_units is not None else None
+        self.reduce_logs = bool(reduce_logs)
+        # state kept in checkpoints
+        self.target_lambda: Optional[float] = None
+        self.refits = 0
+        self.val_epochs = 0
+        self.last_report: dict = {}
+        # per-validation measurement
+        self._dissector = None
+
+    # ------------------------------------------------------------------ training
+    def before_train(self, runner) -> None:
+        module = find_selectivity_module(runner.model)
+        if module is not None and self.target_lambda is None:
+            self.target_lambda = float(module.lam)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        module = find_selectivity_module(runner.model)
+        if module is None or self.target_lambda is None:
+            return
+        lam = self.current_lambda(runner.iter)
+        module.lam = lam
+        runner.message_hub.update_scalar("train/sel_lambda", lam)
+
+    def current_lambda(self, iteration: int) -> float:
+        """Lambda at a (0-based) training iteration under the warm-up."""
+        if self.target_lambda is None:
+            raise RuntimeError("SelectivityHook: lambda is known once training has started")
+        if self.warmup_iters <= 0 or iteration >= self.warmup_iters:
+            return self.target_lambda
+        frac = self.warmup_start + (1.0 - self.warmup_start) * iteration / self.warmup_iters
+        return self.target_lambda * frac
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if outputs and self.reduce_logs and is_distributed():
+            keys = [k for k, v in outputs.items() if torch.is_tensor(v) and v.numel() == 1
+                    and k.startswith("sel")]
+            if keys:
+                values = torch.stack([outputs[k].detach().float().reshape(()) for k in keys])
+                torch_dist.all_reduce(values)
+                values /= torch_dist.get_world_size()
+                for key, value in zip(keys, values):
+                    outputs[key] = value
+        module = find_selectivity_module(runner.model)
+        if module is None or self.refit_interval is None:
+            return
+        done = runner.iter + 1  # iterations finished, counting this one
+        if done > self.refit_after and (done - self.refit_after) % self.refit_interval == 0:
+            changed = bool(module.refit())
+            self.refits += 1
+            runner.message_hub.update_scalar("train/sel_refits", self.refits)
+            if changed:
+                runner.logger.info(f"SelectivityHook: refit {self.refits} changed the assignment "
+                                   f"(iteration {done})")
+
+    # ------------------------------------------------------------------ dissection
+    def _dissection_layers(self, runner) -> list[dict]:
+        module = find_selectivity_module(runner.model)
+        specs = self.layers
+        if specs is None:
+            if module is None:
+                return []
+            specs = list(getattr(module, "layer_specs", None) or getattr(module, "layers"))
+        out = []
+        for spec in specs:
+            spec = dict(name=spec) if isinstance(spec, str) else dict(spec)
+            if self.num_bins is not None:
+                spec["num_bins"] = self.num_bins
+                spec["strategy"] = self.strategy
+            out.append(spec)
+        return out
+
+    def before_val_epoch(self, runner) -> None:
+        self._dissector = None
+        if not self.dissect or (self.val_epochs + 1) % self.dissect_interval:
+            return
+        layers = self._dissection_layers(runner)
+        if not layers:
+            return
+        from meter_timm.mm.dissection import ValidationDissector
+
+        self._dissector = ValidationDissector(_unwrap(runner.model), layers, self.min_depth,
+                                              self.max_depth)
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self._dissector is not None:
+            self._dissector.observe(data_batch, outputs)
+
+    def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
+        self.val_epochs += 1
+        dissector, self._dissector = self._dissector, None
+        if dissector is None:
+            return
+        out_dir = Path(runner.work_dir) / "dissection" / f"epoch_{runner.epoch}"
+        report = dissector.finish(out_dir, plot_units=self.plot_units,
+                                  write=is_main_process(), epoch=runner.epoch, metrics=metrics)
+        self.last_report = report
+        runner.message_hub.update_info("selectivity_report", report)
+        for layer, value in report.get("selectivity", {}).items():
+            runner.message_hub.update_scalar(f"val/sel/{layer}", value)
+        if is_main_process():
+            summary = ", ".join(f"{k} {v:.4f}" for k, v in report.get("selectivity", {}).items())
+            runner.logger.info(f"SelectivityHook: dissection of epoch {runner.epoch}: {summary}")
+            for path in report.get("files", []):
+                runner.logger.info(f"SelectivityHook: wrote {path}")
+
+    # ------------------------------------------------------------------ checkpoints
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint["selectivity_hook"] = {
+            "target_lambda": self.target_lambda, "refits": self.refits,
+            "val_epochs": self.val_epochs, "last_report": _plain(self.last_report)}
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get("selectivity_hook")
+        if not state or not getattr(runner, "_resume", False):
+            return
+        self.target_lambda = state.get("target_lambda")
+        self.refits = int(state.get("refits", 0))
+        self.val_epochs = int(state.get("val_epochs", 0))
+        self.last_report = dict(state.get("last_report") or {})
+
+
+def _plain(value: Any) -> Any:
+    """Only str/int/float/bool/None, lists and dicts (weights_only-safe in a checkpoint)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if torch.is_tensor(value):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value

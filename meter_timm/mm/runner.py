@@ -1,0 +1,83 @@
+"""``MeterRunner``: mmengine's Runner with the three fixes this project's training needs.
+
+1. Resume under torch >= 2.6: the run's ``work_dir`` is registered as trusted for full unpickling
+   of mmengine's own training state; every other file is loaded with ``weights_only=True``
+   (see :mod:`meter_timm.mm.checkpoint`).
+2. Exact resume: a :class:`~meter_timm.mm.hooks.RandomStateHook` stores the Python, numpy and torch
+   random states in every checkpoint and restores them when training resumes, so augmentations
+   drawn after the resume are the ones the uninterrupted run draws.
+3. Multi-process training on CPU: with ``--launcher pytorch`` (torchrun) and no CUDA, mmengine
+   0.10.7 calls ``torch.cuda.set_device`` and gives DDP ``device_ids``; both fail on CPU. Here the
+   process group is created with gloo (``env_cfg.dist_cfg.backend``, default gloo without CUDA) and
+   the model is wrapped without ``device_ids``. With CUDA, mmengine's own path (nccl) is unchanged.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.dist import is_distributed
+from mmengine.model import is_model_wrapper, revert_sync_batchnorm
+from mmengine.runner import Runner
+
+from meter_timm.mm.checkpoint import trust_directory
+from meter_timm.mm.registry import MODEL_WRAPPERS, RUNNERS
+
+__all__ = ["MeterRunner", "init_cpu_process_group"]
+
+
+def init_cpu_process_group(dist_cfg: Optional[dict] = None) -> str:
+    """Create the default process group for a torchrun launch without CUDA; returns the backend.
+
+    ``dist_cfg`` is ``env_cfg.dist_cfg``: ``backend`` (nccl is replaced by gloo, which is the only
+    CPU backend that ships with torch) and ``timeout`` in seconds; other keys go to
+    ``init_process_group``.
+    """
+    cfg = dict(dist_cfg or {})
+    backend = cfg.pop("backend", "gloo")
+    if backend == "nccl":
+        backend = "gloo"
+    if cfg.get("timeout") is not None:
+        cfg["timeout"] = datetime.timedelta(seconds=cfg["timeout"])
+    cfg.pop("init_backend", None)
+    torch_dist.init_process_group(backend=backend, rank=int(os.environ["RANK"]),
+                                  world_size=int(os.environ["WORLD_SIZE"]), **cfg)
+    return backend
+
+
+@RUNNERS.register_module()
+class MeterRunner(Runner):
+    """mmengine ``Runner`` with safe resume, exact random state and CPU (gloo) multi-process runs.
+
+    Takes exactly the arguments of :class:`mmengine.runner.Runner`; build it with
+    ``MeterRunner.from_cfg(cfg)`` or ``runner_type = "MeterRunner"`` in a config.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        trust_directory(self.work_dir)
+        from meter_timm.mm.hooks import RandomStateHook
+
+        if not any(isinstance(hook, RandomStateHook) for hook in self.hooks):
+            self.register_hook(RandomStateHook())
+
+    def setup_env(self, env_cfg: Dict) -> None:
+        if (self.distributed and self.launcher == "pytorch" and not is_distributed()
+                and not torch.cuda.is_available()):
+            init_cpu_process_group(env_cfg.get("dist_cfg"))
+        super().setup_env(env_cfg)
+
+    def wrap_model(self, model_wrapper_cfg: Optional[Dict], model: torch.nn.Module):
+        if not self.distributed or torch.cuda.is_available() or is_model_wrapper(model):
+            return super().wrap_model(model_wrapper_cfg, model)
+        # CPU processes: DistributedDataParallel must not get device_ids
+        model = revert_sync_batchnorm(model.to("cpu"))
+        cfg = dict(model_wrapper_cfg or {})
+        cfg.setdefault("type", "MMDistributedDataParallel")
+        cfg.setdefault("broadcast_buffers", False)
+        cfg.setdefault("find_unused_parameters", self.cfg.get("find_unused_parameters", False))
+        cfg.pop("device_ids", None)
+        return MODEL_WRAPPERS.build(cfg, default_args=dict(module=model, device_ids=None))
