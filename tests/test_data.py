@@ -1,0 +1,263 @@
+"""NYU readers and NYUDepthDataset on tiny fixtures of all three layouts, including broken files.
+
+Time budget: ~10 s.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from meter_timm.data.nyu import (
+    LabeledMat, NYUDataError, discover_samples, load_split_indices, read_csv_pairs, read_depth_png,
+    read_h5_sample, sanitize_depth,
+)
+
+H, W = 24, 32
+
+
+# ------------------------------------------------------------------------------ fixture writers
+def make_frame(seed: int, h: int = H, w: int = W) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic frame: rgb (h, w, 3) uint8 and depth (h, w) float32 metres in [0.5, 9.5]."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    depth = rng.uniform(0.5, 9.5, size=(h, w)).astype(np.float32)
+    return rgb, depth
+
+
+def write_h5(path: Path, rgb_hwc: np.ndarray, depth_hw: np.ndarray, **overrides) -> Path:
+    """sparse-to-dense layout: 'rgb' (3, H, W) uint8, 'depth' (H, W) float32; ``overrides``
+    replace a stored array (None leaves the key out)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"rgb": rgb_hwc.transpose(2, 0, 1), "depth": depth_hw}
+    data.update(overrides)
+    with h5py.File(path, "w") as f:
+        for key, value in data.items():
+            if value is not None:
+                f.create_dataset(key, data=value)
+    return path
+
+
+def write_h5_tree(root: Path, n: int = 4, split: str = "train") -> list[tuple[np.ndarray, np.ndarray]]:
+    frames = [make_frame(i) for i in range(n)]
+    for i, (rgb, depth) in enumerate(frames):
+        scene = f"scene_{i % 2}" if split == "train" else "official"
+        write_h5(root / split / scene / f"{i:05d}.h5", rgb, depth)
+    return frames
+
+
+def write_png_pair(folder: Path, name: str, rgb: np.ndarray, depth: np.ndarray, bits: int):
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(folder / f"{name}_colors.png")
+    if bits == 16:
+        raw = np.round(depth * 1000).astype(np.uint16)
+    else:
+        raw = np.round(depth / 10.0 * 255).astype(np.uint8)
+    Image.fromarray(raw).save(folder / f"{name}_depth.png")
+    return f"{name}_colors.png", f"{name}_depth.png"
+
+
+def write_csv_set(folder: Path, n: int = 3, bits: int = 16):
+    frames = [make_frame(10 + i) for i in range(n)]
+    lines = [",".join(write_png_pair(folder, f"{i:05d}", *frames[i], bits)) for i in range(n)]
+    (folder / "nyu2_test.csv").write_text("\n".join(lines) + "\n")
+    return folder / "nyu2_test.csv", frames
+
+
+def write_labeled_mat(path: Path, n: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """MATLAB v7.3 layout as h5py sees it: images (N, 3, W, H), depths (N, W, H)."""
+    frames = [make_frame(20 + i) for i in range(n)]
+    images = np.stack([rgb.transpose(2, 1, 0) for rgb, _ in frames])
+    depths = np.stack([d.T for _, d in frames])
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", data=images)
+        f.create_dataset("depths", data=depths)
+    return frames
+
+
+# ---------------------------------------------------------------------------------- h5 files
+def test_h5_reader_roundtrip_and_invalid_depth(tmp_path):
+    rgb, depth = make_frame(0)
+    depth[0, 0], depth[0, 1], depth[0, 2] = 12.0, -1.0, np.nan
+    path = write_h5(tmp_path / "a.h5", rgb, depth)
+    got_rgb, got_depth = read_h5_sample(path)
+    assert got_rgb.shape == (H, W, 3) and got_rgb.dtype == np.uint8
+    np.testing.assert_array_equal(got_rgb, rgb)
+    assert got_depth[0, :3].tolist() == [0.0, 0.0, 0.0]  # > max, negative, NaN -> invalid
+    np.testing.assert_allclose(got_depth[1:], depth[1:])
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing_key", "missing key(s) ['depth']"),
+    ("bad_shape", "'depth' has shape (10, 10)"),
+    ("bad_rgb", "'rgb' has shape"),
+    ("corrupt", "cannot read h5 file"),
+    ("missing_file", "h5 file not found"),
+])
+def test_h5_broken_files_name_file_and_problem(tmp_path, case, expected):
+    rgb, depth = make_frame(1)
+    path = tmp_path / f"{case}.h5"
+    if case == "missing_key":
+        write_h5(path, rgb, depth, depth=None)
+    elif case == "bad_shape":
+        write_h5(path, rgb, depth, depth=np.ones((10, 10), np.float32))
+    elif case == "bad_rgb":
+        write_h5(path, rgb, depth, rgb=np.zeros((H, W), np.uint8))
+    elif case == "corrupt":
+        path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(NYUDataError) as info:
+        read_h5_sample(path)
+    assert str(path) in str(info.value) and expected in str(info.value)
+
+
+# --------------------------------------------------------------------------------- csv / png
+@pytest.mark.parametrize("bits, unit", [(16, "16-bit millimetres"), (8, "8-bit, 255 = 10 m")])
+def test_depth_png_detects_encoding(tmp_path, bits, unit):
+    csv_path, frames = write_csv_set(tmp_path, n=2, bits=bits)
+    pairs = read_csv_pairs(csv_path)
+    depth, fmt = read_depth_png(pairs[0][1])
+    assert fmt == unit
+    tol = 1e-3 if bits == 16 else 10 / 255
+    np.testing.assert_allclose(depth, frames[0][1], atol=tol)
+
+
+def test_csv_errors(tmp_path):
+    csv_path, _ = write_csv_set(tmp_path, n=2)
+    (tmp_path / "00001_depth.png").unlink()
+    with pytest.raises(NYUDataError, match=r"nyu2_test.csv:2: file .*00001_depth.png not found"):
+        read_csv_pairs(csv_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("only_one_column.png\n")
+    with pytest.raises(NYUDataError, match=r"bad.csv:1: expected 'rgb_path,depth_path'"):
+        read_csv_pairs(bad)
+    with pytest.raises(NYUDataError, match="csv file not found"):
+        read_csv_pairs(tmp_path / "nope.csv")
+    corrupt = tmp_path / "x_depth.png"
+    corrupt.write_bytes(b"not a png")
+    with pytest.raises(NYUDataError, match=r"x_depth.png: cannot read depth image"):
+        read_depth_png(corrupt)
+
+
+def test_csv_paths_relative_to_parent_like_densedepth(tmp_path):
+    # DenseDepth writes data/nyu2_test/00000_colors.png relative to the archive root
+    write_png_pair(tmp_path / "data" / "nyu2_test", "00000", *make_frame(3), bits=16)
+    csv_path = tmp_path / "data" / "nyu2_test.csv"
+    csv_path.write_text("data/nyu2_test/00000_colors.png,data/nyu2_test/00000_depth.png\n")
+    (rgb, depth), = read_csv_pairs(csv_path)
+    assert rgb == tmp_path / "data" / "nyu2_test" / "00000_colors.png" and depth.is_file()
+
+
+# ----------------------------------------------------------------------------- labeled .mat
+def test_labeled_mat_transposed_layout_and_split(tmp_path):
+    frames = write_labeled_mat(tmp_path / "labeled.mat")
+    mat = LabeledMat(tmp_path / "labeled.mat")
+    assert len(mat) == 5
+    rgb, depth = mat.read(3)
+    np.testing.assert_array_equal(rgb, frames[3][0])  # (H, W, 3) again, not (W, H, 3)
+    np.testing.assert_allclose(depth, frames[3][1])
+    # handle is not pickled (safe across DataLoader worker fork/spawn)
+    clone = pickle.loads(pickle.dumps(mat))
+    assert clone._file is None
+    np.testing.assert_array_equal(clone.read(0)[0], frames[0][0])
+    mat.close()
+
+    scipy.io.savemat(tmp_path / "splits.mat", {"testNdxs": np.array([[2], [5]]), "trainNdxs": [[1]]})
+    assert load_split_indices(tmp_path / "splits.mat") == [1, 4]  # 1-based -> 0-based
+    assert load_split_indices(tmp_path / "splits.mat", "trainNdxs") == [0]
+    (tmp_path / "split.txt").write_text("1\n3\n")
+    refs = discover_samples(tmp_path / "labeled.mat", split_file=tmp_path / "split.txt")
+    assert [r.index for r in refs] == [0, 2]
+    with pytest.raises(NYUDataError, match="missing key 'valNdxs'"):
+        load_split_indices(tmp_path / "splits.mat", "valNdxs")
+    with pytest.raises(NYUDataError, match=r"out of range"):
+        discover_samples(tmp_path / "labeled.mat", indices=[7])
+
+
+def test_labeled_mat_broken(tmp_path):
+    with h5py.File(tmp_path / "nodepth.mat", "w") as f:
+        f.create_dataset("images", data=np.zeros((2, 3, W, H), np.uint8))
+    with pytest.raises(NYUDataError, match=r"nodepth.mat: missing key\(s\) \['depths'\]"):
+        LabeledMat(tmp_path / "nodepth.mat")
+    with h5py.File(tmp_path / "shape.mat", "w") as f:
+        f.create_dataset("images", data=np.zeros((2, 3, W, H), np.uint8))
+        f.create_dataset("depths", data=np.zeros((2, H, W), np.float32))
+    with pytest.raises(NYUDataError, match=r"shape.mat: 'depths' has shape \(2, 24, 32\)"):
+        LabeledMat(tmp_path / "shape.mat")
+    scipy.io.savemat(tmp_path / "old.mat", {"images": np.zeros(3)})  # v5, not HDF5
+    with pytest.raises(NYUDataError, match=r"old.mat: cannot open as MATLAB v7.3/HDF5"):
+        LabeledMat(tmp_path / "old.mat")
+    with pytest.raises(NYUDataError, match="labeled .mat file not found"):
+        LabeledMat(tmp_path / "missing.mat")
+
+
+def test_sanitize_depth_marks_out_of_range_invalid():
+    d = sanitize_depth(np.array([0.0, 0.5, 10.0, 10.01, -3, np.inf], np.float32), max_depth=10.0)
+    assert d.tolist() == [0.0, 0.5, 10.0, 0.0, 0.0, 0.0]
+
+
+# ----------------------------------------------------------------------- mmengine dataset
+def _dataset(**kwargs):
+    from meter_timm.mm.datasets import NYUDepthDataset
+
+    return NYUDepthDataset(pipeline=[dict(type="PackDepthInputs")], **kwargs)
+
+
+def test_dataset_all_formats(tmp_path):
+    write_h5_tree(tmp_path / "h5", n=4, split="train")
+    val = write_h5_tree(tmp_path / "h5", n=2, split="val")
+    csv_path, csv_frames = write_csv_set(tmp_path / "csv", n=3)
+    mat_frames = write_labeled_mat(tmp_path / "labeled.mat")
+    scipy.io.savemat(tmp_path / "splits.mat", {"testNdxs": np.array([[2], [4]])})
+
+    train = _dataset(data_root=str(tmp_path / "h5"), subdir="train")
+    assert len(train) == 4
+    ds = _dataset(data_root=str(tmp_path / "h5"), subdir="val")
+    item = ds[1]
+    assert item["inputs"].shape == (3, H, W)
+    np.testing.assert_array_equal(item["inputs"].permute(1, 2, 0).numpy(), val[1][0])
+    np.testing.assert_allclose(item["data_samples"].gt_depth[0].numpy(), val[1][1])
+    assert item["data_samples"].img_path.endswith("val/official/00001.h5")
+
+    ds = _dataset(data_root=str(tmp_path / "csv"))  # folder with one csv
+    assert len(ds) == 3
+    sample = ds[2]["data_samples"]
+    assert sample.depth_format == "16-bit millimetres"
+    np.testing.assert_allclose(sample.gt_depth[0].numpy(), csv_frames[2][1], atol=6e-4)
+
+    ds = _dataset(data_root=str(tmp_path / "labeled.mat"), split_file=str(tmp_path / "splits.mat"))
+    assert len(ds) == 2
+    np.testing.assert_allclose(ds[1]["data_samples"].gt_depth[0].numpy(), mat_frames[3][1])
+    assert ds[1]["data_samples"].frame_index == 3
+
+
+def test_dataset_errors_name_the_file(tmp_path):
+    with pytest.raises(NYUDataError, match="data path not found"):
+        _dataset(data_root=str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NYUDataError, match="no .h5 files and 0 csv"):
+        _dataset(data_root=str(tmp_path / "empty"))
+    rgb, depth = make_frame(0)
+    write_h5(tmp_path / "d" / "0.h5", rgb, depth)
+    write_h5(tmp_path / "d" / "1.h5", rgb, depth, rgb=None)
+    ds = _dataset(data_root=str(tmp_path / "d"))
+    assert ds[0]["inputs"].shape == (3, H, W)
+    with pytest.raises(NYUDataError, match=r"1.h5: missing key\(s\) \['rgb'\]"):
+        ds[1]
+
+
+def test_dataset_in_dataloader_workers(tmp_path):
+    """h5 files are opened per item inside the workers; the dataset pickles without handles."""
+    import torch
+    from mmengine.dataset import pseudo_collate
+
+    frames = write_h5_tree(tmp_path, n=4, split="val")
+    ds = _dataset(data_root=str(tmp_path), subdir="val")
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=pseudo_collate)
+    depths = [s.gt_depth for batch in loader for s in batch["data_samples"]]
+    assert len(depths) == 4
+    np.testing.assert_allclose(depths[3][0].numpy(), frames[3][1])

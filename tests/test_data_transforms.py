@@ -1,0 +1,139 @@
+"""Transforms keep image and depth in register; invalid depth never becomes valid.
+
+Time budget: ~3 s.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import meter_timm.mm  # noqa: F401
+from meter_timm.mm.transforms import (
+    ColorDepthShift, PackDepthInputs, RandomChannelSwap, RandomDepthCrop, RandomMirror, ResizeDepth,
+)
+
+H, W = 40, 64
+
+
+def ramp_frame():
+    """Image channels encode the column (R = 4 col) and row (G = 5 row); depth encodes both the
+    same way, so the depth implied by any image pixel can be checked against the depth map."""
+    rows, cols = np.mgrid[0:H, 0:W].astype(np.float32)
+    img = np.stack([4 * cols, 5 * rows, np.full_like(cols, 128)], axis=-1).astype(np.uint8)
+    depth = (1.0 + 0.05 * cols + 0.002 * rows).astype(np.float32)
+    return dict(img=img, gt_depth=depth, max_depth=10.0, img_shape=(H, W))
+
+
+def implied_depth(img):
+    img = np.asarray(img, np.float32)
+    return 1.0 + 0.05 * img[..., 0] / 4 + 0.002 * img[..., 1] / 5
+
+
+def check_register(results, tol):
+    depth, implied = results["gt_depth"], implied_depth(results["img"])
+    assert depth.shape == implied.shape
+    # skip the one-pixel border where antialiased bilinear resize clamps the ramp
+    err = np.abs(depth - implied)[1:-1, 1:-1]
+    assert err.max() < tol, f"image and depth out of register by {err.max():.3f} m"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mirror_crop_resize_keep_register(seed):
+    np.random.seed(seed)
+    results = ramp_frame()
+    for t in (RandomMirror(prob=0.5), RandomDepthCrop(crop_ratio=0.75, prob=1.0),
+              ResizeDepth(scale=(16, 24))):
+        results = t(results)
+        check_register(results, tol=0.04)  # < one source column step (0.05 m)
+    assert results["img"].shape == (16, 24, 3) and results["gt_depth"].shape == (16, 24)
+
+
+def test_register_check_catches_a_one_sided_flip():
+    results = ramp_frame()
+    results["img"] = results["img"][:, ::-1]
+    with pytest.raises(AssertionError, match="out of register"):
+        check_register(results, tol=0.04)
+
+
+def test_mirror_flips_both_and_records_it():
+    np.random.seed(0)
+    results = RandomMirror(prob=1.0)(ramp_frame())
+    assert results["flip"] is True
+    assert results["gt_depth"][0, 0] == pytest.approx(1.0 + 0.05 * (W - 1))
+    assert results["img"][0, 0, 0] == 4 * (W - 1)
+
+
+def test_crop_window_same_for_image_and_depth():
+    np.random.seed(3)
+    results = RandomDepthCrop(crop_size=(20, 30), prob=1.0)(ramp_frame())
+    top, left, bottom, right = results["crop_bbox"]
+    assert (bottom - top, right - left) == (20, 30) == results["gt_depth"].shape
+    assert results["gt_depth"][0, 0] == pytest.approx(1.0 + 0.05 * left + 0.002 * top)
+    assert results["img"][0, 0, 0] == 4 * left
+
+
+def test_channel_swap_uses_index_triples_with_repetition():
+    np.random.seed(0)
+    seen = set()
+    frame = ramp_frame()
+    for _ in range(200):
+        out = RandomChannelSwap(prob=1.0)(dict(frame, img=frame["img"].copy()))
+        order = out["channel_order"]
+        np.testing.assert_array_equal(out["img"], frame["img"][..., list(order)])
+        np.testing.assert_array_equal(out["gt_depth"], frame["gt_depth"])
+        seen.add(order)
+    assert len(seen) == 27  # 3^3 triples, identity and repeats included
+
+
+def test_color_depth_shift_integer_cm_and_invalid_stays_invalid():
+    np.random.seed(1)
+    shifts = set()
+    for _ in range(50):
+        frame = ramp_frame()
+        frame["gt_depth"][0, 0] = 0.0  # invalid
+        frame["gt_depth"][0, 1] = 9.99  # pushed beyond 10 m by a positive shift
+        out = ColorDepthShift(prob=1.0)(frame)
+        shift = out["depth_shift"]
+        assert -0.1 <= shift <= 0.1 and round(shift * 100) == pytest.approx(shift * 100)
+        shifts.add(round(shift * 100))
+        assert out["gt_depth"][0, 0] == 0.0
+        if shift > 0.01:
+            assert out["gt_depth"][0, 1] == 0.0
+        np.testing.assert_allclose(out["gt_depth"][1:], ramp_frame()["gt_depth"][1:] + shift, atol=1e-5)
+        assert out["img"].dtype == np.uint8
+    assert len(shifts) > 8
+
+
+def test_color_factors_bounded():
+    np.random.seed(2)
+    frame = ramp_frame()
+    frame["img"][:] = 200
+    out = ColorDepthShift(prob=1.0)(frame)
+    # gamma in [0.9, 1.1] on [0,1] scale times two factors in [0.9, 1.1]
+    lo = 255 * (200 / 255) ** 1.1 * 0.81
+    hi = 255 * (200 / 255) ** 0.9 * 1.21
+    assert lo - 1 <= out["img"].min() and out["img"].max() <= hi + 1
+    assert ColorDepthShift(prob=0.0)(ramp_frame())["img"].tolist() == ramp_frame()["img"].tolist()
+
+
+def test_resize_depth_nearest_never_blends_invalid():
+    frame = ramp_frame()
+    frame["gt_depth"][::3, ::2] = 0.0
+    out = ResizeDepth(scale=(17, 23))(frame)
+    values = set(np.unique(out["gt_depth"]).tolist())
+    assert values <= set(np.unique(frame["gt_depth"]).tolist())
+    assert 0.0 in values
+    kept = ResizeDepth(scale=(17, 23), resize_depth=False)(ramp_frame())
+    assert kept["gt_depth"].shape == (H, W) and kept["img"].shape == (17, 23, 3)
+
+
+def test_pack_marks_out_of_range_invalid_and_shapes():
+    frame = ramp_frame()
+    frame["gt_depth"][0, :3] = [11.0, -0.5, np.nan]
+    packed = PackDepthInputs()(frame)
+    assert packed["inputs"].shape == (3, H, W) and packed["inputs"].dtype == torch.uint8
+    gt = packed["data_samples"].gt_depth
+    assert gt.shape == (1, H, W)
+    assert gt[0, 0, :3].tolist() == [0.0, 0.0, 0.0]
+    assert torch.isfinite(gt).all()

@@ -1,0 +1,97 @@
+"""DepthMetric against hand-computed values. Time budget: ~2 s."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import meter_timm.mm  # noqa: F401
+from meter_timm.mm.metrics import DEPTH_METRICS, DepthMetric, crop_mask, evaluate_depth
+from meter_timm.mm.registry import METRICS
+
+
+def half_wrong():
+    """gt 2 m everywhere; prediction 1 m on the left half, exact on the right half."""
+    gt = torch.full((1, 4, 6), 2.0)
+    pred = gt.clone()
+    pred[..., :3] = 1.0
+    return pred, gt
+
+
+def test_hand_computed_values():
+    pred, gt = half_wrong()
+    m = evaluate_depth(pred, gt, crop_type=None)
+    ln2 = math.log(2)
+    expected = {
+        "d1": 0.5, "d2": 0.5, "d3": 0.5,  # ratio 2 > 1.25^3 = 1.953
+        "abs_rel": 0.5 * (1 / 2), "sq_rel": 0.5 * (1 / 2), "rmse": math.sqrt(0.5),
+        "rmse_log": math.sqrt(0.5 * ln2 ** 2), "log10": 0.5 * math.log10(2),
+        "silog": math.sqrt(0.5 * ln2 ** 2 - 0.5 * (0.5 * ln2) ** 2),
+    }
+    assert set(m) == set(DEPTH_METRICS)
+    for k, v in expected.items():
+        assert m[k] == pytest.approx(v, rel=1e-6), k
+
+
+def test_thresholds_between_deltas():
+    gt = torch.full((1, 2, 2), 1.0)
+    pred = torch.tensor([[[1.2, 1.5], [1.9, 3.0]]])  # ratios: <1.25, <1.5625, <1.953, >
+    m = evaluate_depth(pred, gt, crop_type=None)
+    assert (m["d1"], m["d2"], m["d3"]) == pytest.approx((0.25, 0.5, 0.75))
+
+
+def test_invalid_gt_excluded_and_prediction_clamped():
+    gt = torch.tensor([[[0.0, 2.0], [12.0, 2.0]]])  # 0 and > max are ignored
+    pred = torch.tensor([[[5.0, -3.0], [5.0, 20.0]]])  # clamped to 1e-3 and 10
+    m = evaluate_depth(pred, gt, crop_type=None)
+    # the two valid pixels: pred 1e-3 and 10 against 2
+    assert m["abs_rel"] == pytest.approx(((2 - 1e-3) / 2 + 8 / 2) / 2)
+    assert m["d3"] == 0.0
+    assert evaluate_depth(pred, torch.zeros(1, 2, 2), crop_type=None) is None
+
+
+def test_nyu_crop_rows_and_cols():
+    mask = crop_mask((480, 640), "nyu_crop")
+    assert mask.sum() == (471 - 45) * (601 - 41)
+    assert mask[45, 41] and mask[470, 600] and not mask[44, 41] and not mask[45, 601]
+    gt = torch.full((1, 480, 640), 3.0)
+    pred = gt.clone()
+    pred[..., :45, :] = 100.0  # errors only outside the crop
+    pred[..., :, 601:] = 0.1
+    assert evaluate_depth(pred, gt, crop_type="nyu_crop")["rmse"] == pytest.approx(0.0, abs=1e-6)
+    assert evaluate_depth(pred, gt, crop_type=None)["rmse"] > 1.0
+    with pytest.raises(ValueError, match="unknown crop_type 'kitti'"):
+        DepthMetric(crop_type="kitti")
+
+
+def test_prediction_upsampled_bilinearly_to_gt():
+    gt = torch.full((1, 8, 12), 4.0)
+    m = evaluate_depth(torch.full((1, 2, 3), 4.0), gt, crop_type=None)
+    assert m["rmse"] == pytest.approx(0.0, abs=1e-6)
+    # a horizontal ramp stays a ramp: bilinear (not nearest) upsampling
+    pred = torch.tensor([[[1.0, 3.0]]]).expand(1, 2, 2)
+    up = evaluate_depth(pred, torch.full((1, 2, 8), 2.0), crop_type=None)
+    assert 0 < up["d1"] < 1 and up["abs_rel"] < 0.5
+
+
+def test_per_image_average_not_per_pixel():
+    metric = METRICS.build(dict(type="DepthMetric", crop_type=None))
+    big_gt = torch.full((1, 10, 10), 2.0)
+    small_gt = torch.full((1, 1, 2), 2.0)
+    metric.process(None, [dict(pred_depth=big_gt.clone(), gt_depth=big_gt),  # exact, 100 px
+                          dict(pred_depth=torch.full((1, 1, 2), 1.0), gt_depth=small_gt)])
+    metric.process(None, [dict(pred_depth=torch.ones(1, 1, 2), gt_depth=torch.zeros(1, 1, 2))])
+    result = metric.evaluate(3)
+    assert result["abs_rel"] == pytest.approx((0.0 + 0.5) / 2)  # per pixel would be ~0.0098
+    assert result["d1"] == pytest.approx(0.5)
+    assert list(result) == list(DEPTH_METRICS)  # keys without prefix
+
+
+def test_metric_subset_and_bad_name():
+    metric = DepthMetric(depth_metrics=["rmse", "d1"], crop_type=None)
+    pred, gt = half_wrong()
+    metric.process(None, [dict(pred_depth=pred, gt_depth=gt)])
+    assert set(metric.evaluate(1)) == {"rmse", "d1"}
+    with pytest.raises(ValueError, match=r"unknown metric\(s\) \['delta1'\]"):
+        DepthMetric(depth_metrics=["delta1"])
