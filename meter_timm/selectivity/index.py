@@ -1,0 +1,64 @@
+"""Depth-selectivity index of units (the term of Eq. 3; You et al., ICCV 2021)."""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["selectivity_index", "argmax_bins", "other_bins_mean"]
+
+
+def other_bins_mean(responses: torch.Tensor, bins: torch.Tensor,
+                    counts: torch.Tensor | None = None) -> torch.Tensor:
+    """Per unit, the mean response over all bins except ``bins[k]``.
+
+    With ``counts`` (N_b,), only non-empty bins enter the mean (an empty bin has no response to
+    average, and counting it as 0 would make a flat unit look selective); without it, all other
+    bins count, as in the ICCV 2021 code. A unit with no other bin to average gets 0.
+    """
+    num_units, num_bins = responses.shape
+    bins = bins.to(device=responses.device, dtype=torch.long)
+    chosen = responses.gather(1, bins[:, None])[:, 0]
+    if counts is None:
+        total = responses.sum(1)
+        n_other = torch.full_like(total, float(num_bins - 1))
+    else:
+        present = (counts.to(responses.device) > 0).to(responses.dtype)      # (N_b,)
+        total = responses @ present
+        n_other = present.sum() - present[bins]
+        chosen = chosen * present[bins]
+    return (total - chosen) / n_other.clamp(min=1.0)
+
+
+def selectivity_index(responses: torch.Tensor, bins: torch.Tensor, eps: float = 1e-8,
+                      counts: torch.Tensor | None = None) -> torch.Tensor:
+    """Depth-selectivity index of every unit against a given bin (Eq. 3 term).
+
+    ``(|R_d| - |R_other|) / (|R_d| + |R_other| + eps)`` where R_d = ``responses[k, bins[k]]`` and
+    R_other is the mean response over the other bins (see :func:`other_bins_mean`; pass ``counts``
+    to leave empty bins out). 1 for a unit that responds only in its bin, 0 for a flat or dead
+    unit, negative for a unit that avoids its bin. Differentiable.
+
+    Args:
+        responses: (K, N_b) average responses (Eq. 1).
+        bins: (K,) int bin per unit: the assigned bin (loss) or :func:`argmax_bins` (dissection).
+        eps: keeps dead units (all-zero responses) at 0 instead of NaN.
+        counts: optional (N_b,) pixel counts; bins with count 0 are not part of R_other.
+
+    Returns:
+        (K,) index per unit, in [-1, 1].
+    """
+    if responses.dim() != 2:
+        raise ValueError(f"responses must be (K, N_b), got {tuple(responses.shape)}")
+    if bins.shape != responses.shape[:1]:
+        raise ValueError(f"bins must be (K={responses.shape[0]},), got {tuple(bins.shape)}")
+    bins = bins.to(device=responses.device, dtype=torch.long)
+    chosen = responses.gather(1, bins[:, None])[:, 0].abs()
+    other = other_bins_mean(responses, bins, counts).abs()
+    return (chosen - other) / (chosen + other + eps)
+
+
+def argmax_bins(responses: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """(K,) bin of the largest |response| per unit (empty bins never win when counts are given)."""
+    magnitude = responses.detach().abs()
+    if counts is not None:
+        magnitude = magnitude.masked_fill(counts.to(responses.device)[None, :] <= 0, -1.0)
+    return magnitude.argmax(1)

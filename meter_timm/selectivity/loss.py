@@ -1,0 +1,224 @@
+"""The depth-assignment loss L_assign (Eq. 3 of the seed) over several layers of any model."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from meter_timm.selectivity.capture import LayerCapture
+from meter_timm.selectivity.index import selectivity_index
+from meter_timm.selectivity.response import BinnedDepth
+
+__all__ = ["SelectivityLoss", "normalize_layers"]
+
+_LAYER_KEYS = ("name", "num_bins", "strategy", "params")
+
+
+def normalize_layers(layers: Iterable[dict[str, Any] | str]) -> list[dict[str, Any]]:
+    """Validate a ``layers`` list (dicts with 'name', optional 'num_bins'/'strategy'/'params', or
+    plain names) and return it as a list of dicts."""
+    if isinstance(layers, (str, dict)):
+        layers = [layers]
+    out: list[dict[str, Any]] = []
+    for i, layer in enumerate(layers):
+        layer = {"name": layer} if isinstance(layer, str) else dict(layer)
+        name = layer.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"selectivity layers[{i}] needs a module name under 'name', got {layer!r}")
+        unknown = sorted(set(layer) - set(_LAYER_KEYS))
+        if unknown:
+            raise ValueError(f"selectivity layer {name!r}: unknown key(s) {unknown} "
+                             f"(allowed: {', '.join(_LAYER_KEYS)})")
+        if layer.get("num_bins") is not None and int(layer["num_bins"]) < 1:
+            raise ValueError(f"selectivity layer {name!r}: num_bins must be >= 1, got {layer['num_bins']}")
+        if any(o["name"] == name for o in out):
+            raise ValueError(f"selectivity layer {name!r} is listed twice")
+        out.append(layer)
+    if not out:
+        raise ValueError("SelectivityLoss needs at least one layer")
+    return out
+
+
+class SelectivityLoss(nn.Module):
+    """Eq. 3: ``L_assign = -w * sum_l mean_k SI_{l,k}``, to be ADDED to the depth loss.
+
+    ``SI_{l,k} = (|R_{l,k}^{d_k}| - |R_{l,k}^{-d_k}|) / (|R_{l,k}^{d_k}| + |R_{l,k}^{-d_k}| + eps)``
+    with R the batch's average responses (Eq. 1, :func:`average_response`), d_k the bin that the
+    layer's strategy assigns to unit k and R^{-d_k} the mean over the other non-empty bins. Units
+    whose assigned bin has no valid pixel in the batch are left out of that batch's mean (a layer
+    with no such unit contributes 0, never NaN).
+
+    Weight ``w``: ``lam`` (``relative=False``, the seed's lambda; the ICCV 2021 code used 0.1), or
+    ``lam * base_loss.detach()`` (``relative=True``): the selectivity term then stays a fixed
+    fraction ``lam`` of the depth loss whatever the depth unit (m, cm) or loss magnitude, the
+    re-tuning that the seed found necessary.
+
+    Args:
+        layers: list of ``{"name": "encoder.6", "num_bins": 32, "strategy": "uniform",
+            "params": {...}}`` (only ``name`` required; plain names allowed). Strategies come from
+            :func:`meter_timm.strategies.create_strategy` and are built at the first forward, when
+            the layer's unit count is known.
+        lam: lambda of Eq. 3 (>= 0; the sign is already in the formula).
+        relative: weight relative to the detached base loss (see above).
+        use_abs: average ``|activation|`` as in the original code (else the raw activation).
+        min_depth, max_depth: depth range (metres) handed to the strategies.
+        eps: keeps dead units at index 0.
+
+    Use: ``loss.attach(model)`` registers forward hooks on the named layers (DDP wrappers are
+    looked through); after ``model(x)``, ``loss(depth, base_loss)`` returns
+    ``{"loss_selectivity": tensor, "sel/<layer>": detached mean index, ...}``. Without hooks, pass
+    ``features={"encoder.6": activation, ...}``. Learnable strategies are fed every batch's
+    detached responses; ``refit()`` updates them; their state lives in this module's state_dict.
+    """
+
+    def __init__(self, layers: Iterable[dict[str, Any] | str], lam: float = 0.1,
+                 relative: bool = False, use_abs: bool = True, min_depth: float = 0.0,
+                 max_depth: float = 10.0, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.layers = normalize_layers(layers)
+        if float(lam) < 0:
+            raise ValueError(f"SelectivityLoss: lam must be >= 0 (Eq. 3 has the minus sign), got {lam}")
+        if not float(min_depth) < float(max_depth):
+            raise ValueError(f"SelectivityLoss: need min_depth < max_depth, got {min_depth}, {max_depth}")
+        self.lam, self.relative, self.use_abs = float(lam), bool(relative), bool(use_abs)
+        self.min_depth, self.max_depth, self.eps = float(min_depth), float(max_depth), float(eps)
+        self.layer_names = [layer["name"] for layer in self.layers]
+        self.strategies: dict[str, Any] = {}          # name -> DepthBinStrategy, built lazily
+        self._pending_state: dict[str, dict] = {}     # loaded before the strategy existed
+        self._capture: LayerCapture | None = None
+        self._check_strategy_names()
+
+    def _check_strategy_names(self) -> None:
+        try:
+            from meter_timm.strategies import get_strategy_class
+        except ImportError:  # pragma: no cover - strategies package always ships
+            return
+        for layer in self.layers:
+            name = layer.get("strategy") or "uniform"
+            try:
+                get_strategy_class(name)
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"selectivity layer {layer['name']!r}: {exc}") from exc
+
+    # ---------------------------------------------------------------- hooks
+    def attach(self, model: nn.Module) -> "SelectivityLoss":
+        """Capture the configured layers of ``model`` (replaces any previous attachment)."""
+        self.detach()
+        self._capture = LayerCapture(model, self.layer_names).attach()
+        return self
+
+    def detach(self) -> None:
+        """Remove the forward hooks."""
+        if self._capture is not None:
+            self._capture.detach()
+            self._capture = None
+
+    # ---------------------------------------------------------------- strategies
+    def strategy(self, name: str, num_units: int | None = None):
+        """The strategy of layer ``name``, created on first use with ``num_units`` units."""
+        strategy = self.strategies.get(name)
+        if strategy is None:
+            if num_units is None:
+                raise KeyError(f"strategy of layer {name!r} not created yet (no forward so far)")
+            from meter_timm.strategies import create_layer_strategy
+            layer = next(layer for layer in self.layers if layer["name"] == name)
+            strategy = create_layer_strategy(layer, num_units, self.min_depth, self.max_depth)
+            pending = self._pending_state.pop(name, None)
+            if pending is not None:
+                self._load_strategy_state(name, strategy, pending)
+            self.strategies[name] = strategy
+        elif num_units is not None and strategy.num_units != num_units:
+            raise ValueError(f"selectivity layer {name!r}: {num_units} units now, "
+                             f"{strategy.num_units} when its strategy was created")
+        return strategy
+
+    @staticmethod
+    def _load_strategy_state(name: str, strategy, saved: dict) -> None:
+        for key in ("strategy", "num_units", "num_bins"):
+            mine = strategy.name if key == "strategy" else getattr(strategy, key)
+            if key in saved and saved[key] != mine:
+                raise ValueError(f"selectivity layer {name!r}: saved {key} {saved[key]!r} does not "
+                                 f"match the configured {mine!r}")
+        strategy.load_state_dict(saved.get("state", {}))
+
+    def refit(self) -> dict[str, bool]:
+        """Call ``refit()`` on every created strategy; returns layer -> assignment changed."""
+        return {name: bool(strategy.refit()) for name, strategy in self.strategies.items()}
+
+    def get_extra_state(self) -> dict[str, Any]:
+        state = {name: dict(saved) for name, saved in self._pending_state.items()}
+        for name, strategy in self.strategies.items():
+            state[name] = {"strategy": strategy.name, "num_units": strategy.num_units,
+                           "num_bins": strategy.num_bins, "state": strategy.state_dict()}
+        return {"strategies": state}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        for name, saved in (state or {}).get("strategies", {}).items():
+            if name not in self.layer_names:
+                continue  # a layer no longer configured
+            if name in self.strategies:
+                self._load_strategy_state(name, self.strategies[name], saved)
+            else:
+                self._pending_state[name] = dict(saved)
+
+    # ---------------------------------------------------------------- loss
+    def forward(self, depth: torch.Tensor, base_loss: torch.Tensor | float | None = None,
+                features: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Eq. 3 on the latest captured activations (or ``features``) and this batch's depth.
+
+        Args:
+            depth: (B, 1, H, W) or (B, H, W) ground truth in metres, invalid pixels <= 0 or
+                non-finite (any resolution; the activations are compared at this one).
+            base_loss: the depth loss, needed when ``relative=True`` (detached here).
+            features: layer name -> (B, K, h, w) activations, instead of the hooks.
+        """
+        if features is None:
+            if self._capture is None:
+                raise RuntimeError("SelectivityLoss: call attach(model) first or pass features=")
+            features = dict(self._capture.outputs)
+            self._capture.clear()  # do not keep the graph alive past this step
+        missing = [n for n in self.layer_names if n not in features]
+        if missing:
+            raise RuntimeError(f"SelectivityLoss: no activation captured for layer(s) {missing}; "
+                               "did the model run a forward pass since the last call?")
+        if self.relative and base_loss is None:
+            raise ValueError("SelectivityLoss(relative=True) needs base_loss")
+
+        binned: dict[tuple, BinnedDepth] = {}
+        total = None
+        out: dict[str, torch.Tensor] = {}
+        for name in self.layer_names:
+            act = features[name]
+            if act.dim() != 4:
+                raise ValueError(f"selectivity layer {name!r}: expected a (B, K, h, w) output, "
+                                 f"got shape {tuple(act.shape)}")
+            if self.use_abs:
+                act = act.abs()
+            strategy = self.strategy(name, act.shape[1])
+            edges = strategy.edges()
+            key = tuple(edges.tolist())
+            if key not in binned:
+                binned[key] = BinnedDepth(depth.to(act.device), edges)
+            responses, counts = binned[key].responses(act)
+            if strategy.learnable:
+                strategy.observe_depth(depth.detach())
+                strategy.observe(responses.detach(), counts)
+            bins = strategy.assignment().to(act.device)
+            index = selectivity_index(responses, bins, self.eps, counts)
+            keep = counts.to(act.device)[bins] > 0
+            if bool(keep.any()):
+                score = index[keep].mean()
+            else:
+                score = responses.sum() * 0.0  # no unit has its bin in this batch
+            out[f"sel/{name}"] = score.detach()
+            total = score if total is None else total + score
+        weight = self.lam
+        if self.relative:
+            weight = self.lam * torch.as_tensor(base_loss).detach().to(total)
+        out["loss_selectivity"] = -weight * total
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"layers={self.layers}, lam={self.lam}, relative={self.relative}, "
+                f"use_abs={self.use_abs}, depth=({self.min_depth}, {self.max_depth}]")

@@ -1,0 +1,266 @@
+"""Average response of units per depth bin (Eq. 1 of the seed), computed without upsampling.
+
+Eq. 1 averages each unit's activation, bilinearly upsampled (``align_corners=False``) to the depth
+map's size, over the pixels of every depth bin. Upsampling is linear: ``up(A) = Ry A Rx^T`` with
+small interpolation matrices ``Ry`` (H, h) and ``Rx`` (W, w), so
+
+    sum_{y,x} up(A)[y, x] * M[y, x] = sum_{i,j} A[i, j] * (Ry^T M Rx)[i, j]
+
+for every bin mask M. The right-hand side needs the ADJOINT of upsampling applied to the bin masks
+once per image (a scatter of every depth pixel into the <= 4 activation cells it interpolates from),
+after which all K units are handled by one matrix product. The (B, K, H, W) upsampled tensor is
+never built. The downsampled masks depend only on the depth map, the bin edges and the activation
+size, so :class:`BinnedDepth` caches them for all layers that share a resolution and bin set.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+__all__ = ["BinnedDepth", "average_response", "response_sums", "bilinear_source_index",
+           "interpolation_matrix"]
+
+
+# --------------------------------------------------------------------------------------------
+# bilinear interpolation, exactly as torch.nn.functional.interpolate(align_corners=False)
+# --------------------------------------------------------------------------------------------
+def bilinear_source_index(out_size: int, in_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each output position of a 1-D bilinear resize reads from.
+
+    Returns ``(i0, l1)`` (float64 weights, CPU): output position ``o`` is
+    ``(1 - l1[o]) * x[i0[o]] + l1[o] * x[min(i0[o] + 1, in_size - 1)]``. Follows PyTorch's
+    ``align_corners=False`` rule with ``size=`` given: source = max((o + 0.5) * in/out - 0.5, 0),
+    index clamped to the last input, so upsampling and downsampling are both covered.
+    """
+    if out_size == in_size:
+        return torch.arange(out_size), torch.zeros(out_size, dtype=torch.float64)
+    scale = in_size / out_size
+    src = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0.0)
+    i0 = src.floor().long().clamp(max=in_size - 1)
+    l1 = (src - i0).clamp(0.0, 1.0)
+    return i0, l1
+
+
+def interpolation_matrix(out_size: int, in_size: int) -> torch.Tensor:
+    """The (out_size, in_size) float64 matrix R of 1-D bilinear resizing: ``up(x) = R @ x``."""
+    i0, l1 = bilinear_source_index(out_size, in_size)
+    i1 = (i0 + 1).clamp(max=in_size - 1)
+    mat = torch.zeros(out_size, in_size, dtype=torch.float64)
+    rows = torch.arange(out_size)
+    mat.index_put_((rows, i0), 1.0 - l1, accumulate=True)
+    mat.index_put_((rows, i1), l1, accumulate=True)
+    return mat
+
+
+@functools.lru_cache(maxsize=64)
+def _scatter_tables(size: tuple[int, int], act_size: tuple[int, int], dtype: torch.dtype,
+                    device: torch.device) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Per depth pixel: its top-left activation cell (i0 * w + j0) and the 4 corner weights."""
+    (H, W), (h, w) = size, act_size
+    iy, ly = bilinear_source_index(H, h)
+    ix, lx = bilinear_source_index(W, w)
+    cell = (iy[:, None] * w + ix[None, :]).to(device)
+    wy, wx = (1.0 - ly, ly), (1.0 - lx, lx)
+    weights = tuple((wy[a][:, None] * wx[b][None, :]).to(device=device, dtype=dtype).contiguous()
+                    for a in (0, 1) for b in (0, 1))  # (0,0), (0,1), (1,0), (1,1)
+    return cell, weights
+
+
+def _shift_add_(dst: torch.Tensor, src: torch.Tensor, dim: int) -> None:
+    """dst[..., k, ...] += src[..., k - 1, ...] along ``dim``, the last index also keeping its own
+    (the neighbour index is min(k + 1, n - 1), as in bilinear interpolation at the border)."""
+    n = dst.shape[dim]
+    if n > 1:
+        dst.narrow(dim, 1, n - 1).add_(src.narrow(dim, 0, n - 1))
+    dst.narrow(dim, n - 1, 1).add_(src.narrow(dim, n - 1, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# depth -> bin index, exactly as torch.bucketize(depth, edges, right=False) - 1, but faster
+# --------------------------------------------------------------------------------------------
+class _EdgeLookup:
+    """Bucketize through a uniform lookup grid: each grid cell knows the few edges it may cross."""
+
+    def __init__(self, edges: torch.Tensor, grid: int, lo_count: torch.Tensor,
+                 candidates: torch.Tensor) -> None:
+        self.lo = float(edges[0])
+        self.scale = grid / (float(edges[-1]) - float(edges[0]))
+        self.grid = grid
+        self.lo_count = lo_count          # (G,) int64: edges surely below any depth of the cell
+        self.candidates = candidates      # (T, G): the next T edges (+inf padded) to compare with
+
+    @staticmethod
+    def build(edges: torch.Tensor, max_candidates: int = 3) -> "_EdgeLookup | None":
+        e64 = edges.double().cpu()
+        n_edges = e64.numel()
+        lo, hi = float(e64[0]), float(e64[-1])
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return None
+        for grid in (1024, 4096, 16384, 65536):
+            bounds = lo + torch.arange(-1, grid + 2, dtype=torch.float64) * ((hi - lo) / grid)
+            # a depth mapped to cell g lies (allowing one cell of rounding) in [b[g-1], b[g+2])
+            below = torch.searchsorted(e64, bounds[:-3], right=False)       # #edges < b[g-1]
+            upto = torch.searchsorted(e64, bounds[3:], right=True)          # #edges <= b[g+2]
+            below[0] = 0
+            upto[-2:] = n_edges
+            span = int((upto - below).max())
+            if span <= max_candidates:
+                padded = torch.cat([edges.cpu(), edges.new_full((span,), math.inf).cpu()])
+                cand = torch.stack([padded[below + t] for t in range(span)])
+                return _EdgeLookup(edges, grid, below, cand)
+        return None
+
+    def to(self, device: torch.device) -> "_EdgeLookup":
+        self.lo_count = self.lo_count.to(device)
+        self.candidates = self.candidates.to(device)
+        return self
+
+    def count_below(self, depth: torch.Tensor) -> torch.Tensor:
+        """#edges strictly below each depth value (int64, same shape)."""
+        cell = ((depth - self.lo) * self.scale).clamp_(0, self.grid - 1).long()
+        cell.clamp_(0, self.grid - 1)  # NaN converts to an arbitrary integer
+        count = self.lo_count.take(cell)
+        for cand in self.candidates:
+            count += depth > cand.take(cell)
+        return count
+
+
+@functools.lru_cache(maxsize=32)
+def _edge_lookup(edges: tuple[float, ...], dtype: torch.dtype,
+                 device: torch.device) -> "_EdgeLookup | None":
+    table = _EdgeLookup.build(torch.tensor(edges, dtype=dtype))
+    return None if table is None else table.to(device)
+
+
+def _check_edges(bin_edges: torch.Tensor | list | tuple) -> torch.Tensor:
+    edges = torch.as_tensor(bin_edges).detach()
+    if edges.dim() != 1 or edges.numel() < 2:
+        raise ValueError(f"bin_edges must be 1-D with at least 2 values, got shape {tuple(edges.shape)}")
+    if not bool(torch.isfinite(edges).all()) or not bool((edges[1:] > edges[:-1]).all()):
+        raise ValueError(f"bin_edges must be finite and strictly increasing, got {edges.tolist()}")
+    return edges
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------
+class BinnedDepth:
+    """A batch of depth maps discretised into bins, ready to average any layer's activations.
+
+    Args:
+        depth: (B, 1, H, W) or (B, H, W) depth in metres. Pixels at or below ``bin_edges[0]``,
+            above ``bin_edges[-1]`` or not finite belong to no bin.
+        bin_edges: (N_b + 1,) strictly increasing; bin d is the interval (e_d, e_{d+1}].
+            Compared in the depth's dtype (as ``depth > edge`` would).
+
+    The adjoint-upsampled bin masks are cached per activation size and dtype, so every layer of
+    one resolution that uses this object pays for them once.
+    """
+
+    def __init__(self, depth: torch.Tensor, bin_edges: torch.Tensor | list | tuple) -> None:
+        if depth.dim() == 4:
+            if depth.shape[1] != 1:
+                raise ValueError(f"depth must be (B, 1, H, W) or (B, H, W), got {tuple(depth.shape)}")
+            depth = depth[:, 0]
+        elif depth.dim() != 3:
+            raise ValueError(f"depth must be (B, 1, H, W) or (B, H, W), got {tuple(depth.shape)}")
+        depth = depth.detach()
+        if not depth.is_floating_point():
+            depth = depth.float()
+        edges = _check_edges(bin_edges).to(device=depth.device, dtype=depth.dtype)
+        if not bool((edges[1:] > edges[:-1]).all()):
+            raise ValueError(f"bin_edges are not strictly increasing in {depth.dtype}: {edges.tolist()}")
+        self.edges = edges
+        self.num_bins = edges.numel() - 1
+        self.batch_size, self.height, self.width = depth.shape
+        self.device = depth.device
+        self.bin_index = self._bin_index(depth.contiguous(), edges)
+        counts = torch.bincount(self.bin_index.reshape(-1), minlength=self.num_bins + 1)
+        #: (N_b,) float64 number of depth pixels per bin over the batch
+        self.counts = counts[: self.num_bins].double()
+        self._masks: dict[tuple, torch.Tensor] = {}
+
+    def _bin_index(self, depth: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) int64 bin of each pixel, N_b for pixels in no bin."""
+        n = self.num_bins
+        table = _edge_lookup(tuple(edges.tolist()), edges.dtype, edges.device)
+        if table is not None:
+            count = table.count_below(depth)
+        else:
+            count = torch.bucketize(depth, edges, right=False)
+        index = count.sub_(1)
+        index.masked_fill_(index < 0, n)          # at or below e_0 (count 0); above e_N gives n
+        index.masked_fill_(torch.isnan(depth), n)
+        return index
+
+    def masks(self, act_size: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Bin masks mapped to activation resolution by the adjoint of bilinear upsampling.
+
+        Returns (B, N_b, h, w): entry [b, d, i, j] is the total interpolation weight that
+        activation cell (i, j) of image b gives to the pixels of bin d.
+        """
+        h, w = int(act_size[0]), int(act_size[1])
+        key = (h, w, dtype)
+        if key not in self._masks:
+            self._masks[key] = self._downsample_masks(h, w, dtype)
+        return self._masks[key]
+
+    def _downsample_masks(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+        n1 = self.num_bins + 1  # the extra bin collects invalid pixels and is dropped
+        cell, weights = _scatter_tables((self.height, self.width), (h, w), dtype, self.device)
+        keys = (self.bin_index * (h * w) + cell).view(self.batch_size, -1)  # bin, top-left cell
+        size = n1 * h * w
+        corners = [keys.new_zeros((self.batch_size, size), dtype=dtype)
+                   .scatter_add_(1, keys, wt.view(1, -1).expand(self.batch_size, -1))
+                   .view(-1, n1, h, w) for wt in weights]
+        top_left, top_right, bottom_left, bottom_right = corners
+        out = top_left
+        _shift_add_(out, top_right, dim=3)
+        _shift_add_(bottom_left, bottom_right, dim=3)
+        _shift_add_(out, bottom_left, dim=2)
+        return out[:, : self.num_bins]
+
+    def response_sums(self, activations: torch.Tensor) -> torch.Tensor:
+        """(K, N_b) numerators of Eq. 1: sum over batch and pixels of upsampled activation x mask."""
+        if activations.dim() != 4 or activations.shape[0] != self.batch_size:
+            raise ValueError(f"activations must be (B={self.batch_size}, K, h, w), "
+                             f"got {tuple(activations.shape)}")
+        dtype = activations.dtype if activations.dtype in (torch.float32, torch.float64) else torch.float32
+        masks = self.masks(activations.shape[-2:], dtype)
+        return torch.einsum("bkhw,bnhw->kn", activations.to(dtype), masks)
+
+    def responses(self, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 1: (responses (K, N_b), counts (N_b,)); responses are 0 in empty bins."""
+        sums = self.response_sums(activations)
+        counts = self.counts.to(sums.dtype)
+        return sums / counts.clamp(min=1.0), self.counts
+
+
+def response_sums(activations: torch.Tensor, depth: torch.Tensor,
+                  bin_edges: torch.Tensor | list | tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Numerators (K, N_b) and pixel counts (N_b,) of Eq. 1, for streaming accumulation."""
+    binned = BinnedDepth(depth, bin_edges)
+    return binned.response_sums(activations), binned.counts
+
+
+def average_response(activations: torch.Tensor, depth: torch.Tensor,
+                     bin_edges: torch.Tensor | list | tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average response of every unit per depth bin (Eq. 1), differentiable w.r.t. activations.
+
+    Args:
+        activations: (B, K, h, w) feature maps of one layer.
+        depth: (B, 1, H, W) or (B, H, W) ground-truth depth in metres.
+        bin_edges: (N_b + 1,) strictly increasing; bin d is (e_d, e_{d+1}]. Depth at or below
+            e_0, above e_N or non-finite is ignored.
+
+    Returns:
+        responses (K, N_b): the batch sum of the bilinearly upsampled (align_corners=False)
+        activation over each bin's pixels divided by the bin's pixel count (0 for empty bins),
+        in the activations' dtype (float32 for half precision); counts (N_b,) float64.
+
+    Equal to upsampling then masking, without building the (B, K, H, W) upsampled tensor. To share
+    the bin masks between several layers, build one :class:`BinnedDepth` and call ``responses``.
+    """
+    return BinnedDepth(depth, bin_edges).responses(activations)
