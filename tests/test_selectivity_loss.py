@@ -1,0 +1,165 @@
+"""SelectivityLoss, LayerCapture and strategy state. Time budget: a few seconds."""
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from meter_timm.selectivity import LayerCapture, SelectivityLoss
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                     nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(8, 1, 1)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+def test_capture_attach_detach_and_context():
+    net = TinyNet()
+    x = torch.rand(2, 3, 16, 16)
+    capture = LayerCapture(net, ["encoder.1", "encoder.3"])
+    net(x)
+    assert capture.outputs == {}              # not attached yet
+    with capture:
+        net(x)
+        assert capture.outputs["encoder.1"].shape == (2, 8, 8, 8)
+        assert capture.outputs["encoder.3"].shape == (2, 8, 4, 4)
+        assert capture.outputs["encoder.3"].requires_grad
+    assert not capture.attached and capture.outputs == {}
+    assert all(len(m._forward_hooks) == 0 for m in net.modules())
+    capture.attach()
+    capture.attach()                          # idempotent
+    assert len(net.encoder[1]._forward_hooks) == 1
+    capture.detach()
+    assert len(net.encoder[1]._forward_hooks) == 0
+
+
+def test_unknown_layer_lists_close_names():
+    with pytest.raises(KeyError, match="encoder.1") as info:
+        LayerCapture(TinyNet(), ["encoder.11"])
+    assert "close valid names" in str(info.value)
+    with pytest.raises(KeyError, match="encoder"):
+        SelectivityLoss(["encodr"]).attach(TinyNet())
+
+
+def test_hooks_on_wrapped_model():
+    net = TinyNet()
+    wrapped = nn.DataParallel(net)  # CPU: behaves like the plain module, like DDP wraps it
+    loss = SelectivityLoss([{"name": "encoder.3", "num_bins": 4}], lam=1.0).attach(wrapped)
+    wrapped(torch.rand(2, 3, 16, 16))
+    out = loss(torch.rand(2, 1, 16, 16) * 10)
+    assert torch.isfinite(out["loss_selectivity"])
+
+
+def _ideal_features(num_units=8, num_bins=4):
+    """Depth = bin index + 0.5 in vertical stripes; unit k responds only where depth is in its
+    Eq. 2 bin (k // 2), with amplitude k + 1; returns the loss' inputs."""
+    depth = (torch.arange(16) // 4).float().add(0.5).repeat(2, 1, 16, 1)  # (2, 1, 16, 16), 4 bins
+    bins = torch.arange(num_units) // (num_units // num_bins)
+    act = torch.stack([(depth[:, 0].floor() == b).float() * (k + 1) for k, b in enumerate(bins)], 1)
+    return act, depth
+
+
+def test_loss_sign_and_scale():
+    act, depth = _ideal_features()
+    loss = SelectivityLoss([{"name": "layer", "num_bins": 4, "strategy": "uniform"}], lam=0.5,
+                           max_depth=4.0)
+    out = loss(depth, features={"layer": act})
+    assert out["sel/layer"].item() == pytest.approx(1.0, abs=1e-6)           # perfectly selective
+    assert out["loss_selectivity"].item() == pytest.approx(-0.5, abs=1e-6)   # -lambda * 1
+    flat = torch.ones_like(act)
+    out = loss(depth, features={"layer": flat})
+    assert out["sel/layer"].item() == pytest.approx(0.0, abs=1e-6)
+    # two layers add up; relative weighting scales with the detached base loss
+    two = SelectivityLoss([{"name": "a", "num_bins": 4}, {"name": "b", "num_bins": 4}], lam=0.5,
+                          relative=True, max_depth=4.0)
+    base = torch.tensor(3.0, requires_grad=True)
+    out = two(depth, base_loss=base, features={"a": act, "b": act})
+    assert out["loss_selectivity"].item() == pytest.approx(-0.5 * 3.0 * 2.0, abs=1e-5)
+    assert not out["loss_selectivity"].requires_grad or base.grad is None
+    assert all("loss" not in k for k in out if k != "loss_selectivity")
+
+
+def test_loss_gradient_increases_selectivity():
+    torch.manual_seed(0)
+    act = torch.rand(2, 8, 8, 8, requires_grad=True)
+    depth = torch.rand(2, 1, 16, 16) * 10
+    loss = SelectivityLoss([{"name": "l", "num_bins": 4}], lam=1.0)
+    opt = torch.optim.SGD([act], lr=20.0)
+    first = loss(depth, features={"l": act})
+    for _ in range(20):
+        opt.zero_grad()
+        loss(depth, features={"l": act})["loss_selectivity"].backward()
+        opt.step()
+    last = loss(depth, features={"l": act})
+    assert first["loss_selectivity"].item() == pytest.approx(-first["sel/l"].item())
+    assert last["sel/l"] > first["sel/l"] + 0.05
+
+
+def test_dead_units_and_empty_batches_are_finite():
+    loss = SelectivityLoss([{"name": "l", "num_bins": 4}], lam=1.0)
+    act = torch.zeros(2, 8, 4, 4, requires_grad=True)
+    out = loss(torch.rand(2, 1, 8, 8) * 10, features={"l": act})
+    assert out["sel/l"].item() == 0.0
+    out["loss_selectivity"].backward()
+    assert torch.isfinite(act.grad).all()
+    act2 = torch.rand(2, 8, 4, 4, requires_grad=True)
+    out = loss(torch.zeros(2, 1, 8, 8), features={"l": act2})   # no valid depth at all
+    assert out["loss_selectivity"].item() == 0.0
+    out["loss_selectivity"].backward()
+    assert torch.isfinite(act2.grad).all()
+    # only bin 0 present: units of other bins are excluded, not counted as 0
+    depth = torch.full((2, 1, 8, 8), 1.0)
+    act3 = torch.rand(2, 8, 4, 4)
+    out = loss(depth, features={"l": act3})
+    assert torch.isfinite(out["loss_selectivity"])
+
+
+def test_missing_capture_and_relative_without_base_loss():
+    loss = SelectivityLoss(["encoder.3"], relative=True)
+    with pytest.raises(RuntimeError, match="attach"):
+        loss(torch.rand(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="base_loss"):
+        loss(torch.rand(1, 1, 8, 8), features={"encoder.3": torch.rand(1, 8, 2, 2)})
+    with pytest.raises(ValueError, match="unknown key"):
+        SelectivityLoss([{"name": "x", "bins": 3}])
+    with pytest.raises(ValueError, match="'x'"):
+        SelectivityLoss([{"name": "x", "strategy": "no-such-strategy"}])
+
+
+def test_strategy_state_round_trip_before_lazy_creation():
+    layers = [{"name": "encoder.3", "num_bins": 4, "strategy": "learned"}]
+    net = TinyNet()
+    loss = SelectivityLoss(layers, lam=1.0).attach(net)
+    torch.manual_seed(0)
+    for _ in range(3):
+        net(torch.rand(2, 3, 16, 16))
+        loss(torch.rand(2, 1, 16, 16) * 10)
+    loss.refit()
+    saved = loss.strategy("encoder.3").state_dict()
+    buffer = io.BytesIO()
+    torch.save(loss.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+
+    fresh = SelectivityLoss(layers, lam=1.0)
+    fresh.load_state_dict(state)                       # strategy does not exist yet
+    assert fresh.strategies == {}
+    resaved = fresh.state_dict()                       # pending state is not lost on re-save
+    assert resaved["_extra_state"]["strategies"]["encoder.3"]["num_units"] == 8
+    fresh.attach(net)
+    net(torch.rand(2, 3, 16, 16))
+    fresh(torch.rand(2, 1, 16, 16) * 10)               # created now, with the loaded state
+    restored = fresh.strategy("encoder.3").state_dict()
+    assert torch.equal(restored["assignment"], saved["assignment"])
+    assert int(restored["num_observations"]) == int(saved["num_observations"]) + 1
+
+    wrong = SelectivityLoss([{"name": "encoder.3", "num_bins": 4, "strategy": "uniform"}])
+    wrong.load_state_dict(state)
+    with pytest.raises(ValueError, match="encoder.3"):
+        wrong(torch.rand(2, 1, 16, 16) * 10, features={"encoder.3": torch.rand(2, 8, 4, 4)})
