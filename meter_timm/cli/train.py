@@ -105,7 +105,8 @@ def summarize(runner, cfg) -> str:
     """The end-of-training summary: metrics table, per-layer selectivity, plot paths."""
     hub = runner.message_hub
     metrics = {key[4:]: buf.current() for key, buf in hub.log_scalars.items()
-               if key.startswith("val/") and not key.startswith("val/sel/")}
+               if key.startswith("val/") and not key.startswith("val/sel/")
+               and key not in ("val/time", "val/data_time")}
     baseline = None
     spec = cfg.get("synthetic_data")
     if spec and metrics:

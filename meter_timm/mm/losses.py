@@ -17,11 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from meter_timm.mm.registry import MODELS
-try:  # TEMP until the selectivity core lands
-    from meter_timm.selectivity import SelectivityLoss
-    MODELS.register_module(name="SelectivityLoss", module=SelectivityLoss, force=True)
-except ImportError:
-    SelectivityLoss = None
+from meter_timm.selectivity.loss import SelectivityLoss
+
+MODELS.register_module(name="SelectivityLoss", module=SelectivityLoss, force=True)
 
 __all__ = ["BalancedLoss", "SiLogLoss", "SelectivityLoss", "sobel", "ssim_map"]
 
