@@ -26,11 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmengine.config import Config
-    from mmengine.runner import Runner
 
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
     from meter_timm.mm.metrics import format_table
     from meter_timm.mm.model import load_weights
+    from meter_timm.mm.runner import MeterRunner
 
     config = Path(args.config)
     if not config.is_file():
@@ -50,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
     cfg.load_from = None  # weights are loaded below, weights_only=True
     cfg.resume = False
 
-    runner = Runner.from_cfg(cfg)
+    if "runner_type" in cfg:
+        from meter_timm.mm.registry import RUNNERS
+
+        runner = RUNNERS.build(cfg)
+    else:  # MeterRunner: mmengine's Runner that also runs multi-process on CPU (gloo)
+        runner = MeterRunner.from_cfg(cfg)
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     kind = load_weights(model, args.checkpoint)
     runner.logger.info(f"loaded {args.checkpoint} into the {kind}")
