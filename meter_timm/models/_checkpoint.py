@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Tuple, Union
@@ -64,7 +63,7 @@ def load_checkpoint_file(path: Union[str, Path]) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first_error = err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except Exception as err:  # truncated, not a zip/pickle, ...
         raise ValueError(f"cannot read weights file {path}: not a PyTorch checkpoint ({err})") from err
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
