@@ -25,7 +25,7 @@ def tiny_config(data_root: Path, work_dir: Path, epochs: int = 2, batch_size: in
                 mirror: bool = True, checkpoint_interval: int = 1) -> Config:
     """The quickstart config shrunk to 64x64 images, a few iterations, no worker processes."""
     cfg = Config.fromfile(str(QUICKSTART))
-    del cfg["synthetic_data"]
+    cfg.synthetic_data = None
     train_pipeline = ([dict(type="RandomMirror", prob=0.5)] if mirror else []) + [
         dict(type="ResizeDepth", scale=SIZE, resize_depth=True), dict(type="PackDepthInputs")]
     test_pipeline = [dict(type="ResizeDepth", scale=SIZE, resize_depth=False),
