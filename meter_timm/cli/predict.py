@@ -1,0 +1,138 @@
+"""``meter-timm predict``: metric depth for images with a METER model.
+
+For each IMAGE it writes ``<stem>.npy`` (float32 depth in metres at the image's original size,
+the network output upsampled bilinearly) and ``<stem>.png`` (the same, colour-mapped with a
+matplotlib colormap). The image is resized and normalised as the model's pretrained config says
+(``timm.data.resolve_data_config``: 192x256 for ``.nyu``, 192x636 for ``.kitti``, bilinear,
+ImageNet mean/std).
+
+    meter-timm predict room.jpg --model meter_xxs.nyu --weights build_model_best_nyu_xxs --out depth/
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything PIL reads)")
+    parser.add_argument("--model", default="meter_xxs.nyu",
+                        help="timm model name with pretrained tag (default: meter_xxs.nyu)")
+    parser.add_argument("--weights", required=True, metavar="PATH",
+                        help="weights file: the authors' checkpoint, this package's state dict or an "
+                             "mmengine checkpoint")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--cmap", default="magma_r", help="matplotlib colormap of the PNG (default: magma_r, "
+                                                          "near = bright)")
+    parser.add_argument("--vmin", type=float, default=None, help="depth (m) at the colormap's low end "
+                                                                  "(default: 2nd percentile of each image)")
+    parser.add_argument("--vmax", type=float, default=None, help="depth (m) at the colormap's high end "
+                                                                  "(default: 98th percentile of each image)")
+
+
+def load_model(name: str, weights: str, device: str = "cpu") -> torch.nn.Module:
+    """A METER model with ``weights`` loaded, fused for inference, in eval mode on ``device``."""
+    import timm
+
+    import meter_timm  # noqa: F401  (registers the models)
+
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+    return model.eval().fuse().to(device)
+
+
+def load_image(path: Path):
+    """The image at ``path`` as an RGB PIL image; ValueError naming the file if it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (FileNotFoundError, IsADirectoryError) as err:
+        raise ValueError(f"cannot read image {path}: no such file") from err
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+def image_to_tensor(image, data_config: Dict[str, Any]) -> torch.Tensor:
+    """(1, 3, H, W) network input: resize to the config's input size, [0, 1], mean/std normalised."""
+    from PIL import Image
+
+    _, height, width = data_config["input_size"]
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}.get(
+        data_config.get("interpolation", "bilinear"), Image.BILINEAR)
+    resized = image.resize((width, height), resample)
+    x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(data_config["mean"]).view(3, 1, 1)
+    std = torch.tensor(data_config["std"]).view(3, 1, 1)
+    return ((x - mean) / std).unsqueeze(0)
+
+
+@torch.inference_mode()
+def predict_depth(model: torch.nn.Module, image, data_config: Dict[str, Any]) -> np.ndarray:
+    """Depth in metres (H, W) at the PIL ``image``'s size: model output upsampled bilinearly."""
+    device = next(model.parameters()).device
+    depth = model(image_to_tensor(image, data_config).to(device))
+    depth = F.interpolate(depth, size=(image.height, image.width), mode="bilinear", align_corners=False)
+    return depth[0, 0].float().cpu().numpy()
+
+
+def colorize(depth: np.ndarray, cmap: str = "magma_r", vmin: Optional[float] = None,
+             vmax: Optional[float] = None) -> np.ndarray:
+    """(H, W, 3) uint8 colour image of ``depth`` (robust per-image range unless vmin/vmax given)."""
+    import matplotlib
+
+    lo = float(np.percentile(depth, 2)) if vmin is None else vmin
+    hi = float(np.percentile(depth, 98)) if vmax is None else vmax
+    scaled = np.clip((depth - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).round().astype(np.uint8)
+
+
+def _output_stems(paths: Sequence[Path]) -> List[str]:
+    """File stems, made unique by appending the position when two images share one."""
+    stems = [p.stem for p in paths]
+    return [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]
+
+
+def run(args: argparse.Namespace) -> int:
+    import matplotlib
+    from PIL import Image
+    from tqdm import tqdm
+
+    if args.cmap not in matplotlib.colormaps:
+        print(f"error: unknown matplotlib colormap {args.cmap!r}", file=sys.stderr)
+        return 2
+    try:
+        device = torch.device(args.device)
+        model = load_model(args.model, args.weights, args.device)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: cannot build {args.model} with weights {args.weights}: {err}", file=sys.stderr)
+        return 2
+    import timm
+
+    data_config = timm.data.resolve_data_config({}, model=model)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [Path(p) for p in args.images]
+    failed = 0
+    for path, stem in tqdm(list(zip(paths, _output_stems(paths))), desc="predict", unit="image",
+                           disable=len(paths) < 2, file=sys.stderr):
+        try:
+            image = load_image(path)
+        except ValueError as err:
+            tqdm.write(f"error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        depth = predict_depth(model, image, data_config)
+        np.save(out_dir / f"{stem}.npy", depth.astype(np.float32))
+        Image.fromarray(colorize(depth, args.cmap, args.vmin, args.vmax)).save(out_dir / f"{stem}.png")
+    done = len(paths) - failed
+    print(f"wrote depth (metres, .npy) and colour maps (.png) of {done} image(s) to {out_dir} "
+          f"[{args.model} on {device}]")
+    return 1 if failed else 0

@@ -1,0 +1,94 @@
+"""``meter-timm predict``: files written, units, sizes, progress bar and errors.
+
+Budget: about 5 s on 2 cores (xxs model, one real NYU image when ../shared is present).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from meter_timm.cli import main
+from meter_timm.cli.predict import predict_depth
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+NYU_SAMPLE = SHARED / "data" / "nyu_eigen_test_sample"
+NYU_WEIGHTS = SHARED / "weights" / "meter" / "build_model_best_nyu_xxs"
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "random_xxs.pth"
+    torch.save(timm.create_model("meter_xxs").state_dict(), path)
+    return path
+
+
+def _write_png(path: Path, height: int, width: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_predict_writes_metres_at_the_original_size(tmp_path, random_weights, capsys):
+    image = _write_png(tmp_path / "scene.png", 50, 70)
+    out = tmp_path / "out"
+    rc = main(["predict", str(image), "--model", "meter_xxs.nyu", "--weights", str(random_weights),
+               "--out", str(out)])
+    assert rc == 0
+    depth = np.load(out / "scene.npy")
+    assert depth.shape == (50, 70) and depth.dtype == np.float32 and np.isfinite(depth).all()
+    with Image.open(out / "scene.png") as png:
+        assert png.size == (70, 50) and png.mode == "RGB"
+    # same numbers as the unfused model: cfg resize to 192x256, raw cm output * 0.01, upsampled
+    model = timm.create_model("meter_xxs.nyu", pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(random_weights))).eval()
+    expected = predict_depth(model, Image.open(image).convert("RGB"), timm.data.resolve_data_config({}, model=model))
+    np.testing.assert_allclose(depth, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    assert "1 image(s)" in capsys.readouterr().out
+
+
+def test_predict_many_images_progress_and_bad_image(tmp_path, random_weights, capsys):
+    images = [_write_png(tmp_path / f"img{i}.png", 40 + 8 * i, 60, seed=i) for i in range(2)]
+    bad = tmp_path / "broken.png"
+    bad.write_text("not an image")
+    rc = main(["predict", *map(str, images), str(bad), str(tmp_path / "missing.jpg"),
+               "--model", "meter_xxs.kitti", "--weights", str(random_weights), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1  # some images failed, the others were written
+    assert f"cannot read image {bad}" in err and "missing.jpg: no such file" in err
+    assert "4/4" in err  # tqdm progress bar
+    assert np.load(tmp_path / "o" / "img1.npy").shape == (48, 60)
+    assert not (tmp_path / "o" / "broken.npy").exists()
+
+
+def test_predict_bad_weights_file(tmp_path, capsys):
+    image = _write_png(tmp_path / "a.png", 40, 40)
+    weights = tmp_path / "weights.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, weights)
+    rc = main(["predict", str(image), "--weights", str(weights), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "weights.pth" in err and "missing keys" in err and "unexpected keys (1): conv.weight" in err
+    rc = main(["predict", str(image), "--weights", str(tmp_path / "none.pth"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "weights file not found" in capsys.readouterr().err
+
+
+def test_predict_real_nyu_image_with_the_authors_weights(tmp_path):
+    image = NYU_SAMPLE / "00000_colors.png"
+    if not image.is_file() or not NYU_WEIGHTS.is_file():
+        pytest.skip(f"{NYU_SAMPLE} or {NYU_WEIGHTS} not found (they live in ../shared)")
+    rc = main(["predict", str(image), "--model", "meter_xxs.nyu", "--weights", str(NYU_WEIGHTS),
+               "--out", str(tmp_path)])
+    assert rc == 0
+    depth = np.load(tmp_path / "00000_colors.npy")
+    gt = np.asarray(Image.open(NYU_SAMPLE / "00000_depth.png"), dtype=np.float32) / 1000.0  # mm -> m
+    assert depth.shape == gt.shape == (480, 640)
+    crop = (slice(45, 471), slice(41, 601))  # Eigen crop
+    pred, ref = np.clip(depth[crop], 1e-3, 10), gt[crop]
+    valid = (ref > 1e-3) & (ref < 10)
+    abs_rel = float(np.mean(np.abs(pred[valid] - ref[valid]) / ref[valid]))
+    assert abs_rel < 0.12  # 0.083 measured; a unit error (cm vs m) or a wrong resize would blow this up
