@@ -88,3 +88,40 @@ def test_all_reduce_two_gloo_processes(tmp_path):
         torch.testing.assert_close(got["a"], ref.responses("a"))
         torch.testing.assert_close(got["b"], ref.responses("b"))
         torch.testing.assert_close(got["counts"], ref.counts["a"])
+
+
+def test_assigned_bin_without_pixels_is_null(tmp_path):
+    acc = ResponseAccumulator(torch.tensor([0.0, 1.0, 2.0, 3.0]), layers=["a"])
+    acc.update({"a": torch.rand(1, 3, 2, 2)}, torch.full((1, 1, 4, 4), 1.5))  # only bin 1
+    report = acc.report()
+    assert report.layers["a"]["selectivity_assigned"] == [None, pytest.approx(1.0, abs=1e-6), None]
+    assert report.summary()["a"]["mean_selectivity_assigned"] == pytest.approx(1.0, abs=1e-6)
+    assert len(report.plot(tmp_path, units=(1,))) == 3
+
+
+def test_dissect_cli_on_tiny_csv(tmp_path, capsys):
+    np = pytest.importorskip("numpy")
+    Image = pytest.importorskip("PIL.Image")
+    from meter_timm.cli import main
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / f"{i}_colors.png")
+        depth_mm = rng.integers(500, 9000, (48, 64)).astype(np.uint16)
+        Image.fromarray(depth_mm).save(tmp_path / f"{i}_depth.png")
+        lines.append(f"{i}_colors.png,{i}_depth.png")
+    (tmp_path / "test.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    rc = main(["dissect", "--model", "meter_xxs", "--data", str(tmp_path / "test.csv"),
+               "--layers", "encoder.6", "encoder.8", "--bins", "8", "--out", str(out),
+               "--input-size", "64", "64", "--batch-size", "2", "--units", "1", "5"])
+    assert rc == 0
+    data = json.loads((out / "report.json").read_text())
+    assert data["meta"]["num_images"] == 3
+    assert data["layers"]["encoder.6"]["num_units"] == 48
+    assert len(data["layers"]["encoder.8"]["responses"][0]) == 8
+    assert sum(data["layers"]["encoder.6"]["counts"]) == 3 * 48 * 64
+    assert (out / "encoder.6_units.png").is_file() and (out / "encoder.8_heatmap.png").is_file()
+    printed = capsys.readouterr().out
+    assert "report.json" in printed and "encoder.8" in printed

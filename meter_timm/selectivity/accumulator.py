@@ -114,6 +114,10 @@ class ResponseAccumulator:
             assigned = eq2_assignment(num_units, num_bins) if assigned is None else \
                 torch.as_tensor(assigned).long().cpu()
             best = argmax_bins(resp, counts)
+            sel_assigned = selectivity_index(resp, assigned, eps, counts).tolist()
+            # a unit whose assigned bin never occurred has no defined index: null in the JSON
+            assigned_empty = (counts[assigned] <= 0).tolist()
+            sel_assigned = [None if empty else v for v, empty in zip(sel_assigned, assigned_empty)]
             layers[name] = {
                 "num_units": num_units,
                 "num_bins": num_bins,
@@ -122,7 +126,7 @@ class ResponseAccumulator:
                 "responses": resp.tolist(),
                 "assigned_bin": assigned.tolist(),
                 "argmax_bin": best.tolist(),
-                "selectivity_assigned": selectivity_index(resp, assigned, eps, counts).tolist(),
+                "selectivity_assigned": sel_assigned,
                 "selectivity_argmax": selectivity_index(resp, best, eps, counts).tolist(),
             }
         info = {"num_images": self.num_images, "use_abs": self.use_abs}
@@ -134,7 +138,8 @@ class DissectionReport:
     """Result of a dissection: ``layers[name]`` holds lists (JSON-ready) per unit and bin.
 
     Keys per layer: num_units, num_bins, bin_edges, counts, responses (K x N_b), assigned_bin,
-    argmax_bin, selectivity_assigned, selectivity_argmax; ``summary()`` adds means.
+    argmax_bin, selectivity_assigned (None where the assigned bin had no pixel), selectivity_argmax;
+    ``summary()`` adds means (over units with a defined index).
     """
 
     def __init__(self, layers: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None) -> None:
@@ -147,12 +152,13 @@ class DissectionReport:
         out = {}
         for name, layer in self.layers.items():
             sel_max = torch.tensor(layer["selectivity_argmax"], dtype=torch.float64)
-            sel_asg = torch.tensor(layer["selectivity_assigned"], dtype=torch.float64)
+            sel_asg = torch.tensor([v for v in layer["selectivity_assigned"] if v is not None],
+                                   dtype=torch.float64)
             agree = torch.tensor(layer["argmax_bin"]) == torch.tensor(layer["assigned_bin"])
             out[name] = {"units": layer["num_units"], "bins": layer["num_bins"],
                          "mean_selectivity_argmax": float(sel_max.mean()),
                          "median_selectivity_argmax": float(sel_max.median()),
-                         "mean_selectivity_assigned": float(sel_asg.mean()),
+                         "mean_selectivity_assigned": float(sel_asg.mean()) if len(sel_asg) else float("nan"),
                          "fraction_argmax_is_assigned": float(agree.double().mean())}
         return out
 
@@ -179,7 +185,8 @@ class DissectionReport:
         return "\n".join(lines)
 
     def plot(self, out_dir: str | Path, units: tuple[int, ...] = (12, 24, 40),
-             prefix: str = "") -> list[Path]:
-        """Write the bar charts, selectivity histograms and heatmaps (see :mod:`.plots`)."""
+             prefix: str = "", layers: list[str] | None = None) -> list[Path]:
+        """Write the bar charts, selectivity histograms and heatmaps (see :mod:`.plots`) of
+        ``layers`` (default all)."""
         from meter_timm.selectivity.plots import plot_report
-        return plot_report(self, out_dir, units=units, prefix=prefix)
+        return plot_report(self, out_dir, units=units, prefix=prefix, layers=layers)

@@ -17,6 +17,12 @@ def _pyplot():
     return plt
 
 
+def matplotlib_colormap(name: str):
+    """A private copy of a matplotlib colormap (safe to modify)."""
+    import matplotlib
+    return matplotlib.colormaps[name].copy()
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
@@ -43,7 +49,9 @@ def plot_unit_responses(layer_name: str, layer: dict[str, Any], units: tuple[int
         bars = ax.bar(centres, resp[unit], width=widths * 0.9, color=colors)
         bars[layer["argmax_bin"][unit]].set_edgecolor("black")
         bars[layer["argmax_bin"][unit]].set_linewidth(1.5)
-        ax.set_title(f"unit {unit}: SI assigned {layer['selectivity_assigned'][unit]:.2f}, "
+        assigned = layer["selectivity_assigned"][unit]
+        assigned = "n/a" if assigned is None else f"{assigned:.2f}"
+        ax.set_title(f"unit {unit}: SI assigned {assigned}, "
                      f"argmax {layer['selectivity_argmax'][unit]:.2f}", fontsize=9)
         ax.set_xlabel("depth (m)")
         ax.set_xlim(layer["bin_edges"][0], layer["bin_edges"][-1])
@@ -63,9 +71,10 @@ def plot_selectivity_histogram(layer_name: str, layer: dict[str, Any], path: str
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     bins = np.linspace(-1, 1, 41)
     sel_max = np.asarray(layer["selectivity_argmax"])
-    sel_asg = np.asarray(layer["selectivity_assigned"])
+    sel_asg = np.asarray([v for v in layer["selectivity_assigned"] if v is not None], dtype=float)
     ax.hist(sel_max, bins=bins, alpha=0.7, label=f"argmax bin (mean {sel_max.mean():.3f})")
-    ax.hist(sel_asg, bins=bins, alpha=0.6, label=f"assigned bin (mean {sel_asg.mean():.3f})")
+    if len(sel_asg):
+        ax.hist(sel_asg, bins=bins, alpha=0.6, label=f"assigned bin (mean {sel_asg.mean():.3f})")
     ax.set_xlabel("depth selectivity index")
     ax.set_ylabel("units")
     ax.set_title(f"{layer_name}: {layer['num_units']} units, {layer['num_bins']} bins", fontsize=10)
@@ -87,15 +96,18 @@ def plot_unit_bin_heatmap(layer_name: str, layer: dict[str, Any], path: str | Pa
     order = np.lexsort((np.arange(len(resp)), np.asarray(layer["argmax_bin"])))
     height = min(max(3.0, 0.06 * len(resp)), 12.0)
     fig, ax = plt.subplots(figsize=(6.5, height))
-    image = ax.imshow(norm[order], aspect="auto", interpolation="nearest", cmap="viridis",
-                      vmin=0.0, vmax=1.0)
+    empty = np.asarray(layer["counts"]) <= 0
+    shown = np.ma.masked_array(norm[order], mask=np.broadcast_to(empty, norm.shape))
+    cmap = matplotlib_colormap("viridis").with_extremes(bad="lightgrey")
+    image = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap=cmap, vmin=0.0, vmax=1.0)
     edges = layer["bin_edges"]
     ticks = np.linspace(0, layer["num_bins"] - 1, min(layer["num_bins"], 8)).round().astype(int)
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{0.5 * (edges[t] + edges[t + 1]):.1f}" for t in ticks], fontsize=8)
     ax.set_xlabel("depth bin centre (m)")
     ax.set_ylabel("unit (sorted by argmax bin)")
-    ax.set_title(f"{layer_name}: |response| / unit max", fontsize=10)
+    title = f"{layer_name}: |response| / unit max"
+    ax.set_title(title + (" (grey: bins without pixels)" if empty.any() else ""), fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     path = Path(path)
@@ -105,12 +117,15 @@ def plot_unit_bin_heatmap(layer_name: str, layer: dict[str, Any], path: str | Pa
 
 
 def plot_report(report, out_dir: str | Path, units: tuple[int, ...] = (12, 24, 40),
-                prefix: str = "") -> list[Path]:
-    """All figures of every layer of a :class:`DissectionReport`; returns the PNG paths."""
+                prefix: str = "", layers: list[str] | None = None) -> list[Path]:
+    """All figures of the ``layers`` (default all) of a :class:`DissectionReport`; returns the
+    PNG paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, layer in report.layers.items():
+        if layers is not None and name not in layers:
+            continue
         stem = f"{prefix}{_safe(name)}"
         paths.append(plot_unit_responses(name, layer, tuple(units), out_dir / f"{stem}_units.png"))
         paths.append(plot_selectivity_histogram(name, layer, out_dir / f"{stem}_selectivity_hist.png"))

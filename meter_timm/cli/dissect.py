@@ -1,0 +1,152 @@
+"""``meter-timm dissect``: depth selectivity of the units of chosen layers over a NYU data set.
+
+Runs the model over the images, accumulates each unit's average |activation| per ground-truth
+depth bin (Eq. 1, exact, at the depth map's full resolution), then writes ``report.json`` (per
+layer, per unit: responses per bin, assigned and argmax bin, selectivity against both) and PNG
+figures (the seed's bar charts of chosen units, selectivity histograms, unit-by-bin heatmaps).
+
+Example::
+
+    meter-timm dissect --model meter_xxs.nyu --weights meter_xxs_nyu.pth \\
+        --data ../shared/data/nyu_eigen_test_sample --layers encoder.6 --bins 32 --out dissect/
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="timm model name, e.g. meter_xxs.nyu")
+    parser.add_argument("--weights", help="raw state dict or mmengine checkpoint (weights_only load); "
+                                          "without it the model is randomly initialised")
+    parser.add_argument("--data", required=True,
+                        help="DenseDepth csv (or its folder), folder of h5 files, or labeled .mat")
+    parser.add_argument("--split-file", help="for .mat data: splits.mat (testNdxs) or index list")
+    parser.add_argument("--layers", nargs="+", default=["encoder.6"],
+                        help="module names inside the model (default: encoder.6, the seed's layer 6)")
+    parser.add_argument("--bins", type=int, default=32, help="depth bins per layer (default 32)")
+    parser.add_argument("--strategy", default="uniform",
+                        help="assignment strategy giving the bin edges and assigned bins "
+                             "(see `meter-timm strategies`; default uniform = Eq. 2)")
+    parser.add_argument("--strategy-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="strategy parameter (repeatable), e.g. alpha=0.75")
+    parser.add_argument("--min-depth", type=float, default=0.0)
+    parser.add_argument("--max-depth", type=float, default=10.0)
+    parser.add_argument("--units", type=int, nargs="+", default=[12, 24, 40],
+                        help="units shown in the bar charts (default 12 24 40, as in the seed)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
+    parser.add_argument("--limit", type=int, help="use only the first N images")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-abs", action="store_true", help="average raw activations, not |a|")
+    parser.add_argument("--no-plots", action="store_true")
+
+
+def _parse_params(items: list[str]) -> dict:
+    import ast
+
+    params = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--strategy-param {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        try:
+            params[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[key] = value
+    return params
+
+
+def build_model(name: str, weights: str | None):
+    """(model to run: images -> depth, module whose layers are named by --layers)."""
+    from meter_timm.mm.model import DepthEstimator, load_weights
+
+    model = DepthEstimator(backbone=dict(name=name, pretrained=False))
+    if weights:
+        load_weights(model, weights)
+    return model, model.backbone
+
+
+def iterate_batches(refs, batch_size: int, input_size, max_depth: float):
+    """Yield (normalised images (B,3,h,w), depth (B,1,H,W) metres with 0 = invalid)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from meter_timm.data.nyu import SampleReader
+
+    reader = SampleReader(max_depth)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    for start in range(0, len(refs), batch_size):
+        items = [reader(ref) for ref in refs[start:start + batch_size]]
+        size = items[0]["gt_depth"].shape
+        rgbs, depths = [], []
+        for item in items:
+            rgb = torch.from_numpy(np.ascontiguousarray(item["img"])).permute(2, 0, 1)[None].float() / 255
+            rgbs.append(F.interpolate(rgb, size=tuple(input_size), mode="bilinear",
+                                      align_corners=False, antialias=True))
+            depth = torch.from_numpy(np.ascontiguousarray(item["gt_depth"]))[None, None].float()
+            if depth.shape[-2:] != size:
+                depth = F.interpolate(depth, size=size, mode="nearest-exact")
+            depths.append(depth)
+        yield (torch.cat(rgbs) - mean) / std, torch.cat(depths)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from meter_timm.data.nyu import discover_samples
+    from meter_timm.selectivity import LayerCapture, ResponseAccumulator
+    from meter_timm.strategies import create_strategy
+
+    params = _parse_params(args.strategy_param)
+    refs = discover_samples(args.data, split_file=args.split_file)
+    if args.limit:
+        refs = refs[: args.limit]
+    if not refs:
+        raise SystemExit(f"{args.data}: no images")
+    model, target = build_model(args.model, args.weights)
+    model = model.to(args.device).eval()
+    capture = LayerCapture(target, args.layers, detach_outputs=True)  # unknown names fail here
+
+    accumulator = None
+    assignments = {}
+    with capture, torch.no_grad():
+        progress = tqdm(total=len(refs), desc="dissect", unit="img")
+        for images, depth in iterate_batches(refs, args.batch_size, args.input_size, args.max_depth):
+            model.predict_depth(images.to(args.device))
+            features = dict(capture.outputs)
+            capture.clear()
+            if accumulator is None:
+                edges = {}
+                for name in args.layers:
+                    units = features[name].shape[1]
+                    strategy = create_strategy(args.strategy, units, args.bins, args.min_depth,
+                                               args.max_depth, **params)
+                    edges[name] = strategy.edges()
+                    assignments[name] = strategy.assignment()
+                accumulator = ResponseAccumulator(edges, use_abs=not args.no_abs)
+            accumulator.update(features, depth.to(args.device))
+            progress.update(images.shape[0])
+        progress.close()
+
+    meta = {"model": args.model, "weights": args.weights, "data": str(args.data),
+            "strategy": args.strategy, "strategy_params": params, "input_size": list(args.input_size)}
+    report = accumulator.report(assignments, meta=meta)
+    out = Path(args.out)
+    json_path = report.save_json(out / "report.json")
+    print(f"report: {json_path}")
+    if not args.no_plots:
+        for path in report.plot(out, units=tuple(args.units)):
+            print(f"figure: {path}")
+    print(f"{report.meta['num_images']} images, {args.bins} bins ({args.strategy}), "
+          f"depth ({args.min_depth}, {args.max_depth}] m")
+    print(report.format_summary())
+    return 0
