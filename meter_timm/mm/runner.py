@@ -10,6 +10,8 @@
    0.10.7 calls ``torch.cuda.set_device`` and gives DDP ``device_ids``; both fail on CPU. Here the
    process group is created with gloo (``env_cfg.dist_cfg.backend``, default gloo without CUDA) and
    the model is wrapped without ``device_ids``. With CUDA, mmengine's own path (nccl) is unchanged.
+   The initial weights are broadcast tensor by tensor (mmengine also tries to broadcast
+   non-tensor extra state, such as the selectivity strategies', and fails).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Dict, Optional
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.dist import is_distributed
+from mmengine.dist import broadcast, is_distributed
 from mmengine.model import is_model_wrapper, revert_sync_batchnorm
 from mmengine.runner import Runner
 
@@ -70,6 +72,16 @@ class MeterRunner(Runner):
             init_cpu_process_group(env_cfg.get("dist_cfg"))
         super().setup_env(env_cfg)
 
+    def _init_model_weights(self) -> None:
+        # as mmengine, but only tensors are broadcast: modules may keep non-tensor extra state
+        # (the selectivity strategies), which mmengine's broadcast rejects
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        if hasattr(model, "init_weights"):
+            model.init_weights()
+            for value in model.state_dict().values():
+                if torch.is_tensor(value):
+                    broadcast(value)
+
     def wrap_model(self, model_wrapper_cfg: Optional[Dict], model: torch.nn.Module):
         if not self.distributed or torch.cuda.is_available() or is_model_wrapper(model):
             return super().wrap_model(model_wrapper_cfg, model)
@@ -80,4 +92,7 @@ class MeterRunner(Runner):
         cfg.setdefault("broadcast_buffers", False)
         cfg.setdefault("find_unused_parameters", self.cfg.get("find_unused_parameters", False))
         cfg.pop("device_ids", None)
-        return MODEL_WRAPPERS.build(cfg, default_args=dict(module=model, device_ids=None))
+        wrapped = MODEL_WRAPPERS.build(cfg, default_args=dict(module=model, device_ids=None))
+        self.logger.info(f"{type(wrapped).__name__} on CPU: {self.world_size} processes "
+                         f"({torch_dist.get_backend()})")
+        return wrapped
