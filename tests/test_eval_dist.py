@@ -2,7 +2,7 @@
 
 5 frames over 2 ranks: mmengine's DefaultSampler pads rank 1 with a repeated frame and the
 collection drops it again, so per-image averaging must still be over exactly 5 images.
-Time budget: ~10 s (two forked processes).
+Time budget: ~15-35 s (two spawned processes import torch and mmengine).
 """
 from __future__ import annotations
 
@@ -68,10 +68,10 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert single["seen"] == 5
 
     out = str(tmp_path / "result")
-    # fork: the children reuse the imported modules (spawn would re-import torch and mmengine)
+    # spawn, not fork: forking a process whose OpenMP pool has run can deadlock
     mp.start_processes(_worker, args=(2, str(tmp_path / "pg_init"), str(tmp_path / "data"),
                                      str(tmp_path / "w.pth"), out), nprocs=2, join=True,
-                       start_method="fork")
+                       start_method="spawn")
     ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
     assert [r["seen"] for r in ranks] == [3, 3]  # 5 frames padded to 6 by the sampler
     for r in ranks:  # every rank receives the gathered result
