@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -55,6 +56,8 @@ def _worker(rank: int, world_size: int, init_file: str, data_dir: str, weights: 
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_two_gloo_processes_match_one(tmp_path):
     for i in range(5):
         rgb, depth = make_frame(i, h=120, w=160)
