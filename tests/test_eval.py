@@ -94,7 +94,14 @@ def test_load_weights_wrapper_and_raw_backbone(tmp_path):
     src = DepthEstimator(backbone=dict(name="meter_xxs")).eval()
     x = torch.randn(1, 3, 64, 96)
     expected = src(x)
-    torch.save({"meta": {"epoch": 3}, "state_dict": src.state_dict()}, tmp_path / "mm.pth")
+    import numpy as np
+    from mmengine.logging import MessageHub
+
+    hub = MessageHub.get_instance("test_load_weights")
+    hub.update_scalar("train/loss", 1.0)
+    # like an mmengine checkpoint: objects that a weights-only load refuses next to the weights
+    torch.save({"meta": {"epoch": 3, "seed": np.int64(0)}, "state_dict": src.state_dict(),
+                "message_hub": hub.state_dict()}, tmp_path / "mm.pth")
     torch.save(src.backbone.state_dict(), tmp_path / "raw.pth")
     for name, kind in (("mm.pth", "wrapper"), ("raw.pth", "backbone")):
         dst = DepthEstimator(backbone=dict(name="meter_xxs")).eval()
