@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from meter_timm.selectivity import SelectivityLoss, average_response
+from meter_timm.selectivity import LayerCapture, SelectivityLoss, average_response
 
 
 def reference_average_response(act: torch.Tensor, depth: torch.Tensor, edges: list[float]):
@@ -101,14 +101,33 @@ def bench_train_step(repeats: int, layers: list[str], bins: int, with_reference:
         loss.backward()
         opt.step()
 
-    base, base_med = timeit(lambda: step("none"), repeats)
+    # interleave the two variants so that load changes on a shared machine hit both alike
+    step("none")
     sel.attach(model)
-    ours, ours_med = timeit(lambda: step("ours"), repeats)
-    sel.detach()
+    step("ours")
+    times = {"none": [], "ours": []}
+    for _ in range(repeats):
+        for mode in ("none", "ours"):
+            if mode == "ours":
+                sel.attach(model)
+            start = time.perf_counter()
+            step(mode)
+            times[mode].append(time.perf_counter() - start)
+            sel.detach()
+    base, base_med = min(times["none"]), statistics.median(times["none"])
+    ours, ours_med = min(times["ours"]), statistics.median(times["ours"])
     print(f"METER xxs train step, batch 8, 192x256: without {base * 1e3:.1f} ms "
           f"(median {base_med * 1e3:.1f}); with SelectivityLoss on {', '.join(layers)} "
           f"({bins} bins) {ours * 1e3:.1f} ms (median {ours_med * 1e3:.1f}) -> "
           f"overhead {100 * (ours / base - 1):+.1f}% (medians {100 * (ours_med / base_med - 1):+.1f}%)")
+    # the loss alone (forward + backward through the captured activations), for reference
+    feats = {}
+    with LayerCapture(model, layers) as capture:
+        model(images)
+        feats = {n: capture.outputs[n].detach().requires_grad_() for n in layers}
+    loss_only, _ = timeit(lambda: sel(depth, features=feats)["loss_selectivity"].backward(), repeats)
+    print(f"  SelectivityLoss alone (3 layers, forward + backward): {loss_only * 1e3:.1f} ms "
+          f"= {100 * loss_only / base:.1f}% of the plain step")
     if with_reference:
         module = dict(model.named_modules())[layers[1 if len(layers) > 1 else 0]]
         ref_hook = module.register_forward_hook(lambda m, a, out: captured.__setitem__("act", out))

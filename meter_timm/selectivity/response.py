@@ -57,24 +57,16 @@ def interpolation_matrix(out_size: int, in_size: int) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def _scatter_tables(size: tuple[int, int], act_size: tuple[int, int], dtype: torch.dtype,
                     device: torch.device) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """Per depth pixel: its top-left activation cell (i0 * w + j0) and the 4 corner weights."""
+    """Per depth pixel: its top-left activation cell ``i0 * (w + 1) + j0`` on a grid padded by one
+    row and column, and the weights of its 4 corners (i0|i0+1, j0|j0+1), each (H, W)."""
     (H, W), (h, w) = size, act_size
     iy, ly = bilinear_source_index(H, h)
     ix, lx = bilinear_source_index(W, w)
-    cell = (iy[:, None] * w + ix[None, :]).to(device)
+    cell = (iy[:, None] * (w + 1) + ix[None, :]).to(device)
     wy, wx = (1.0 - ly, ly), (1.0 - lx, lx)
     weights = tuple((wy[a][:, None] * wx[b][None, :]).to(device=device, dtype=dtype).contiguous()
                     for a in (0, 1) for b in (0, 1))  # (0,0), (0,1), (1,0), (1,1)
     return cell, weights
-
-
-def _shift_add_(dst: torch.Tensor, src: torch.Tensor, dim: int) -> None:
-    """dst[..., k, ...] += src[..., k - 1, ...] along ``dim``, the last index also keeping its own
-    (the neighbour index is min(k + 1, n - 1), as in bilinear interpolation at the border)."""
-    n = dst.shape[dim]
-    if n > 1:
-        dst.narrow(dim, 1, n - 1).add_(src.narrow(dim, 0, n - 1))
-    dst.narrow(dim, n - 1, 1).add_(src.narrow(dim, n - 1, 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,17 +202,18 @@ class BinnedDepth:
     def _downsample_masks(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
         n1 = self.num_bins + 1  # the extra bin collects invalid pixels and is dropped
         cell, weights = _scatter_tables((self.height, self.width), (h, w), dtype, self.device)
-        keys = (self.bin_index * (h * w) + cell).view(self.batch_size, -1)  # bin, top-left cell
-        size = n1 * h * w
-        corners = [keys.new_zeros((self.batch_size, size), dtype=dtype)
-                   .scatter_add_(1, keys, wt.view(1, -1).expand(self.batch_size, -1))
-                   .view(-1, n1, h, w) for wt in weights]
-        top_left, top_right, bottom_left, bottom_right = corners
-        out = top_left
-        _shift_add_(out, top_right, dim=3)
-        _shift_add_(bottom_left, bottom_right, dim=3)
-        _shift_add_(out, bottom_left, dim=2)
-        return out[:, : self.num_bins]
+        block = (h + 1) * (w + 1)  # padded grid: corner i0 + 1 / j0 + 1 always exists
+        keys = (self.bin_index * block + cell).view(self.batch_size, -1)
+        out = torch.zeros(self.batch_size, n1 * block, dtype=dtype, device=self.device)
+        # the 4 corners are the same keys shifted by 0, 1, w + 1, w + 2 in the flat padded grid
+        for offset, weight in zip((0, 1, w + 1, w + 2), weights):
+            out.narrow(1, offset, n1 * block - offset).scatter_add_(
+                1, keys, weight.view(1, -1).expand(self.batch_size, -1))
+        out = out.view(self.batch_size, n1, h + 1, w + 1)
+        # at the border PyTorch reads index min(i0 + 1, h - 1) = i0: fold the padding back
+        out[:, :, h - 1].add_(out[:, :, h])
+        out[:, :, :, w - 1].add_(out[:, :, :, w])
+        return out[:, : self.num_bins, :h, :w]
 
     def response_sums(self, activations: torch.Tensor) -> torch.Tensor:
         """(K, N_b) numerators of Eq. 1: sum over batch and pixels of upsampled activation x mask."""
