@@ -261,3 +261,25 @@ def test_dataset_in_dataloader_workers(tmp_path):
     depths = [s.gt_depth for batch in loader for s in batch["data_samples"]]
     assert len(depths) == 4
     np.testing.assert_allclose(depths[3][0].numpy(), frames[3][1])
+
+
+def test_base_configs_build(tmp_path):
+    """The dataset, model and schedule _base_ files load and build (scope meter_timm)."""
+    from mmengine.config import Config
+
+    from meter_timm.mm.registry import DATASETS, MODELS
+
+    base = Path(__file__).resolve().parents[1] / "mm_configs" / "_base_"
+    write_h5_tree(tmp_path, n=2, split="train")
+    cfg = Config.fromfile(str(base / "datasets" / "nyu_h5-192x256.py"))
+    dataset_cfg = dict(cfg.train_dataloader.dataset, data_root=str(tmp_path))
+    item = DATASETS.build(dataset_cfg)[0]
+    assert item["inputs"].shape == (3, 192, 256)
+    assert item["data_samples"].gt_depth.shape == (1, 192, 256)
+    eigen = Config.fromfile(str(base / "datasets" / "nyu_eigen-192x256.py"))
+    assert eigen.test_evaluator.crop_type == "nyu_crop"
+    for name in ("meter_xxs", "timm-features_light-decoder"):
+        model_cfg = Config.fromfile(str(base / "models" / f"{name}.py")).model
+        assert MODELS.build(model_cfg).backbone is not None
+    sched = Config.fromfile(str(base / "schedules" / "schedule_60e.py"))
+    assert sched.train_cfg.max_epochs == 60 and sched.optim_wrapper.optimizer.lr == 1e-3
