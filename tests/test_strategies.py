@@ -10,7 +10,8 @@ from fractions import Fraction
 import pytest
 import torch
 
-from meter_timm.strategies import create_strategy, parse_strategy_spec, validate_strategy
+from meter_timm.strategies import (create_strategy, get_strategy_class, parse_strategy_spec,
+                                   validate_strategy)
 from meter_timm.strategies.fixed import eq2_assignment, eq2_shares
 from meter_timm.strategies.learned import balanced_assignment
 
@@ -79,6 +80,7 @@ def test_parse_spec_and_params():
     assert parse_strategy_spec("log:alpha=0.5, beta=8") == ("log", {"alpha": 0.5, "beta": 8})
     assert parse_strategy_spec("learned:edges=log,warmup=3") == ("learned", {"edges": "log", "warmup": 3})
     assert parse_strategy_spec("uniform") == ("uniform", {})
+    assert get_strategy_class("learned:edges=log").name == "learned"
     with pytest.raises(ValueError, match="key=value"):
         parse_strategy_spec("log:alpha")
     # keyword params override the spec string

@@ -76,7 +76,11 @@ def list_strategies(pm: plugins.PluginManager | None = None) -> list[StrategyInf
 
 
 def get_strategy_class(name: str, pm: plugins.PluginManager | None = None) -> type[DepthBinStrategy]:
-    """The class registered as ``name``; unknown names raise ValueError listing close matches."""
+    """The class registered as ``name`` (``"log"`` or a spec such as ``"log:alpha=0.5"``).
+
+    Unknown names raise ValueError listing close matches and every known name.
+    """
+    name = parse_strategy_spec(name)[0] if ":" in str(name) else name
     table = strategy_table(pm)
     if name not in table:
         close = difflib.get_close_matches(str(name), table, n=3)
