@@ -9,9 +9,11 @@ shared machine hits all of them alike.
     python benchmarks/bench_inference.py --no-compile --rounds 30
 
 Rows: ``meter_xxs (as built)`` is the model straight from ``timm.create_model``;
-``meter_xxs (fused)`` is the same after ``model.fuse()`` (BatchNorms folded, the two convs of
-each "separable" conv merged; identical outputs up to float rounding); ``compiled`` rows use
-``torch.compile`` (inductor) on the fused model.
+``meter_xxs fuse()`` is the same after ``model.fuse()`` (BatchNorms folded, the two convs of
+each "separable" conv merged, channels-last conv weights; identical outputs up to float
+rounding), ``fuse(NCHW)`` the same without channels-last; ``compiled`` rows use
+``torch.compile`` (inductor). Inputs are plain NCHW tensors for every row. mobilevit_xxs is
+shown as built (the yardstick) and with channels-last weights, for a like-for-like view.
 """
 from __future__ import annotations
 
@@ -45,18 +47,24 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
 
     mobilevit = timm.create_model("mobilevit_xxs").eval()
+    mobilevit_cl = timm.create_model("mobilevit_xxs").eval().to(memory_format=torch.channels_last)
     meter = timm.create_model("meter_xxs").eval()
+    fused_nchw = timm.create_model("meter_xxs").eval()
+    fused_nchw.load_state_dict(meter.state_dict())
+    fused_nchw.fuse(channels_last=False)
     fused = timm.create_model("meter_xxs").eval()
     fused.load_state_dict(meter.state_dict())
-    fused.fuse()
+    fused.fuse()  # BN folding + merged separable convs + channels_last weights (what predict uses)
     models = {
         "mobilevit_xxs (timm)": mobilevit,
+        "mobilevit_xxs channels_last": mobilevit_cl,
         "meter_xxs (as built)": meter,
-        "meter_xxs (fused)": fused,
+        "meter_xxs fuse(NCHW)": fused_nchw,
+        "meter_xxs fuse()": fused,
     }
     if not args.no_compile:
         models["mobilevit_xxs compiled"] = torch.compile(mobilevit)
-        models["meter_xxs fused compiled"] = torch.compile(fused)
+        models["meter_xxs fuse() compiled"] = torch.compile(fused)
 
     print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}, "
           f"input {args.height}x{args.width}, {args.rounds} rounds, medians")

@@ -167,6 +167,15 @@ def test_fuse_keeps_outputs(xxs):
         assert sum(p.numel() for p in fused.parameters()) < PARAMS["meter_xxs"]
         torch.testing.assert_close(fused(x), y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in xxs.modules())  # original untouched
+    # fuse(): the same plus channels-last weights; NCHW and odd-sized inputs still work
+    fast = timm.create_model("meter_xxs", output_scale=1.0).eval()
+    fast.load_state_dict(xxs.state_dict())
+    assert fast.fuse() is fast and fast.encoder[6].conv_1x1.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    odd = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
+        y_odd = xxs(odd)
+        torch.testing.assert_close(fast(odd), y_odd, rtol=1e-4, atol=1e-4 * y_odd.abs().max().item())
 
 
 def test_weights_round_trip_own_and_mmengine_checkpoints(xxs, tmp_path):

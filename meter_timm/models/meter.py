@@ -209,11 +209,19 @@ class MeterViTBlock(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         h, w = (H + pad_h) // p, (W + pad_w) // p
-        # unfold: (B, C, h*p, w*p) -> (B * p*p, h*w, C), one copy
-        x = x.reshape(B, C, h, p, w, p).permute(0, 3, 5, 2, 4, 1).reshape(B * p * p, h * w, C)
-        x = self.transformer(x)
-        # fold back: (B * p*p, h*w, C) -> (B, C, h*p, w*p)
-        x = x.reshape(B, p, p, h, w, C).permute(0, 5, 3, 1, 4, 2).reshape(B, C, h * p, w * p)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        # unfold (B, C, h*p, w*p) -> (B * p*p, h*w, C) and fold back: one copy each way, in
+        # either memory format (channels_last maps come back channels_last)
+        if channels_last:
+            x = x.permute(0, 2, 3, 1).reshape(B, h, p, w, p, C).permute(0, 2, 4, 1, 3, 5)
+        else:
+            x = x.reshape(B, C, h, p, w, p).permute(0, 3, 5, 2, 4, 1)
+        x = self.transformer(x.reshape(B * p * p, h * w, C))
+        x = x.reshape(B, p, p, h, w, C)
+        if channels_last:
+            x = x.permute(0, 3, 1, 4, 2, 5).reshape(B, h * p, w * p, C).permute(0, 3, 1, 2)
+        else:
+            x = x.permute(0, 5, 3, 1, 4, 2).reshape(B, C, h * p, w * p)
         if pad_h or pad_w:
             x = x[:, :, :H, :W]
         x = self.conv_proj(x)
@@ -402,15 +410,19 @@ class Meter(nn.Module):
         return x
 
     @torch.no_grad()
-    def fuse(self) -> "Meter":
-        """Fold BatchNorms and merge the two convs of every separable conv, in place, for inference.
+    def fuse(self, channels_last: bool = True) -> "Meter":
+        """Make the model fast for inference, in place; outputs unchanged up to float rounding.
 
-        Outputs are unchanged (up to float rounding); the state dict changes, so load weights
-        first. Equivalent to ``timm.utils.reparameterize_model(model, inplace=True)``.
+        Folds every BatchNorm into its conv and merges the two convs of each "separable" conv into
+        one (like ``timm.utils.reparameterize_model``), and with ``channels_last`` stores the conv
+        weights in channels-last memory format, which oneDNN runs much faster on CPU (inputs may
+        stay NCHW). The state dict changes, so load weights first; use it in eval mode.
         """
         for module in self.modules():
             if module is not self and hasattr(module, "reparameterize"):
                 module.reparameterize()
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
         return self
 
 
