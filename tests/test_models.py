@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import meter_timm  # noqa: F401
-from meter_timm.models import checkpoint_filter_fn, load_checkpoint_file
+from meter_timm.models import checkpoint_filter_fn, load_checkpoint_file, load_meter_weights
 from meter_timm.models._checkpoint import _translate_key
 from meter_timm.models.meter import _aligned_size, _original_accepts
 
@@ -188,6 +188,9 @@ def test_weights_round_trip_own_and_mmengine_checkpoints(xxs, tmp_path):
                               pretrained_cfg_overlay=dict(file=str(own))).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref)
+    existing = load_meter_weights(timm.create_model("meter_xxs", output_scale=1.0), own).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(existing(x), ref)
 
     # an mmengine checkpoint of a wrapper: 'backbone.' keys, other modules, runner state with
     # objects a weights-only load refuses (mmengine's HistoryBuffer, numpy values)

@@ -61,17 +61,11 @@ def load_image(path: Path):
 
 
 def image_to_tensor(image, data_config: Dict[str, Any]) -> torch.Tensor:
-    """(1, 3, H, W) network input: resize to the config's input size, [0, 1], mean/std normalised."""
-    from PIL import Image
+    """(1, 3, H, W) network input from a PIL image: timm's eval transform of ``data_config``
+    (squash-resize to the input size, bilinear with antialiasing, [0, 1], mean/std)."""
+    import timm.data
 
-    _, height, width = data_config["input_size"]
-    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}.get(
-        data_config.get("interpolation", "bilinear"), Image.BILINEAR)
-    resized = image.resize((width, height), resample)
-    x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(data_config["mean"]).view(3, 1, 1)
-    std = torch.tensor(data_config["std"]).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0)
+    return timm.data.create_transform(**data_config)(image).unsqueeze(0)
 
 
 @torch.inference_mode()
