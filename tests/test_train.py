@@ -11,6 +11,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from _training import QUICKSTART, build_runner, make_tiny_data, tiny_config
 from meter_timm.cli import main as cli_main
@@ -89,12 +90,15 @@ def test_third_party_strategy_by_name(tiny_data, tmp_path):
         pytest.skip("plugin meter-timm-quantile not installed (pip install -e plugins/meter_timm_quantile)")
     cfg = tiny_config(tiny_data, tmp_path / "run", epochs=1, batch_size=8, selectivity=dict(
         type="SelectivityLoss", lam=0.1, relative=True,
-        layers=[dict(name="encoder.6", num_bins=6, strategy="quantile")]))
+        layers=[dict(name="encoder.6", num_bins=6, strategy="quantile")]),
+        hook=dict(refit_interval=1))
     runner = build_runner(cfg)
     runner.train()
     strategy = runner.model.selectivity.strategies["encoder.6"]
     assert strategy.name == "quantile" and strategy.num_bins == 6
     edges = strategy.edges()
     assert edges.shape == (7,) and bool((edges[1:] > edges[:-1]).all())
+    # the hook's refit fitted the edges to the training depths: no longer uniform over (0, 10]
+    assert not torch.allclose(edges.double(), torch.linspace(0, 10, 7, dtype=torch.float64), atol=1e-3)
     assert math.isfinite(runner.message_hub.get_scalar("train/sel/encoder.6").current())
     assert math.isfinite(runner.message_hub.get_scalar("train/loss_selectivity").current())
