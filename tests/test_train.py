@@ -60,6 +60,11 @@ def test_losses_and_selectivity_are_logged_and_finite(tiny_data, tmp_path):
     assert all(p.endswith((".png", ".json")) for p in report["files"])
     assert all((tmp_path / "run" / "dissection" / "epoch_1").joinpath(p.rsplit("/", 1)[-1]).is_file()
                for p in report["files"])
+    # through mmengine's visualizer too: the validation selectivity among the scalars, the plots
+    # among the images
+    scalars = next((tmp_path / "run").glob("*/vis_data/scalars.json")).read_text()
+    assert '"sel/encoder.6"' in scalars.splitlines()[-1]
+    assert list((tmp_path / "run").glob("*/vis_data/vis_image/dissection_encoder.6_units_1.png"))
 
 
 def test_selectivity_rises_above_the_baseline(tiny_data, tmp_path):

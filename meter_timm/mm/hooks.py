@@ -256,6 +256,22 @@ class SelectivityHook(Hook):
             runner.logger.info(f"SelectivityHook: dissection of epoch {runner.epoch}: {summary}")
             for path in report.get("files", []):
                 runner.logger.info(f"SelectivityHook: wrote {path}")
+            self._add_images(runner, report.get("files", []))
+
+    @staticmethod
+    def _add_images(runner, files: Sequence[str]) -> None:
+        """The plots also go to mmengine's visualizer (vis_data/ with LocalVisBackend)."""
+        visualizer = getattr(runner, "visualizer", None)
+        if visualizer is None:
+            return
+        import matplotlib.image as mpimg
+
+        for path in files:
+            if not str(path).endswith(".png"):
+                continue
+            image = mpimg.imread(path)
+            image = (image[..., :3] * 255).astype(np.uint8) if image.dtype != np.uint8 else image[..., :3]
+            visualizer.add_image(f"dissection_{Path(path).stem}", image, step=runner.epoch)
 
     # ------------------------------------------------------------------ checkpoints
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
