@@ -129,9 +129,16 @@ def summarize(runner, cfg) -> str:
                          f"({baseline['mean_depth']:.2f} m) everywhere")
     report = hub.get_info("selectivity_report") or {}
     if report.get("selectivity"):
-        lines.append("\nper-layer depth selectivity (dissection of the last validation):")
+        lines.append(f"\nper-layer depth selectivity (dissection of the validation after epoch "
+                     f"{report.get('epoch')}, {report.get('num_images')} images):")
+        assigned = report.get("selectivity_assigned", {})
+        agree = report.get("fraction_argmax_is_assigned", {})
         for layer, value in report["selectivity"].items():
-            lines.append(f"  {layer}: {value:.4f}")
+            line = f"  {layer}: {value:.4f} against each unit's preferred bin"
+            if layer in assigned:
+                line += (f", {assigned[layer]:.4f} against its assigned bin "
+                         f"({agree.get(layer, 0.0):.0%} of the units prefer their assigned bin)")
+            lines.append(line)
     if report.get("files"):
         lines.append("\nplots and report written:")
         lines += [f"  {p}" for p in report["files"]]
