@@ -1,0 +1,38 @@
+"""benchmarks/run_experiments.py end to end on a tiny budget: trains, dissects, writes table and figures."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_experiment_runner_tiny(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "run_experiments.py"), "--tiny", "--epochs", "1",
+           "--seeds", "0", "--only", "baseline", "learned-l10-nd32", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in results["rows"]] == ["baseline", "learned-l10-nd32"]
+    learned = next(r for r in results["runs"] if r["name"] == "learned-l10-nd32")
+    assert learned["strategy"] == {"encoder.6": "learned"} and learned["num_bins"] == {"encoder.6": 32}
+    for run in results["runs"]:
+        for key in ("rmse", "abs_rel", "d1"):
+            assert 0 <= run["metrics"][key] < 100
+        responses = run["layer6_uniform32"]["responses"]
+        assert len(responses) == 48 and len(responses[0]) == 32  # 48 units of layer 6, 32 bins
+        assert -1.0 <= run["selectivity_argmax_uniform32"] <= 1.0
+    assert -1.0 <= learned["selectivity_assigned"]["encoder.6"] <= 1.0
+    table = (out / "results.md").read_text()
+    assert "| baseline |" in table and "| learned-l10-nd32 |" in table and "Claim" in table
+    for name in ("layer6_unit_responses.png", "layer6_selectivity_hist.png", "accuracy_vs_selectivity.png"):
+        assert (out / "figures" / name).stat().st_size > 10_000
+    # finished runs are reused: a second call trains nothing
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "learned-l10-nd32" in again.stdout
+    assert not list(out.glob("runs/*/train.log.new"))
+    assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
