@@ -31,8 +31,10 @@ def test_experiment_runner_tiny(tmp_path):
     assert "| baseline |" in table and "| learned-l10-nd32 |" in table and "Claim" in table
     for name in ("layer6_unit_responses.png", "layer6_selectivity_hist.png", "accuracy_vs_selectivity.png"):
         assert (out / "figures" / name).stat().st_size > 10_000
-    # finished runs are reused: a second call trains nothing
+    # finished runs are reused: a second call trains nothing (train logs untouched)
+    logs = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/train.log")}
+    assert len(logs) == 2
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "learned-l10-nd32" in again.stdout
-    assert not list(out.glob("runs/*/train.log.new"))
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/train.log")} == logs
     assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
