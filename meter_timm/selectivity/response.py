@@ -161,9 +161,11 @@ class BinnedDepth:
         depth = depth.detach()
         if not depth.is_floating_point():
             depth = depth.float()
-        edges = _check_edges(bin_edges).to(device=depth.device, dtype=depth.dtype)
+        edges = _check_edges(bin_edges).cpu().to(depth.dtype)
         if not bool((edges[1:] > edges[:-1]).all()):
             raise ValueError(f"bin_edges are not strictly increasing in {depth.dtype}: {edges.tolist()}")
+        self._edge_key = tuple(edges.tolist())
+        edges = edges.to(depth.device)
         self.edges = edges
         self.num_bins = edges.numel() - 1
         self.batch_size, self.height, self.width = depth.shape
@@ -177,7 +179,7 @@ class BinnedDepth:
     def _bin_index(self, depth: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
         """(B, H, W) int64 bin of each pixel, N_b for pixels in no bin."""
         n = self.num_bins
-        table = _edge_lookup(tuple(edges.tolist()), edges.dtype, edges.device)
+        table = _edge_lookup(self._edge_key, edges.dtype, edges.device)
         if table is not None:
             count = table.count_below(depth)
         else:
@@ -222,7 +224,8 @@ class BinnedDepth:
                              f"got {tuple(activations.shape)}")
         dtype = activations.dtype if activations.dtype in (torch.float32, torch.float64) else torch.float32
         masks = self.masks(activations.shape[-2:], dtype)
-        return torch.einsum("bkhw,bnhw->kn", activations.to(dtype), masks)
+        with torch.autocast(activations.device.type, enabled=False):  # keep the sums in fp32/64
+            return torch.einsum("bkhw,bnhw->kn", activations.to(dtype), masks)
 
     def responses(self, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 1: (responses (K, N_b), counts (N_b,)); responses are 0 in empty bins."""
