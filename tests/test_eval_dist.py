@@ -52,6 +52,7 @@ def _worker(rank: int, world_size: int, init_file: str, data_dir: str, weights: 
     try:
         result = _evaluate(data_dir, weights, world_size)
         Path(f"{out}.{rank}").write_text(json.dumps(result))
+        dist.barrier()  # no rank tears gloo down while the other still talks to it (SIGABRT)
     finally:
         dist.destroy_process_group()
 
