@@ -163,3 +163,22 @@ def test_strategy_state_round_trip_before_lazy_creation():
     wrong.load_state_dict(state)
     with pytest.raises(ValueError, match="encoder.3"):
         wrong(torch.rand(2, 1, 16, 16) * 10, features={"encoder.3": torch.rand(2, 8, 4, 4)})
+
+
+def test_deepcopy_of_hooked_model_gets_its_own_capture():
+    import copy
+
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = TinyNet()
+            self.selectivity = SelectivityLoss([{"name": "encoder.3", "num_bins": 4}]).attach(self.backbone)
+
+    model = Wrapper()
+    twin = copy.deepcopy(model)                      # e.g. an EMA copy
+    twin.backbone(torch.rand(1, 3, 16, 16))
+    assert "encoder.3" in twin.selectivity._capture.outputs
+    assert model.selectivity._capture.outputs == {}  # the original is untouched
+    twin.selectivity.detach()
+    assert len(twin.backbone.encoder[3]._forward_hooks) == 0
+    assert len(model.backbone.encoder[3]._forward_hooks) == 1

@@ -86,14 +86,8 @@ class LayerCapture:
         """Forget the captured outputs (keeps the hooks)."""
         self.outputs.clear()
 
-    def _make_hook(self, name: str):
-        def hook(module: nn.Module, args, output) -> None:
-            if isinstance(output, (tuple, list)):
-                output = next((o for o in output if isinstance(o, torch.Tensor)), None)
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(f"layer {name!r} ({type(module).__name__}) returned no tensor")
-            self.outputs[name] = output.detach() if self.detach_outputs else output
-        return hook
+    def _make_hook(self, name: str) -> "_StoreOutput":
+        return _StoreOutput(self, name)
 
     def __enter__(self) -> "LayerCapture":
         return self.attach()
@@ -107,3 +101,19 @@ class LayerCapture:
                 handle.remove()
         except Exception:
             pass
+
+
+class _StoreOutput:
+    """Forward hook storing a layer's output in its capture. An object (not a closure) so that
+    ``copy.deepcopy`` of a hooked model (e.g. an EMA copy) gets hooks writing to the copied
+    capture instead of the original one."""
+
+    def __init__(self, capture: LayerCapture, name: str) -> None:
+        self.capture, self.name = capture, name
+
+    def __call__(self, module: nn.Module, args, output) -> None:
+        if isinstance(output, (tuple, list)):
+            output = next((o for o in output if isinstance(o, torch.Tensor)), None)
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"layer {self.name!r} ({type(module).__name__}) returned no tensor")
+        self.capture.outputs[self.name] = output.detach() if self.capture.detach_outputs else output
