@@ -199,7 +199,8 @@ class SelectivityHook(Hook):
             return
         done = runner.iter + 1  # iterations finished, counting this one
         if done > self.refit_after and (done - self.refit_after) % self.refit_interval == 0:
-            changed = bool(module.refit())
+            result = module.refit()
+            changed = any(result.values()) if isinstance(result, dict) else bool(result)
             self.refits += 1
             runner.message_hub.update_scalar("train/sel_refits", self.refits)
             if changed:
