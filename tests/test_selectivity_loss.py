@@ -182,3 +182,16 @@ def test_deepcopy_of_hooked_model_gets_its_own_capture():
     twin.selectivity.detach()
     assert len(twin.backbone.encoder[3]._forward_hooks) == 0
     assert len(model.backbone.encoder[3]._forward_hooks) == 1
+
+
+def test_any_timm_model_layer():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=0)
+    loss = SelectivityLoss([{"name": "layer3", "num_bins": 16, "strategy": "log"},
+                            {"name": "layer2.0.conv1", "num_bins": 8}], lam=0.1).attach(model)
+    model(torch.rand(2, 3, 64, 64)).sum()
+    out = loss(torch.rand(2, 1, 64, 64) * 10)
+    assert set(out) == {"loss_selectivity", "sel/layer3", "sel/layer2.0.conv1"}
+    out["loss_selectivity"].backward()
+    assert model.layer3[0].conv1.weight.grad is not None
+    assert loss.strategy("layer3").num_units == 256
