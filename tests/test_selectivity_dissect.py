@@ -72,6 +72,7 @@ def _worker(rank, world, port, out_dir):
         acc.all_reduce()
         torch.save({"a": acc.responses("a"), "b": acc.responses("b"), "counts": acc.counts["a"],
                     "images": acc.num_images}, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # neither rank tears down gloo while the other still talks to it
     finally:
         dist.destroy_process_group()
 
