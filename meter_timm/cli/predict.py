@@ -103,10 +103,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: unknown matplotlib colormap {args.cmap!r}", file=sys.stderr)
         return 2
     try:
-        device = torch.device(args.device)
-        model = load_model(args.model, args.weights, args.device)
+        model = load_model(args.model, args.weights)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: cannot build {args.model} with weights {args.weights}: {err}", file=sys.stderr)
+        return 2
+    try:
+        device = torch.device(args.device)
+        model = model.to(device)
+    except (RuntimeError, AssertionError) as err:
+        print(f"error: cannot use device {args.device!r}: {err}", file=sys.stderr)
         return 2
     import timm
 
