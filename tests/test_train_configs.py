@@ -12,7 +12,7 @@ import meter_timm.mm  # noqa: F401
 from meter_timm.mm.registry import HOOKS, MODELS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "mm_configs"
-TRAINING = sorted((CONFIGS / "selectivity").glob("*.py")) + [CONFIGS / "quickstart.py"]
+TRAINING = sorted((CONFIGS / "selectivity").glob("*.py")) + sorted(CONFIGS.glob("quickstart*.py"))
 # a loss-mode forward for one METER and the non-METER backbone (the others only build: slow CPU)
 FORWARD = {"quickstart.py", "resnet18-light-decoder_sel-l10-nd32_60e_nyu-192x256.py",
            "meter-xxs_sel-multi_60e_nyu-192x256.py"}
