@@ -161,4 +161,15 @@ def run(args: argparse.Namespace) -> int:
     runner.train()
     if is_main_process():
         print(summarize(runner, cfg), flush=True)
+    _shutdown_distributed()
     return 0
+
+
+def _shutdown_distributed() -> None:
+    """Wait for every process, then tear the process group down: a rank that exits while gloo
+    still holds its threads aborts ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
