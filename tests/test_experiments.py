@@ -7,17 +7,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from run_experiments import claim_cost_ok  # noqa: E402
+
+
+def test_claim_cost_rule():
+    assert claim_cost_ok(0.01, 0.02) and not claim_cost_ok(0.011, 0.02)
+    assert claim_cost_ok(-0.01, 0.0) and not claim_cost_ok(0.001, -0.01)
 
 
 @pytest.mark.slow
 def test_experiment_runner_tiny(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO / "benchmarks" / "run_experiments.py"), "--tiny", "--epochs", "1",
-           "--seeds", "0", "--only", "baseline", "learned-l10-nd32", "--out", str(out)]
+           "--seeds", "0", "--only", "baseline", "uniform-l10-nd32", "learned-l10-nd32", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert [r["name"] for r in results["rows"]] == ["baseline", "learned-l10-nd32"]
+    rows = {r["name"]: r for r in results["rows"]}
+    assert list(rows) == ["baseline", "uniform-l10-nd32", "learned-l10-nd32"]
     learned = next(r for r in results["runs"] if r["name"] == "learned-l10-nd32")
     assert learned["strategy"] == {"encoder.6": "learned"} and learned["num_bins"] == {"encoder.6": 32}
     for run in results["runs"]:
@@ -28,12 +36,17 @@ def test_experiment_runner_tiny(tmp_path):
         assert -1.0 <= run["selectivity_argmax_uniform32"] <= 1.0
     assert -1.0 <= learned["selectivity_assigned"]["encoder.6"] <= 1.0
     table = (out / "results.md").read_text()
-    assert "| baseline |" in table and "| learned-l10-nd32 |" in table and "Claim" in table
+    assert "| baseline |" in table and "| learned-l10-nd32 |" in table
+    # the verdict follows from the numbers in results.json
+    base, uni, lea = (rows[n] for n in ("baseline", "uniform-l10-nd32", "learned-l10-nd32"))
+    holds = (lea["sel_assigned"][0] >= uni["sel_assigned"][0]
+             and claim_cost_ok(lea["abs_rel"][0] - base["abs_rel"][0], uni["abs_rel"][0] - base["abs_rel"][0]))
+    assert ("): HOLDS." if holds else "): DOES NOT HOLD.") in table
     for name in ("layer6_unit_responses.png", "layer6_selectivity_hist.png", "accuracy_vs_selectivity.png"):
         assert (out / "figures" / name).stat().st_size > 10_000
     # finished runs are reused: a second call trains nothing (train logs untouched)
     logs = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/train.log")}
-    assert len(logs) == 2
+    assert len(logs) == 3
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "learned-l10-nd32" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/train.log")} == logs

@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from meter_timm.distributed import exit_process_group
+
 from meter_timm.selectivity import DissectionReport, ResponseAccumulator, average_response
 
 
@@ -66,15 +68,12 @@ def _worker(rank, world, port, out_dir):
     import torch.distributed as dist
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        acc = ResponseAccumulator(EDGES, layers=["a", "b"])
-        acc.update(*_batch(10 + rank))
-        acc.all_reduce()
-        torch.save({"a": acc.responses("a"), "b": acc.responses("b"), "counts": acc.counts["a"],
-                    "images": acc.num_images}, os.path.join(out_dir, f"rank{rank}.pt"))
-        dist.barrier()  # neither rank tears down gloo while the other still talks to it
-    finally:
-        dist.destroy_process_group()
+    acc = ResponseAccumulator(EDGES, layers=["a", "b"])
+    acc.update(*_batch(10 + rank))
+    acc.all_reduce()
+    torch.save({"a": acc.responses("a"), "b": acc.responses("b"), "counts": acc.counts["a"],
+                "images": acc.num_images}, os.path.join(out_dir, f"rank{rank}.pt"))
+    exit_process_group()  # barrier, teardown, and an exit gloo cannot abort
 
 
 @pytest.mark.slow

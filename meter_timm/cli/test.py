@@ -68,4 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+    from meter_timm.distributed import exit_process_group
+
+    exit_process_group(0)  # under torchrun: leaves here (see meter_timm.distributed)
     return 0

@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
     from mmengine.dist import is_main_process
 
+    from meter_timm.distributed import exit_process_group
     from meter_timm.mm.registry import RUNNERS
     from meter_timm.mm.runner import MeterRunner
 
@@ -161,15 +162,5 @@ def run(args: argparse.Namespace) -> int:
     runner.train()
     if is_main_process():
         print(summarize(runner, cfg), flush=True)
-    _shutdown_distributed()
+    exit_process_group(0)  # under torchrun: leaves here (see meter_timm.distributed)
     return 0
-
-
-def _shutdown_distributed() -> None:
-    """Wait for every process, then tear the process group down: a rank that exits while gloo
-    still holds its threads aborts ("terminate called without an active exception")."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
