@@ -195,3 +195,42 @@ def test_any_timm_model_layer():
     out["loss_selectivity"].backward()
     assert model.layer3[0].conv1.weight.grad is not None
     assert loss.strategy("layer3").num_units == 256
+
+
+def test_refit_into_invalid_assignment_is_an_error_naming_layer_and_strategy():
+    from meter_timm.plugins import hookimpl, new_plugin_manager
+    from meter_timm.strategies import DepthBinStrategy, create_strategy
+
+    class Collapsing(DepthBinStrategy):
+        """Valid at first; its refit puts every unit in bin 0, leaving the other bins empty."""
+        name, description, learnable = "collapsing", "test", True
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._bins = torch.arange(self.num_units) * self.num_bins // self.num_units
+
+        def edges(self):
+            return torch.linspace(self.min_depth, self.max_depth, self.num_bins + 1, dtype=torch.float64)
+
+        def assignment(self):
+            return self._bins
+
+        def refit(self):
+            self._bins = torch.zeros(self.num_units, dtype=torch.long)
+            return True
+
+    loss = SelectivityLoss([{"name": "encoder.3", "num_bins": 4}])
+    pm = new_plugin_manager(autoload=False)
+    loss.strategies["encoder.3"] = create_strategy("collapsing", 8, 4, pm=_register(pm, Collapsing, hookimpl))
+    with pytest.raises(ValueError, match=r"encoder\.3.*collapsing.*bin"):
+        loss.refit()
+
+
+def _register(pm, cls, hookimpl):
+    class Plugin:
+        @hookimpl
+        def meter_timm_register_strategies(self, register):
+            register(cls)
+
+    pm.register(Plugin(), name="test-collapsing")
+    return pm

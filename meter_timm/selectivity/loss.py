@@ -143,8 +143,21 @@ class SelectivityLoss(nn.Module):
         strategy.load_state_dict(saved.get("state", {}))
 
     def refit(self) -> dict[str, bool]:
-        """Call ``refit()`` on every created strategy; returns layer -> assignment changed."""
-        return {name: bool(strategy.refit()) for name, strategy in self.strategies.items()}
+        """Call ``refit()`` on every created strategy; returns layer -> assignment changed.
+
+        A strategy that changed is validated again, so a plugin that refits into invalid edges or
+        assignments fails here with a ValueError naming it, not later in the loss."""
+        from meter_timm.strategies import validate_strategy
+
+        changed = {}
+        for name, strategy in self.strategies.items():
+            changed[name] = bool(strategy.refit())
+            if changed[name]:
+                try:
+                    validate_strategy(strategy)
+                except ValueError as exc:
+                    raise ValueError(f"selectivity layer {name!r}, after refit: {exc}") from exc
+        return changed
 
     def get_extra_state(self) -> dict[str, Any]:
         state = {name: dict(saved) for name, saved in self._pending_state.items()}
