@@ -261,18 +261,26 @@ def figures(records: list[dict], rows: list[dict], out: Path) -> list[Path]:
         edges = np.array(layer["bin_edges"])
         centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
         resp = np.array(layer["responses"])
+        # the trained assignment, where it lives on the same bins as this dissection
+        assigned = first[name]["layer6_assigned_bin"]
+        same_bins = assigned is not None and first[name]["layer6_own_edges"] is not None and \
+            np.allclose(first[name]["layer6_own_edges"], edges)
         for j, unit in enumerate(UNITS):
             ax = axes[i, j]
             colours = ["tab:orange" if b == layer["argmax_bin"][unit] else "tab:blue"
                        for b in range(len(centres))]
             ax.bar(centres, resp[unit], width=widths * 0.9, color=colours)
+            if same_bins:
+                b = assigned[unit]
+                ax.bar(centres[b], resp[unit][b], width=widths[b] * 0.9, fill=False,
+                       edgecolor="black", linewidth=1.5, hatch="//")
             ax.set_title(f"{name}: unit {unit}  (SI {layer['selectivity_argmax'][unit]:.2f})", fontsize=9)
             if i == len(shown) - 1:
                 ax.set_xlabel("depth bin (m)")
             if j == 0:
                 ax.set_ylabel("mean |response|")
     fig.suptitle(f"Average response of units {', '.join(map(str, UNITS))} of {LAYER} (seed 'layer 6') "
-                 f"per depth bin; orange = preferred bin", fontsize=10)
+                 f"per depth bin; orange = preferred bin, hatched = assigned bin (trained runs)", fontsize=10)
     paths.append(out / "layer6_unit_responses.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
