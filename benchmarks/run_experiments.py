@@ -266,7 +266,7 @@ def figures(records: list[dict], rows: list[dict], out: Path) -> list[Path]:
         centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
         resp = np.array(layer["responses"])
         # the trained assignment, where it lives on the same bins as this dissection
-        assigned = first[name]["layer6_assigned_bin"]
+        assigned = first[name]["layer6_assigned_bin"] if first[name]["strategy"] else None
         same_bins = assigned is not None and first[name]["layer6_own_edges"] is not None and \
             np.allclose(first[name]["layer6_own_edges"], edges)
         for j, unit in enumerate(UNITS):
