@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.dataset import pseudo_collate
 
 import meter_timm.mm  # noqa: F401
 from meter_timm.cli import main as cli_main

@@ -51,3 +51,25 @@ def test_experiment_runner_tiny(tmp_path):
     assert again.returncode == 0 and "learned-l10-nd32" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/train.log")} == logs
     assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
+
+
+def test_real_nyu_config_points_every_loader_at_the_data_root(tmp_path):
+    """--data-root: the grid's configs train and validate on real NYU h5 at 192x256, Eigen crop."""
+    from mmengine.config import Config
+
+    from run_experiments import EXPERIMENTS, config_text
+
+    path = tmp_path / "cfg.py"
+    path.write_text(config_text("learned-l10-nd32", EXPERIMENTS["learned-l10-nd32"], epochs=2,
+                                iters_per_epoch=50, data_root="/data/nyudepthv2", tiny=False))
+    cfg = Config.fromfile(str(path))
+    assert cfg.synthetic_data is None and cfg.train_cfg.max_epochs == 2
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        assert loader.dataset.data_root == "/data/nyudepthv2"
+        resize = next(t for t in loader.dataset.pipeline if t["type"] == "ResizeDepth")
+        assert tuple(resize["scale"]) == (192, 256)
+    assert cfg.val_dataloader.dataset.subdir == "val/official" and cfg.train_dataloader.batch_size == 32
+    assert cfg.val_evaluator.crop_type == "nyu_crop"
+    layer = cfg.model.selectivity.layers[0]
+    assert layer["strategy"] == "learned" and layer["params"] == {"warmup": 50, "every": 50}
+    assert cfg.custom_hooks[0].refit_interval == 1
