@@ -9,13 +9,9 @@ import torch
 
 from meter_timm.selectivity.index import argmax_bins, selectivity_index
 from meter_timm.selectivity.response import BinnedDepth, _check_edges
+from meter_timm.strategies.fixed import eq2_assignment  # the one implementation of Eq. 2
 
 __all__ = ["ResponseAccumulator", "DissectionReport", "eq2_assignment"]
-
-
-def eq2_assignment(num_units: int, num_bins: int) -> torch.Tensor:
-    """Eq. 2: unit k gets bin floor(k / (K / N_b)) (exact integer arithmetic)."""
-    return torch.div(torch.arange(num_units) * num_bins, num_units, rounding_mode="floor")
 
 
 class ResponseAccumulator:
