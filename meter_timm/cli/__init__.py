@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command name -> (module under meter_timm.cli, one-line help)
@@ -40,7 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     sub_parser = argparse.ArgumentParser(prog=f"meter-timm {name}", description=COMMANDS[name][1])
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        # bad input (a file, key, layer, strategy or plugin named in the message): one clear line;
+        # METER_TIMM_DEBUG=1 shows the traceback
+        if os.environ.get("METER_TIMM_DEBUG"):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"meter-timm {name}: error: {message} ({type(exc).__name__}; "
+              "METER_TIMM_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

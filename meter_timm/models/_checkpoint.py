@@ -68,7 +68,13 @@ def load_checkpoint_file(path: Union[str, Path]) -> Any:
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception as err:  # legacy (non-zip) format or corrupt file
-        raise ValueError(f"cannot read weights file {path} with weights_only=True: {first_error}") from err
+        # torch's message is long and ends with the actual unpickler error
+        text = str(first_error)
+        detail = text.split("Unpickler error:", 1)[1].split("Check the documentation")[0].strip() \
+            if "Unpickler error:" in text else ""
+        reason = f"unpickler: {detail}" if detail else type(first_error).__name__
+        raise ValueError(f"cannot read weights file {path} with weights_only=True: not a PyTorch "
+                         f"checkpoint of tensors ({reason})") from err
     try:
         with torch.serialization.safe_globals([(_Inert, name) for name in names]):
             return torch.load(path, map_location="cpu", weights_only=True)
