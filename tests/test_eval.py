@@ -85,7 +85,7 @@ def test_selectivity_is_attached_and_called():
     assert calls["attached"] is model.backbone
     losses = model(**model.data_preprocessor(batch(gt_size=(64, 96)), True), mode="loss")
     assert "loss_selectivity" in losses and calls["depth"].shape == (2, 1, 64, 96)
-    assert not calls["base"].requires_grad and float(calls["base"]) == pytest.approx(float(losses["loss_l1"]))
+    assert not calls["base"].requires_grad and float(calls["base"]) == pytest.approx(float(losses["loss_l1"].detach()))
 
 
 def test_load_weights_wrapper_and_raw_backbone(tmp_path):
