@@ -15,10 +15,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="timm model name, e.g. meter_xxs.nyu")
     parser.add_argument("--weights", help="raw state dict or mmengine checkpoint (weights_only load); "
@@ -72,45 +68,37 @@ def build_model(name: str, weights: str | None):
     return model, model.backbone
 
 
-def iterate_batches(refs, batch_size: int, input_size, max_depth: float):
-    """Yield (normalised images (B,3,h,w), depth (B,1,H,W) metres with 0 = invalid)."""
-    import numpy as np
+def iterate_batches(model, dataset, batch_size: int):
+    """Yield (network inputs (B,3,h,w), depth (B,1,H,W) metres, 0 = invalid): the dataset's
+    pipeline and the model's data preprocessor, exactly as in evaluation."""
     import torch
-    import torch.nn.functional as F
+    from mmengine.dataset import pseudo_collate
+    from torch.utils.data import DataLoader
 
-    from meter_timm.data.nyu import SampleReader
+    from meter_timm.mm.model import _resize_nearest
 
-    reader = SampleReader(max_depth)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    for start in range(0, len(refs), batch_size):
-        items = [reader(ref) for ref in refs[start:start + batch_size]]
-        size = items[0]["gt_depth"].shape
-        rgbs, depths = [], []
-        for item in items:
-            rgb = torch.from_numpy(np.ascontiguousarray(item["img"])).permute(2, 0, 1)[None].float() / 255
-            rgbs.append(F.interpolate(rgb, size=tuple(input_size), mode="bilinear",
-                                      align_corners=False, antialias=True))
-            depth = torch.from_numpy(np.ascontiguousarray(item["gt_depth"]))[None, None].float()
-            if depth.shape[-2:] != size:
-                depth = F.interpolate(depth, size=size, mode="nearest-exact")
-            depths.append(depth)
-        yield (torch.cat(rgbs) - mean) / std, torch.cat(depths)
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=pseudo_collate):
+        data = model.data_preprocessor(batch, False)
+        depths = [sample.gt_depth.float() for sample in data["data_samples"]]
+        size = depths[0].shape[-2:]
+        yield data["inputs"], torch.stack([_resize_nearest(d, size) for d in depths])
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from meter_timm.data.nyu import discover_samples
+    from meter_timm.mm.datasets import NYUDepthDataset
     from meter_timm.selectivity import LayerCapture, ResponseAccumulator
     from meter_timm.strategies import create_strategy
 
     params = _parse_params(args.strategy_param)
-    refs = discover_samples(args.data, split_file=args.split_file)
-    if args.limit:
-        refs = refs[: args.limit]
-    if not refs:
+    dataset = NYUDepthDataset(
+        data_root=args.data, split_file=args.split_file, test_mode=True, max_depth=args.max_depth,
+        indices=args.limit,
+        pipeline=[dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
+                  dict(type="PackDepthInputs")])
+    if not len(dataset):
         raise SystemExit(f"{args.data}: no images")
     model, target = build_model(args.model, args.weights)
     model = model.to(args.device).eval()
@@ -119,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
     accumulator = None
     assignments = {}
     with capture, torch.no_grad():
-        progress = tqdm(total=len(refs), desc="dissect", unit="img")
-        for images, depth in iterate_batches(refs, args.batch_size, args.input_size, args.max_depth):
-            model.predict_depth(images.to(args.device))
+        progress = tqdm(total=len(dataset), desc="dissect", unit="img")
+        for images, depth in iterate_batches(model, dataset, args.batch_size):
+            model.predict_depth(images)
             features = dict(capture.outputs)
             capture.clear()
             if accumulator is None:
