@@ -1,5 +1,5 @@
-"""Plain readers of the NYU Depth V2 formats (no mmengine): reused by the mmengine dataset and by
-``meter-timm dissect``/``eval``."""
+"""Plain readers of the NYU Depth V2 formats (no mmengine), behind the mmengine dataset that
+``meter-timm eval``, ``test`` and ``dissect`` read through."""
 from meter_timm.data.nyu import (  # noqa: F401
     NYUDataError,
     LabeledMat,

@@ -21,7 +21,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -374,11 +374,3 @@ class SampleReader:
         state = self.__dict__.copy()
         state["_mats"] = {}
         return state
-
-
-def iter_samples(refs: Iterable[SampleRef], max_depth: float = 10.0):
-    """Yield ``(ref, rgb, depth)`` for each reference."""
-    reader = SampleReader(max_depth)
-    for ref in refs:
-        item = reader(ref)
-        yield ref, item["img"], item["gt_depth"]
