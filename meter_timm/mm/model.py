@@ -224,25 +224,12 @@ def _resize_nearest(depth: torch.Tensor, size) -> torch.Tensor:
 
 
 def read_checkpoint(path) -> dict:
-    """Load a weights file with ``weights_only=True`` and return its state dict (unwrapping
-    mmengine's ``{"state_dict": ...}``). mmengine checkpoints whose meta data a weights-only load
-    refuses are handled by the METER checkpoint loader."""
-    from pathlib import Path
+    """Load a weights file with ``weights_only=True`` (through the METER checkpoint loader, which
+    also reads mmengine checkpoints whose meta data a weights-only load refuses) and return its
+    state dict, unwrapping mmengine's ``{"state_dict": ...}``."""
+    from meter_timm.models._checkpoint import load_checkpoint_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        from meter_timm.models._checkpoint import load_checkpoint_file
-    except ImportError:  # pragma: no cover - models package without the loader
-        load_checkpoint_file = None
-    if load_checkpoint_file is not None:
-        ckpt = load_checkpoint_file(path)
-    else:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"cannot read weights file {path} with weights_only=True ({exc})") from exc
+    ckpt = load_checkpoint_file(path)  # FileNotFoundError / ValueError naming the file
     if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
         ckpt = ckpt["state_dict"]
     if not isinstance(ckpt, dict) or not all(isinstance(k, str) for k in ckpt):
