@@ -75,13 +75,13 @@ def iterate_batches(model, dataset, batch_size: int):
     from mmengine.dataset import pseudo_collate
     from torch.utils.data import DataLoader
 
-    from meter_timm.mm.model import _resize_nearest
+    from meter_timm.mm.model import resize_depth_nearest
 
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=pseudo_collate):
         data = model.data_preprocessor(batch, False)
         depths = [sample.gt_depth.float() for sample in data["data_samples"]]
         size = depths[0].shape[-2:]
-        yield data["inputs"], torch.stack([_resize_nearest(d, size) for d in depths])
+        yield data["inputs"], torch.stack([resize_depth_nearest(d, size) for d in depths])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from meter_timm.mm.model import resize_depth_nearest
 from meter_timm.selectivity import LayerCapture, ResponseAccumulator
 
 __all__ = ["ValidationDissector", "default_plot_units"]
@@ -69,9 +69,7 @@ class ValidationDissector:
         if not depths or len(features) < len(self.layers):
             return
         size = depths[0].shape[-2:]
-        depth = torch.stack([d if d.shape[-2:] == size else
-                             F.interpolate(d[None].float(), size=tuple(size), mode="nearest-exact")[0]
-                             for d in depths]).float()
+        depth = torch.stack([resize_depth_nearest(d.float(), size) for d in depths])
         if self.accumulator is None:
             edges = {}
             for layer in self.layers:

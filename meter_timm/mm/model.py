@@ -186,7 +186,7 @@ class DepthEstimator(BaseModel):
             raise ValueError("DepthEstimator.loss needs data samples with gt_depth")
         pred = self.predict_depth(inputs)
         gt = [s.gt_depth.to(pred.dtype) for s in data_samples]
-        target = torch.stack([_resize_nearest(g, pred.shape[-2:]) for g in gt])
+        target = torch.stack([resize_depth_nearest(g, pred.shape[-2:]) for g in gt])
         valid = target > 0
         losses = dict(self.depth_loss(pred, target, valid))
         if self.selectivity is not None:
@@ -194,7 +194,7 @@ class DepthEstimator(BaseModel):
             if all(g.shape == gt[0].shape for g in gt):
                 depth = torch.stack(gt)
             else:  # mixed sizes: bring every map to the input resolution
-                depth = torch.stack([_resize_nearest(g, inputs.shape[-2:]) for g in gt])
+                depth = torch.stack([resize_depth_nearest(g, inputs.shape[-2:]) for g in gt])
             losses.update(self.selectivity(depth=depth, base_loss=base.detach()))
         return losses
 
@@ -216,7 +216,7 @@ class DepthEstimator(BaseModel):
         return data_samples
 
 
-def _resize_nearest(depth: torch.Tensor, size) -> torch.Tensor:
+def resize_depth_nearest(depth: torch.Tensor, size) -> torch.Tensor:
     """Resize a ``(1, H, W)`` depth map with nearest-exact (no blending of invalid zeros)."""
     if tuple(depth.shape[-2:]) == tuple(size):
         return depth
