@@ -23,6 +23,15 @@ def matplotlib_colormap(name: str):
     return matplotlib.colormaps[name].copy()
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write as PNG, and close the figure."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
@@ -58,11 +67,7 @@ def plot_unit_responses(layer_name: str, layer: dict[str, Any], units: tuple[int
     axes[0][0].set_ylabel("average response")
     fig.suptitle(f"{layer_name}: average response per depth bin "
                  f"(orange = assigned bin, outlined = argmax)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_selectivity_histogram(layer_name: str, layer: dict[str, Any], path: str | Path) -> Path:
@@ -79,11 +84,7 @@ def plot_selectivity_histogram(layer_name: str, layer: dict[str, Any], path: str
     ax.set_ylabel("units")
     ax.set_title(f"{layer_name}: {layer['num_units']} units, {layer['num_bins']} bins", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_unit_bin_heatmap(layer_name: str, layer: dict[str, Any], path: str | Path) -> Path:
@@ -109,11 +110,7 @@ def plot_unit_bin_heatmap(layer_name: str, layer: dict[str, Any], path: str | Pa
     title = f"{layer_name}: |response| / unit max"
     ax.set_title(title + (" (grey: bins without pixels)" if empty.any() else ""), fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_report(report, out_dir: str | Path, units: tuple[int, ...] = (12, 24, 40),
