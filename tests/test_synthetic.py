@@ -63,3 +63,26 @@ def test_make_data_writes_the_nyu_h5_layout(tmp_path):
                              progress=False)
     with h5py.File(val[1], "r") as a, h5py.File(again / "val/official/00001.h5", "r") as b:
         assert np.array_equal(a["depth"][()], b["depth"][()])
+
+
+def test_mean_depth_baseline_hand_computed(tmp_path):
+    import h5py
+    import numpy as np
+
+    from meter_timm.data.synthetic import mean_depth_baseline
+
+    def write(path, depth):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(path, "w") as f:
+            f["rgb"] = np.zeros((3, 4, 4), np.uint8)
+            f["depth"] = np.full((4, 4), depth, np.float32)
+
+    write(tmp_path / "train" / "s0" / "00000.h5", 1.5)
+    write(tmp_path / "train" / "s0" / "00001.h5", 2.5)       # mean training depth 2.0
+    write(tmp_path / "val" / "official" / "00000.h5", 1.0)
+    write(tmp_path / "val" / "official" / "00001.h5", 3.0)
+    base = mean_depth_baseline(tmp_path)
+    assert base["mean_depth"] == pytest.approx(2.0)
+    assert base["abs_rel"] == pytest.approx((1.0 + 1.0 / 3.0) / 2)   # per image, then averaged
+    assert base["rmse"] == pytest.approx(1.0)
+    assert base["d1"] == pytest.approx(0.0)                          # 2/1 and 3/2 are >= 1.25

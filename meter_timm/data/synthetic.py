@@ -388,8 +388,9 @@ def generate_dataset(out: str | os.PathLike, num_train: int = 800, num_val: int 
 def mean_depth_baseline(root: str | os.PathLike, max_train_files: int = 400) -> dict:
     """Scores of predicting the mean training depth everywhere, on the ``val/official`` frames.
 
-    The reference a trained model must beat: per-image ``abs_rel``, ``rmse`` and ``d1`` averaged
-    over images (valid ground truth in (1e-3, 10] m), like the project's depth metric.
+    The reference a trained model must beat: per-image ``abs_rel``, ``rmse`` and ``d1`` of
+    :func:`meter_timm.mm.metrics.evaluate_depth` (the validation metric, without a crop),
+    averaged over images.
     """
     import h5py
 
@@ -406,14 +407,17 @@ def mean_depth_baseline(root: str | os.PathLike, max_train_files: int = 400) -> 
         total += float(d[valid].sum())
         count += int(valid.sum())
     mean = total / max(count, 1)
+    import torch
+
+    from meter_timm.mm.metrics import evaluate_depth  # the same per-image metric as the model's
+
     scores = {"abs_rel": [], "rmse": [], "d1": []}
     for path in val:
         with h5py.File(path, "r") as f:
-            d = f["depth"][()]
-        gt = d[(d > 1e-3) & (d <= MAX_DEPTH)].astype(np.float64)
-        if gt.size == 0:
+            gt = torch.from_numpy(f["depth"][()])
+        errors = evaluate_depth(torch.full_like(gt, mean), gt, max_depth=MAX_DEPTH, crop_type=None)
+        if errors is None:
             continue
-        scores["abs_rel"].append(float(np.mean(np.abs(mean - gt) / gt)))
-        scores["rmse"].append(float(np.sqrt(np.mean((mean - gt) ** 2))))
-        scores["d1"].append(float(np.mean(np.maximum(mean / gt, gt / mean) < 1.25)))
+        for key in scores:
+            scores[key].append(errors[key])
     return {"mean_depth": mean, **{k: float(np.mean(v)) for k, v in scores.items()}}
