@@ -54,6 +54,8 @@ EXPERIMENTS: dict[str, dict] = {
     # per-layer mix: learned on layer 6, log-spaced bins on the next MobileViT block (encoder.8)
     "mix-learned6-log8-l10": dict(layers=[(LAYER, 32, "learned"), ("encoder.8", 32, "log")], lam=10.0),
 }
+TINY_TRAIN, TINY_BATCH = 32, 8   # --tiny: frames and batch size
+NYU_BATCH = 32                  # --data-root: the seed's batch size
 HEADLINE = ("baseline", "uniform-l10-nd32", "learned-l10-nd32")
 SEEDED = HEADLINE + ("learned-decay-l10-nd32",)  # runs repeated over all --seeds
 
@@ -90,7 +92,7 @@ def config_text(name: str, spec: dict, epochs: int, iters_per_epoch: int, data_r
     if data_root:  # real NYU (sparse-to-dense h5) at the paper's resolution
         lines += ["synthetic_data = None",
                   f"data_root = {data_root!r}",
-                  "train_dataloader = dict(batch_size=32, dataset=dict(data_root=data_root, pipeline=["
+                  f"train_dataloader = dict(batch_size={NYU_BATCH}, dataset=dict(data_root=data_root, pipeline=["
                   "dict(type='RandomMirror', prob=0.5), dict(type='ResizeDepth', scale=(192, 256), resize_depth=True),"
                   " dict(type='PackDepthInputs')]))",
                   "val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=["
@@ -99,14 +101,28 @@ def config_text(name: str, spec: dict, epochs: int, iters_per_epoch: int, data_r
                   "val_evaluator = dict(type='DepthMetric', crop_type='nyu_crop')",
                   "test_evaluator = val_evaluator"]
     elif tiny:  # a few iterations on a small data set: for testing this script
-        lines += ["synthetic_data = dict(root='data/synthetic-tiny', train=32, val=8, height=48, width=64,"
-                  " seed=0, frames_per_scene=16)",
-                  "train_dataloader = dict(batch_size=8, dataset=dict(data_root='data/synthetic-tiny', pipeline=["
+        lines += [f"synthetic_data = dict(root='data/synthetic-tiny', train={TINY_TRAIN}, val=8, height=48,"
+                  " width=64, seed=0, frames_per_scene=16)",
+                  f"train_dataloader = dict(batch_size={TINY_BATCH}, dataset=dict(data_root='data/synthetic-tiny', pipeline=["
                   "dict(type='ResizeDepth', scale=(48, 64), resize_depth=True), dict(type='PackDepthInputs')]))",
                   "val_dataloader = dict(batch_size=8, dataset=dict(data_root='data/synthetic-tiny', pipeline=["
                   "dict(type='ResizeDepth', scale=(48, 64), resize_depth=False), dict(type='PackDepthInputs')]))",
                   "test_dataloader = val_dataloader"]
     return "\n".join(lines) + "\n"
+
+
+def count_iters_per_epoch(args) -> int:
+    """Training iterations per epoch of the runs' data, from the same numbers their configs use."""
+    if args.data_root:
+        frames, batch = sum(1 for _ in Path(args.data_root, "train").rglob("*.h5")), NYU_BATCH
+    elif args.tiny:
+        frames, batch = TINY_TRAIN, TINY_BATCH
+    else:
+        from mmengine.config import Config
+
+        base = Config.fromfile(str(REPO / "mm_configs" / "quickstart.py"))
+        frames, batch = base.synthetic_data["train"], base.train_dataloader.batch_size
+    return max(1, frames // batch)
 
 
 def run(cmd: list[str], log: Path, cwd: Path) -> None:
@@ -400,9 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(EXPERIMENTS)
     jobs = [(n, s) for n in names for s in (args.seeds if n in SEEDED else args.seeds[:1])]
-    batch = 8 if args.tiny else (32 if args.data_root else 16)
-    train_size = 32 if args.tiny else 1024
-    iters_per_epoch = max(1, train_size // batch) if not args.data_root else 200
+    iters_per_epoch = count_iters_per_epoch(args)
     records = []
     for i, (name, seed) in enumerate(jobs, 1):
         print(f"[{i}/{len(jobs)}] {name} seed {seed} ...", flush=True)

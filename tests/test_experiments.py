@@ -73,3 +73,18 @@ def test_real_nyu_config_points_every_loader_at_the_data_root(tmp_path):
     layer = cfg.model.selectivity.layers[0]
     assert layer["strategy"] == "learned" and layer["params"] == {"warmup": 50, "every": 50}
     assert cfg.custom_hooks[0].refit_interval == 1
+
+
+def test_iterations_per_epoch_follow_the_data(tmp_path):
+    import argparse
+
+    from run_experiments import NYU_BATCH, TINY_BATCH, TINY_TRAIN, count_iters_per_epoch
+
+    for i in range(3 * NYU_BATCH + 5):
+        scene = tmp_path / "train" / f"scene{i % 4}"
+        scene.mkdir(parents=True, exist_ok=True)
+        (scene / f"{i:05d}.h5").touch()
+    assert count_iters_per_epoch(argparse.Namespace(data_root=str(tmp_path), tiny=False)) == 3
+    assert count_iters_per_epoch(argparse.Namespace(data_root=None, tiny=True)) == TINY_TRAIN // TINY_BATCH
+    # the built-in data: the quickstart config's 1024 frames at batch 16
+    assert count_iters_per_epoch(argparse.Namespace(data_root=None, tiny=False)) == 64
