@@ -152,6 +152,9 @@ class DepthEstimator(BaseModel):
         if self.features_only:
             info = self.backbone.feature_info
             self.decoder = LightDepthDecoder(info.channels(), info.reduction(), **(decoder or {}))
+            # timm's features_only wrappers declare their layout: NHWC for Swin and the like
+            fmt = getattr(self.backbone, "output_fmt", "NCHW")
+            self.channels_last_features = str(getattr(fmt, "value", fmt)).upper() == "NHWC"
         else:
             if decoder:
                 raise ValueError("DepthEstimator: 'decoder' is only used with features_only=True")
@@ -166,10 +169,18 @@ class DepthEstimator(BaseModel):
     def predict_depth(self, inputs: torch.Tensor) -> torch.Tensor:
         """Raw prediction ``(B, 1, h, w)`` in metres for normalised ``(B, 3, H, W)`` inputs."""
         if self.features_only:
-            return self.decoder(self.backbone(inputs), inputs.shape[-2:])
+            features = self.backbone(inputs)
+            if self.channels_last_features:
+                features = [f.permute(0, 3, 1, 2) for f in features]
+            return self.decoder(features, inputs.shape[-2:])
         out = self.backbone(inputs)
         if out.dim() == 3:
             out = out[:, None]
+        if out.dim() != 4 or out.shape[1] != 1:
+            raise ValueError(
+                f"DepthEstimator: backbone {self.backbone_cfg.get('name')!r} returned shape "
+                f"{tuple(out.shape)}, not a (B, 1, h, w) depth map; give features_only=True to "
+                "add the light decoder")
         return out
 
     def forward(self, inputs: torch.Tensor, data_samples: list | None = None, mode: str = "tensor"):

@@ -9,7 +9,13 @@
 * :class:`ResponseAccumulator` / :class:`DissectionReport` - dissection over a data set (JSON, plots).
 """
 from meter_timm.selectivity.accumulator import DissectionReport, ResponseAccumulator, eq2_assignment
-from meter_timm.selectivity.capture import LayerCapture, resolve_module, unwrap_model
+from meter_timm.selectivity.capture import (
+    LayerCapture,
+    LayerLayout,
+    resolve_module,
+    token_grid,
+    unwrap_model,
+)
 from meter_timm.selectivity.index import argmax_bins, other_bins_mean, selectivity_index
 from meter_timm.selectivity.loss import SelectivityLoss
 from meter_timm.selectivity.response import (
@@ -24,6 +30,7 @@ __all__ = [
     "BinnedDepth",
     "DissectionReport",
     "LayerCapture",
+    "LayerLayout",
     "ResponseAccumulator",
     "SelectivityLoss",
     "argmax_bins",
@@ -35,5 +42,6 @@ __all__ = [
     "resolve_module",
     "response_sums",
     "selectivity_index",
+    "token_grid",
     "unwrap_model",
 ]

@@ -1,13 +1,21 @@
-"""Capture the outputs of named layers of any ``nn.Module`` through forward hooks."""
+"""Capture the outputs of named layers of any ``nn.Module`` through forward hooks.
+
+Layer outputs are handed over as ``(B, K, h, w)``, whatever the layer's own layout: channels-last
+outputs of timm models that declare ``output_fmt = "NHWC"`` (Swin, ...) are permuted, and token
+outputs ``(B, N, K)`` of transformers (ViT, DeiT, ...) lose their prefix tokens (class,
+distillation, registers: timm's ``num_prefix_tokens``) and are reshaped to the patch grid of the
+model's input.
+"""
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Iterable
 
 import torch
 from torch import nn
 
-__all__ = ["LayerCapture", "resolve_module", "unwrap_model"]
+__all__ = ["LayerCapture", "LayerLayout", "resolve_module", "token_grid", "unwrap_model"]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -34,6 +42,97 @@ def resolve_module(model: nn.Module, name: str) -> nn.Module:
                    f"close valid names: {', '.join(close) if close else '(none)'}")
 
 
+def _is_grid(h: int, w: int, image_size) -> bool:
+    """Whether an (h, w) map can be the feature grid of an ``image_size`` input (one stride for
+    both axes, rounding either way)."""
+    if h < 1 or w < 1 or h > image_size[0] or w > image_size[1]:
+        return False
+    ratio = (image_size[0] / h) / (image_size[1] / w)
+    return 0.8 <= ratio <= 1.25
+
+
+def token_grid(num_tokens: int, image_size, patch_size=None) -> tuple[int, int] | None:
+    """The (gh, gw) patch grid of ``num_tokens`` tokens for an ``image_size`` input, or None.
+
+    With ``patch_size`` known, the grid is floor or ceil of the image size over it; otherwise
+    the factorisation of ``num_tokens`` closest to the image's aspect ratio, one stride for both."""
+    height, width = int(image_size[0]), int(image_size[1])
+    candidates = []
+    if patch_size is not None:
+        ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
+        candidates = [(gh, gw) for gh in {height // ph, -(-height // ph)}
+                      for gw in {width // pw, -(-width // pw)}]
+    stride = math.sqrt(height * width / max(num_tokens, 1))
+    for gh in {math.floor(height / stride), math.ceil(height / stride), round(height / stride)}:
+        if gh > 0 and num_tokens % gh == 0:
+            candidates.append((gh, num_tokens // gh))
+    for gh, gw in candidates:
+        if gh * gw == num_tokens and _is_grid(gh, gw, (height, width)):
+            return gh, gw
+    return None
+
+
+class LayerLayout:
+    """How a layer's output maps to ``(B, K, h, w)``, from the model around it.
+
+    ``declared_fmt`` is the ``output_fmt`` of the nearest enclosing module that declares one
+    (timm's NHWC models and their ``features_only`` wrappers); ``num_prefix_tokens`` and
+    ``patch_size`` come from the nearest enclosing transformer."""
+
+    def __init__(self, model: nn.Module, name: str) -> None:
+        self.name = name
+        self.declared_fmt = "NCHW"
+        self.num_prefix_tokens = None
+        self.patch_size = None
+        root = unwrap_model(model)
+        parts = name.split(".")
+        for depth in range(len(parts), -1, -1):  # the layer itself, then its ancestors
+            module = root.get_submodule(".".join(parts[:depth])) if depth else root
+            fmt = getattr(module, "output_fmt", None)
+            if fmt is not None and self.declared_fmt == "NCHW":
+                self.declared_fmt = str(getattr(fmt, "value", fmt)).upper()
+            prefix = getattr(module, "num_prefix_tokens", None)
+            if self.num_prefix_tokens is None and isinstance(prefix, int):
+                self.num_prefix_tokens = prefix
+                patch = getattr(getattr(module, "patch_embed", None), "patch_size", None)
+                self.patch_size = tuple(patch) if isinstance(patch, (tuple, list)) else patch
+
+    def unit_axis(self, output: torch.Tensor, image_size=None) -> int:
+        """The axis of ``output`` that holds the units (1 for NCHW, -1 for NHWC and tokens)."""
+        if output.dim() == 3:
+            return -1
+        if output.dim() == 4 and self._channels_last(output, image_size):
+            return -1
+        return 1
+
+    def _channels_last(self, output: torch.Tensor, image_size) -> bool:
+        if self.declared_fmt != "NHWC":
+            return False
+        if image_size is None:
+            return True
+        h1, w1, h2, w2 = output.shape[1], output.shape[2], output.shape[2], output.shape[3]
+        # a conv inside an NHWC model (e.g. Swin's patch projection) still gives NCHW
+        return not (_is_grid(h2, w2, image_size) and not _is_grid(h1, w1, image_size))
+
+    def to_nchw(self, output: torch.Tensor, image_size=None) -> torch.Tensor:
+        """``output`` as ``(B, K, h, w)`` (a view where possible; gradients flow through)."""
+        if output.dim() == 4:
+            return output.permute(0, 3, 1, 2) if self._channels_last(output, image_size) else output
+        if output.dim() != 3:
+            return output
+        if image_size is None:
+            raise ValueError(f"layer {self.name!r}: token output {tuple(output.shape)} needs the "
+                             "model's input size to find the patch grid (no 4-D input was seen)")
+        prefix = self.num_prefix_tokens or 0
+        grid = token_grid(output.shape[1] - prefix, image_size, self.patch_size)
+        if grid is None:
+            raise ValueError(
+                f"layer {self.name!r}: cannot map {output.shape[1]} tokens ({prefix} prefix) of a "
+                f"{tuple(image_size)} input to a patch grid")
+        tokens = output[:, prefix:]
+        return tokens.transpose(1, 2).reshape(output.shape[0], output.shape[2], *grid)
+
+
 class LayerCapture:
     """Keeps the latest output of each named layer, captured by forward hooks.
 
@@ -48,7 +147,9 @@ class LayerCapture:
             model(images)
             feats = capture.outputs["encoder.6"]   # (B, K, h, w)
 
-    A layer whose output is a tuple/list contributes its first tensor element.
+    A layer whose output is a tuple/list contributes its first tensor element. Channels-last and
+    token outputs are converted to ``(B, K, h, w)`` (see :class:`LayerLayout`); the model's input
+    size, which token outputs need, is recorded by a pre-hook on the model.
     """
 
     def __init__(self, model: nn.Module, names: Iterable[str],
@@ -61,6 +162,8 @@ class LayerCapture:
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles: list = []
         self.modules = {name: resolve_module(model, name) for name in self.names}  # validate now
+        self.layouts = {name: LayerLayout(model, name) for name in self.names}
+        self.input_size: tuple[int, int] | None = None
 
     @property
     def attached(self) -> bool:
@@ -69,6 +172,8 @@ class LayerCapture:
     def attach(self) -> "LayerCapture":
         """Register the forward hooks (idempotent)."""
         if not self._handles:
+            self._handles.append(
+                unwrap_model(self.model).register_forward_pre_hook(_RecordInputSize(self)))
             for name, module in self.modules.items():
                 self._handles.append(module.register_forward_hook(self._make_hook(name)))
         return self
@@ -116,4 +221,17 @@ class _StoreOutput:
             output = next((o for o in output if isinstance(o, torch.Tensor)), None)
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"layer {self.name!r} ({type(module).__name__}) returned no tensor")
+        output = self.capture.layouts[self.name].to_nchw(output, self.capture.input_size)
         self.capture.outputs[self.name] = output.detach() if self.capture.detach_outputs else output
+
+
+class _RecordInputSize:
+    """Forward pre-hook on the model: remembers the (H, W) of its image input."""
+
+    def __init__(self, capture: LayerCapture) -> None:
+        self.capture = capture
+
+    def __call__(self, module: nn.Module, args) -> None:
+        image = args[0] if args else None
+        if isinstance(image, torch.Tensor) and image.dim() == 4:
+            self.capture.input_size = (int(image.shape[-2]), int(image.shape[-1]))

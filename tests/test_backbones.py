@@ -1,0 +1,96 @@
+"""Any timm backbone, transformers included, in the light decoder, in layer capture and in the
+selectivity loss: one test per family at 192x256 (random weights, batch 2)."""
+import pytest
+import torch
+
+import meter_timm.mm  # noqa: F401  (registers the mmengine modules)
+from meter_timm.mm.model import DepthEstimator
+from meter_timm.mm.structures import DepthDataSample
+from meter_timm.selectivity import LayerCapture, token_grid
+
+H, W = 192, 256
+
+# family: (timm name, extra timm kwargs, captured layer, index of the features_only output that
+# the layer produces (None: no reference), expected captured (K, h, w))
+FAMILIES = {
+    "resnet": ("resnet18", {}, "layer3", 3, (256, 12, 16)),
+    "convnext": ("convnext_atto", {}, "stages_2", 2, (160, 12, 16)),
+    "efficientnet": ("efficientnet_b0", {}, "blocks.4", 3, (112, 12, 16)),
+    "mobilenetv3": ("mobilenetv3_small_050", {}, "blocks.3", 3, (24, 12, 16)),
+    "regnet": ("regnety_002", {}, "s3", 3, (152, 12, 16)),
+    "fastvit": ("fastvit_t8", {}, "stages_2", 2, (192, 12, 16)),
+    "mobilevitv2": ("mobilevitv2_050", {}, "stages_3", 3, (192, 12, 16)),
+    # token outputs (B, 1 + 192, 192): class token dropped, 12x16 patch grid
+    "vit": ("vit_tiny_patch16_224", dict(img_size=(H, W)), "model.blocks.9", 0, (192, 12, 16)),
+    # two prefix tokens (class + distillation)
+    "deit": ("deit_tiny_distilled_patch16_224", dict(img_size=(H, W)), "model.blocks.10", 1,
+             (192, 12, 16)),
+    # NHWC stage outputs
+    "swin": ("swin_tiny_patch4_window7_224", dict(img_size=(H, W)), "layers_2", 2, (384, 12, 16)),
+    "mambaout": ("mambaout_femto", {}, "stages_2", 2, (192, 12, 16)),
+    # METER: a depth model (no features_only), the seed's layer 6
+    "meter": ("meter_xxs", {}, "encoder.6", None, (48, 24, 32)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_backbone_family_decoder_capture_and_selectivity(family):
+    name, kwargs, layer, feature_index, expected = FAMILIES[family]
+    torch.manual_seed(0)
+    features_only = family != "meter"
+    backbone = dict(name=name, pretrained=False, **kwargs)
+    if features_only:
+        backbone["features_only"] = True
+    model = DepthEstimator(
+        backbone=backbone,
+        selectivity=dict(type="SelectivityLoss", lam=1.0,
+                         layers=[dict(name=layer, num_bins=8, strategy="uniform")]))
+    model.train()
+    images = torch.randn(2, 3, H, W)
+
+    # the captured layer is (B, K, h, w), and equals timm's own features_only output for it
+    with LayerCapture(model.backbone, [layer], detach_outputs=True) as capture:
+        model.eval()
+        with torch.no_grad():
+            pred = model.predict_depth(images)
+            captured = capture.outputs[layer]
+            if feature_index is not None:
+                reference = model.backbone(images)[feature_index]
+                if model.channels_last_features:
+                    reference = reference.permute(0, 3, 1, 2)
+    assert pred.shape == (2, 1, H // 4, W // 4)
+    assert torch.isfinite(pred).all()
+    assert tuple(captured.shape) == (2, *expected)
+    if feature_index is not None:
+        torch.testing.assert_close(captured, reference, rtol=1e-5, atol=1e-5)
+
+    # the decoder reads channels on the right axis: the head sees the backbone's stride-16 map
+    # and the selectivity loss trains the layer
+    model.train()
+    depth = torch.rand(2, 1, H, W) * 9.5 + 0.5
+    samples = [DepthDataSample(gt_depth=d) for d in depth]
+    losses = model.loss(images, samples)
+    assert torch.isfinite(losses["loss_selectivity"])
+    assert losses["loss_selectivity"].item() != 0.0
+    losses["loss_selectivity"].backward()
+    layer_module = model.backbone.get_submodule(layer)
+    grads = [p.grad for p in layer_module.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_token_grid():
+    assert token_grid(192, (192, 256), 16) == (12, 16)
+    assert token_grid(192, (192, 256)) == (12, 16)
+    assert token_grid(13 * 18, (192, 256), 14) == (13, 18)  # floor of 192/14, ceil of 256/14
+    assert token_grid(16 * 16, (192, 256)) is None  # a square grid does not fit 3:4
+
+
+def test_token_layer_with_wrong_prefix_count_is_an_error():
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=(H, W),
+                              depth=2, num_classes=0)
+    model.num_prefix_tokens = 5  # lies about its tokens: 193 - 5 is no 12x16 grid
+    with LayerCapture(model, ["blocks.1"]) as capture:
+        with pytest.raises(ValueError, match=r"blocks\.1.*patch grid"):
+            model(torch.randn(1, 3, H, W))
