@@ -7,7 +7,9 @@
   :mod:`meter_timm.strategies`, usable from any training loop.
 * :class:`LayerCapture` - forward hooks on named modules.
 * :class:`ResponseAccumulator` / :class:`DissectionReport` - dissection over a data set (JSON, plots).
+* :func:`ablate` / :func:`ablation_study` - silence units and measure the per-bin error change.
 """
+from meter_timm.selectivity.ablation import AblationResult, ablate, ablation_study, per_bin_abs_rel
 from meter_timm.selectivity.accumulator import DissectionReport, ResponseAccumulator, eq2_assignment
 from meter_timm.selectivity.capture import (
     LayerCapture,
@@ -27,18 +29,22 @@ from meter_timm.selectivity.response import (
 )
 
 __all__ = [
+    "AblationResult",
     "BinnedDepth",
     "DissectionReport",
     "LayerCapture",
     "LayerLayout",
     "ResponseAccumulator",
     "SelectivityLoss",
+    "ablate",
+    "ablation_study",
     "argmax_bins",
     "average_response",
     "bilinear_source_index",
     "eq2_assignment",
     "interpolation_matrix",
     "other_bins_mean",
+    "per_bin_abs_rel",
     "resolve_module",
     "response_sums",
     "selectivity_index",
