@@ -1,5 +1,21 @@
-"""Plain readers of the NYU Depth V2 formats (no mmengine), behind the mmengine dataset that
-``meter-timm eval``, ``test`` and ``dissect`` read through."""
+"""Plain readers (no mmengine) of the NYU Depth V2 formats, of image/depth folders and of KITTI
+(Eigen split), behind the mmengine datasets that ``meter-timm eval``, ``test`` and ``dissect``
+read through."""
+from meter_timm.data.folder import (  # noqa: F401
+    DepthDataError,
+    FolderPair,
+    discover_folder_pairs,
+    read_depth_map,
+    read_folder_pair,
+    valid_depth,
+)
+from meter_timm.data.kitti import (  # noqa: F401
+    KITTI_DEPTH_SCALE,
+    KITTI_MAX_DEPTH,
+    KittiSample,
+    read_kitti_depth,
+    read_kitti_split,
+)
 from meter_timm.data.nyu import (  # noqa: F401
     NYUDataError,
     LabeledMat,

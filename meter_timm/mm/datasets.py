@@ -1,4 +1,5 @@
-"""NYU Depth V2 as an mmengine dataset (h5 folders, DenseDepth csv, labeled .mat)."""
+"""Depth data sets for mmengine: NYU Depth V2 (h5 folders, DenseDepth csv, labeled .mat), a folder
+of images and depth maps matched by name, and KITTI (Eigen split)."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -96,4 +97,144 @@ class NYUDepthDataset(BaseDataset):
         return state
 
 
-__all__ = ["NYUDepthDataset"]
+
+class _ImageDepthPairs(BaseDataset):
+    """Shared part of the pair data sets: items are ``img_path``/``depth_path`` pairs read by
+    :meth:`read_pair`; the item dict is the one of :class:`NYUDepthDataset`."""
+
+    def __init__(self, data_root: str, max_depth: float, pipeline: Sequence = (),
+                 test_mode: bool = False, indices: int | None = None, **kwargs):
+        self.max_depth = max_depth
+        pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
+        super().__init__(data_root=data_root, pipeline=pipeline, test_mode=test_mode,
+                         indices=indices, **kwargs)
+
+    def read_pair(self, info: dict):
+        raise NotImplementedError
+
+    def prepare_data(self, idx: int):
+        info = self.get_data_info(idx)
+        rgb, depth = self.read_pair(info)
+        h, w = depth.shape
+        results = dict(img=rgb, gt_depth=depth, img_path=info["img_path"],
+                       depth_path=info["depth_path"], sample_idx=info["sample_idx"],
+                       ori_shape=(h, w), img_shape=(h, w), max_depth=self.max_depth,
+                       depth_format=self.depth_format)
+        return self.pipeline(results)
+
+
+@DATASETS.register_module()
+class DepthFolderDataset(_ImageDepthPairs):
+    """A folder of RGB images and depth maps matched by name (see :mod:`meter_timm.data.folder`).
+
+    Args:
+        data_root (str): the folder.
+        depth_scale (float): metres per stored depth unit (required): 1/1000 for millimetre
+            PNGs, 1/256 for KITTI-style PNGs, 1.0 for float metres.
+        image_dir, depth_dir (str, optional): sub-folders (default: the first of ``rgb/depth``,
+            ``image/depth``, ``images/depth(s)``, ``color(s)/depth(s)`` present, else ``data_root``).
+        image_suffix, depth_suffix (str): name endings before the extension (one folder holding
+            both needs a depth suffix; default ``"_depth"`` there).
+        min_depth, max_depth (float): depth outside ``(min_depth, max_depth]`` is invalid (0).
+            Default 0 and 10 m.
+        invalid_value (float, optional): stored value meaning "no measurement", e.g. 0 or 65535.
+        skip_unmatched (bool): skip images without a depth map instead of raising. Default False.
+        pipeline, test_mode, indices (int: first N), ...: as for ``BaseDataset``.
+    """
+
+    METAINFO = dict(dataset="image/depth folder", depth_unit="m")
+
+    def __init__(self, data_root: str, depth_scale: float, image_dir: str | None = None,
+                 depth_dir: str | None = None, image_suffix: str = "",
+                 depth_suffix: str | None = None, min_depth: float = 0.0,
+                 max_depth: float = 10.0, invalid_value: float | None = None,
+                 skip_unmatched: bool = False, **kwargs):
+        if depth_scale is None or not float(depth_scale) > 0:
+            raise ValueError(f"DepthFolderDataset({data_root}): depth_scale must be > 0 (metres "
+                             f"per stored unit, e.g. 0.001 for mm PNGs), got {depth_scale!r}")
+        self.depth_scale, self.min_depth = float(depth_scale), float(min_depth)
+        self.invalid_value = invalid_value
+        self.layout = dict(image_dir=image_dir, depth_dir=depth_dir, image_suffix=image_suffix,
+                           depth_suffix=depth_suffix, skip_unmatched=skip_unmatched)
+        self.depth_format = f"depth maps x {self.depth_scale:g} = metres"
+        super().__init__(data_root=data_root, max_depth=max_depth, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        from meter_timm.data.folder import discover_folder_pairs
+
+        pairs = discover_folder_pairs(self.data_root, **self.layout)
+        print_log(f"DepthFolderDataset: {len(pairs)} image/depth pairs from {self.data_root} "
+                  f"(depth x {self.depth_scale:g} = metres)", logger="current")
+        return [dict(img_path=p.image, depth_path=p.depth, key=p.key, sample_idx=i)
+                for i, p in enumerate(pairs)]
+
+    def read_pair(self, info: dict):
+        from meter_timm.data.folder import FolderPair, read_folder_pair
+
+        pair = FolderPair(info["img_path"], info["depth_path"], info["key"])
+        return read_folder_pair(pair, self.depth_scale, self.min_depth, self.max_depth,
+                                self.invalid_value)
+
+
+@DATASETS.register_module()
+class KITTIDepthDataset(_ImageDepthPairs):
+    """KITTI frames listed in an Eigen split file (see :mod:`meter_timm.data.kitti`).
+
+    Args:
+        data_root (str): root of the raw KITTI images (``2011_09_26/..._sync/image_02/data/``).
+        split_file (str): the split list (BTS ``image depth focal`` or Monodepth2
+            ``folder frame side`` lines); frames without ground truth are skipped.
+        depth_root (str, optional): root of the ground-truth PNGs (``<drive>/proj_depth/
+            groundtruth/image_02/``, also looked up in its ``train/`` and ``val/``). Default
+            ``data_root``.
+        max_depth (float): depth above this is invalid. Default 80 m (the usual cap).
+        pipeline, test_mode, indices (int: first N), ...: as for ``BaseDataset``.
+
+    Evaluate with ``dict(type="DepthMetric", crop_type="garg_crop", max_depth_eval=80.0)``
+    (or ``"eigen_crop"``).
+    """
+
+    METAINFO = dict(dataset="KITTI (Eigen split)", depth_unit="m")
+    depth_format = "KITTI uint16 PNG / 256 = metres"
+
+    def __init__(self, data_root: str, split_file: str, depth_root: str | None = None,
+                 max_depth: float = 80.0, **kwargs):
+        self.split_file, self.depth_root = split_file, depth_root
+        super().__init__(data_root=data_root, max_depth=max_depth, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        from meter_timm.data.kitti import read_kitti_split
+
+        samples = read_kitti_split(self.split_file, self.data_root, self.depth_root)
+        print_log(f"KITTIDepthDataset: {len(samples)} frames with ground truth from "
+                  f"{self.split_file}", logger="current")
+        return [dict(img_path=s.image, depth_path=s.depth, focal=s.focal, sample_idx=i)
+                for i, s in enumerate(samples)]
+
+    def read_pair(self, info: dict):
+        from meter_timm.data.folder import DepthDataError
+        from meter_timm.data.kitti import read_kitti_depth
+        from meter_timm.data.nyu import read_rgb
+
+        rgb = read_rgb(info["img_path"])
+        depth = read_kitti_depth(info["depth_path"], self.max_depth)
+        if rgb.shape[:2] != depth.shape:
+            raise DepthDataError(f"{info['depth_path']}: depth shape {depth.shape} does not match "
+                                 f"image {info['img_path']} of shape {rgb.shape[:2]}")
+        return rgb, depth
+
+
+def build_depth_dataset(data: str, pipeline: Sequence, max_depth: float = 10.0,
+                        depth_scale: float | None = None, split_file: str | None = None,
+                        limit: int | None = None, **folder_kwargs) -> BaseDataset:
+    """The data set behind a command's ``--data``: with ``depth_scale``, a
+    :class:`DepthFolderDataset` of the folder ``data``; otherwise NYU (:class:`NYUDepthDataset`:
+    a DenseDepth csv or its folder, a folder of h5 files, a labeled .mat)."""
+    common = dict(pipeline=pipeline, test_mode=True, max_depth=max_depth, indices=limit)
+    if depth_scale is not None:
+        return DepthFolderDataset(data_root=data, depth_scale=depth_scale, **folder_kwargs,
+                                  **common)
+    return NYUDepthDataset(data_root=data, split_file=split_file, **common)
+
+
+__all__ = ["DepthFolderDataset", "KITTIDepthDataset", "NYUDepthDataset", "build_depth_dataset"]

@@ -15,11 +15,17 @@ DEPTH_METRICS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log
 #: Eigen crop on 480x640 frames: rows 45:471, cols 41:601
 NYU_CROP = (45, 471, 41, 601)
 NYU_SHAPE = (480, 640)
+#: KITTI crops as fractions (top, bottom, left, right) of the frame: Garg et al. 2016 and Eigen
+#: et al. 2014, as used by the Eigen-split evaluations
+KITTI_CROPS = {"garg_crop": (0.40810811, 0.99189189, 0.03594771, 0.96405229),
+               "eigen_crop": (0.3324324, 0.91351351, 0.03594771, 0.96405229)}
+CROP_TYPES = (None, "nyu_crop", *KITTI_CROPS)
 
 
 def crop_mask(shape: Sequence[int], crop_type: str | None, device=None) -> torch.Tensor:
     """Boolean ``(H, W)`` mask of the evaluation crop. ``"nyu_crop"`` is the Eigen crop, scaled
-    proportionally when the ground truth is not 480x640."""
+    proportionally when the ground truth is not 480x640; ``"garg_crop"`` and ``"eigen_crop"`` are
+    the KITTI crops (fractions of the frame, truncated to whole pixels)."""
     h, w = int(shape[0]), int(shape[1])
     mask = torch.zeros(h, w, dtype=torch.bool, device=device)
     if crop_type is None:
@@ -28,8 +34,11 @@ def crop_mask(shape: Sequence[int], crop_type: str | None, device=None) -> torch
         t, b, l, r = NYU_CROP
         sy, sx = h / NYU_SHAPE[0], w / NYU_SHAPE[1]
         mask[round(t * sy):round(b * sy), round(l * sx):round(r * sx)] = True
+    elif crop_type in KITTI_CROPS:
+        t, b, l, r = KITTI_CROPS[crop_type]
+        mask[int(t * h):int(b * h), int(l * w):int(r * w)] = True
     else:
-        raise ValueError(f"DepthMetric: unknown crop_type {crop_type!r} (use None or 'nyu_crop')")
+        raise ValueError(f"DepthMetric: unknown crop_type {crop_type!r} (use one of {CROP_TYPES})")
     return mask
 
 
@@ -83,8 +92,10 @@ class DepthMetric(BaseMetric):
             log10 silog``. Default: all.
         min_depth_eval (float): lower bound of valid ground truth and of the clamped prediction.
             Default 1e-3.
-        max_depth_eval (float): upper bound (exclusive for ground truth). Default 10.0.
-        crop_type (str, optional): ``"nyu_crop"`` (Eigen crop, default) or None.
+        max_depth_eval (float): upper bound (exclusive for ground truth). Default 10.0; 80.0 is
+            the KITTI cap.
+        crop_type (str, optional): ``"nyu_crop"`` (Eigen crop, default), ``"garg_crop"`` or
+            ``"eigen_crop"`` (KITTI), or None.
         collect_device (str): device for gathering results across processes. Default "cpu".
         prefix (str, optional): prefix of the metric names in logs.
 

@@ -1,0 +1,175 @@
+"""Data beyond NYU: a folder of images + depth maps with a depth scale, KITTI (Eigen split), the
+KITTI crops and the 80 m cap. Fixtures are written by the tests."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import meter_timm.mm  # noqa: F401
+from meter_timm.data import (
+    DepthDataError,
+    discover_folder_pairs,
+    read_depth_map,
+    read_kitti_depth,
+    read_kitti_split,
+)
+from meter_timm.mm.datasets import DepthFolderDataset, KITTIDepthDataset, NYUDepthDataset
+from meter_timm.mm.metrics import DepthMetric, crop_mask, evaluate_depth
+
+SHARED_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nyu_eigen_test_sample"
+
+
+def _rgb(path: Path, h: int, w: int, seed: int) -> np.ndarray:
+    rgb = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return rgb
+
+
+def _png16(path: Path, values: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values.astype(np.uint16)).save(path)
+
+
+def test_two_folders_matched_by_relative_name_with_mm_scale(tmp_path):
+    mm = np.array([[1000, 2500, 65535], [0, 12000, 500]], dtype=np.uint16)
+    _rgb(tmp_path / "rgb" / "scene1" / "a.jpg", 2, 3, 0)
+    _png16(tmp_path / "depth" / "scene1" / "a.png", mm)
+    rgb_b = _rgb(tmp_path / "rgb" / "b.png", 2, 3, 1)
+    np.save(tmp_path / "depth" / "b.npy", np.full((2, 3), 4.0, np.float32))
+
+    pairs = discover_folder_pairs(tmp_path)
+    assert [p.key for p in pairs] == ["b", "scene1/a"]
+
+    depth = read_depth_map(pairs[1].depth, 1 / 1000, max_depth=10.0, invalid_value=65535)
+    # 65535 flagged invalid, 0 invalid, 12 m above the 10 m cap invalid
+    np.testing.assert_allclose(depth, [[1.0, 2.5, 0.0], [0.0, 0.0, 0.5]], rtol=1e-6)
+
+    ds = DepthFolderDataset(str(tmp_path), depth_scale=1 / 1000, invalid_value=65535,
+                            pipeline=[dict(type="PackDepthInputs")], test_mode=True)
+    assert len(ds) == 2
+    item = ds[1]
+    torch.testing.assert_close(item["data_samples"].gt_depth[0], torch.from_numpy(depth))
+    assert item["data_samples"].img_path.endswith("a.jpg")
+    # .npy maps use the same scale: 4.0 stored x 0.001 = 4 mm, valid
+    first = ds[0]
+    assert torch.allclose(first["data_samples"].gt_depth, torch.tensor(0.004))
+    assert torch.equal(first["inputs"], torch.from_numpy(rgb_b).permute(2, 0, 1))
+
+
+def test_one_folder_with_suffixes_and_errors_naming_the_file(tmp_path):
+    _rgb(tmp_path / "0001_colors.png", 4, 5, 0)
+    _png16(tmp_path / "0001_depth.png", np.full((4, 5), 256))
+    pairs = discover_folder_pairs(tmp_path, image_suffix="_colors")
+    assert [(Path(p.image).name, Path(p.depth).name) for p in pairs] == [
+        ("0001_colors.png", "0001_depth.png")]
+    np.testing.assert_allclose(read_depth_map(pairs[0].depth, 1 / 256), np.ones((4, 5)))
+
+    _rgb(tmp_path / "0002_colors.png", 4, 5, 1)  # no depth map
+    with pytest.raises(DepthDataError, match="0002_colors.png: no depth map named 0002_depth"):
+        discover_folder_pairs(tmp_path, image_suffix="_colors")
+    assert len(discover_folder_pairs(tmp_path, image_suffix="_colors", skip_unmatched=True)) == 1
+
+    _png16(tmp_path / "0002_depth.png", np.ones((3, 5)))  # wrong size
+    ds = DepthFolderDataset(str(tmp_path), depth_scale=1e-3, image_suffix="_colors")
+    with pytest.raises(DepthDataError, match=r"0002_depth.png: depth shape \(3, 5\) does not match"):
+        ds[1]
+    with pytest.raises(ValueError, match="depth_scale must be > 0"):
+        DepthFolderDataset(str(tmp_path), depth_scale=0)
+    with pytest.raises(DepthDataError, match="need a depth_suffix"):
+        discover_folder_pairs(tmp_path, depth_suffix="")
+
+
+@pytest.mark.skipif(not (SHARED_SAMPLE / "nyu2_test.csv").is_file(),
+                    reason="../shared/data/nyu_eigen_test_sample not available")
+def test_folder_dataset_reads_the_real_nyu_sample_like_the_nyu_reader():
+    pipeline = [dict(type="PackDepthInputs")]
+    folder = DepthFolderDataset(str(SHARED_SAMPLE), depth_scale=1 / 1000, image_suffix="_colors",
+                                pipeline=pipeline, test_mode=True)
+    nyu = NYUDepthDataset(str(SHARED_SAMPLE), pipeline=pipeline, test_mode=True)
+    assert len(folder) == len(nyu) == 10
+    for i in (0, 9):
+        a, b = folder[i], nyu[i]
+        assert Path(a["data_samples"].img_path).name == Path(b["data_samples"].img_path).name
+        torch.testing.assert_close(a["data_samples"].gt_depth, b["data_samples"].gt_depth)
+        assert torch.equal(a["inputs"], b["inputs"])
+
+
+def _kitti_fixture(root: Path) -> tuple[Path, Path]:
+    images, gt = root / "raw", root / "gt"
+    drive = "2011_09_26/2011_09_26_drive_0002_sync"
+    _rgb(images / drive / "image_02" / "data" / "0000000069.png", 6, 20, 0)
+    _rgb(images / drive / "image_03" / "data" / "0000000070.jpg", 6, 20, 1)  # listed as .png
+    _rgb(images / drive / "image_02" / "data" / "0000000071.png", 6, 20, 2)
+    metres = np.zeros((6, 20))
+    metres[2:, 3:] = np.linspace(1.0, 90.0, 4 * 17).reshape(4, 17)
+    gt_dir = gt / "val" / "2011_09_26_drive_0002_sync" / "proj_depth" / "groundtruth"
+    _png16(gt_dir / "image_02" / "0000000069.png", np.round(metres * 256))
+    _png16(gt_dir / "image_03" / "0000000070.png", np.full((6, 20), 512))
+    split = root / "eigen_test.txt"
+    split.write_text(
+        f"{drive}/image_02/data/0000000069.png 2011_09_26_drive_0002_sync/proj_depth/groundtruth/"
+        "image_02/0000000069.png 721.5377\n"
+        f"{drive}/image_02/data/0000000071.png None 721.5377\n"  # no ground truth: skipped
+        f"{drive} 70 r\n")  # Monodepth2 form
+    return images, gt, split
+
+
+def test_kitti_split_reader_and_depth_scale(tmp_path):
+    images, gt, split = _kitti_fixture(tmp_path)
+    samples = read_kitti_split(split, images, gt)
+    assert [s.line for s in samples] == [1, 3]
+    assert samples[0].focal == pytest.approx(721.5377) and samples[1].focal is None
+    assert samples[1].image.endswith("image_03/data/0000000070.jpg")
+    depth = read_kitti_depth(samples[0].depth)
+    assert depth[0, 0] == 0.0 and depth[2, 3] == pytest.approx(1.0)
+    assert depth[5, 19] == pytest.approx(np.round(90.0 * 256) / 256)
+    capped = read_kitti_depth(samples[0].depth, max_depth=80.0)
+    assert capped.max() <= 80.0 and (capped[depth > 80.0] == 0).all()
+
+    ds = KITTIDepthDataset(str(images), split_file=str(split), depth_root=str(gt),
+                           pipeline=[dict(type="PackDepthInputs")], test_mode=True)
+    assert len(ds) == 2
+    torch.testing.assert_close(ds[1]["data_samples"].gt_depth, torch.full((1, 6, 20), 2.0))
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"{split.read_text()}2011_09_26/x/image_02/data/1.png none.png 700\n")
+    with pytest.raises(DepthDataError, match=r"bad.txt:4: image 2011_09_26/x/image_02/data/1.png not found"):
+        read_kitti_split(bad, images, gt)
+    with pytest.raises(DepthDataError, match="16-bit"):
+        read_kitti_depth(images / "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png")
+
+
+def test_kitti_crops_by_hand():
+    mask = crop_mask((375, 1242), "garg_crop")
+    rows, cols = torch.nonzero(mask.any(1)).flatten(), torch.nonzero(mask.any(0)).flatten()
+    # int(0.40810811 * 375) = 153, int(0.99189189 * 375) = 371, int(0.03594771 * 1242) = 44,
+    # int(0.96405229 * 1242) = 1197
+    assert (rows.min().item(), rows.max().item() + 1) == (153, 371)
+    assert (cols.min().item(), cols.max().item() + 1) == (44, 1197)
+    assert int(mask.sum()) == (371 - 153) * (1197 - 44)
+    mask = crop_mask((375, 1242), "eigen_crop")
+    rows = torch.nonzero(mask.any(1)).flatten()
+    assert (rows.min().item(), rows.max().item() + 1) == (124, 342)  # 0.3324324, 0.91351351
+    with pytest.raises(ValueError, match="garg_crop"):
+        DepthMetric(crop_type="kitti")
+
+
+def test_80m_cap_and_garg_crop_in_the_metric():
+    gt = torch.zeros(375, 1242)
+    gt[200:300, 100:1000] = 40.0
+    gt[200:210, 100:1000] = 85.0   # above the cap: not evaluated
+    gt[10:20, 100:1000] = 20.0     # above the Garg crop: not evaluated
+    pred = torch.full_like(gt, 44.0)
+    pred[200:210] = 1000.0         # only where the ground truth is capped away
+    metric = DepthMetric(crop_type="garg_crop", max_depth_eval=80.0, depth_metrics=["abs_rel", "d1"])
+    metric.process(None, [dict(pred_depth=pred[None], gt_depth=gt[None])])
+    result = metric.compute_metrics(metric.results)
+    assert result["abs_rel"] == pytest.approx(0.1)
+    assert result["d1"] == 1.0
+    # the prediction is clamped to the cap: 1000 m counts as 80 m against 40 m
+    pred[250:300] = 1000.0
+    errors = evaluate_depth(pred, gt, max_depth=80.0, crop_type="garg_crop")
+    assert errors["abs_rel"] == pytest.approx((40 * 0.1 + 50 * 1.0) / 90)
