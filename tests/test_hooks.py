@@ -1,8 +1,7 @@
-"""SelectivityHook / RandomStateHook state and schedules, and the safe checkpoint loader
-(budget: < 5 s; no training)."""
+"""SelectivityHook / RandomStateHook state and schedules (the safe checkpoint loader is tested in
+test_checkpoint_safety.py; budget: < 5 s; no training)."""
 from __future__ import annotations
 
-import pickle
 import random
 from types import SimpleNamespace
 
@@ -11,8 +10,6 @@ import pytest
 import torch
 from mmengine.logging import MessageHub
 
-from meter_timm.mm.checkpoint import (UntrustedCheckpointError, load_from_local_safe,
-                                      trust_directory, untrust_directory)
 from meter_timm.mm.hooks import RandomStateHook, SelectivityHook
 
 
@@ -103,43 +100,6 @@ def test_random_state_round_trip_is_weights_only(tmp_path):
     hook.after_load_checkpoint(SimpleNamespace(_resume=True), loaded)
     hook.before_train(None)
     assert (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()) == expected
-
-
-class _Evil:
-    def __reduce__(self):
-        return (print, ("this would run arbitrary code",))
-
-
-def test_safe_loader_refuses_foreign_pickles_and_trusts_the_work_dir(tmp_path):
-    work_dir, elsewhere = tmp_path / "run", tmp_path / "downloads"
-    work_dir.mkdir(), elsewhere.mkdir()
-    # plain weights load anywhere with weights_only=True
-    torch.save({"state_dict": {"w": torch.ones(2)}}, elsewhere / "weights.pth")
-    assert torch.equal(load_from_local_safe(str(elsewhere / "weights.pth"))["state_dict"]["w"], torch.ones(2))
-    # numpy arrays and scalars are allowlisted
-    torch.save({"meta": {"seed": np.int64(3), "stats": np.arange(3.0)}}, elsewhere / "numpy.pth")
-    assert load_from_local_safe(str(elsewhere / "numpy.pth"))["meta"]["seed"] == 3
-    # mmengine's message hub pickles a bound getattr (HistoryBuffer statistics): it needs full
-    # unpickling, like any arbitrary object, so it is refused outside the trusted work dir
-    hub = MessageHub.get_instance("safe_loader_test")
-    hub.update_scalar("train/loss", np.float64(1.5))
-    for folder in (elsewhere, work_dir):
-        torch.save({"message_hub": hub.state_dict()}, folder / "hub.pth")
-        torch.save({"x": _Evil()}, folder / "evil.pth")
-    for name in ("hub.pth", "evil.pth"):
-        with pytest.raises(UntrustedCheckpointError, match=name):
-            load_from_local_safe(str(elsewhere / name))
-        with pytest.raises(pickle.UnpicklingError):
-            load_from_local_safe(str(work_dir / name))
-    trust_directory(work_dir)
-    try:
-        assert "x" in load_from_local_safe(str(work_dir / "evil.pth"))
-        loaded = load_from_local_safe(str(work_dir / "hub.pth"))
-        assert loaded["message_hub"]["log_scalars"]["train/loss"].current() == 1.5
-        with pytest.raises(UntrustedCheckpointError):
-            load_from_local_safe(str(elsewhere / "evil.pth"))
-    finally:
-        untrust_directory(work_dir)
 
 
 def test_hook_arguments_are_checked():

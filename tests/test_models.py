@@ -257,7 +257,7 @@ def test_bad_checkpoints_raise_clear_errors(xxs, tmp_path):
         load_checkpoint_file(tmp_path / "nowhere.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read weights file .*garbage.pth"):
+    with pytest.raises(ValueError, match="cannot read checkpoint .*garbage.pth"):
         timm.create_model("meter_xxs", pretrained=True, pretrained_cfg_overlay=dict(file=str(garbage)))
     with pytest.raises(ValueError, match="pretrained_cfg_overlay=dict\\(file=PATH\\)"):
         timm.create_model("meter_xxs.nyu", pretrained=True)

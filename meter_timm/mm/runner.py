@@ -1,8 +1,8 @@
 """``MeterRunner``: mmengine's Runner with the three fixes this project's training needs.
 
-1. Resume under torch >= 2.6: the run's ``work_dir`` is registered as trusted for full unpickling
-   of mmengine's own training state; every other file is loaded with ``weights_only=True``
-   (see :mod:`meter_timm.mm.checkpoint`).
+1. Safe resume: every checkpoint, the run's own included, is read with ``weights_only=True`` and
+   an explicit allowlist of what mmengine writes (see :mod:`meter_timm.mm.checkpoint`); a file
+   given to resume must be a training checkpoint (``meta`` with epoch and iteration).
 2. Exact resume: a :class:`~meter_timm.mm.hooks.RandomStateHook` stores the Python, numpy and torch
    random states in every checkpoint and restores them when training resumes, so augmentations
    drawn after the resume are the ones the uninterrupted run draws.
@@ -25,7 +25,7 @@ from mmengine.dist import broadcast, is_distributed
 from mmengine.model import is_model_wrapper, revert_sync_batchnorm
 from mmengine.runner import Runner
 
-from meter_timm.mm.checkpoint import trust_directory
+import meter_timm.mm.checkpoint  # noqa: F401  (installs the weights-only loader)
 from meter_timm.mm.registry import MODEL_WRAPPERS, RUNNERS
 
 __all__ = ["MeterRunner", "init_cpu_process_group"]
@@ -59,12 +59,30 @@ class MeterRunner(Runner):
     """
 
     def __init__(self, *args, **kwargs) -> None:
+        self._resuming_from: Optional[str] = None
         super().__init__(*args, **kwargs)
-        trust_directory(self.work_dir)
         from meter_timm.mm.hooks import RandomStateHook
 
         if not any(isinstance(hook, RandomStateHook) for hook in self.hooks):
             self.register_hook(RandomStateHook())
+
+    def resume(self, filename: str, *args, **kwargs) -> None:
+        self._resuming_from = str(filename)
+        try:
+            super().resume(filename, *args, **kwargs)
+        finally:
+            self._resuming_from = None
+
+    def load_checkpoint(self, filename: str, *args, **kwargs):
+        checkpoint = super().load_checkpoint(filename, *args, **kwargs)
+        if self._resuming_from is not None:  # mmengine's resume reads meta/message_hub next
+            meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+            if not isinstance(meta, dict) or not {"epoch", "iter"} <= meta.keys() \
+                    or "message_hub" not in checkpoint:
+                raise ValueError(f"cannot resume from {filename}: not a training checkpoint (no 'meta' with "
+                                 "epoch and iter, or no 'message_hub'); to start from its weights use "
+                                 "--cfg-options load_from=PATH without --resume")
+        return checkpoint
 
     def setup_env(self, env_cfg: Dict) -> None:
         if (self.distributed and self.launcher == "pytorch" and not is_distributed()

@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Mapping, Union
 import torch
 import torch.nn as nn
 
-__all__ = ["load_checkpoint_file", "translate_state_dict", "is_original_layout"]
+__all__ = ["load_checkpoint_file", "checkpoint_allowlist", "CheckpointReadError", "translate_state_dict",
+           "is_original_layout"]
 
 # original ModuleList index -> index in this package's ``encoder`` Sequential
 _MV2_TO_ENCODER = (1, 2, 3, 4, 5, 7, 9)
@@ -22,64 +23,95 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _ORIGINAL_MARKERS = ("encoder.conv1.", "encoder.mv2.", "encoder.mvit.", "decoder.ups_block_")
 
 
-class _Inert:
-    """Stand-in for any pickled object that is not a tensor (mmengine's message hub, numpy values).
+class CheckpointReadError(ValueError):
+    """A file that the one checkpoint reader refuses or cannot read; the message is one line naming it."""
 
-    Lets ``torch.load(weights_only=True)`` read full training checkpoints: nothing foreign is
-    imported or executed, the stand-ins just swallow their arguments and are thrown away.
+
+def _history_buffer_statistic(owner: Any, name: Any) -> Any:
+    """Stand-in for ``builtins.getattr`` while unpickling: mmengine's ``HistoryBuffer`` pickles its
+    statistics methods as ``getattr(HistoryBuffer, "mean")``. Only those look-ups are answered."""
+    try:
+        from mmengine.logging import HistoryBuffer
+    except ImportError:  # mmengine is optional for plain weight files
+        HistoryBuffer = None
+    if HistoryBuffer is not None and owner is HistoryBuffer and isinstance(name, str):
+        method = HistoryBuffer.__dict__.get(name)
+        if callable(method) and not name.startswith("__"):
+            return method
+    raise pickle.UnpicklingError(f"refused pickled getattr({getattr(owner, '__name__', type(owner).__name__)}, {name!r})")
+
+
+def checkpoint_allowlist() -> list:
+    """Every non-tensor type the reader accepts: exactly what mmengine and this package write.
+
+    numpy arrays, scalars and (non-object) dtypes in the message hub and meta data; mmengine's
+    ``HistoryBuffer``; its statistics methods through a restricted ``getattr``. Nothing else.
     """
+    import numpy as np
 
-    def __new__(cls, *args, **kwargs):
-        return super().__new__(cls)
-
-    def __init__(self, *args, **kwargs):
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / 1
+    dtype_classes = {type(np.dtype(t)) for t in (
+        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+        np.float16, np.float32, np.float64, np.complex64, np.complex128)}
+    allowed = [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
+               *sorted(dtype_classes, key=lambda c: c.__name__),
+               (_history_buffer_statistic, "builtins.getattr")]
+    try:
+        from mmengine.logging import HistoryBuffer
+        allowed.append(HistoryBuffer)
+    except ImportError:
         pass
-
-    def __setstate__(self, state):
-        pass
-
-    def __setitem__(self, key, value):
-        pass
-
-    def append(self, value):
-        pass
-
-    def extend(self, values):
-        pass
+    return allowed
 
 
-def load_checkpoint_file(path: Union[str, Path]) -> Any:
-    """Load a checkpoint with ``torch.load(..., map_location="cpu", weights_only=True)``.
+def _allowed_names(allowed: list) -> set:
+    return {entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
+            for entry in allowed}
 
-    Objects a weights-only load refuses (the message hub of an mmengine checkpoint, numpy
-    scalars in its meta data) are replaced by inert stand-ins instead of failing, so mmengine
-    checkpoints load without trusting the file. Raises FileNotFoundError / ValueError naming the
-    file when it is missing or not a PyTorch checkpoint.
+
+def _unpickler_detail(error: Exception) -> str:
+    """The first sentence of the unpickler's (long) message."""
+    text = " ".join(str(error).split())
+    if "Unpickler error:" in text:
+        text = text.split("Unpickler error:", 1)[1]
+    return text.split(" Check the documentation")[0].split(". ")[0].strip(" .")[:160] or type(error).__name__
+
+
+def _refused_types(path: Path, error: Exception, allowed: list) -> list:
+    """The pickled types outside the allowlist (empty when the file is not a pickle at all)."""
+    try:
+        return sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - _allowed_names(allowed))
+    except Exception:  # legacy (non-zip) format: read the unpickler's message instead
+        return sorted(set(re.findall(r"GLOBAL (\S+?) (?:was not|whose module)", str(error))))
+
+
+def load_checkpoint_file(path: Union[str, Path], map_location: Any = "cpu") -> Any:
+    """The one checkpoint reader: ``torch.load(weights_only=True)`` with :func:`checkpoint_allowlist`.
+
+    Used for weight files, ``load_from`` and ``--resume`` alike; nothing is ever fully unpickled and
+    no directory is trusted. Raises FileNotFoundError naming a missing file and
+    :class:`CheckpointReadError` (a ValueError) naming the file and the refused type, or saying
+    that the file is not a PyTorch checkpoint (truncated, text, random bytes).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    allowed = checkpoint_allowlist()
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first_error = err
-    except Exception as err:  # truncated, not a zip/pickle, ...
-        raise ValueError(f"cannot read weights file {path}: not a PyTorch checkpoint ({err})") from err
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception as err:  # legacy (non-zip) format or corrupt file
-        # torch's message is long and ends with the actual unpickler error
-        text = str(first_error)
-        detail = text.split("Unpickler error:", 1)[1].split("Check the documentation")[0].strip() \
-            if "Unpickler error:" in text else ""
-        reason = f"unpickler: {detail}" if detail else type(first_error).__name__
-        raise ValueError(f"cannot read weights file {path} with weights_only=True: not a PyTorch "
-                         f"checkpoint of tensors ({reason})") from err
-    try:
-        with torch.serialization.safe_globals([(_Inert, name) for name in names]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read weights file {path} with weights_only=True: {err}") from err
+        refused = _refused_types(path, err, allowed)
+        detail = _unpickler_detail(err)
+        if refused or "refused pickled getattr" in detail:
+            what = f"a pickled {', '.join(refused)}" if refused else detail.replace("refused ", "a ", 1)
+            raise CheckpointReadError(
+                f"refused checkpoint {path}: it holds {what}, which meter-timm never unpickles "
+                "(it reads only tensors, numpy values and mmengine's HistoryBuffer); nothing in it was run") from None
+        raise CheckpointReadError(f"cannot read checkpoint {path}: not a PyTorch checkpoint ({detail})") from None
+    except Exception as err:  # truncated zip, text, random bytes, ...
+        raise CheckpointReadError(f"cannot read checkpoint {path}: not a complete PyTorch checkpoint "
+                                  f"({type(err).__name__}: {_unpickler_detail(err)})") from None
 
 
 def _unwrap(checkpoint: Any) -> Mapping[str, Any]:

@@ -1,0 +1,125 @@
+"""No code runs from any checkpoint: a payload planted in the run's own work dir is refused on
+resume through the real CLI, and an honest checkpoint still resumes (budget: ~25 s on 2 cores)."""
+from __future__ import annotations
+
+import builtins
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import MessageHub
+
+from _training import build_runner, make_tiny_data, tiny_config
+from meter_timm.cli import main
+from meter_timm.mm.checkpoint import CheckpointReadError, load_from_local_safe
+from meter_timm.models import load_checkpoint_file
+
+
+class _CreatesFile:
+    """Unpickling this with full pickle opens (creates) ``path``."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (builtins.open, (self.path, "w"))
+
+
+class _ReachesForAttribute:
+    """A pickled ``getattr`` on an allowlisted type that is not a HistoryBuffer statistic."""
+
+    def __reduce__(self):
+        return (getattr, (np.ndarray, "tofile"))
+
+
+def test_reader_allows_exactly_mmengine_state(tmp_path):
+    # tensors, numpy values and a real message hub (HistoryBuffer + its statistics methods) load
+    hub = MessageHub.get_instance("checkpoint_safety_reader")
+    hub.update_scalar("train/loss", np.float64(1.5))
+    hub.update_scalar("train/loss", 2.5)
+    torch.save({"state_dict": {"w": torch.ones(2)}, "meta": {"seed": np.int64(3), "stats": np.arange(3.0)},
+                "message_hub": hub.state_dict()}, tmp_path / "honest.pth")
+    loaded = load_from_local_safe(str(tmp_path / "honest.pth"))
+    assert torch.equal(loaded["state_dict"]["w"], torch.ones(2)) and loaded["meta"]["seed"] == 3
+    assert loaded["message_hub"]["log_scalars"]["train/loss"].mean() == 2.0
+    # anything else is refused before it runs, naming the file and the type
+    marker = tmp_path / "created_by_payload"
+    for name, payload, refused in [("open.pth", _CreatesFile(marker), "io.open"),
+                                   ("getattr.pth", _ReachesForAttribute(), "getattr(ndarray, 'tofile')"),
+                                   ("objects.pth", np.array([{}], dtype=object), "numpy.dtypes.ObjectDType")]:
+        torch.save({"meta": {"x": payload}}, tmp_path / name)
+        with pytest.raises(CheckpointReadError) as info:
+            load_checkpoint_file(tmp_path / name)
+        message = str(info.value)
+        assert "\n" not in message and str(tmp_path / name) in message and refused in message, message
+    assert not marker.exists()
+
+
+def test_bad_files_are_named_in_one_line(tmp_path):
+    honest = tmp_path / "honest.pth"
+    torch.save({"state_dict": {"w": torch.ones(1000)}}, honest)
+    (tmp_path / "truncated.pth").write_bytes(honest.read_bytes()[:700])
+    (tmp_path / "notes.pth").write_text("not a checkpoint\n")
+    (tmp_path / "random.pth").write_bytes(np.random.default_rng(0).bytes(512))
+    for name in ("truncated.pth", "notes.pth", "random.pth"):
+        with pytest.raises(CheckpointReadError, match="cannot read checkpoint .*" + name) as info:
+            load_checkpoint_file(tmp_path / name)
+        assert "\n" not in str(info.value)
+
+
+def _write_config(tmp_path, work_dir, epochs):
+    data = make_tiny_data(tmp_path / "data", train=8, val=4)
+    cfg = tiny_config(data, work_dir, epochs=epochs, batch_size=4, hook=dict(dissect=False))
+    cfg.train_dataloader.dataset.indices = 8  # 2 iterations per epoch
+    path = tmp_path / f"tiny_{epochs}.py"
+    cfg.dump(str(path))
+    return cfg, path
+
+
+def _cli_error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    return code, err[-1] if err else ""
+
+
+def test_payload_in_the_work_dir_never_runs_and_honest_checkpoints_resume(tmp_path, capsys):
+    work_dir = tmp_path / "run"
+    cfg, _ = _write_config(tmp_path, work_dir, epochs=1)
+    build_runner(cfg).train()
+    honest = work_dir / "epoch_1.pth"
+    assert (work_dir / "last_checkpoint").read_text() == str(honest)
+    shutil.copy(honest, tmp_path / "honest_copy.pth")
+
+    # the attacker rewrites the run's own checkpoint with a payload in its meta data
+    checkpoint = load_checkpoint_file(honest)
+    marker = tmp_path / "created_by_payload"
+    checkpoint["meta"]["note"] = _CreatesFile(marker)
+    torch.save(checkpoint, honest)
+    _, config = _write_config(tmp_path, work_dir, epochs=2)
+    for resume in (["--resume", str(honest)], ["--resume"]):  # explicit, and through last_checkpoint
+        code, last = _cli_error(capsys, ["train", str(config), "--work-dir", str(work_dir), *resume])
+        assert code == 2 and not marker.exists()
+        assert last.startswith("meter-timm train: error: refused checkpoint ")
+        assert str(honest) in last and "io.open" in last
+    # a planted last_checkpoint pointing outside the work dir is read by the same rules
+    elsewhere = tmp_path / "elsewhere.pth"
+    torch.save({"meta": {"epoch": 1, "iter": 2, "x": _CreatesFile(marker)}}, elsewhere)
+    (work_dir / "last_checkpoint").write_text(str(elsewhere))
+    code, last = _cli_error(capsys, ["train", str(config), "--work-dir", str(work_dir), "--resume"])
+    assert code == 2 and not marker.exists() and str(elsewhere) in last and "io.open" in last
+
+    # a state dict is not a training checkpoint
+    torch.save(checkpoint["state_dict"], tmp_path / "weights.pth")
+    code, last = _cli_error(capsys, ["train", str(config), "--work-dir", str(work_dir),
+                                     "--resume", str(tmp_path / "weights.pth")])
+    assert code == 2 and "cannot resume from" in last and "weights.pth" in last and "load_from" in last
+
+    # the honest checkpoint resumes and training goes on to epoch 2
+    shutil.copy(tmp_path / "honest_copy.pth", honest)
+    (work_dir / "last_checkpoint").write_text(str(honest))
+    assert main(["train", str(config), "--work-dir", str(work_dir), "--resume"]) == 0
+    resumed = load_checkpoint_file(work_dir / "epoch_2.pth")
+    assert resumed["meta"]["epoch"] == 2 and resumed["meta"]["iter"] == 4
+    assert not marker.exists()
