@@ -2,7 +2,9 @@
 
 1. Safe resume: every checkpoint, the run's own included, is read with ``weights_only=True`` and
    an explicit allowlist of what mmengine writes (see :mod:`meter_timm.mm.checkpoint`); a file
-   given to resume must be a training checkpoint (``meta`` with epoch and iteration).
+   given to resume must be a training checkpoint (``meta`` with epoch and iteration). Saves are
+   atomic and durable, and ``type="CheckpointHook"`` builds a
+   :class:`~meter_timm.mm.checkpoint.DurableCheckpointHook`, so a killed run keeps a checkpoint.
 2. Exact resume: a :class:`~meter_timm.mm.hooks.RandomStateHook` stores the Python, numpy and torch
    random states in every checkpoint and restores them when training resumes, so augmentations
    drawn after the resume are the ones the uninterrupted run draws.
@@ -21,11 +23,12 @@ from typing import Dict, Optional
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.dist import broadcast, is_distributed
+from mmengine.dist import broadcast, is_distributed, is_main_process
+from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper, revert_sync_batchnorm
 from mmengine.runner import Runner
 
-import meter_timm.mm.checkpoint  # noqa: F401  (installs the weights-only loader)
+from meter_timm.mm.checkpoint import DurableCheckpointHook, partial_name, publish_file
 from meter_timm.mm.registry import MODEL_WRAPPERS, RUNNERS
 
 __all__ = ["MeterRunner", "init_cpu_process_group"]
@@ -65,6 +68,20 @@ class MeterRunner(Runner):
 
         if not any(isinstance(hook, RandomStateHook) for hook in self.hooks):
             self.register_hook(RandomStateHook())
+
+    def register_default_hooks(self, hooks=None) -> None:
+        hooks = dict(hooks or {})
+        checkpoint = hooks.get("checkpoint", dict(type="CheckpointHook", interval=1))
+        if isinstance(checkpoint, dict) and checkpoint.get("type") in ("CheckpointHook", CheckpointHook):
+            hooks["checkpoint"] = {**checkpoint, "type": DurableCheckpointHook}
+        super().register_default_hooks(hooks)
+
+    def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
+        # local files: written under a temporary name, fsync'ed, then renamed (never half a file)
+        if "://" in str(out_dir) or not is_main_process():
+            return super().save_checkpoint(out_dir, filename, *args, **kwargs)
+        super().save_checkpoint(out_dir, partial_name(filename), *args, **kwargs)
+        publish_file(os.path.join(out_dir, partial_name(filename)), os.path.join(out_dir, filename))
 
     def resume(self, filename: str, *args, **kwargs) -> None:
         self._resuming_from = str(filename)
