@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluate", "evaluate a model's weights on NYU data without a config"),
     "predict": ("predict", "predict metric depth for images"),
     "dissect": ("dissect", "measure the depth selectivity of a model's units"),
+    "ablate": ("ablate", "silence the units of each depth bin and measure the per-bin error change"),
     "strategies": ("strategies", "list the depth-bin assignment strategies and their plugins"),
     "make-data": ("make_data", "write the built-in procedural indoor data set as NYU h5 files"),
 }

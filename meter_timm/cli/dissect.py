@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from meter_timm.cli._data import DATA_HELP, add_folder_arguments, build_dataset
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="timm model name, e.g. meter_xxs.nyu")
     parser.add_argument("--weights", help="raw state dict or mmengine checkpoint (weights_only load); "
                                           "without it the model is randomly initialised")
-    parser.add_argument("--data", required=True,
-                        help="DenseDepth csv (or its folder), folder of h5 files, or labeled .mat")
+    parser.add_argument("--data", required=True, help=DATA_HELP)
     parser.add_argument("--split-file", help="for .mat data: splits.mat (testNdxs) or index list")
     parser.add_argument("--layers", nargs="+", default=["encoder.6"],
                         help="module names inside the model (default: encoder.6, the seed's layer 6)")
@@ -41,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-abs", action="store_true", help="average raw activations, not |a|")
     parser.add_argument("--no-plots", action="store_true")
+    add_folder_arguments(parser)
 
 
 def _parse_params(items: list[str]) -> dict:
@@ -88,16 +91,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from meter_timm.mm.datasets import NYUDepthDataset
     from meter_timm.selectivity import LayerCapture, ResponseAccumulator
     from meter_timm.strategies import create_strategy
 
     params = _parse_params(args.strategy_param)
-    dataset = NYUDepthDataset(
-        data_root=args.data, split_file=args.split_file, test_mode=True, max_depth=args.max_depth,
-        indices=args.limit,
-        pipeline=[dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
-                  dict(type="PackDepthInputs")])
+    dataset = build_dataset(
+        args, [dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
+               dict(type="PackDepthInputs")], limit=args.limit)
     if not len(dataset):
         raise SystemExit(f"{args.data}: no images")
     model, target = build_model(args.model, args.weights)

@@ -7,13 +7,14 @@ import argparse
 import json
 from pathlib import Path
 
+from meter_timm.cli._data import DATA_HELP, add_folder_arguments, build_dataset
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="timm model name, e.g. meter_xxs.nyu (the authors' NYU weights "
                                       "output cm: the .nyu tag converts to metres)")
     parser.add_argument("--weights", required=True, help="raw state dict or mmengine checkpoint")
-    parser.add_argument("--data", required=True,
-                        help="DenseDepth csv (or its folder), folder of h5 files, or labeled .mat")
+    parser.add_argument("--data", required=True, help=DATA_HELP)
     parser.add_argument("--split-file", help="for .mat data: splits.mat (testNdxs) or 1-based index list")
     parser.add_argument("--json", help="write the metrics to this JSON file")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -23,8 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-depth", type=float, default=1e-3)
     parser.add_argument("--max-depth", type=float, default=10.0)
     parser.add_argument("--no-crop", action="store_true", help="evaluate without the Eigen crop")
+    parser.add_argument("--crop", choices=("nyu_crop", "garg_crop", "eigen_crop"), default="nyu_crop",
+                        help="evaluation crop: NYU's Eigen crop (default) or KITTI's Garg / Eigen "
+                             "crop (use with --max-depth 80)")
     parser.add_argument("--features-only", action="store_true",
                         help="MODEL is a timm backbone + the light decoder (weights of the wrapper)")
+    add_folder_arguments(parser)
 
 
 def evaluate(model, dataset, batch_size: int = 8, num_workers: int = 0, device: str = "cpu",
@@ -50,7 +55,6 @@ def evaluate(model, dataset, batch_size: int = 8, num_workers: int = 0, device: 
 
 def run(args: argparse.Namespace) -> int:
     import meter_timm.mm  # noqa: F401
-    from meter_timm.mm.datasets import NYUDepthDataset
     from meter_timm.mm.metrics import DepthMetric, format_table
     from meter_timm.mm.model import DepthEstimator, load_weights
 
@@ -62,12 +66,11 @@ def run(args: argparse.Namespace) -> int:
     if kind == "backbone" and args.model.startswith("meter_") and "." not in args.model:
         print(f"note: {args.model} has no pretrained tag, so its output is taken as metres; the "
               f"authors' raw NYU weights output cm: use {args.model}.nyu")
-    dataset = NYUDepthDataset(
-        data_root=args.data, split_file=args.split_file, test_mode=True, max_depth=args.max_depth,
-        pipeline=[dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
-                  dict(type="PackDepthInputs")])
+    dataset = build_dataset(
+        args, [dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
+               dict(type="PackDepthInputs")])
     metric = DepthMetric(min_depth_eval=args.min_depth, max_depth_eval=args.max_depth,
-                         crop_type=None if args.no_crop else "nyu_crop")
+                         crop_type=None if args.no_crop else args.crop)
     metrics = evaluate(model, dataset, args.batch_size, args.num_workers, args.device, metric)
     print(f"{args.model} on {args.data} ({len(dataset)} images)")
     print(format_table(metrics))

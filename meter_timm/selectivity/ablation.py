@@ -134,8 +134,8 @@ class AblationResult:
 
         * ``own_bin_ratio``: mean error increase in the group's own bin over the mean increase in
           the other bins (> 1: silencing a bin's units hurts that bin most);
-        * ``own_bin_hit_rate``: share of groups whose largest increase is in their own bin
-          (chance: 1 / number of bins with pixels);
+        * ``own_bin_hit_rate``: share of groups whose largest increase is in their own bin,
+          strictly (chance: 1 / number of bins with pixels);
         * ``own_bin_increase`` and ``own_bin_increase_random``: mean own-bin increase for the
           assigned units and for as many random units."""
         groups = self._valid_groups()
@@ -148,8 +148,7 @@ class AblationResult:
             others = [v for d, v in enumerate(row) if d != g and v is not None]
             own.append(row[g])
             other.extend(others)
-            valid = [v for v in row if v is not None]
-            hits += int(row[g] >= max(valid))
+            hits += int(all(row[g] > v for v in others))  # strictly the largest (no ties)
             if self.random[g] is not None and self.random[g][g] is not None:
                 own_random.append(self.random[g][g])
         mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731

@@ -1,0 +1,113 @@
+"""``meter-timm ablate`` end to end on folder data written by the test (tiny inputs)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import meter_timm.mm  # noqa: F401
+from meter_timm.cli import main
+from meter_timm.mm.registry import MODELS
+from meter_timm.mm.structures import DepthDataSample
+from meter_timm.strategies import create_strategy
+from meter_timm.strategies.fixed import eq2_assignment
+
+
+@pytest.fixture(scope="module")
+def folder_data(tmp_path_factory):
+    """Two 48x64 frames in rgb/ + depth/ (millimetre PNGs, a depth ramp from 0.5 to 9.5 m)."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(500, 9500, 64)[None, :].repeat(48, 0)
+    for i in range(2):
+        (root / "rgb").mkdir(exist_ok=True)
+        (root / "depth").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(root / "rgb" / f"{i}.png")
+        Image.fromarray(np.roll(ramp, 20 * i, axis=1).astype(np.uint16)).save(root / "depth" / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Random METER xxs weights whose output lies in metres: the untrained output layer gives
+    ~1e-5 m, which evaluation clamps to 1 mm whatever the units do."""
+    from meter_timm.mm.model import DepthEstimator
+
+    torch.manual_seed(0)
+    model = DepthEstimator(backbone=dict(name="meter_xxs", pretrained=False))
+    with torch.no_grad():
+        model.backbone.decoder.conv_out.weight.mul_(3e4)
+    path = tmp_path_factory.mktemp("weights") / "meter_xxs_scaled.pth"
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+COMMON = ["--layer", "encoder.6", "--bins", "4", "--random-draws", "1", "--input-size", "64", "96",
+          "--depth-scale", "0.001"]
+
+
+def test_ablate_folder_data_eq2_groups(folder_data, weights, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["ablate", "meter_xxs", "--weights", weights, "--data", str(folder_data), "--out", str(out),
+                 "--json", str(tmp_path / "a.json"), *COMMON])
+    assert code == 0
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["layer"] == "encoder.6" and report["meta"]["num_images"] == 2
+    assert report["meta"]["source"] == "strategy"
+    assert report["assignment"] == eq2_assignment(48, 4).tolist()  # 48 units of METER xxs
+    assert report["group_sizes"] == [12, 12, 12, 12]
+    assert report["edges"] == pytest.approx([0.0, 2.5, 5.0, 7.5, 10.0])
+    assert all(c > 0 for c in report["pixel_counts"])
+    assert len(report["delta_assigned"]) == 4 and all(len(r) == 4 for r in report["delta_assigned"])
+    # silencing a quarter of the units of a random network changes its prediction
+    assert sum(abs(v) for row in report["delta_assigned"] for v in row) > 0  # exactly 0 if not
+    assert set(report["summary"]) >= {"own_bin_ratio", "own_bin_hit_rate", "own_bin_increase_random"}
+    assert (out / "encoder_6_ablation.png").stat().st_size > 0
+    assert "own-bin ratio" in capsys.readouterr().out
+
+
+def test_ablate_preferred_groups_are_the_dissection_argmax(folder_data, weights, tmp_path):
+    code = main(["ablate", "meter_xxs", "--weights", weights, "--data", str(folder_data), "--out", str(tmp_path),
+                 "--assign", "preferred", *COMMON])
+    assert code == 0
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    assert main(["dissect", "--model", "meter_xxs", "--weights", weights, "--data", str(folder_data), "--out",
+                 str(tmp_path / "dissect"), "--no-plots", "--layers", "encoder.6", "--bins", "4",
+                 "--input-size", "64", "96", "--depth-scale", "0.001"]) == 0
+    dissection = json.loads((tmp_path / "dissect" / "report.json").read_text())
+    assert report["assignment"] == dissection["layers"]["encoder.6"]["argmax_bin"]
+    assert report["meta"]["source"].startswith("preferred")
+
+
+def test_ablate_uses_the_trained_strategy_of_a_config(folder_data, tmp_path):
+    config = tmp_path / "sel_log.py"
+    config.write_text(
+        "model = dict(type='DepthEstimator', backbone=dict(name='meter_xxs', pretrained=False),\n"
+        "             selectivity=dict(type='SelectivityLoss', lam=1.0, layers=[\n"
+        "                 dict(name='encoder.6', num_bins=6, strategy='log')]))\n")
+    torch.manual_seed(0)
+    from mmengine.config import Config
+
+    model = MODELS.build(Config.fromfile(str(config)).model)
+    model.loss(torch.randn(1, 3, 64, 96), [DepthDataSample(gt_depth=torch.rand(1, 64, 96) * 9 + 0.5)])
+    weights = tmp_path / "trained.pth"
+    torch.save({"state_dict": model.state_dict()}, weights)
+
+    code = main(["ablate", str(config), "--weights", str(weights), "--data", str(folder_data),
+                 "--out", str(tmp_path), *COMMON])  # --bins 4 is not used: the config says 6, log
+    assert code == 0
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    log = create_strategy("log", 48, 6)
+    assert report["meta"]["source"].startswith("trained strategy")
+    assert report["meta"]["strategy"] == "log"
+    assert report["edges"] == pytest.approx(log.edges().tolist())
+    assert report["assignment"] == log.assignment().tolist()
+
+
+def test_ablate_unknown_layer_is_one_line(folder_data, tmp_path, capsys):
+    code = main(["ablate", "meter_xxs", "--data", str(folder_data), "--out", str(tmp_path),
+                 "--layer", "encoder.66", "--depth-scale", "0.001"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("meter-timm ablate: error: layer 'encoder.66' not found")
