@@ -26,7 +26,7 @@ import torch.distributed as torch_dist
 from mmengine.dist import broadcast, is_distributed, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper, revert_sync_batchnorm
-from mmengine.runner import Runner
+from mmengine.runner import EpochBasedTrainLoop, Runner
 
 from meter_timm.mm.checkpoint import DurableCheckpointHook, partial_name, publish_file
 from meter_timm.mm.registry import MODEL_WRAPPERS, RUNNERS
@@ -89,6 +89,14 @@ class MeterRunner(Runner):
             super().resume(filename, *args, **kwargs)
         finally:
             self._resuming_from = None
+        loop = self.train_loop
+        if isinstance(loop, EpochBasedTrainLoop) and self.iter != self.epoch * len(loop.dataloader):
+            # mmengine has no sampler position to restore: the epoch starts again from its first batch
+            self.logger.warning(
+                f"{filename} was saved at iteration {self.iter}, inside epoch {self.epoch + 1} "
+                f"({len(loop.dataloader)} iterations each): mmengine restarts that epoch from its first "
+                "batch, so this run will differ from an uninterrupted one; only epoch checkpoints "
+                "resume exactly")
 
     def load_checkpoint(self, filename: str, *args, **kwargs):
         checkpoint = super().load_checkpoint(filename, *args, **kwargs)
