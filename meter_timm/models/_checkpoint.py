@@ -96,6 +96,8 @@ def load_checkpoint_file(path: Union[str, Path], map_location: Any = "cpu") -> A
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":  # tensors only, no pickle at all (timm's hub format)
+        return _load_safetensors(path, map_location)
     allowed = checkpoint_allowlist()
     try:
         with torch.serialization.safe_globals(allowed):
@@ -112,6 +114,18 @@ def load_checkpoint_file(path: Union[str, Path], map_location: Any = "cpu") -> A
     except Exception as err:  # truncated zip, text, random bytes, ...
         raise CheckpointReadError(f"cannot read checkpoint {path}: not a complete PyTorch checkpoint "
                                   f"({type(err).__name__}: {_unpickler_detail(err)})") from None
+
+
+def _load_safetensors(path: Path, map_location: Any = "cpu") -> Dict[str, torch.Tensor]:
+    """A ``.safetensors`` file as a state dict; CheckpointReadError naming the file if it is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    device = map_location if isinstance(map_location, (str, torch.device)) else "cpu"
+    try:
+        return load_file(path, device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointReadError(f"cannot read checkpoint {path}: not a safetensors file ({err})") from None
 
 
 def _unwrap(checkpoint: Any) -> Mapping[str, Any]:

@@ -21,19 +21,19 @@ output is 1/4 of the input size. Input sizes the original network accepts give t
 48x160); any other size >= 32x32 is padded internally and the output cropped to
 (ceil(H/4), ceil(W/4)).
 """
-from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from timm.layers import Mlp
+from timm.layers import ClassifierHead, Mlp, register_notrace_function
 from timm.models import build_model_with_cfg, register_model
+from timm.models._features import feature_take_indices
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 from timm.models._registry import generate_default_cfgs
@@ -203,28 +203,8 @@ class MeterViTBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.conv_1x1(self.conv_kxk(x))
-        B, C, H, W = x.shape
-        p = self.patch_size
-        pad_h, pad_w = (-H) % p, (-W) % p
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        h, w = (H + pad_h) // p, (W + pad_w) // p
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        # unfold (B, C, h*p, w*p) -> (B * p*p, h*w, C) and fold back: one copy each way, in
-        # either memory format (channels_last maps come back channels_last)
-        if channels_last:
-            x = x.permute(0, 2, 3, 1).reshape(B, h, p, w, p, C).permute(0, 2, 4, 1, 3, 5)
-        else:
-            x = x.reshape(B, C, h, p, w, p).permute(0, 3, 5, 2, 4, 1)
-        x = self.transformer(x.reshape(B * p * p, h * w, C))
-        x = x.reshape(B, p, p, h, w, C)
-        if channels_last:
-            x = x.permute(0, 3, 1, 4, 2, 5).reshape(B, h * p, w * p, C).permute(0, 3, 1, 2)
-        else:
-            x = x.permute(0, 5, 3, 1, 4, 2).reshape(B, C, h * p, w * p)
-        if pad_h or pad_w:
-            x = x[:, :, :H, :W]
-        x = self.conv_proj(x)
+        tokens = self.transformer(_map_to_tokens(x, self.patch_size))
+        x = self.conv_proj(_tokens_to_map(tokens, x, self.patch_size))
         return self.conv_fusion(torch.cat((x, shortcut), dim=1))
 
 
@@ -242,11 +222,7 @@ class UpsampleBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.upconv(x)
-        if x.shape[-1] != skip.shape[-1]:
-            skip = F.pad(skip, (1, 0))
-        if x.shape[-1] != skip.shape[-1]:
-            skip = F.pad(skip, (0, 1))
-        return self.conv_fusion(torch.cat((x, skip), dim=1))
+        return self.conv_fusion(torch.cat((x, _pad_skip_width(skip, x)), dim=1))
 
 
 class MeterDecoder(nn.Module):
@@ -259,11 +235,11 @@ class MeterDecoder(nn.Module):
             UpsampleBlock(widths[i], widths[i + 1], skip_chs[i]) for i in range(len(widths) - 1)])
         self.conv_out = nn.Conv2d(widths[-1], 1, 3, padding=1, bias=False)
 
-    def forward(self, x: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skips: List[torch.Tensor]) -> torch.Tensor:
         """``skips`` deepest first (stride 16, 8, 4)."""
         x = self.conv_in(x)
-        for block, skip in zip(self.blocks, skips):
-            x = block(x, skip)
+        for i, block in enumerate(self.blocks):
+            x = block(x, skips[i])
         return self.conv_out(x)
 
 
@@ -273,8 +249,9 @@ class MeterDecoder(nn.Module):
 
 def _out_len(n: int, stride: int) -> int:
     """Length after log2(stride) convs of kernel 3, stride 2, padding 1 (each rounds up)."""
-    for _ in range(int(math.log2(stride))):
+    while stride > 1:
         n = (n + 1) // 2
+        stride = stride // 2
     return n
 
 
@@ -289,6 +266,91 @@ def _aligned_size(n: int) -> int:
     while _out_len(n, 4) % 16:
         n += 1
     return n
+
+
+# Shape-dependent steps live in these functions. FX keeps them as leaf calls (timm's
+# ``register_notrace_function`` and ``torch.fx.wrap``), so traced graphs stay valid at every input
+# size; TorchScript compiles them as they are.
+
+
+@register_notrace_function
+def _check_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """``x`` unchanged; ValueError unless it is (B, in_chans, H, W) with H, W >= 32."""
+    shape = "(" + ", ".join([str(n) for n in x.shape]) + ")"
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        raise ValueError(f"METER expects input of shape (B, {in_chans}, H, W), got {shape}")
+    if x.shape[-2] < 32 or x.shape[-1] < 32:  # MIN_INPUT_SIZE (TorchScript reads no globals)
+        raise ValueError(f"METER needs H, W >= 32, got an input of shape {shape}")
+    return x
+
+
+@register_notrace_function
+def _pad_to_aligned(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as is when the original network accepts its size, else replicate-padded bottom/right."""
+    height, width = x.shape[-2], x.shape[-1]
+    if _original_accepts(height, width):
+        return x
+    return F.pad(x, (0, _aligned_size(width) - width, 0, _aligned_size(height) - height), mode="replicate")
+
+
+@register_notrace_function
+def _crop_to_input(depth: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """The depth map of a padded ``image`` cropped to (ceil(H/4), ceil(W/4)); untouched otherwise."""
+    height, width = image.shape[-2], image.shape[-1]
+    if _original_accepts(height, width):
+        return depth
+    return depth[:, :, :_out_len(height, 4), :_out_len(width, 4)]
+
+
+@register_notrace_function
+def _pad_skip_width(skip: torch.Tensor, upsampled: torch.Tensor) -> torch.Tensor:
+    """Zero-pad a narrower skip on the left, then on the right, to the upsampled map's width."""
+    if upsampled.shape[-1] != skip.shape[-1]:
+        skip = F.pad(skip, (1, 0))
+    if upsampled.shape[-1] != skip.shape[-1]:
+        skip = F.pad(skip, (0, 1))
+    return skip
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+@register_notrace_function
+def _map_to_tokens(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B * p*p, h*w, C): the tokens at one position of every p x p patch form one
+    sequence. Odd maps are zero-padded to whole patches. One copy, in either memory format."""
+    B, C, H, W = x.shape
+    pad_h, pad_w = (-H) % patch, (-W) % patch
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    h, w = (H + pad_h) // patch, (W + pad_w) // patch
+    if _is_channels_last(x):
+        x = x.permute(0, 2, 3, 1).reshape(B, h, patch, w, patch, C).permute(0, 2, 4, 1, 3, 5)
+    else:
+        x = x.reshape(B, C, h, patch, w, patch).permute(0, 3, 5, 2, 4, 1)
+    return x.reshape(B * patch * patch, h * w, C)
+
+
+@register_notrace_function
+def _tokens_to_map(tokens: torch.Tensor, like: torch.Tensor, patch: int) -> torch.Tensor:
+    """Inverse of ``_map_to_tokens`` for a map shaped and laid out like ``like`` (cropped back)."""
+    B, _, H, W = like.shape
+    C = tokens.shape[-1]
+    h, w = (H + (-H) % patch) // patch, (W + (-W) % patch) // patch
+    x = tokens.reshape(B, patch, patch, h, w, C)
+    if _is_channels_last(like):
+        x = x.permute(0, 3, 1, 4, 2, 5).reshape(B, h * patch, w * patch, C).permute(0, 3, 1, 2)
+    else:
+        x = x.permute(0, 5, 3, 1, 4, 2).reshape(B, C, h * patch, w * patch)
+    if h * patch != H or w * patch != W:
+        x = x[:, :, :H, :W]
+    return x
+
+
+for _leaf in ("_check_input", "_pad_to_aligned", "_crop_to_input", "_pad_skip_width",
+              "_map_to_tokens", "_tokens_to_map"):
+    torch.fx.wrap(_leaf)
 
 
 class Meter(nn.Module):
@@ -309,6 +371,11 @@ class Meter(nn.Module):
         output_scale: metres per unit of the raw network output (0.01 for the original NYU
             weights, which predict cm; 0.1 for KITTI's dm).
         num_heads, head_dim: attention shape (4 heads of dim 8 in all variants).
+        num_classes: ``None`` (default) for the depth model. An int turns METER into an image
+            classifier / backbone on its encoder, with timm's classifier conventions: the depth
+            decoder is left out, ``forward`` returns logits (``num_classes`` > 0) or pooled
+            stride-32 features (0; unpooled with ``global_pool=''``).
+        global_pool: timm pooling type of the classifier head (``forward_head``).
     """
 
     skip_indices = (2, 5, 7)
@@ -324,6 +391,8 @@ class Meter(nn.Module):
             output_scale: float = 1.0,
             num_heads: int = 4,
             head_dim: int = 8,
+            num_classes: Optional[int] = None,
+            global_pool: str = "avg",
     ):
         super().__init__()
         if len(channels) != 11 or len(dims) != 3 or len(decoder_widths) != 4:
@@ -351,8 +420,14 @@ class Meter(nn.Module):
             vit(c[9], dims[2], mlp_ratios[2]),                  # 10
             ConvBnAct(c[9], c[10], 1),                          # 11
         )
-        self.decoder = MeterDecoder(c[10], decoder_widths, skip_chs=(c[6], c[4], c[2]))
-        self.num_features = c[10]
+        self.num_features = self.head_hidden_size = c[10]
+        self.depth_head = num_classes is None
+        self.num_classes = 0 if num_classes is None else int(num_classes)
+        # the depth model, or timm's classifier head on the stride-32 features (no parameters unless
+        # num_classes > 0, so the depth model's state dict is unchanged)
+        self.decoder = (MeterDecoder(c[10], decoder_widths, skip_chs=(c[6], c[4], c[2]))
+                        if self.depth_head else None)
+        self.head = ClassifierHead(self.num_features, self.num_classes, pool_type=global_pool)
         # last module of each stride: what features_only returns
         self.feature_info = [
             dict(num_chs=c[3], reduction=4, module="encoder.4"),
@@ -360,6 +435,7 @@ class Meter(nn.Module):
             dict(num_chs=c[7], reduction=16, module="encoder.8"),
             dict(num_chs=c[10], reduction=32, module="encoder.11"),
         ]
+        self.stage_ends = [4, 6, 8, 11]  # encoder index of each feature_info level
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -369,23 +445,31 @@ class Meter(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r"^encoder\.0\.", blocks=[(r"^encoder\.(\d+)", None), (r"^decoder", (99,))])
 
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """timm's classifier reset. On the depth model this drops the depth decoder: ``forward`` then
+        returns logits (``num_classes`` > 0) or encoder features (0), as a timm classifier does."""
+        self.num_classes = num_classes
+        self.depth_head = False
+        self.decoder = None
+        self.head.reset(num_classes, global_pool)
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless ``x`` is (B, in_chans, H, W) with H, W >= 32."""
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"METER expects input of shape (B, {self.in_chans}, H, W), "
-                             f"got {tuple(x.shape)}")
-        if x.shape[-2] < MIN_INPUT_SIZE or x.shape[-1] < MIN_INPUT_SIZE:
-            raise ValueError(f"METER needs H, W >= {MIN_INPUT_SIZE}, got an input of shape {tuple(x.shape)}")
+        _check_input(x, self.in_chans)
 
     def forward_encoder(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Encoder output (stride 32) and the skips [stride 4, stride 8, stride 16]."""
-        skips = []
+        skips: List[torch.Tensor] = []
         for i, stage in enumerate(self.encoder):
             if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
                 x = checkpoint(stage, x, use_reentrant=False)
             else:
                 x = stage(x)
-            if i in self.skip_indices:
+            if i == 2 or i == 5 or i == 7:  # skip_indices, spelled out for TorchScript
                 skips.append(x)
         return x, skips
 
@@ -393,21 +477,82 @@ class Meter(nn.Module):
         """Stride-32 encoder features (B, c10, H/32, W/32)."""
         return self.forward_encoder(x)[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        height, width = x.shape[-2:]
-        pad_h = pad_w = 0
-        if not _original_accepts(height, width):
-            pad_h = _aligned_size(height) - height
-            pad_w = _aligned_size(width) - width
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        x, skips = self.forward_encoder(x)
-        x = self.decoder(x, skips[::-1])
-        if pad_h or pad_w:
-            x = x[:, :, :_out_len(height, 4), :_out_len(width, 4)]
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """timm's head on ``forward_features`` output: pooled features (``pre_logits``) or logits."""
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward_depth(self, x: torch.Tensor) -> torch.Tensor:
+        """Depth in metres (B, 1, H/4, W/4); padded and cropped at sizes the original rejects."""
+        decoder = self.decoder
+        if decoder is None:
+            raise RuntimeError("this METER has no depth decoder (built with num_classes, or after "
+                               "reset_classifier)")
+        image = _check_input(x, self.in_chans)
+        x, skips = self.forward_encoder(_pad_to_aligned(image))
+        x = _crop_to_input(decoder(x, skips[::-1]), image)
         if self.output_scale != 1.0:
             x = x * self.output_scale
         return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.decoder is None:
+            return self.forward_head(self.forward_features(x))
+        return self.forward_depth(x)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """timm's feature API: the ``feature_info`` levels (stride 4, 8, 16, 32) of the encoder.
+
+        Args:
+            indices: levels to return: the last n (int) or a list of level indices (all by default).
+            norm: unused (METER has no final norm); accepted for timm compatibility.
+            stop_early: stop the encoder after the last requested level.
+            output_fmt: only ``"NCHW"``.
+            intermediates_only: return only the list of intermediates.
+        Returns:
+            ``(final stride-32 features, intermediates)`` or the intermediates alone.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"METER's forward_intermediates supports output_fmt 'NCHW' only, got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stage_ends), indices)
+        take_stages = [self.stage_ends[i] for i in take_indices]
+        last_stage = self.stage_ends[max_index] if stop_early or intermediates_only else len(self.encoder) - 1
+        intermediates: List[torch.Tensor] = []
+        for i, stage in enumerate(self.encoder):
+            if i > last_stage:
+                break
+            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+                x = checkpoint(stage, x, use_reentrant=False)
+            else:
+                x = stage(x)
+            if i in take_stages:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the encoder stages after the last requested level, and with ``prune_head`` the depth
+        decoder and the classifier head; returns the kept level indices."""
+        take_indices, max_index = feature_take_indices(len(self.stage_ends), indices)
+        self.encoder = self.encoder[:self.stage_ends[max_index] + 1]
+        if prune_head:
+            self.decoder = None
+            self.depth_head = False
+            self.reset_classifier(0, "")
+        return take_indices
 
     @torch.no_grad()
     def fuse(self, channels_last: bool = True) -> "Meter":
@@ -455,16 +600,28 @@ def load_meter_weights(model: nn.Module, path: str) -> nn.Module:
 
 @dataclasses.dataclass
 class MeterPretrainedCfg(PretrainedCfg):
-    """timm's pretrained config plus the unit of the weights' raw output (``m``, ``dm``, ``cm``, ``mm``)."""
+    """timm's pretrained config plus the unit of the weights' raw output (``m``, ``dm``, ``cm``, ``mm``).
+
+    ``weights_published`` is False while ``hf_hub_id`` is only a placeholder (the id the weights will
+    have once uploaded): asking for them then raises an error saying how to pass a local file.
+    """
     depth_unit: str = "m"
+    weights_published: bool = False
+    num_classes: Optional[int] = None  # None: the depth model (timm's default, 1000, would build a classifier)
+
+
+#: the hub repository the converted weights are meant for (placeholder until published)
+HUB_ORG = "meter-timm"
+#: file names of timm's hub layout, in the order they are looked for in a folder
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _cfg(**kwargs) -> MeterPretrainedCfg:
     cfg = dict(
-        num_classes=0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        num_classes=None, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
         interpolation="bilinear", crop_pct=1.0, crop_mode="squash", fixed_input_size=False,
         min_input_size=(3, MIN_INPUT_SIZE, MIN_INPUT_SIZE), first_conv="encoder.0.spatial",
-        classifier=None, pool_size=None, license="see github.com/lorenzopapa5/METER",
+        classifier=None, license="see github.com/lorenzopapa5/METER",
         paper_name="METER: a mobile vision transformer architecture for monocular depth estimation",
         origin_url="https://github.com/lorenzopapa5/METER",
     )
@@ -472,23 +629,55 @@ def _cfg(**kwargs) -> MeterPretrainedCfg:
     return MeterPretrainedCfg(**cfg)
 
 
-_NYU = dict(input_size=(3, 192, 256), depth_unit="cm", description="NYU Depth V2; raw output in cm")
-_KITTI = dict(input_size=(3, 192, 636), depth_unit="dm", description="KITTI Eigen; raw output in dm")
+# pool_size: the stride-32 feature map at input_size
+_NYU = dict(input_size=(3, 192, 256), pool_size=(6, 8), depth_unit="cm",
+            description="NYU Depth V2; raw output in cm")
+_KITTI = dict(input_size=(3, 192, 636), pool_size=(6, 20), depth_unit="dm",
+              description="KITTI Eigen; raw output in dm")
+
+def _tagged_cfg(name: str, dataset_cfg: Dict[str, Any], author_file: str) -> MeterPretrainedCfg:
+    # the hub id makes timm list the tag (list_pretrained); the authors' file name says what to pass
+    return _cfg(**dataset_cfg, hf_hub_id=f"{HUB_ORG}/{name}", notes=(f"weights file: models/{author_file}",))
+
 
 default_cfgs = generate_default_cfgs({
-    "meter_xxs.nyu": _cfg(**_NYU, notes=("weights file: models/build_model_best_nyu_xxs",)),
-    "meter_xxs.kitti": _cfg(**_KITTI, notes=("weights file: models/build_model_best_kitti_xxs",)),
-    "meter_xs.nyu": _cfg(**_NYU, notes=("weights file: models/build_model_best_nyu_xs",)),
-    "meter_xs.kitti": _cfg(**_KITTI, notes=("weights file: models/build_model_best_kitti_xs",)),
-    "meter_s.nyu": _cfg(**_NYU, notes=("weights file: models/build_model_best_nyu_s",)),
-    "meter_s.kitti": _cfg(**_KITTI, notes=("weights file: models/build_model_best_kitti_s",)),
+    "meter_xxs.nyu": _tagged_cfg("meter_xxs.nyu", _NYU, "build_model_best_nyu_xxs"),
+    "meter_xxs.kitti": _tagged_cfg("meter_xxs.kitti", _KITTI, "build_model_best_kitti_xxs"),
+    "meter_xs.nyu": _tagged_cfg("meter_xs.nyu", _NYU, "build_model_best_nyu_xs"),
+    "meter_xs.kitti": _tagged_cfg("meter_xs.kitti", _KITTI, "build_model_best_kitti_xs"),
+    "meter_s.nyu": _tagged_cfg("meter_s.nyu", _NYU, "build_model_best_nyu_s"),
+    "meter_s.kitti": _tagged_cfg("meter_s.kitti", _KITTI, "build_model_best_kitti_s"),
 })
+
+
+def resolve_weights_file(path: Union[str, Path]) -> Path:
+    """``path`` itself, or for a folder in timm's hub layout its ``model.safetensors`` (or
+    ``pytorch_model.bin``); FileNotFoundError naming what is missing."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for name in HUB_WEIGHT_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"no weights in folder {path}: expected {' or '.join(HUB_WEIGHT_FILES)}")
+    return path
+
+
+def _meter_pretrained_cfg(cfg: Any) -> Any:
+    """A config dict (e.g. from a hub ``config.json``) as a MeterPretrainedCfg, so that timm keeps
+    ``depth_unit``; ValueError naming unknown keys."""
+    if not isinstance(cfg, dict):
+        return cfg
+    known = {f.name for f in dataclasses.fields(MeterPretrainedCfg)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"pretrained config: unknown keys {unknown}")
+    return MeterPretrainedCfg(**cfg)
 
 
 def _create_meter(variant: str, pretrained: bool = False, **kwargs) -> Meter:
     pretrained_cfg = resolve_pretrained_cfg(
         variant,
-        pretrained_cfg=kwargs.pop("pretrained_cfg", None),
+        pretrained_cfg=_meter_pretrained_cfg(kwargs.pop("pretrained_cfg", None)),
         pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
     )
     unit = getattr(pretrained_cfg, "depth_unit", "m")
@@ -498,13 +687,17 @@ def _create_meter(variant: str, pretrained: bool = False, **kwargs) -> Meter:
     kwargs.setdefault("output_scale", DEPTH_UNIT_SCALE[unit])
     if pretrained and pretrained_cfg.state_dict is None:
         if pretrained_cfg.file:
-            # load here (weights_only=True, mmengine checkpoints included) instead of timm's loader
-            state_dict = load_checkpoint_file(pretrained_cfg.file)
-            pretrained_cfg = dataclasses.replace(pretrained_cfg, state_dict=state_dict)
-        elif not (pretrained_cfg.url or pretrained_cfg.hf_hub_id):
+            # load here (weights_only=True or safetensors, mmengine checkpoints and hub folders
+            # included) instead of timm's loader
+            state_dict = load_checkpoint_file(resolve_weights_file(pretrained_cfg.file))
+            pretrained_cfg = dataclasses.replace(pretrained_cfg, state_dict=state_dict, source="")
+        elif pretrained_cfg.source != "hf-hub" and not pretrained_cfg.url and (
+                not pretrained_cfg.hf_hub_id or not pretrained_cfg.weights_published):
             raise ValueError(
-                f"{variant}.{pretrained_cfg.tag}: no weights are downloadable; pass a local file with "
-                f"pretrained_cfg_overlay=dict(file=PATH) ({', '.join(pretrained_cfg.notes or ())})")
+                f"{variant}.{pretrained_cfg.tag}: no published weights yet (hub id "
+                f"{pretrained_cfg.hf_hub_id or 'none'} is a placeholder); pass a local file with "
+                f"pretrained_cfg_overlay=dict(file=PATH) ({', '.join(pretrained_cfg.notes or ())}, or a "
+                f"folder written by `meter-timm convert`)")
     model = build_model_with_cfg(
         Meter,
         variant,
@@ -512,7 +705,6 @@ def _create_meter(variant: str, pretrained: bool = False, **kwargs) -> Meter:
         pretrained_cfg=pretrained_cfg,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
-        kwargs_filter=("num_classes",),
         **kwargs,
     )
     # don't keep a second reference to the loaded tensors in the config
