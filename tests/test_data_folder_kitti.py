@@ -173,3 +173,25 @@ def test_80m_cap_and_garg_crop_in_the_metric():
     pred[250:300] = 1000.0
     errors = evaluate_depth(pred, gt, max_depth=80.0, crop_type="garg_crop")
     assert errors["abs_rel"] == pytest.approx((40 * 0.1 + 50 * 1.0) / 90)
+
+
+NYU_WEIGHTS = SHARED_SAMPLE.parents[1] / "weights" / "meter" / "build_model_best_nyu_xxs"
+
+
+@pytest.mark.skipif(not (SHARED_SAMPLE / "nyu2_test.csv").is_file() or not NYU_WEIGHTS.is_file(),
+                    reason="../shared sample or METER NYU weights not available")
+def test_eval_cli_on_folder_data_matches_the_nyu_reader(tmp_path):
+    from meter_timm.cli import main
+
+    common = ["eval", "meter_xxs.nyu", "--weights", str(NYU_WEIGHTS), "--data", str(SHARED_SAMPLE)]
+    assert main([*common, "--json", str(tmp_path / "nyu.json")]) == 0
+    assert main([*common, "--json", str(tmp_path / "folder.json"), "--depth-scale", "0.001",
+                 "--image-suffix", "_colors"]) == 0
+    import json
+
+    nyu = json.loads((tmp_path / "nyu.json").read_text())
+    folder = json.loads((tmp_path / "folder.json").read_text())
+    assert folder == pytest.approx(nyu, rel=1e-6)  # depth scaled in float64 vs float32
+    assert nyu["abs_rel"] == pytest.approx(0.1763, abs=5e-5)  # the README's figure
+    # folder options without --depth-scale are refused, naming the options
+    assert main([*common, "--image-suffix", "_colors"]) == 2

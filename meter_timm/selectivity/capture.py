@@ -81,7 +81,7 @@ class LayerLayout:
 
     def __init__(self, model: nn.Module, name: str) -> None:
         self.name = name
-        self.declared_fmt = "NCHW"
+        self.declared_fmt = None
         self.num_prefix_tokens = None
         self.patch_size = None
         root = unwrap_model(model)
@@ -89,13 +89,14 @@ class LayerLayout:
         for depth in range(len(parts), -1, -1):  # the layer itself, then its ancestors
             module = root.get_submodule(".".join(parts[:depth])) if depth else root
             fmt = getattr(module, "output_fmt", None)
-            if fmt is not None and self.declared_fmt == "NCHW":
+            if fmt is not None and self.declared_fmt is None:  # the nearest declaration wins
                 self.declared_fmt = str(getattr(fmt, "value", fmt)).upper()
             prefix = getattr(module, "num_prefix_tokens", None)
             if self.num_prefix_tokens is None and isinstance(prefix, int):
                 self.num_prefix_tokens = prefix
                 patch = getattr(getattr(module, "patch_embed", None), "patch_size", None)
                 self.patch_size = tuple(patch) if isinstance(patch, (tuple, list)) else patch
+        self.declared_fmt = self.declared_fmt or "NCHW"
 
     def unit_axis(self, output: torch.Tensor, image_size=None) -> int:
         """The axis of ``output`` that holds the units (1 for NCHW, -1 for NHWC and tokens)."""
