@@ -197,8 +197,12 @@ class AblationResult:
             limit = np.nanmax(np.abs(data)) if np.isfinite(data).any() else 1.0
             image = ax.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
                               origin="lower")
-            ax.set_xlabel("depth bin (error measured)")
-            ax.set_ylabel("ablated group (units assigned to bin)")
+            if len(self.edges) <= 17:  # label the bins with their depth range
+                labels = [f"{a:.3g}-{b:.3g}" for a, b in zip(self.edges[:-1], self.edges[1:])]
+                ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
+                ax.set_yticks(range(len(labels)), labels, fontsize=7)
+            ax.set_xlabel("depth bin in m (error measured)")
+            ax.set_ylabel("ablated group (its units' bin)")
             ax.set_title(f"{self.layer}: {title}", fontsize=9)
             fig.colorbar(image, ax=ax, label="change of abs_rel")
         path = Path(path)
