@@ -111,3 +111,31 @@ def test_ablate_unknown_layer_is_one_line(folder_data, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("meter-timm ablate: error: layer 'encoder.66' not found")
+
+
+def test_ablate_uses_the_learned_assignment_stored_with_the_weights(folder_data, tmp_path):
+    config = tmp_path / "sel_learned.py"
+    config.write_text(
+        "model = dict(type='DepthEstimator', backbone=dict(name='meter_xxs', pretrained=False),\n"
+        "             selectivity=dict(type='SelectivityLoss', lam=1.0, layers=[\n"
+        "                 dict(name='encoder.6', num_bins=6, strategy='learned')]))\n")
+    from mmengine.config import Config
+
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(str(config)).model)
+    for _ in range(3):  # observe, refit: the strategy fits its edges, then its assignment
+        for _ in range(2):
+            model.loss(torch.randn(1, 3, 64, 96),
+                       [DepthDataSample(gt_depth=torch.rand(1, 64, 96) ** 2 * 9 + 0.5)])
+        model.selectivity.refit()
+    trained = model.selectivity.strategy("encoder.6")
+    assert not torch.equal(trained.assignment(), eq2_assignment(48, 6))  # else the test proves nothing
+    weights = tmp_path / "trained.pth"
+    torch.save({"state_dict": model.state_dict()}, weights)
+
+    assert main(["ablate", str(config), "--weights", str(weights), "--data", str(folder_data),
+                 "--out", str(tmp_path), *COMMON]) == 0
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    assert report["meta"]["strategy"] == "learned"
+    assert report["assignment"] == trained.assignment().tolist()
+    assert report["edges"] == pytest.approx(trained.edges().tolist())
