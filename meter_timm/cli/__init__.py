@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("ablate", "silence the units of each depth bin and measure the per-bin error change"),
     "strategies": ("strategies", "list the depth-bin assignment strategies and their plugins"),
     "make-data": ("make_data", "write the built-in procedural indoor data set as NYU h5 files"),
+    "export": ("export", "export a model to ONNX (dynamic batch), checked in ONNX Runtime"),
+    "convert": ("convert", "write weights in timm's hub layout (model.safetensors + config.json)"),
 }
 
 

@@ -1,0 +1,106 @@
+"""Deployment: ONNX export run in ONNX Runtime against PyTorch, and weights in timm's hub layout.
+
+The ONNX tests need the ``export`` extra (CI installs it) and use the authors' NYU xxs weights when
+../shared holds them, random weights otherwise. About 25 s on 2 cores (two exports).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from meter_timm.cli import main
+from meter_timm.deploy import build_model, export_onnx, run_onnx, save_hub_folder
+
+NYU_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "meter" / "build_model_best_nyu_xxs"
+
+
+@pytest.fixture
+def weights_file(tmp_path) -> Path:
+    """The authors' NYU xxs file, or a state dict of random weights (non-trivial BN statistics)."""
+    if NYU_WEIGHTS.is_file():
+        return NYU_WEIGHTS
+    torch.manual_seed(0)
+    model = timm.create_model("meter_xxs.nyu")
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "random_xxs.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def test_export_cli_onnx_runtime_matches_pytorch(weights_file, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "meter_xxs_nyu.onnx"
+    assert main(["export", "meter_xxs.nyu", "--weights", str(weights_file), "--onnx", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "['batch', 3, 192, 256]" in printed and "(ok 1e-4)" in printed
+    model = build_model("meter_xxs.nyu", weights_file)
+    g = torch.Generator().manual_seed(1)
+    for batch in (1, 4):  # the batch is dynamic
+        x = torch.randn(batch, 3, 192, 256, generator=g)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = run_onnx(out, x.numpy())
+        assert got.shape == (batch, 1, 48, 64)
+        assert _relative(got, ref) <= 1e-4
+    if weights_file == NYU_WEIGHTS:  # real depth in metres, not a degenerate output
+        assert 0.5 < float(np.median(got)) < 10.0
+
+
+def test_export_fused_model_at_a_padded_size(weights_file, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = build_model("meter_xxs.nyu", weights_file)
+    fused = build_model("meter_xxs.nyu", weights_file).fuse(channels_last=False)
+    info = export_onnx(fused, tmp_path / "fused.onnx", 70, 90)  # padded to 93x125 inside, cropped back
+    assert info["input_shape"] == ["batch", 3, 70, 90] and info["output_shape"] == ["batch", 1, 18, 23]
+    assert info["opset"] >= 17
+    x = torch.randn(2, 3, 70, 90, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = model(x).numpy()  # the unfused eager model
+    assert _relative(run_onnx(info["path"], x.numpy()), ref) <= 1e-4
+
+
+def test_convert_writes_timm_hub_layout(weights_file, tmp_path, capsys):
+    out = tmp_path / "hub"
+    assert main(["convert", str(weights_file), "--model", "meter_xxs.nyu", "--out", str(out)]) == 0
+    assert "local-dir:" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "meter_xxs"
+    assert config["pretrained_cfg"]["depth_unit"] == "cm" and config["pretrained_cfg"]["tag"] == "nyu"
+    assert "num_classes" not in config  # would turn the depth model into a backbone on loading
+    # safetensors: a JSON header and raw tensors, no pickle
+    raw = (out / "model.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    assert json.loads(raw[8:8 + header_len])["encoder.0.spatial.weight"]["shape"] == [16, 3, 3, 3]
+    original = build_model("meter_xxs.nyu", weights_file)
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        ref = original(x)
+        for model in (timm.create_model(f"local-dir:{out}", pretrained=True),
+                      build_model("meter_xxs.nyu", out),                          # the folder
+                      build_model("meter_xxs.nyu", out / "model.safetensors")):   # the file
+            assert model.output_scale == 0.01
+            assert torch.equal(model.eval()(x), ref)
+    # a hub folder without weights names what it expected
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        build_model("meter_xxs.nyu", tmp_path / "empty")
+
+
+def test_save_hub_folder_keeps_a_custom_output_scale(tmp_path):
+    model = timm.create_model("meter_xxs.nyu", output_scale=0.5).eval()
+    save_hub_folder(model, tmp_path)
+    assert timm.create_model(f"local-dir:{tmp_path}", pretrained=True).output_scale == 0.5
