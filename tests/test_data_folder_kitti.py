@@ -97,7 +97,7 @@ def test_folder_dataset_reads_the_real_nyu_sample_like_the_nyu_reader():
         assert torch.equal(a["inputs"], b["inputs"])
 
 
-def _kitti_fixture(root: Path) -> tuple[Path, Path]:
+def _kitti_fixture(root: Path) -> tuple[Path, Path, Path]:
     images, gt = root / "raw", root / "gt"
     drive = "2011_09_26/2011_09_26_drive_0002_sync"
     _rgb(images / drive / "image_02" / "data" / "0000000069.png", 6, 20, 0)
@@ -195,3 +195,41 @@ def test_eval_cli_on_folder_data_matches_the_nyu_reader(tmp_path):
     assert nyu["abs_rel"] == pytest.approx(0.1763, abs=5e-5)  # the README's figure
     # folder options without --depth-scale are refused, naming the options
     assert main([*common, "--image-suffix", "_colors"]) == 2
+
+
+def test_kitti_test_config_end_to_end(tmp_path):
+    """mm_configs/meter/meter-xxs_kitti-192x636_test.py through `meter-timm test`, on fixture
+    frames with random METER weights, equals evaluating the same model directly with the Garg
+    crop and the 80 m cap."""
+    import json
+
+    from meter_timm.cli import main
+    from meter_timm.cli.evaluate import evaluate
+    from meter_timm.mm.model import DepthEstimator
+
+    images, gt, split = _kitti_fixture(tmp_path)
+    torch.manual_seed(0)
+    model = DepthEstimator(backbone=dict(name="meter_xxs.kitti", pretrained=False))
+    with torch.no_grad():  # untrained output ~1e-4 m: scale it into metres
+        model.backbone.decoder.conv_out.weight.mul_(1e5)
+    weights = tmp_path / "w.pth"
+    torch.save(model.state_dict(), weights)
+    config = Path(__file__).resolve().parents[1] / "mm_configs/meter/meter-xxs_kitti-192x636_test.py"
+    assert main(["test", str(config), "--checkpoint", str(weights), "--work-dir", str(tmp_path / "w"),
+                 "--json", str(tmp_path / "m.json"), "--cfg-options",
+                 f"test_dataloader.dataset.data_root={images}",
+                 f"test_dataloader.dataset.depth_root={gt}",
+                 f"test_dataloader.dataset.split_file={split}", "test_dataloader.num_workers=0"]) == 0
+    via_config = json.loads((tmp_path / "m.json").read_text())
+
+    ds = KITTIDepthDataset(str(images), split_file=str(split), depth_root=str(gt), test_mode=True,
+                           pipeline=[dict(type="ResizeDepth", scale=(192, 636), resize_depth=False),
+                                     dict(type="PackDepthInputs")])
+    direct = evaluate(model, ds, metric=DepthMetric(max_depth_eval=80.0, crop_type="garg_crop"),
+                      progress=False)
+    assert via_config == pytest.approx(direct, rel=1e-6)
+    assert 0 < via_config["abs_rel"] < 10
+    # the Garg crop and the 80 m cap matter on these frames: without them the numbers differ
+    loose = evaluate(model, ds, metric=DepthMetric(max_depth_eval=100.0, crop_type=None),
+                     progress=False)
+    assert loose["abs_rel"] != pytest.approx(direct["abs_rel"], rel=1e-3)
