@@ -139,3 +139,15 @@ def test_ablate_uses_the_learned_assignment_stored_with_the_weights(folder_data,
     assert report["meta"]["strategy"] == "learned"
     assert report["assignment"] == trained.assignment().tolist()
     assert report["edges"] == pytest.approx(trained.edges().tolist())
+
+
+def test_ablate_a_transformer_layer(folder_data, tmp_path):
+    """Token outputs of a ViT block: 192 units in groups, the run goes through."""
+    torch.manual_seed(0)
+    code = main(["ablate", "vit_tiny_patch16_224", "--features-only", "--model-arg",
+                 "img_size=(64,96)", "--model-arg", "depth=3", "--layer", "model.blocks.1",
+                 "--data", str(folder_data), "--out", str(tmp_path), "--bins", "4",
+                 "--random-draws", "1", "--input-size", "64", "96", "--depth-scale", "0.001"])
+    assert code == 0
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    assert report["group_sizes"] == [48, 48, 48, 48]

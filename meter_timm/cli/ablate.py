@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (heatmap)")
     parser.add_argument("--features-only", action="store_true",
                         help="MODEL is a timm backbone + the light decoder")
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="timm keyword argument of MODEL (repeatable), e.g. img_size=(192,256)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
     parser.add_argument("--limit", type=int, help="use only the first N images")
@@ -58,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_folder_arguments(parser)
 
 
-def build_model(spec: str, weights: str | None, features_only: bool):
+def build_model(spec: str, weights: str | None, features_only: bool, timm_kwargs: dict | None = None):
     """A DepthEstimator from a timm name or a config's ``model``, with the weights loaded."""
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
     from meter_timm.mm.model import DepthEstimator, load_weights
@@ -69,9 +71,11 @@ def build_model(spec: str, weights: str | None, features_only: bool):
 
         if not Path(spec).is_file():
             raise FileNotFoundError(f"config file not found: {spec}")
+        if timm_kwargs:
+            raise ValueError("--model-arg applies to a timm model name, not to a config")
         model = MODELS.build(Config.fromfile(spec).model)
     else:
-        backbone = dict(name=spec, pretrained=False)
+        backbone = dict(name=spec, pretrained=False, **(timm_kwargs or {}))
         if features_only:
             backbone["features_only"] = True
         model = DepthEstimator(backbone=backbone)
@@ -122,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     if args.random_draws < 0:
         raise ValueError(f"--random-draws must be >= 0, got {args.random_draws}")
     params = _parse_params(args.strategy_param)
-    model = build_model(args.model, args.weights, args.features_only).to(args.device).eval()
+    model = build_model(args.model, args.weights, args.features_only,
+                        _parse_params(args.model_arg)).to(args.device).eval()
     capture = LayerCapture(model.backbone, [args.layer], detach_outputs=True)  # checks the name
     dataset = build_dataset(
         args, [dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
