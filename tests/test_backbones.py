@@ -91,6 +91,6 @@ def test_token_layer_with_wrong_prefix_count_is_an_error():
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=(H, W),
                               depth=2, num_classes=0)
     model.num_prefix_tokens = 5  # lies about its tokens: 193 - 5 is no 12x16 grid
-    with LayerCapture(model, ["blocks.1"]) as capture:
+    with LayerCapture(model, ["blocks.1"]):
         with pytest.raises(ValueError, match=r"blocks\.1.*patch grid"):
             model(torch.randn(1, 3, H, W))
