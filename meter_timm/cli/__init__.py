@@ -36,7 +36,10 @@ def build_parser(commands: dict[str, tuple[str, str]] = COMMANDS) -> argparse.Ar
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if not argv or argv[0].startswith("-") or argv[0] not in COMMANDS:
+    if not argv:  # `meter-timm` / `python -m meter_timm` alone: the help
+        parser.print_help()
+        return 0
+    if argv[0].startswith("-") or argv[0] not in COMMANDS:
         parser.parse_args(argv)  # prints help / the error and exits
         return 2
     name = argv[0]
