@@ -25,8 +25,9 @@ FAMILIES = {
     # two prefix tokens (class + distillation)
     "deit": ("deit_tiny_distilled_patch16_224", dict(img_size=(H, W)), "model.blocks.10", 1,
              (192, 12, 16)),
-    # NHWC stage outputs
-    "swin": ("swin_tiny_patch4_window7_224", dict(img_size=(H, W)), "layers_2", 2, (384, 12, 16)),
+    # NHWC stage outputs (one block per stage keeps it fast)
+    "swin": ("swin_tiny_patch4_window7_224", dict(img_size=(H, W), depths=(1, 1, 1, 1)), "layers_2",
+             2, (384, 12, 16)),
     "mambaout": ("mambaout_femto", {}, "stages_2", 2, (192, 12, 16)),
     # METER: a depth model (no features_only), the seed's layer 6
     "meter": ("meter_xxs", {}, "encoder.6", None, (48, 24, 32)),
