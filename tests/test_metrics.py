@@ -95,3 +95,42 @@ def test_metric_subset_and_bad_name():
     assert set(metric.evaluate(1)) == {"rmse", "d1"}
     with pytest.raises(ValueError, match=r"unknown metric\(s\) \['delta1'\]"):
         DepthMetric(depth_metrics=["delta1"])
+
+
+def test_undefined_metrics_are_null_with_a_warning_naming_the_images(capsys):
+    import json
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    from meter_timm.mm.metrics import format_table, metrics_to_json
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    MMLogger.get_current_instance().addHandler(handler)
+    try:
+        metric = DepthMetric(crop_type=None)
+        metric.process(None, [dict(pred_depth=torch.ones(1, 2, 2), gt_depth=torch.zeros(1, 2, 2),
+                                   img_path="rooms/a.png"),
+                              dict(pred_depth=torch.ones(1, 2, 2), gt_depth=torch.full((1, 2, 2), 50.0),
+                                   img_path="rooms/b.png")])
+        result = metric.evaluate(2)
+        # one image valid but predicted NaN: the averages are undefined too
+        nan_metric = DepthMetric(crop_type=None)
+        nan_metric.process(None, [dict(pred_depth=torch.full((1, 2, 2), float("nan")),
+                                       gt_depth=torch.full((1, 2, 2), 2.0), img_path="rooms/c.png")])
+        nan_result = nan_metric.evaluate(1)
+    finally:
+        MMLogger.get_current_instance().removeHandler(handler)
+    assert all(value is None for value in result.values()) and list(result) == list(DEPTH_METRICS)
+    assert all(value is None for value in nan_result.values())
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert any("2 of 2 image(s) have no valid ground-truth pixel" in m and "rooms/a.png" in m
+               and "rooms/b.png" in m for m in warnings), warnings
+    assert any("non-finite" in m and "rooms/c.png" in m for m in warnings), warnings
+    # strict JSON: null, never a bare NaN (json.loads would accept NaN; allow none)
+    text = metrics_to_json({**result, "extra": float("inf")})
+    loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    assert loaded["abs_rel"] is None and loaded["extra"] is None
+    assert "n/a" in format_table(result)

@@ -150,16 +150,27 @@ def test_failing_plugins_are_skipped_with_a_warning(fake_distribution):
     assert "uniform" in table  # built-ins unaffected
 
 
-def test_duplicate_strategy_names_name_both_plugins():
-    pm = new_plugin_manager(autoload=False)
-
+def test_a_plugin_shadowing_a_builtin_is_reported_once_and_ignored():
     class FakeUniform(ConstantStrategy):
         name = "uniform"
 
-    pm.register(InMemoryPlugin(FakeUniform), name="shadowing-plugin")
-    with pytest.raises(PluginError, match=r"'uniform' is registered twice.*"
-                                          r"meter_timm\.strategies\.builtin.*shadowing-plugin"):
-        strategy_table(pm)
+    # the plugin registered before the built-ins: the built-in still wins
+    pm = plugins.PluginManager()
+    pm.register(InMemoryPlugin(FakeUniform, ConstantStrategy), name="shadowing-plugin")
+    pm.register(importlib.import_module("meter_timm.strategies.builtin"), name="meter_timm.strategies.builtin")
+    with pytest.warns(PluginLoadWarning, match=r"ignoring strategy 'uniform' of plugin 'shadowing-plugin'.*"
+                                               r"meter_timm\.strategies\.builtin.*kept") as caught:
+        table = strategy_table(pm)
+    assert len([w for w in caught if "shadowing-plugin" in str(w.message)]) == 1
+    assert table["uniform"].plugin == "meter_timm.strategies.builtin"
+    assert table["test-constant"].plugin == "shadowing-plugin"  # its other strategy is kept
+    # unrelated runs are unaffected, and the warning is not repeated
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        strategy = create_strategy("log", 8, 4, pm=pm)
+        assert strategy_table(pm)["uniform"].cls is not FakeUniform
+    assert strategy.name == "log"
 
 
 def test_registering_a_non_strategy_names_the_plugin():

@@ -137,4 +137,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{report.meta['num_images']} images, {args.bins} bins ({args.strategy}), "
           f"depth ({args.min_depth}, {args.max_depth}] m")
     print(report.format_summary())
+    if not any(sum(layer["counts"]) > 0 for layer in report.layers.values()):
+        raise ValueError(f"no depth pixel of {args.data} lies in ({args.min_depth}, {args.max_depth}] m: "
+                         "every bin is empty, so the report holds no selectivity")
     return 0

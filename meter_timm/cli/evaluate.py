@@ -4,7 +4,6 @@ upsample bilinearly to the ground truth, clamp to [min, max], Eigen crop, per-im
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from meter_timm.cli._data import DATA_HELP, add_folder_arguments, build_dataset
@@ -55,7 +54,7 @@ def evaluate(model, dataset, batch_size: int = 8, num_workers: int = 0, device: 
 
 def run(args: argparse.Namespace) -> int:
     import meter_timm.mm  # noqa: F401
-    from meter_timm.mm.metrics import DepthMetric, format_table
+    from meter_timm.mm.metrics import DepthMetric, format_table, metrics_to_json
     from meter_timm.mm.model import DepthEstimator, load_weights
 
     backbone = dict(name=args.model, pretrained=False)
@@ -77,5 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(dict(metrics), indent=2) + "\n")
+        out.write_text(metrics_to_json(metrics))  # undefined metrics are null
+    if all(value is None for value in metrics.values()):
+        raise ValueError(f"no metric could be computed on {args.data}: no image has a valid ground-truth "
+                         f"pixel ({args.min_depth} < depth < {args.max_depth} m inside the crop) or every "
+                         "prediction is non-finite (see the warning above)")
     return 0

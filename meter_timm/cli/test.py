@@ -6,7 +6,6 @@ backbone (e.g. the METER authors' files); both are read with ``weights_only=True
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -15,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("config", help="mmengine config file")
     parser.add_argument("--checkpoint", required=True, help="weights: mmengine checkpoint or raw state dict")
-    parser.add_argument("--data", help="override test_dataloader.dataset.data_root (csv, h5 folder or .mat)")
+    parser.add_argument("--data", help="override test_dataloader.dataset.data_root (NYU: csv, h5 folder "
+                                       "or .mat; or the folder of a DepthFolderDataset / KITTI images)")
     parser.add_argument("--work-dir", help="folder for logs (default: work_dirs/<config name>)")
     parser.add_argument("--json", help="also write the metrics to this JSON file")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from mmengine.config import Config
 
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
-    from meter_timm.mm.metrics import format_table
+    from meter_timm.mm.metrics import format_table, metrics_to_json
     from meter_timm.mm.model import load_weights
     from meter_timm.mm.runner import MeterRunner
 
@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         dataset = cfg.test_dataloader.dataset
         dataset.data_root = args.data
-        dataset.data_format = "auto"
-        dataset.pop("subdir", None)
+        if str(dataset.get("type", "")).endswith("NYUDepthDataset"):  # any NYU layout
+            dataset.data_format = "auto"
+            dataset.pop("subdir", None)
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / config.stem)
     cfg.load_from = None  # weights are loaded below, weights_only=True
@@ -60,14 +61,14 @@ def run(args: argparse.Namespace) -> int:
     kind = load_weights(model, args.checkpoint)
     runner.logger.info(f"loaded {args.checkpoint} into the {kind}")
     metrics = runner.test()
-    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics = {k: None if v is None else float(v) for k, v in metrics.items()}
     from mmengine.dist import is_main_process
 
     if is_main_process():
         print(format_table(metrics))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+            Path(args.json).write_text(metrics_to_json(metrics))  # undefined metrics are null
     from meter_timm.distributed import exit_process_group
 
     exit_process_group(0)  # under torchrun: leaves here (see meter_timm.distributed)

@@ -1,6 +1,9 @@
 """Depth metrics of the standard NYU protocol (names as in OpenMMLab's DepthMetric)."""
 from __future__ import annotations
 
+import json
+import logging
+import math
 from collections import OrderedDict
 from typing import Sequence
 
@@ -102,7 +105,8 @@ class DepthMetric(BaseMetric):
     Each processed sample must carry ``pred_depth`` and ``gt_depth`` (``(1, H, W)`` metres); the
     prediction is upsampled bilinearly to the ground truth's size. The results list holds one
     entry per image, so mmengine's collection across processes averages exactly as one process.
-    Images without a valid pixel are skipped (and counted in the log).
+    Images without a valid pixel are left out with a warning naming them; a metric with no valid
+    image (or with non-finite predictions) is None.
     """
 
     default_prefix = ""  # metric keys stay "rmse", "d1", ... in logs and JSON
@@ -129,25 +133,61 @@ class DepthMetric(BaseMetric):
                 raise KeyError("DepthMetric: each data sample needs 'pred_depth' and 'gt_depth'")
             errors = evaluate_depth(pred.detach().cpu(), gt.detach().cpu(), self.min_depth_eval,
                                     self.max_depth_eval, self.crop_type)
+            name = get("img_path") or get("sample_idx")
+            name = str(name) if name is not None else f"image {len(self.results)}"
             if errors is None:
-                self.results.append(None)
+                self.results.append({_NO_VALID_PIXEL: name})
             else:
-                self.results.append({k: errors[k] for k in self.metric_names})
+                self.results.append({"image": name, **{k: errors[k] for k in self.metric_names}})
 
-    def compute_metrics(self, results: list) -> dict[str, float]:
-        valid = [r for r in results if r is not None]
-        skipped = len(results) - len(valid)
-        if skipped:
-            print_log(f"DepthMetric: {skipped} image(s) without valid depth skipped", logger="current")
-        if not valid:
-            return {k: float("nan") for k in self.metric_names}
+    def compute_metrics(self, results: list) -> dict[str, float | None]:
+        """Per-image averages. Images without a valid pixel are left out with a warning naming
+        them; a metric that cannot be computed (no valid image, non-finite predictions) is None,
+        written as ``null`` in JSON."""
+        valid = [r for r in results if r is not None and _NO_VALID_PIXEL not in r]
+        empty = [r[_NO_VALID_PIXEL] if r else "?" for r in results if r is None or _NO_VALID_PIXEL in r]
+        if empty:
+            print_log(f"DepthMetric: {len(empty)} of {len(results)} image(s) have no valid ground-truth "
+                      f"pixel ({self.min_depth_eval} < depth < {self.max_depth_eval}, crop "
+                      f"{self.crop_type}) and are left out: {_name_some(empty)}", logger="current",
+                      level=logging.WARNING)
+        not_finite = [r.get("image", "?") for r in valid
+                      if not all(math.isfinite(r[k]) for k in self.metric_names)]
+        if not_finite:
+            print_log(f"DepthMetric: non-finite errors (NaN/inf predictions) on {len(not_finite)} "
+                      f"image(s): {_name_some(not_finite)}; every metric is null (d1 would count "
+                      "NaN as a miss)", logger="current", level=logging.WARNING)
+        if not valid or not_finite:
+            return OrderedDict((k, None) for k in self.metric_names)
         return OrderedDict((k, sum(r[k] for r in valid) / len(valid)) for k in self.metric_names)
 
 
-def format_table(metrics: dict[str, float]) -> str:
-    """Metrics as a two-line text table (names, values with 4 decimals)."""
+_NO_VALID_PIXEL = "no_valid_pixel"  # a result entry naming an image without valid ground truth
+
+
+def _name_some(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def metrics_to_json(metrics: dict) -> str:
+    """Metrics as strict JSON: undefined values (None, NaN, inf) become ``null``, never bare NaN."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+    return json.dumps(clean(dict(metrics)), indent=2, allow_nan=False) + "\n"
+
+
+def format_table(metrics: dict[str, float | None]) -> str:
+    """Metrics as a two-line text table (names, values with 4 decimals; "n/a" where undefined)."""
     names = [k for k in metrics]
     width = max(8, *(len(n) for n in names)) + 1
     head = "".join(f"{n:>{width}}" for n in names)
-    vals = "".join(f"{metrics[n]:>{width}.4f}" for n in names)
+    vals = "".join(f"{'n/a':>{width}}" if metrics[n] is None or not math.isfinite(metrics[n])
+                   else f"{metrics[n]:>{width}.4f}" for n in names)
     return f"{head}\n{vals}"

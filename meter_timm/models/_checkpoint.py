@@ -91,17 +91,20 @@ def load_checkpoint_file(path: Union[str, Path], map_location: Any = "cpu") -> A
     Used for weight files, ``load_from`` and ``--resume`` alike; nothing is ever fully unpickled and
     no directory is trusted. Raises FileNotFoundError naming a missing file and
     :class:`CheckpointReadError` (a ValueError) naming the file and the refused type, or saying
-    that the file is not a PyTorch checkpoint (truncated, text, random bytes).
+    that the file is not a PyTorch checkpoint (truncated, text, random bytes), or naming a weight
+    tensor with NaN/inf values.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":  # tensors only, no pickle at all (timm's hub format)
-        return _load_safetensors(path, map_location)
+        state = _load_safetensors(path, map_location)
+        refuse_non_finite(state, path)
+        return state
     allowed = checkpoint_allowlist()
     try:
         with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         refused = _refused_types(path, err, allowed)
         detail = _unpickler_detail(err)
@@ -114,6 +117,23 @@ def load_checkpoint_file(path: Union[str, Path], map_location: Any = "cpu") -> A
     except Exception as err:  # truncated zip, text, random bytes, ...
         raise CheckpointReadError(f"cannot read checkpoint {path}: not a complete PyTorch checkpoint "
                                   f"({type(err).__name__}: {_unpickler_detail(err)})") from None
+    refuse_non_finite(checkpoint, path)
+    return checkpoint
+
+
+def refuse_non_finite(checkpoint: Any, path: Union[str, Path]) -> None:
+    """CheckpointReadError naming the first weight tensor with NaN or inf values, if any."""
+    state = checkpoint
+    if isinstance(checkpoint, Mapping):
+        state = next((checkpoint[k] for k in ("state_dict", "model") if isinstance(checkpoint.get(k), Mapping)),
+                     checkpoint)
+    if not isinstance(state, Mapping):
+        return
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointReadError(f"refused weights in {path}: tensor {name!r} has {bad} non-finite "
+                                      f"value(s) (NaN/inf) of {value.numel()}")
 
 
 def _load_safetensors(path: Path, map_location: Any = "cpu") -> Dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,13 +34,18 @@ class StrategyInfo:
 def strategy_table(pm: plugins.PluginManager | None = None) -> dict[str, StrategyInfo]:
     """All strategies registered through ``meter_timm_register_strategies``, by name.
 
-    Raises ``PluginError`` when two plugins register the same name, or when a plugin registers
-    something that is not a named ``DepthBinStrategy`` subclass (the error names the plugin).
+    A name registered twice keeps its first registration (built-ins before any plugin); the
+    other one is ignored with a ``PluginLoadWarning`` naming both plugins, given once per process.
+    Raises ``PluginError`` when a plugin registers something that is not a named
+    ``DepthBinStrategy`` subclass (the error names the plugin).
     """
     pm = pm or plugins.get_plugin_manager()
     table: dict[str, StrategyInfo] = {}
-    # call each implementation separately to know which plugin registered what
-    for impl in pm.hook.meter_timm_register_strategies.get_hookimpls():
+    # call each implementation separately to know which plugin registered what; built-ins first,
+    # so that a plugin cannot shadow a built-in name
+    impls = sorted(pm.hook.meter_timm_register_strategies.get_hookimpls(),
+                   key=lambda impl: pm.get_name(impl.plugin) not in plugins.BUILTIN_PLUGINS)
+    for impl in impls:
         record = plugins.plugin_record(pm, impl.plugin)
         origin = f"plugin {record.name!r} ({record.distribution} {record.version})"
 
@@ -52,10 +58,12 @@ def strategy_table(pm: plugins.PluginManager | None = None) -> dict[str, Strateg
                                           f"{cls.name!r} (need a non-empty string without ':')")
             if cls.name in table:
                 other = table[cls.name]
-                raise plugins.PluginError(
-                    f"strategy {cls.name!r} is registered twice: by plugin {other.plugin!r} "
-                    f"({other.distribution} {other.version}, class {other.cls.__qualname__}) and by "
-                    f"{_origin} (class {cls.__qualname__}); uninstall or disable one of them")
+                if other.cls is not cls:
+                    _report_once(f"meter_timm: ignoring strategy {cls.name!r} of {_origin} (class "
+                                 f"{cls.__qualname__}): the name is already registered by plugin "
+                                 f"{other.plugin!r} ({other.distribution} {other.version}, class "
+                                 f"{other.cls.__qualname__}), which is kept")
+                return
             table[cls.name] = StrategyInfo(cls.name, cls, _record.name, _record.distribution,
                                            _record.version)
 
@@ -68,6 +76,15 @@ def strategy_table(pm: plugins.PluginManager | None = None) -> dict[str, Strateg
             raise plugins.PluginError(f"{origin} failed in meter_timm_register_strategies: "
                                       f"{type(exc).__name__}: {exc}") from exc
     return table
+
+
+_reported: set[str] = set()
+
+
+def _report_once(message: str) -> None:
+    if message not in _reported:
+        _reported.add(message)
+        warnings.warn(message, plugins.PluginLoadWarning, stacklevel=3)
 
 
 def list_strategies(pm: plugins.PluginManager | None = None) -> list[StrategyInfo]:
@@ -131,6 +148,13 @@ def validate_strategy(strategy: DepthBinStrategy) -> DepthBinStrategy:
         bad = int(torch.nonzero(steps <= 0)[0])
         raise ValueError(f"{who}: edges() are not strictly increasing: edges[{bad}]="
                          f"{float(edges[bad])} >= edges[{bad + 1}]={float(edges[bad + 1])}")
+    # depth is binned in float32 (half-precision depth is upcast): the edges must stay apart there
+    steps32 = edges.float()[1:] - edges.float()[:-1]
+    if (steps32 <= 0).any():
+        bad = int(torch.nonzero(steps32 <= 0)[0])
+        raise ValueError(f"{who}: edges() are not strictly increasing in float32, the dtype depth is "
+                         f"binned in: edges[{bad}]={float(edges[bad])!r} and edges[{bad + 1}]="
+                         f"{float(edges[bad + 1])!r} are both {float(edges.float()[bad])!r} in float32")
     assignment = strategy.assignment()
     if not isinstance(assignment, torch.Tensor):
         raise ValueError(f"{who}: assignment() returned {type(assignment).__name__}, expected a tensor")
