@@ -140,6 +140,14 @@ def test_ablate_uses_the_learned_assignment_stored_with_the_weights(folder_data,
     assert report["assignment"] == trained.assignment().tolist()
     assert report["edges"] == pytest.approx(trained.edges().tolist())
 
+    # the same checkpoint with the plain timm name: the strategy stored in it is used
+    assert main(["ablate", "meter_xxs", "--weights", str(weights), "--data", str(folder_data),
+                 "--out", str(tmp_path / "plain"), *COMMON]) == 0
+    plain = json.loads((tmp_path / "plain" / "ablation.json").read_text())
+    assert plain["meta"]["source"].startswith("trained strategy (from the weights")
+    assert plain["assignment"] == trained.assignment().tolist()
+    assert plain["edges"] == pytest.approx(trained.edges().tolist())
+
 
 def test_ablate_a_transformer_layer(folder_data, tmp_path):
     """Token outputs of a ViT block: 192 units in groups, the run goes through."""

@@ -8,6 +8,9 @@ Which units belong to which bin:
 
 * MODEL is a training config (``.py``) whose ``SelectivityLoss`` trains ``--layer``: the
   strategy stored with the weights (edges and assignment, learned ones included);
+* the weights are a training checkpoint whose ``SelectivityLoss`` trained ``--layer``: the
+  strategy stored there (its parameters, which are not stored, at their defaults over
+  ``--min-depth``/``--max-depth``);
 * otherwise ``--assign strategy`` (default): ``--strategy`` (default ``uniform``: Eq. 2) with
   ``--bins``; or ``--assign preferred``: each unit's argmax bin, measured on the same data.
 
@@ -84,6 +87,25 @@ def build_model(spec: str, weights: str | None, features_only: bool, timm_kwargs
     return model
 
 
+def stored_strategy(weights: str, layer: str, num_units: int, min_depth: float, max_depth: float):
+    """The strategy that a training checkpoint's ``SelectivityLoss`` stored for ``layer`` (its
+    name, bin count and learned state), or None."""
+    from meter_timm.mm.model import read_checkpoint
+    from meter_timm.strategies import create_strategy
+
+    extra = read_checkpoint(weights).get("selectivity._extra_state")
+    saved = extra.get("strategies", {}).get(layer) if isinstance(extra, dict) else None
+    if not saved:
+        return None
+    if int(saved.get("num_units", num_units)) != num_units:
+        raise ValueError(f"{weights}: the stored strategy of layer {layer!r} has "
+                         f"{saved['num_units']} units, the layer {num_units}")
+    strategy = create_strategy(saved["strategy"], num_units, int(saved["num_bins"]), min_depth,
+                               max_depth)
+    strategy.load_state_dict(saved.get("state") or {})
+    return strategy
+
+
 def choose_groups(args, model, batches, num_units: int, params: dict):
     """(edges, assignment, description of where the groups come from)."""
     import torch
@@ -98,6 +120,12 @@ def choose_groups(args, model, batches, num_units: int, params: dict):
         return (strategy.edges(), strategy.assignment(),
                 dict(source="trained strategy (from the weights)", strategy=strategy.name,
                      num_bins=strategy.num_bins))
+    if args.assign == "auto" and args.weights:
+        stored = stored_strategy(args.weights, args.layer, num_units, args.min_depth, args.max_depth)
+        if stored is not None:
+            return (stored.edges(), stored.assignment(),
+                    dict(source="trained strategy (from the weights; parameters at defaults)",
+                         strategy=stored.name, num_bins=stored.num_bins))
     strategy = create_strategy(args.strategy, num_units, args.bins, args.min_depth,
                                args.max_depth, **params)
     edges = strategy.edges()
