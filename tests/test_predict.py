@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from meter_timm.cli import main
-from meter_timm.cli.predict import predict_depth
+from meter_timm.cli.predict import COLOUR_BAR_WIDTH, colorize, predict_depth
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 NYU_SAMPLE = SHARED / "data" / "nyu_eigen_test_sample"
@@ -42,8 +42,11 @@ def test_predict_writes_metres_at_the_original_size(tmp_path, random_weights, ca
     assert rc == 0
     depth = np.load(out / "scene.npy")
     assert depth.shape == (50, 70) and depth.dtype == np.float32 and np.isfinite(depth).all()
-    with Image.open(out / "scene.png") as png:
-        assert png.size == (70, 50) and png.mode == "RGB"
+    with Image.open(out / "scene.png") as png:  # image pixels top-left, colour bar on the right
+        assert png.mode == "RGB" and png.size == (70 + COLOUR_BAR_WIDTH, 160)
+        pixels = np.asarray(png)
+    lo, hi = np.percentile(depth, 2), np.percentile(depth, 98)  # default: per-image range
+    assert np.array_equal(pixels[:50, :70], colorize(depth, "magma_r", lo, hi))
     # same numbers as the unfused model: cfg resize to 192x256, raw cm output * 0.01, upsampled
     model = timm.create_model("meter_xxs.nyu", pretrained=True,
                               pretrained_cfg_overlay=dict(file=str(random_weights))).eval()
@@ -74,7 +77,27 @@ def test_predict_bad_weights_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "weights.pth" in err and "missing keys" in err and "unexpected keys (1): conv.weight" in err
     rc = main(["predict", str(image), "--weights", str(tmp_path / "none.pth"), "--out", str(tmp_path / "o")])
-    assert rc == 2 and "weights file not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "file not found" in err and "none.pth" in err
+
+
+def test_predict_fixed_range_colour_bar(tmp_path, random_weights, capsys):
+    images = [_write_png(tmp_path / f"r{i}.png", 40, 48, seed=i) for i in range(2)]
+    out = tmp_path / "o"
+    rc = main(["predict", *map(str, images), "--weights", str(random_weights), "--out", str(out),
+               "--range", "0", "10", "--cmap", "viridis"])
+    assert rc == 0
+    for path in images:
+        depth = np.load(out / f"{path.stem}.npy")
+        pixels = np.asarray(Image.open(out / f"{path.stem}.png"))
+        # the same fixed scale for every image, so colours compare across PNGs
+        assert np.array_equal(pixels[:40, :48], colorize(depth, "viridis", 0.0, 10.0))
+        # the bar runs from 10 m (top, viridis yellow) to 0 m (bottom, viridis purple)
+        bar = pixels[12:148, 48 + 8 + 7]
+        assert bar[0, 0] > 200 and bar[0, 2] < 100 and bar[-1, 0] < 100 and bar[-1, 2] > 60
+    rc = main(["predict", str(images[0]), "--weights", str(random_weights), "--out", str(out),
+               "--range", "5", "1"])
+    assert rc == 2 and "MIN < MAX" in capsys.readouterr().err
 
 
 def test_predict_real_nyu_image_with_the_authors_weights(tmp_path):

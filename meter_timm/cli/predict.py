@@ -1,8 +1,9 @@
 """``meter-timm predict``: metric depth for images with a METER model.
 
 For each IMAGE it writes ``<stem>.npy`` (float32 depth in metres at the image's original size,
-the network output upsampled bilinearly) and ``<stem>.png`` (the same, colour-mapped with a
-matplotlib colormap). The image is resized and normalised as the model's pretrained config says
+the network output upsampled bilinearly) and ``<stem>.png`` (the same, colour-mapped pixel for
+pixel, with a colour bar in metres on the right). ``--range MIN MAX`` fixes the colour scale so
+that PNGs of different images compare; by default each image uses its 2nd-98th percentiles. The image is resized and normalised as the model's pretrained config says
 (``timm.data.resolve_data_config``: 192x256 for ``.nyu``, 192x636 for ``.kitti``, bilinear,
 ImageNet mean/std).
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--cmap", default="magma_r", help="matplotlib colormap of the PNG (default: magma_r, "
                                                           "near = bright)")
+    parser.add_argument("--range", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="fixed depth range (m) of the colour scale for every image, e.g. --range 0 10 "
+                             "(default: 2nd-98th percentile of each image)")
     parser.add_argument("--vmin", type=float, default=None, help="depth (m) at the colormap's low end "
                                                                   "(default: 2nd percentile of each image)")
     parser.add_argument("--vmax", type=float, default=None, help="depth (m) at the colormap's high end "
@@ -88,6 +92,47 @@ def colorize(depth: np.ndarray, cmap: str = "magma_r", vmin: Optional[float] = N
     return (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).round().astype(np.uint8)
 
 
+def colour_range(depth: np.ndarray, vmin: Optional[float] = None,
+                 vmax: Optional[float] = None) -> Tuple[float, float]:
+    """(low, high) of the colour scale: the given bounds, else the 2nd / 98th percentile."""
+    lo = float(np.percentile(depth, 2)) if vmin is None else float(vmin)
+    hi = float(np.percentile(depth, 98)) if vmax is None else float(vmax)
+    return lo, max(hi, lo + 1e-6)
+
+
+COLOUR_BAR_WIDTH = 90  # pixels right of the image: bar, ticks and label
+MIN_PNG_HEIGHT = 160   # room for a readable bar next to small images
+
+
+def save_depth_png(path: Path, depth: np.ndarray, cmap: str = "magma_r", vmin: Optional[float] = None,
+                   vmax: Optional[float] = None) -> Tuple[float, float]:
+    """Write ``depth`` (H, W, metres) colour-mapped at its own pixels (top-left, not resampled)
+    with a colour bar labelled in metres on the right; returns the colour range used."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    lo, hi = colour_range(depth, vmin, vmax)
+    height, width = depth.shape
+    canvas_w, canvas_h = width + COLOUR_BAR_WIDTH, max(height, MIN_PNG_HEIGHT)
+    dpi = 100
+    fig = Figure(figsize=(canvas_w / dpi, canvas_h / dpi), dpi=dpi, facecolor="white")
+    FigureCanvasAgg(fig)  # draws off-screen: no pyplot, no global backend change
+    fig.figimage(colorize(depth, cmap, lo, hi), xo=0, yo=canvas_h - height, origin="upper")
+    bar_h = canvas_h - 16
+    cax = fig.add_axes(((width + 8) / canvas_w, (canvas_h - 8 - bar_h) / canvas_h, 14 / canvas_w, bar_h / canvas_h))
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(lo, hi), cmap=cmap), cax=cax)
+    bar.set_label("depth (m)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    canvas = fig.canvas
+    canvas.draw()
+    from PIL import Image
+
+    Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]).save(path)
+    return lo, hi
+
+
 def _output_stems(paths: Sequence[Path]) -> List[str]:
     """File stems, made unique by appending the position when two images share one."""
     stems = [p.stem for p in paths]
@@ -96,11 +141,14 @@ def _output_stems(paths: Sequence[Path]) -> List[str]:
 
 def run(args: argparse.Namespace) -> int:
     import matplotlib
-    from PIL import Image
     from tqdm import tqdm
 
     if args.cmap not in matplotlib.colormaps:
         print(f"error: unknown matplotlib colormap {args.cmap!r}", file=sys.stderr)
+        return 2
+    vmin, vmax = args.range if args.range else (args.vmin, args.vmax)
+    if vmin is not None and vmax is not None and not vmin < vmax:
+        print(f"error: --range MIN MAX needs MIN < MAX, got {vmin:g} {vmax:g}", file=sys.stderr)
         return 2
     try:
         model = load_model(args.model, args.weights)
@@ -130,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         depth = predict_depth(model, image, data_config)
         np.save(out_dir / f"{stem}.npy", depth.astype(np.float32))
-        Image.fromarray(colorize(depth, args.cmap, args.vmin, args.vmax)).save(out_dir / f"{stem}.png")
+        save_depth_png(out_dir / f"{stem}.png", depth, args.cmap, vmin, vmax)
     done = len(paths) - failed
     print(f"wrote depth (metres, .npy) and colour maps (.png) of {done} image(s) to {out_dir} "
           f"[{args.model} on {device}]")
