@@ -159,3 +159,16 @@ def test_ablate_a_transformer_layer(folder_data, tmp_path):
     assert code == 0
     report = json.loads((tmp_path / "ablation.json").read_text())
     assert report["group_sizes"] == [48, 48, 48, 48]
+
+
+def test_dissect_a_transformer_layer(folder_data, tmp_path):
+    """`meter-timm dissect` on a DeiT block (two prefix tokens): 192 units on the 4x6 patch grid."""
+    assert main(["dissect", "--model", "deit_tiny_distilled_patch16_224", "--features-only",
+                 "--model-arg", "img_size=(64,96)", "--model-arg", "depth=3",
+                 "--layers", "model.blocks.1", "--data", str(folder_data), "--out", str(tmp_path),
+                 "--no-plots", "--bins", "4", "--input-size", "64", "96",
+                 "--depth-scale", "0.001"]) == 0
+    layer = json.loads((tmp_path / "report.json").read_text())["layers"]["model.blocks.1"]
+    assert len(layer["argmax_bin"]) == 192
+    assert main(["dissect", "--model", "deit_tiny_distilled_patch16_224", "--model-arg", "img_size",
+                 "--data", str(folder_data), "--out", str(tmp_path), "--depth-scale", "0.001"]) == 2

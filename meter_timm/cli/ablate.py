@@ -148,14 +148,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from meter_timm.cli.dissect import _parse_params, iterate_batches
+    from meter_timm.cli.dissect import _parse_params, iterate_batches, parse_model_args
     from meter_timm.selectivity import LayerCapture, ablation_study
 
     if args.random_draws < 0:
         raise ValueError(f"--random-draws must be >= 0, got {args.random_draws}")
     params = _parse_params(args.strategy_param)
     model = build_model(args.model, args.weights, args.features_only,
-                        _parse_params(args.model_arg)).to(args.device).eval()
+                        parse_model_args(args.model_arg)).to(args.device).eval()
     capture = LayerCapture(model.backbone, [args.layer], detach_outputs=True)  # checks the name
     dataset = build_dataset(
         args, [dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),

@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-abs", action="store_true", help="average raw activations, not |a|")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--features-only", action="store_true",
+                        help="MODEL is a timm backbone + the light decoder (any timm backbone)")
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="timm keyword argument of the model (repeatable), e.g. img_size=(192,256)")
     add_folder_arguments(parser)
 
 
@@ -61,11 +65,23 @@ def _parse_params(items: list[str]) -> dict:
     return params
 
 
-def build_model(name: str, weights: str | None):
+def parse_model_args(items: list[str]) -> dict:
+    """``--model-arg KEY=VALUE`` items as timm keyword arguments (values as Python literals)."""
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise ValueError(f"--model-arg {bad[0]!r}: expected KEY=VALUE, e.g. img_size=(192,256)")
+    return _parse_params(items)
+
+
+def build_model(name: str, weights: str | None, features_only: bool = False,
+                timm_kwargs: dict | None = None):
     """(model to run: images -> depth, module whose layers are named by --layers)."""
     from meter_timm.mm.model import DepthEstimator, load_weights
 
-    model = DepthEstimator(backbone=dict(name=name, pretrained=False))
+    backbone = dict(name=name, pretrained=False, **(timm_kwargs or {}))
+    if features_only:
+        backbone["features_only"] = True
+    model = DepthEstimator(backbone=backbone)
     if weights:
         load_weights(model, weights)
     return model, model.backbone
@@ -100,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
                dict(type="PackDepthInputs")], limit=args.limit)
     if not len(dataset):
         raise SystemExit(f"{args.data}: no images")
-    model, target = build_model(args.model, args.weights)
+    model, target = build_model(args.model, args.weights, args.features_only,
+                                parse_model_args(args.model_arg))
     model = model.to(args.device).eval()
     capture = LayerCapture(target, args.layers, detach_outputs=True)  # unknown names fail here
 
