@@ -1,4 +1,7 @@
-"""Leaving a torch.distributed run cleanly.
+"""Choosing the process-group backend, and leaving a torch.distributed run cleanly.
+
+:func:`choose_backend`: nccl when the processes train on CUDA GPUs, gloo on CPU; a backend the
+config names (``env_cfg.dist_cfg.backend``) wins.
 
 With gloo, a process that finishes normally can still abort at interpreter exit ("terminate
 called without an active exception", SIGABRT) while C++ destructors stop gloo's threads; measured
@@ -12,7 +15,26 @@ import logging
 import os
 import sys
 
-__all__ = ["exit_process_group"]
+__all__ = ["choose_backend", "exit_process_group"]
+
+
+def choose_backend(dist_cfg: dict | None = None, cuda_available: bool | None = None) -> str:
+    """The torch.distributed backend for a launch: the config's ``backend`` if it names one,
+    else ``"nccl"`` with CUDA and ``"gloo"`` without.
+
+    Raises ValueError for a config that names nccl on a machine without CUDA (nccl needs GPUs).
+    """
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    named = (dist_cfg or {}).get("backend")
+    if named:
+        if str(named).lower() == "nccl" and not cuda_available:
+            raise ValueError("env_cfg.dist_cfg.backend='nccl' needs CUDA GPUs, and none is available; "
+                             "remove the setting (gloo is chosen on CPU) or name 'gloo'")
+        return str(named)
+    return "nccl" if cuda_available else "gloo"
 
 
 def exit_process_group(code: int = 0) -> None:

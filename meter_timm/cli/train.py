@@ -1,10 +1,11 @@
 """``meter-timm train CONFIG``: train from an mmengine config with :class:`~meter_timm.mm.runner.MeterRunner`.
 
 Multi-process: ``torchrun --nproc_per_node=N -m meter_timm train CONFIG --launcher pytorch``
-(gloo on CPU, nccl on GPUs). A config with a top-level ``synthetic_data = dict(root=..., train=...,
-val=..., height=..., width=..., seed=...)`` gets its procedural data set written first if it is
-missing. At the end the last validation metrics, the per-layer selectivity and the paths of the
-dissection plots are printed.
+(gloo on CPU, nccl on GPUs, unless the config names a backend). ``--amp [float16|bfloat16]``
+trains in mixed precision on GPU or CPU, ``--compile`` with ``torch.compile``. A config with a
+top-level ``synthetic_data = dict(root=..., train=..., val=..., height=..., width=..., seed=...)``
+gets its procedural data set written first if it is missing. At the end the last validation
+metrics, the per-layer selectivity and the paths of the dissection plots are printed.
 """
 from __future__ import annotations
 
@@ -28,8 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "train_cfg.max_epochs=2 model.selectivity.lam=10")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none",
                         help="'pytorch' under torchrun for multi-process training (default: none)")
-    parser.add_argument("--amp", action="store_true",
-                        help="mixed precision (AmpOptimWrapper; needs a GPU)")
+    parser.add_argument("--amp", nargs="?", const="auto", default=None,
+                        choices=["auto", "float16", "bfloat16"], metavar="{float16,bfloat16}",
+                        help="mixed precision (GPU or CPU autocast): bfloat16 where supported "
+                             "(without a value), or float16 with dynamic loss scaling")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the training step (mmengine's compile option)")
     parser.add_argument("--seed", type=int, default=None, help="override randomness.seed")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic algorithms (randomness.deterministic=True)")
@@ -63,15 +68,24 @@ def build_config(args: argparse.Namespace):
         if args.deterministic:
             randomness["deterministic"] = True
         cfg.randomness = randomness
-    if args.amp:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SystemExit("meter-timm train: --amp needs a CUDA GPU (mmengine's AmpOptimWrapper)")
+    if getattr(args, "amp", None):
         wrapper = cfg.optim_wrapper
-        if wrapper.get("type", "OptimWrapper") == "OptimWrapper":
-            wrapper.type = "AmpOptimWrapper"
-            wrapper.setdefault("loss_scale", "dynamic")
+        if wrapper.get("type", "OptimWrapper") not in ("OptimWrapper", "MixedPrecisionOptimWrapper"):
+            raise SystemExit(f"meter-timm train: --amp replaces an OptimWrapper, but the config's "
+                             f"optim_wrapper.type is {wrapper.get('type')!r}")
+        wrapper.type = "MixedPrecisionOptimWrapper"
+        wrapper.dtype = None if args.amp == "auto" else args.amp
+    if getattr(args, "compile", False):
+        cfg.compile = cfg.get("compile") or True
+    if args.launcher != "none":
+        from meter_timm.distributed import choose_backend
+
+        env_cfg = cfg.setdefault("env_cfg", {})
+        dist_cfg = env_cfg.setdefault("dist_cfg", {})
+        try:
+            dist_cfg["backend"] = choose_backend(dist_cfg)
+        except ValueError as exc:
+            raise SystemExit(f"meter-timm train: {exc}") from exc
     return cfg
 
 
@@ -135,7 +149,7 @@ def summarize(runner, cfg) -> str:
         agree = report.get("fraction_argmax_is_assigned", {})
         for layer, value in report["selectivity"].items():
             line = f"  {layer}: {value:.4f} against each unit's preferred bin"
-            if layer in assigned:
+            if assigned.get(layer) is not None:
                 line += (f", {assigned[layer]:.4f} against its assigned bin "
                          f"({agree.get(layer, 0.0):.0%} of the units prefer their assigned bin)")
             lines.append(line)

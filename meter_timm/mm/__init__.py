@@ -17,3 +17,4 @@ from meter_timm.mm.structures import DepthDataSample  # noqa: F401
 from meter_timm.mm import checkpoint  # noqa: F401  (training part: weights_only-safe checkpoint loader)
 from meter_timm.mm import hooks  # noqa: F401  (training part: SelectivityHook, RandomStateHook)
 from meter_timm.mm import runner  # noqa: F401  (training part: MeterRunner)
+from meter_timm.mm import amp  # noqa: F401  (training part: MixedPrecisionOptimWrapper)

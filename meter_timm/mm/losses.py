@@ -8,9 +8,12 @@
 
 Every depth loss is called as ``loss(pred, target, valid) -> dict`` with tensors shaped
 ``(B, 1, h, w)`` in metres (``valid`` boolean) and returns scalar terms whose keys start with
-``"loss_"``; the model sums them.
+``"loss_"``; the model sums them. The losses here run in float32 whatever the autocast state
+(:func:`float32_loss`): in float16 the balanced loss's sums of centimetre values pass 65504.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +21,28 @@ from torch import nn
 
 from meter_timm.mm.registry import MODELS
 from meter_timm.selectivity.loss import SelectivityLoss
+from meter_timm.selectivity.response import autocast_disabled
 
 MODELS.register_module(name="SelectivityLoss", module=SelectivityLoss, force=True)
 
-__all__ = ["BalancedLoss", "SiLogLoss", "SelectivityLoss", "sobel", "ssim_map"]
+__all__ = ["BalancedLoss", "SiLogLoss", "SelectivityLoss", "float32_loss", "sobel", "ssim_map"]
+
+
+def _to_float32(x):
+    if torch.is_tensor(x) and x.dtype in (torch.float16, torch.bfloat16):
+        return x.float()
+    return x
+
+
+def float32_loss(forward):
+    """Decorate a loss's ``forward(self, pred, target, valid=None)``: half-precision inputs are
+    cast to float32 and autocast is off inside, so mixed-precision training gets exact losses
+    (gradients flow back to the half-precision prediction through the cast)."""
+    @functools.wraps(forward)
+    def wrapper(self, pred, target, valid=None):
+        with autocast_disabled():
+            return forward(self, _to_float32(pred), _to_float32(target), valid)
+    return wrapper
 
 
 def _gaussian_window(size: int, sigma: float, dtype, device) -> torch.Tensor:
@@ -115,6 +136,7 @@ class BalancedLoss(nn.Module):
         self.sigma = float(sigma)
         self.mask_invalid = bool(mask_invalid)
 
+    @float32_loss
     def forward(self, pred: torch.Tensor, target: torch.Tensor,
                 valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         _check_inputs(type(self).__name__, pred, target, valid)
@@ -177,6 +199,7 @@ class SiLogLoss(nn.Module):
         self.loss_weight = float(loss_weight)
         self.min_depth = float(min_depth)
 
+    @float32_loss
     def forward(self, pred: torch.Tensor, target: torch.Tensor,
                 valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         _check_inputs(type(self).__name__, pred, target, valid)

@@ -19,6 +19,7 @@ from mmengine.model import BaseModel, ImgDataPreprocessor
 import meter_timm  # noqa: F401  (registers meter_* with timm)
 from meter_timm.mm.registry import MODELS
 from meter_timm.mm.structures import DepthDataSample
+from meter_timm.selectivity.response import autocast_disabled
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
@@ -196,10 +197,13 @@ class DepthEstimator(BaseModel):
         if not data_samples:
             raise ValueError("DepthEstimator.loss needs data samples with gt_depth")
         pred = self.predict_depth(inputs)
+        if pred.dtype in (torch.float16, torch.bfloat16):
+            pred = pred.float()  # mixed precision: the losses and statistics below are float32
         gt = [s.gt_depth.to(pred.dtype) for s in data_samples]
         target = torch.stack([resize_depth_nearest(g, pred.shape[-2:]) for g in gt])
         valid = target > 0
-        losses = dict(self.depth_loss(pred, target, valid))
+        with autocast_disabled():
+            losses = dict(self.depth_loss(pred, target, valid))
         if self.selectivity is not None:
             base = sum(v for k, v in losses.items() if "loss" in k and torch.is_tensor(v))
             if all(g.shape == gt[0].shape for g in gt):

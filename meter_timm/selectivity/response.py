@@ -14,13 +14,24 @@ size, so :class:`BinnedDepth` caches them for all layers that share a resolution
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
 import torch
 
 __all__ = ["BinnedDepth", "average_response", "response_sums", "bilinear_source_index",
-           "interpolation_matrix"]
+           "interpolation_matrix", "autocast_disabled"]
+
+
+@contextlib.contextmanager
+def autocast_disabled():
+    """Turn autocast off (CPU, and CUDA when present) for code that must run in float32."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
+        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,6 +138,12 @@ def _edge_lookup(edges: tuple[float, ...], dtype: torch.dtype,
     return None if table is None else table.to(device, dtype)
 
 
+@functools.lru_cache(maxsize=32)
+def _edges_on(edges: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The edges as a tensor on ``device``, copied there once (not once per training step)."""
+    return torch.tensor(edges, dtype=dtype, device=device)
+
+
 def _check_edges(bin_edges: torch.Tensor | list | tuple) -> torch.Tensor:
     edges = torch.as_tensor(bin_edges).detach()
     if edges.dim() != 1 or edges.numel() < 2:
@@ -166,7 +183,7 @@ class BinnedDepth:
         if not bool((edges[1:] > edges[:-1]).all()):
             raise ValueError(f"bin_edges are not strictly increasing in {depth.dtype}: {edges.tolist()}")
         self._edge_key = tuple(edges.tolist())
-        edges = edges.to(depth.device)
+        edges = _edges_on(self._edge_key, depth.dtype, depth.device)
         self.edges = edges
         self.num_bins = edges.numel() - 1
         self.batch_size, self.height, self.width = depth.shape
@@ -242,7 +259,7 @@ class BinnedDepth:
         dtype = activations.dtype if activations.dtype in (torch.float32, torch.float64) else torch.float32
         masks = self.masks(activations.shape[-2:], dtype)
         batch, units = activations.shape[:2]
-        with torch.autocast(activations.device.type, enabled=False):
+        with autocast_disabled():
             act = activations.to(dtype)
             if act.is_contiguous(memory_format=torch.channels_last) and not act.is_contiguous():
                 rows = act.permute(0, 2, 3, 1).reshape(batch, -1, units).transpose(1, 2)  # a view
