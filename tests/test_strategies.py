@@ -7,13 +7,14 @@ from __future__ import annotations
 import io
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 
 from meter_timm.strategies import (create_strategy, get_strategy_class, parse_strategy_spec,
                                    validate_strategy)
 from meter_timm.strategies.fixed import eq2_assignment, eq2_shares
-from meter_timm.strategies.learned import balanced_assignment
+from meter_timm.strategies.learned import STAGES, balanced_assignment, mass_shares
 
 
 def eq2_by_fractions(K: int, N: int) -> list[int]:
@@ -113,29 +114,89 @@ def planted_responses(K, N, preferred, seed=0, strength=3.0):
     return responses
 
 
-def test_learned_recovers_planted_preference_and_stays_balanced():
+def matched(K, N, planted, edges="uniform", **params):
+    """A learned strategy taken through its life cycle: edges from depths, then one matching."""
+    s = create_strategy("learned", K, N, edges=edges, **params)
+    s.observe_depth(torch.linspace(0.05, 9.95, 1000))
+    s.refit()
+    s.observe(planted_responses(K, N, planted, seed=2), torch.full((N,), 50.0))
+    s.refit()
+    return s
+
+
+def test_learned_matches_once_to_the_planted_preference_then_freezes():
     K, N = 48, 32
-    s = create_strategy("learned", K, N, warmup=2)
+    s = create_strategy("learned", K, N, edges="uniform")
     g = torch.Generator().manual_seed(1)
     planted = eq2_assignment(K, N)[torch.randperm(K, generator=g)]  # a balanced permutation
     assert not torch.equal(planted, s.assignment())
-    counts = torch.full((N,), 50.0)
-    s.observe(planted_responses(K, N, planted, seed=2), counts)
-    assert s.refit() is False  # still warming up
-    assert torch.equal(s.assignment(), eq2_assignment(K, N))
-    s.observe(planted_responses(K, N, planted, seed=3), counts)
-    assert s.refit() is True
+    assert s.refit() is False and STAGES[s.stage] == "edges"  # no depth seen yet
+    s.observe(planted_responses(K, N, planted), torch.full((N,), 50.0))  # ignored before edges
+    s.observe_depth(torch.linspace(0.05, 9.95, 1000))
+    s.refit()
+    assert STAGES[s.stage] == "profile" and torch.equal(s.assignment(), eq2_assignment(K, N))
+    assert float(s.count_sum.sum()) == 0  # responses seen before the edges were fixed are gone
+    s.observe(planted_responses(K, N, planted, seed=2), torch.full((N,), 50.0))
+    assert s.refit() is True and s.frozen
     assert torch.equal(s.assignment(), planted)
     assert torch.equal(torch.bincount(s.assignment(), minlength=N), eq2_shares(K, N))
-    assert s.refit() is False  # stable
+    validate_strategy(s)
+    # frozen: new evidence changes nothing
+    s.observe(planted_responses(K, N, eq2_assignment(K, N), strength=100.0), torch.ones(N))
+    s.observe_depth(torch.full((100,), 0.2))
+    assert s.refit() is False and torch.equal(s.assignment(), planted)
+
+
+def test_learned_quantile_edges_give_every_bin_its_share_of_pixels():
+    # skewed, quantised like NYU's 8-bit depth (255 levels over 10 m), with one heavy wall at 2.0 m
+    # numpy draws: a torch thread pool started here would deadlock the forked workers below
+    gamma = np.random.default_rng(0).gamma(3.0, 1 / 1.2, 20_000)
+    depth = (torch.from_numpy(gamma).float() + 0.5).clamp(max=9.9)
+    depth = torch.cat([depth, torch.full((2_000,), 2.0)])
+    depth = (depth * 25.5).round() / 25.5
+    K, N = 48, 32
+    s = create_strategy("learned", K, N)
+    s.observe_depth(depth)
+    assert s.refit() is True
+    edges = s.edges()
+    assert edges[0] == 0.0 and edges[-1] == 10.0
+    assert bool((edges.float().diff() > 0).all())  # strictly increasing in float32 too
+    counts = torch.bincount(torch.bucketize(depth.double(), edges) - 1, minlength=N).double()
+    assert bool((counts > 0).all())
+    share = depth.numel() / N
+    # every bin but the one holding the wall is within a few quantisation steps of its share
+    light = counts[counts < 2 * share]
+    assert light.numel() == N - 1 and float((light / light.mean() - 1).abs().max()) < 0.6
+    assert float(light.std() / light.mean()) < 0.25
+    # uniform edges would leave bins without pixels for this depth range
+    uniform = torch.bincount(torch.bucketize(depth.double(), create_strategy("uniform", K, N).edges()) - 1,
+                             minlength=N)
+    assert bool((uniform == 0).any())
+
+
+def test_mass_shares_generalise_eq2():
+    for K, N in [(48, 32), (48, 24), (16, 4), (80, 64), (12, 4)]:
+        assert torch.equal(mass_shares(K, torch.full((N,), 7.0)), eq2_shares(K, N))
+    shares = mass_shares(48, torch.tensor([100.0, 0.0, 0.0, 1.0, 50.0, 50.0, 0.0, 0.0]))
+    assert int(shares.sum()) == 48 and bool((shares >= 1).all())
+    assert int(shares[0]) > int(shares[4]) > 1 == int(shares[1])  # heavier bins get more units
+    assert mass_shares(3, torch.tensor([100.0, 0.0, 50.0, 50.0])).tolist() == [2, 0, 1, 0]
+
+
+def test_learned_shares_follow_pixel_mass():
+    K, N = 24, 4
+    s = create_strategy("learned", K, N, edges="uniform")
+    s.observe_depth(torch.ones(10))
+    s.refit()
+    s.observe(torch.rand(K, N, dtype=torch.float64), torch.tensor([300.0, 100.0, 100.0, 100.0]))
+    s.refit()
+    assert torch.bincount(s.assignment(), minlength=N).tolist() == [12, 4, 4, 4]
     validate_strategy(s)
 
 
 def test_learned_balances_when_all_units_prefer_one_bin():
     K, N = 24, 8
-    s = create_strategy("learned", K, N, score="response")
-    s.observe(planted_responses(K, N, torch.zeros(K, dtype=torch.long)), torch.ones(N))
-    s.refit()
+    s = matched(K, N, torch.zeros(K, dtype=torch.long), score="response")
     assert torch.equal(torch.bincount(s.assignment(), minlength=N), eq2_shares(K, N))
     validate_strategy(s)
 
@@ -146,86 +207,87 @@ def test_balanced_assignment_fewer_units_than_bins():
     scores[1, 5] = 2.0
     scores[0, 4] = 0.9
     scores[2, 0] = 1.0
-    assert balanced_assignment(scores).tolist() == [4, 5, 0]
+    assert balanced_assignment(scores, shares=torch.tensor([1, 0, 0, 0, 1, 1])).tolist() == [4, 5, 0]
 
 
-def test_learned_ignores_unobserved_bins_and_bad_shapes():
-    s = create_strategy("learned", 8, 4)
+def test_learned_ignores_unobserved_bins_non_finite_batches_and_bad_shapes():
+    s = create_strategy("learned", 8, 4, edges="uniform")
+    s.observe_depth(torch.ones(4))
+    s.refit()
     with pytest.raises(ValueError, match="'learned'.*observe"):
         s.observe(torch.zeros(8, 3), torch.zeros(3))
-    counts = torch.tensor([10.0, 0.0, 0.0, 0.0])  # one observed bin: nothing to learn
-    s.observe(torch.rand(8, 4), counts)
-    assert s.refit() is False
+    s.observe(torch.rand(8, 4), torch.tensor([10.0, 0.0, 0.0, 0.0]))  # one bin: nothing to learn
+    assert s.refit() is False and not s.frozen
+    s = create_strategy("learned", 8, 4, edges="uniform")
+    s.observe_depth(torch.ones(4))
+    s.refit()
+    poisoned = planted_responses(8, 4, eq2_assignment(8, 4).flip(0)).clone()
+    poisoned[3, 1] = float("nan")
+    s.observe(poisoned, torch.full((4,), 10.0))
+    assert bool(torch.isfinite(s.response_sum).all())  # the NaN batch was dropped whole
+    s.observe(planted_responses(8, 4, eq2_assignment(8, 4).flip(0)), torch.full((4,), 10.0))
+    assert s.refit() is True and s.assignment().tolist() == eq2_assignment(8, 4).flip(0).tolist()
 
 
 def test_learned_state_round_trip(tmp_path):
     K, N = 48, 24
-    s = create_strategy("learned:edges=log", K, N)
     planted = eq2_assignment(K, N).flip(0)
-    s.observe(planted_responses(K, N, planted), torch.full((N,), 10.0))
-    assert s.refit()
+    s = create_strategy("learned", K, N)
+    s.observe_depth(torch.linspace(0.5, 6.0, 5000))
+    s.refit()  # quantile edges fitted; now profiling
     path = tmp_path / "strategy.pth"
     torch.save(s.state_dict(), path)
     state = torch.load(path, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 
-    resumed = create_strategy("learned:edges=log", K, N)
-    assert not torch.equal(resumed.assignment(), s.assignment())
+    resumed = create_strategy("learned", K, N)
+    assert not torch.equal(resumed.edges(), s.edges())
     resumed.load_state_dict(state)
-    assert torch.equal(resumed.assignment(), planted)
-    assert torch.equal(resumed.edges(), s.edges())
-    assert resumed.num_observations == 1
+    assert torch.equal(resumed.edges(), s.edges()) and resumed.stage == s.stage
     # continuing gives the same as never stopping
-    more = planted_responses(K, N, eq2_assignment(K, N), seed=5, strength=10.0)
     for strategy in (s, resumed):
-        strategy.observe(more, torch.full((N,), 30.0))
-        strategy.refit()
-    assert torch.equal(resumed.assignment(), s.assignment())
-    assert torch.allclose(resumed.mean_responses(), s.mean_responses())
+        strategy.observe(planted_responses(K, N, planted), torch.full((N,), 30.0))
+        assert strategy.refit() is True
+    assert torch.equal(resumed.assignment(), planted) and torch.equal(s.assignment(), planted)
+    fresh = create_strategy("learned", K, N)
+    fresh.load_state_dict(s.state_dict())
+    assert fresh.frozen and torch.equal(fresh.assignment(), planted)
 
     buffer = io.BytesIO()
     torch.save(create_strategy("learned", 16, 4).state_dict(), buffer)
     buffer.seek(0)
-    with pytest.raises(ValueError, match="'learned'.*response_sum.*shape"):
+    with pytest.raises(ValueError, match="'learned'.*histogram|'learned'.*response_sum.*shape"):
         resumed.load_state_dict(torch.load(buffer, weights_only=True))
-
-
-def test_learned_refit_schedule():
-    K, N = 8, 4
-    s = create_strategy("learned", K, N, warmup=2, every=3)
-    planted = eq2_assignment(K, N).flip(0)
-    responses, counts = planted_responses(K, N, planted), torch.ones(N)
-    s.observe(responses, counts)
-    assert s.refit() is False  # warm-up: 1 < 2
-    s.observe(responses, counts)
-    assert s.refit() is False  # warm-up done but only 2 < every=3 new observations
-    s.observe(responses, counts)
-    assert s.refit() is True and torch.equal(s.assignment(), planted)
-    s.observe(planted_responses(K, N, eq2_assignment(K, N), strength=100.0), counts)
-    assert s.refit() is False  # 1 new observation since the last refit
-    assert torch.equal(s.assignment(), planted)
+    old_format = {k: v for k, v in s.state_dict().items() if k != "stage"}
+    with pytest.raises(ValueError, match="'learned'.*missing 'stage'"):
+        resumed.load_state_dict(old_format)
 
 
 def _distributed_worker(rank, world_size, init_file, results):
     import torch.distributed as dist
 
+    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool
+
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         K, N = 12, 4
         s = create_strategy("learned", K, N)
+        # rank 0 sees only near depths, rank 1 only far ones: only their sum gives the edges
+        s.observe_depth(torch.linspace(0.1, 2.0, 100) if rank == 0 else torch.linspace(6.0, 8.0, 100))
+        s.refit()
         # rank 0 only sees bins 0-1, rank 1 only bins 2-3: only their sum reveals the preference
         planted = eq2_assignment(K, N).flip(0)
         responses = planted_responses(K, N, planted, seed=rank)
         counts = torch.tensor([10.0, 10.0, 0.0, 0.0]) if rank == 0 else torch.tensor([0.0, 0.0, 10.0, 10.0])
         s.observe(responses, counts)
         s.refit()
-        results[rank] = s.assignment().tolist()
+        results[rank] = (s.assignment().tolist(), s.edges().tolist())
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_learned_refit_agrees_across_ranks(tmp_path):
+def test_learned_fit_agrees_across_ranks(tmp_path):
     import torch.multiprocessing as mp
 
     with mp.Manager() as manager:
@@ -235,7 +297,10 @@ def test_learned_refit_agrees_across_ranks(tmp_path):
                            nprocs=2, join=True, start_method="fork")
         results = dict(results)
     expected = eq2_assignment(12, 4).flip(0).tolist()
-    assert results[0] == results[1] == expected
+    assert results[0] == results[1]
+    assert results[0][0] == expected
+    edges = results[0][1]
+    assert edges[2] < 2.5 and edges[3] > 5.5  # half of the pixels near, half far
 
 
 def test_create_layer_strategy_defaults_and_errors():

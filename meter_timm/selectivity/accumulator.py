@@ -109,11 +109,16 @@ class ResponseAccumulator:
             assigned = (assignments or {}).get(name)
             assigned = eq2_assignment(num_units, num_bins) if assigned is None else \
                 torch.as_tensor(assigned).long().cpu()
+            if assigned.shape != (num_units,) or bool(((assigned < 0) | (assigned >= num_bins)).any()):
+                raise ValueError(f"layer {name!r}: the assignment must give each of the {num_units} "
+                                 f"units a bin in [0, {num_bins}), got shape {tuple(assigned.shape)}")
             best = argmax_bins(resp, counts)
-            sel_assigned = selectivity_index(resp, assigned, eps, counts).tolist()
             # a unit whose assigned bin never occurred has no defined index: null in the JSON
             assigned_empty = (counts[assigned] <= 0).tolist()
-            sel_assigned = [None if empty else v for v, empty in zip(sel_assigned, assigned_empty)]
+
+            def against_assigned(other_bins: str) -> list:
+                values = selectivity_index(resp, assigned, eps, counts, other_bins).tolist()
+                return [None if empty else v for v, empty in zip(values, assigned_empty)]
             layers[name] = {
                 "num_units": num_units,
                 "num_bins": num_bins,
@@ -122,19 +127,29 @@ class ResponseAccumulator:
                 "responses": resp.tolist(),
                 "assigned_bin": assigned.tolist(),
                 "argmax_bin": best.tolist(),
-                "selectivity_assigned": sel_assigned,
+                # R_other over the non-empty other bins (default) and over all N_b - 1 (ICCV 2021)
+                "selectivity_assigned": against_assigned("nonempty"),
                 "selectivity_argmax": selectivity_index(resp, best, eps, counts).tolist(),
+                "selectivity_assigned_all_bins": against_assigned("all"),
+                "selectivity_argmax_all_bins": selectivity_index(resp, best, eps, counts, "all").tolist(),
             }
         info = {"num_images": self.num_images, "use_abs": self.use_abs}
         info.update(meta or {})
         return DissectionReport(layers, info)
 
 
+def _mean_defined(values: list) -> float | None:
+    """Mean over the defined (non-None) values; None when there is none (JSON null, not NaN)."""
+    defined = [v for v in values if v is not None]
+    return float(sum(defined) / len(defined)) if defined else None
+
+
 class DissectionReport:
     """Result of a dissection: ``layers[name]`` holds lists (JSON-ready) per unit and bin.
 
     Keys per layer: num_units, num_bins, bin_edges, counts, responses (K x N_b), assigned_bin,
-    argmax_bin, selectivity_assigned (None where the assigned bin had no pixel), selectivity_argmax;
+    argmax_bin, selectivity_assigned (None where the assigned bin had no pixel), selectivity_argmax,
+    and the same two with R_other over all N_b - 1 other bins (``*_all_bins``, the ICCV 2021 code);
     ``summary()`` adds means (over units with a defined index).
     """
 
@@ -148,14 +163,17 @@ class DissectionReport:
         out = {}
         for name, layer in self.layers.items():
             sel_max = torch.tensor(layer["selectivity_argmax"], dtype=torch.float64)
-            sel_asg = torch.tensor([v for v in layer["selectivity_assigned"] if v is not None],
-                                   dtype=torch.float64)
             agree = torch.tensor(layer["argmax_bin"]) == torch.tensor(layer["assigned_bin"])
             out[name] = {"units": layer["num_units"], "bins": layer["num_bins"],
                          "mean_selectivity_argmax": float(sel_max.mean()),
                          "median_selectivity_argmax": float(sel_max.median()),
-                         "mean_selectivity_assigned": float(sel_asg.mean()) if len(sel_asg) else float("nan"),
+                         "mean_selectivity_assigned": _mean_defined(layer["selectivity_assigned"]),
                          "fraction_argmax_is_assigned": float(agree.double().mean())}
+            if "selectivity_assigned_all_bins" in layer:  # reports written before both definitions
+                out[name]["mean_selectivity_assigned_all_bins"] = _mean_defined(
+                    layer["selectivity_assigned_all_bins"])
+                out[name]["mean_selectivity_argmax_all_bins"] = _mean_defined(
+                    layer["selectivity_argmax_all_bins"])
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,11 +191,17 @@ class DissectionReport:
         return cls(data["layers"], data.get("meta"))
 
     def format_summary(self) -> str:
-        """A small text table, one line per layer."""
-        lines = [f"{'layer':<24}{'units':>6}{'bins':>6}{'SI argmax':>11}{'SI assigned':>13}{'argmax=assigned':>17}"]
+        """A small text table, one line per layer ("-" where an index is undefined)."""
+        def cell(value, width: int) -> str:
+            return f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
+
+        lines = [f"{'layer':<24}{'units':>6}{'bins':>6}{'SI argmax':>11}{'SI assigned':>13}"
+                 f"{'(all bins)':>12}{'argmax=assigned':>17}"]
         for name, s in self.summary().items():
-            lines.append(f"{name:<24}{s['units']:>6}{s['bins']:>6}{s['mean_selectivity_argmax']:>11.3f}"
-                         f"{s['mean_selectivity_assigned']:>13.3f}{s['fraction_argmax_is_assigned']:>17.2%}")
+            lines.append(f"{name:<24}{s['units']:>6}{s['bins']:>6}{cell(s['mean_selectivity_argmax'], 11)}"
+                         f"{cell(s['mean_selectivity_assigned'], 13)}"
+                         f"{cell(s.get('mean_selectivity_assigned_all_bins'), 12)}"
+                         f"{s['fraction_argmax_is_assigned']:>17.2%}")
         return "\n".join(lines)
 
     def plot(self, out_dir: str | Path, units: tuple[int, ...] = (12, 24, 40),

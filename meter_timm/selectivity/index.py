@@ -3,21 +3,27 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["selectivity_index", "argmax_bins", "other_bins_mean"]
+__all__ = ["selectivity_index", "argmax_bins", "other_bins_mean", "OTHER_BINS"]
+
+
+OTHER_BINS = ("nonempty", "all")
 
 
 def other_bins_mean(responses: torch.Tensor, bins: torch.Tensor,
-                    counts: torch.Tensor | None = None) -> torch.Tensor:
-    """Per unit, the mean response over all bins except ``bins[k]``.
+                    counts: torch.Tensor | None = None, other_bins: str = "nonempty") -> torch.Tensor:
+    """Per unit, the mean response over all bins except ``bins[k]`` (R_other of Eq. 3).
 
-    With ``counts`` (N_b,), only non-empty bins enter the mean (an empty bin has no response to
-    average, and counting it as 0 would make a flat unit look selective); without it, all other
-    bins count, as in the ICCV 2021 code. A unit with no other bin to average gets 0.
+    ``other_bins="nonempty"`` (with ``counts`` (N_b,)): only bins that hold pixels enter the mean
+    (an empty bin has no response to average, and counting it as 0 would make a flat unit look
+    selective). ``other_bins="all"`` (or no ``counts``): all N_b - 1 other bins count, empty ones
+    as 0, as in the ICCV 2021 reference code. A unit with no other bin to average gets 0.
     """
+    if other_bins not in OTHER_BINS:
+        raise ValueError(f"other_bins must be one of {OTHER_BINS}, got {other_bins!r}")
     num_units, num_bins = responses.shape
     bins = bins.to(device=responses.device, dtype=torch.long)
     chosen = responses.gather(1, bins[:, None])[:, 0]
-    if counts is None:
+    if counts is None or other_bins == "all":
         total = responses.sum(1)
         n_other = torch.full_like(total, float(num_bins - 1))
     else:
@@ -29,7 +35,7 @@ def other_bins_mean(responses: torch.Tensor, bins: torch.Tensor,
 
 
 def selectivity_index(responses: torch.Tensor, bins: torch.Tensor, eps: float = 1e-8,
-                      counts: torch.Tensor | None = None) -> torch.Tensor:
+                      counts: torch.Tensor | None = None, other_bins: str = "nonempty") -> torch.Tensor:
     """Depth-selectivity index of every unit against a given bin (Eq. 3 term).
 
     ``(|R_d| - |R_other|) / (|R_d| + |R_other| + eps)`` where R_d = ``responses[k, bins[k]]`` and
@@ -41,7 +47,9 @@ def selectivity_index(responses: torch.Tensor, bins: torch.Tensor, eps: float = 
         responses: (K, N_b) average responses (Eq. 1).
         bins: (K,) int bin per unit: the assigned bin (loss) or :func:`argmax_bins` (dissection).
         eps: keeps dead units (all-zero responses) at 0 instead of NaN.
-        counts: optional (N_b,) pixel counts; bins with count 0 are not part of R_other.
+        counts: optional (N_b,) pixel counts; bins with count 0 are not part of R_other
+            unless ``other_bins="all"``.
+        other_bins: ``"nonempty"`` (default) or ``"all"`` (the ICCV 2021 code's R_other).
 
     Returns:
         (K,) index per unit, in [-1, 1].
@@ -52,7 +60,7 @@ def selectivity_index(responses: torch.Tensor, bins: torch.Tensor, eps: float = 
         raise ValueError(f"bins must be (K={responses.shape[0]},), got {tuple(bins.shape)}")
     bins = bins.to(device=responses.device, dtype=torch.long)
     chosen = responses.gather(1, bins[:, None])[:, 0].abs()
-    other = other_bins_mean(responses, bins, counts).abs()
+    other = other_bins_mean(responses, bins, counts, other_bins).abs()
     return (chosen - other) / (chosen + other + eps)
 
 
