@@ -1,16 +1,27 @@
 """The depth-assignment loss L_assign (Eq. 3 of the seed) over several layers of any model."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+import functools
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
 from meter_timm.selectivity.capture import LayerCapture
-from meter_timm.selectivity.index import selectivity_index
-from meter_timm.selectivity.response import BinnedDepth
+from meter_timm.selectivity.index import OTHER_BINS, selectivity_index
+from meter_timm.selectivity.response import BinnedDepth, autocast_disabled
 
 __all__ = ["SelectivityLoss", "normalize_layers"]
+
+
+def _float32_statistics(forward):
+    """Run the loss with autocast off: Eq. 1 and the index in float32 (float64 stays float64),
+    whatever the dtype of the captured activations under mixed precision."""
+    @functools.wraps(forward)
+    def wrapper(*args, **kwargs):
+        with autocast_disabled():
+            return forward(*args, **kwargs)
+    return wrapper
 
 _LAYER_KEYS = ("name", "num_bins", "strategy", "params")
 
@@ -64,18 +75,25 @@ class SelectivityLoss(nn.Module):
         use_abs: average ``|activation|`` as in the original code (else the raw activation).
         min_depth, max_depth: depth range (metres) handed to the strategies.
         eps: keeps dead units at index 0.
+        other_bins: R_other averages the ``"nonempty"`` other bins of the batch (default) or
+            ``"all"`` N_b - 1 other bins, empty ones counting 0 (the ICCV 2021 reference code).
 
     Use: ``loss.attach(model)`` registers forward hooks on the named layers (DDP wrappers are
     looked through); after ``model(x)``, ``loss(depth, base_loss)`` returns
     ``{"loss_selectivity": tensor, "sel/<layer>": detached mean index, ...}``. Without hooks, pass
     ``features={"encoder.6": activation, ...}``. Learnable strategies are fed every batch's
-    detached responses; ``refit()`` updates them; their state lives in this module's state_dict.
+    detached responses; ``refit()`` updates them; ``calibrate()`` fits them on data before
+    training (the ``learned`` strategy matches its units there, then stays frozen); their state
+    lives in this module's state_dict.
     """
 
     def __init__(self, layers: Iterable[dict[str, Any] | str], lam: float = 0.1,
                  relative: bool = False, use_abs: bool = True, min_depth: float = 0.0,
-                 max_depth: float = 10.0, eps: float = 1e-8) -> None:
+                 max_depth: float = 10.0, eps: float = 1e-8, other_bins: str = "nonempty") -> None:
         super().__init__()
+        if other_bins not in OTHER_BINS:
+            raise ValueError(f"SelectivityLoss: other_bins must be one of {OTHER_BINS}, got {other_bins!r}")
+        self.other_bins = other_bins
         self.layers = normalize_layers(layers)
         if float(lam) < 0:
             raise ValueError(f"SelectivityLoss: lam must be >= 0 (Eq. 3 has the minus sign), got {lam}")
@@ -87,6 +105,7 @@ class SelectivityLoss(nn.Module):
         self.strategies: dict[str, Any] = {}          # name -> DepthBinStrategy, built lazily
         self._pending_state: dict[str, dict] = {}     # loaded before the strategy existed
         self._capture: LayerCapture | None = None
+        self._assignment_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (cpu, device)
         self._check_strategy_names()
 
     def _check_strategy_names(self) -> None:
@@ -159,6 +178,54 @@ class SelectivityLoss(nn.Module):
                     raise ValueError(f"selectivity layer {name!r}, after refit: {exc}") from exc
         return changed
 
+    @torch.no_grad()
+    def calibrate(self, run_model: Callable[[torch.Tensor], Any],
+                  batches: Iterable[tuple[torch.Tensor, torch.Tensor]], rounds: int = 2) -> dict[str, bool]:
+        """Fit the learnable strategies on data before training.
+
+        ``rounds`` passes over ``batches`` (pairs of network input and (B, 1, H, W) depth in
+        metres); each pass runs ``run_model(inputs)`` (the caller picks eval mode), feeds every
+        learnable strategy the depths and the responses at its current edges, then refits. Two
+        rounds let a strategy first fit its edges to the depths, then its assignment to responses
+        measured at those edges. Returns layer -> assignment or edges changed. Needs ``attach()``.
+        """
+        if self._capture is None:
+            raise RuntimeError("SelectivityLoss.calibrate: call attach(model) first")
+        batches = list(batches)
+        changed: dict[str, bool] = {}
+        for _ in range(int(rounds)):
+            for inputs, depth in batches:
+                self._capture.clear()
+                run_model(inputs)
+                features = dict(self._capture.outputs)
+                self._capture.clear()
+                binned: dict[tuple, BinnedDepth] = {}
+                for name in self.layer_names:
+                    self._measure(name, features[name], depth, binned)
+            for name, value in self.refit().items():
+                changed[name] = changed.get(name, False) or value
+        return changed
+
+    def _measure(self, name: str, act: torch.Tensor, depth: torch.Tensor,
+                 binned: dict[tuple, BinnedDepth]):
+        """(strategy, responses (K, N_b), counts (N_b,)) of one layer on one batch; learnable
+        strategies observe the batch's depth and detached responses."""
+        if act.dim() != 4:
+            raise ValueError(f"selectivity layer {name!r}: expected a (B, K, h, w) output, "
+                             f"got shape {tuple(act.shape)}")
+        if self.use_abs:
+            act = act.abs()
+        strategy = self.strategy(name, act.shape[1])
+        edges = strategy.edges()
+        key = tuple(edges.tolist())
+        if key not in binned:
+            binned[key] = BinnedDepth(depth.to(act.device), edges)
+        responses, counts = binned[key].responses(act)
+        if strategy.learnable:
+            strategy.observe_depth(depth.detach())
+            strategy.observe(responses.detach(), counts)
+        return strategy, responses, counts
+
     def get_extra_state(self) -> dict[str, Any]:
         state = {name: dict(saved) for name, saved in self._pending_state.items()}
         for name, strategy in self.strategies.items():
@@ -176,6 +243,19 @@ class SelectivityLoss(nn.Module):
                 self._pending_state[name] = dict(saved)
 
     # ---------------------------------------------------------------- loss
+    def _assignment_on(self, name: str, strategy, device: torch.device) -> torch.Tensor:
+        """The strategy's assignment on ``device``, copied there only when it changed (a copy to
+        a GPU every step would synchronise with the host)."""
+        assignment = strategy.assignment()
+        if assignment.device == device:
+            return assignment
+        cached = self._assignment_cache.get(name)
+        if cached is None or cached[1].device != device or not torch.equal(cached[0], assignment):
+            cached = (assignment.clone(), assignment.to(device))
+            self._assignment_cache[name] = cached
+        return cached[1]
+
+    @_float32_statistics
     def forward(self, depth: torch.Tensor, base_loss: torch.Tensor | float | None = None,
                 features: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Eq. 3 on the latest captured activations (or ``features``) and this batch's depth.
@@ -203,27 +283,13 @@ class SelectivityLoss(nn.Module):
         out: dict[str, torch.Tensor] = {}
         for name in self.layer_names:
             act = features[name]
-            if act.dim() != 4:
-                raise ValueError(f"selectivity layer {name!r}: expected a (B, K, h, w) output, "
-                                 f"got shape {tuple(act.shape)}")
-            if self.use_abs:
-                act = act.abs()
-            strategy = self.strategy(name, act.shape[1])
-            edges = strategy.edges()
-            key = tuple(edges.tolist())
-            if key not in binned:
-                binned[key] = BinnedDepth(depth.to(act.device), edges)
-            responses, counts = binned[key].responses(act)
-            if strategy.learnable:
-                strategy.observe_depth(depth.detach())
-                strategy.observe(responses.detach(), counts)
-            bins = strategy.assignment().to(act.device)
-            index = selectivity_index(responses, bins, self.eps, counts)
-            keep = counts.to(act.device)[bins] > 0
-            if bool(keep.any()):
-                score = index[keep].mean()
-            else:
-                score = responses.sum() * 0.0  # no unit has its bin in this batch
+            strategy, responses, counts = self._measure(name, act, depth, binned)
+            bins = self._assignment_on(name, strategy, act.device)
+            index = selectivity_index(responses, bins, self.eps, counts, self.other_bins)
+            # mean over the units whose bin has pixels in this batch; 0 (with a gradient path)
+            # when there is none; no host synchronisation
+            keep = (counts.to(act.device)[bins] > 0).to(index.dtype)
+            score = (index * keep).sum() / keep.sum().clamp(min=1.0)
             out[f"sel/{name}"] = score.detach()
             total = score if total is None else total + score
         weight = self.lam
@@ -234,4 +300,5 @@ class SelectivityLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"layers={self.layers}, lam={self.lam}, relative={self.relative}, "
-                f"use_abs={self.use_abs}, depth=({self.min_depth}, {self.max_depth}]")
+                f"use_abs={self.use_abs}, other_bins={self.other_bins!r}, "
+                f"depth=({self.min_depth}, {self.max_depth}]")
