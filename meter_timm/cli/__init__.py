@@ -39,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:  # `meter-timm` / `python -m meter_timm` alone: the help
         parser.print_help()
         return 0
-    if argv[0].startswith("-") or argv[0] not in COMMANDS:
+    if not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        from meter_timm.cli._errors import did_you_mean
+
+        print(f"meter-timm: error: unknown command {argv[0]!r}{did_you_mean(argv[0], COMMANDS)} "
+              f"(commands: {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    if argv[0].startswith("-"):
         parser.parse_args(argv)  # prints help / the error and exits
         return 2
     name = argv[0]
@@ -47,16 +53,25 @@ def main(argv: list[str] | None = None) -> int:
     sub_parser = argparse.ArgumentParser(prog=f"meter-timm {name}", description=COMMANDS[name][1])
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
+    # user mistakes end in one line `meter-timm CMD: error: ...` and exit code 2 (see _errors);
+    # METER_TIMM_DEBUG=1 shows the traceback
+    from meter_timm.cli import _errors
+
     try:
+        _errors.check_arguments(args)
         return int(module.run(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
-        # bad input (a file, key, layer, strategy or plugin named in the message): one clear line;
-        # METER_TIMM_DEBUG=1 shows the traceback
-        if os.environ.get("METER_TIMM_DEBUG"):
+    except SystemExit as exc:  # sub-commands may exit with a message
+        if not isinstance(exc.code, str) or os.environ.get("METER_TIMM_DEBUG"):
             raise
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"meter-timm {name}: error: {message} ({type(exc).__name__}; "
-              "METER_TIMM_DEBUG=1 shows the traceback)", file=sys.stderr)
+        message = exc.code.removeprefix(f"meter-timm {name}: ").removeprefix(f"{name}: ")
+        print(f"meter-timm {name}: error: {_errors.one_line(message)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        message = _errors.user_error_message(exc)
+        if message is None or os.environ.get("METER_TIMM_DEBUG"):
+            raise
+        print(f"meter-timm {name}: error: {message} (METER_TIMM_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return 2
 
 

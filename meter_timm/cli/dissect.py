@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
     accumulator = None
     assignments = {}
-    with capture, torch.no_grad():
-        progress = tqdm(total=len(dataset), desc="dissect", unit="img")
+    # the bar is closed on errors too, so that an error message starts on its own line
+    with capture, torch.no_grad(), tqdm(total=len(dataset), desc="dissect", unit="img") as progress:
         for images, depth in iterate_batches(model, dataset, args.batch_size):
             model.predict_depth(images)
             features = dict(capture.outputs)
@@ -140,7 +140,6 @@ def run(args: argparse.Namespace) -> int:
                 accumulator = ResponseAccumulator(edges, use_abs=not args.no_abs)
             accumulator.update(features, depth.to(args.device))
             progress.update(images.shape[0])
-        progress.close()
 
     meta = {"model": args.model, "weights": args.weights, "data": str(args.data),
             "strategy": args.strategy, "strategy_params": params, "input_size": list(args.input_size)}

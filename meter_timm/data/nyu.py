@@ -112,6 +112,10 @@ def read_depth_png(path: str | os.PathLike, max_depth: float = 10.0) -> tuple[np
     except Exception as exc:
         raise NYUDataError(f"{path}: cannot read depth image ({exc})") from exc
     if raw.ndim == 3:  # some 8-bit depth pngs are saved as RGB with equal channels
+        if raw.shape[-1] >= 3 and not (np.array_equal(raw[..., 0], raw[..., 1])
+                                       and np.array_equal(raw[..., 0], raw[..., 2])):
+            raise NYUDataError(f"{path}: a colour image where a depth map is expected (are the "
+                               "image and depth columns swapped? the csv order is rgb_path,depth_path)")
         raw = raw[..., 0]
     if raw.dtype == np.int32 and raw.size and raw.max() < 65536 and raw.min() >= 0:
         raw = raw.astype(np.uint16)  # PIL mode "I" for 16-bit pngs on some versions
@@ -151,10 +155,27 @@ def read_csv_pairs(csv_path: str | os.PathLike) -> list[tuple[Path, Path]]:
             for p in (rgb, depth):
                 if not p.is_file():
                     raise NYUDataError(f"{csv_path}:{line_no}: file {p} not found")
+            if not pairs:
+                _check_column_order(csv_path, line_no, rgb, depth)
             pairs.append((rgb, depth))
     if not pairs:
         raise NYUDataError(f"{csv_path}: no image/depth pairs listed")
     return pairs
+
+
+def _check_column_order(csv_path: Path, line_no: int, rgb: Path, depth: Path) -> None:
+    """Refuse a csv whose first pair lists a one-channel image as rgb and a colour one as depth."""
+    from PIL import Image
+
+    try:
+        with Image.open(rgb) as rgb_image, Image.open(depth) as depth_image:  # headers only
+            rgb_mode, depth_mode = rgb_image.mode, depth_image.mode
+    except Exception:
+        return  # unreadable files are reported, naming them, when they are read
+    if rgb_mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr") and depth_mode in ("RGB", "RGBA"):
+        raise NYUDataError(f"{csv_path}:{line_no}: the columns look swapped: {rgb.name} is a "
+                           f"one-channel image ({rgb_mode}) and {depth.name} a colour one ({depth_mode}); "
+                           "the order is rgb_path,depth_path")
 
 
 # ----------------------------------------------------------------------------- labeled .mat file

@@ -27,6 +27,13 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
+class LayerNotFoundError(KeyError, ValueError):
+    """A layer name that the model does not have (a KeyError, and a ValueError: bad user input)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def resolve_module(model: nn.Module, name: str) -> nn.Module:
     """``model.get_submodule(name)`` with an error that lists the valid names close to ``name``."""
     modules = dict(unwrap_model(model).named_modules())
@@ -38,7 +45,7 @@ def resolve_module(model: nn.Module, name: str) -> nn.Module:
         parent = name.rsplit(".", 1)[0] if "." in name else ""
         close = [n for n in valid if parent and n.startswith(parent + ".")][:8] or \
             [n for n in valid if "." not in n][:8]
-    raise KeyError(f"layer {name!r} not found in {type(unwrap_model(model)).__name__}; "
+    raise LayerNotFoundError(f"layer {name!r} not found in {type(unwrap_model(model)).__name__}; "
                    f"close valid names: {', '.join(close) if close else '(none)'}")
 
 

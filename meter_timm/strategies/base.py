@@ -19,6 +19,10 @@ from typing import Any, ClassVar
 import torch
 
 
+class StrategyParameterError(TypeError, ValueError):
+    """Parameters a strategy does not take (a TypeError, as for any call, and bad user input)."""
+
+
 class DepthBinStrategy:
     """Base class of depth-bin assignment strategies (one instance per layer)."""
 
@@ -32,7 +36,7 @@ class DepthBinStrategy:
     def __init__(self, num_units: int, num_bins: int, min_depth: float = 0.0,
                  max_depth: float = 10.0, **params: Any) -> None:
         if params:
-            raise TypeError(f"strategy {self.name!r} got unknown parameters {sorted(params)}")
+            raise StrategyParameterError(f"strategy {self.name!r} got unknown parameters {sorted(params)}")
         self.num_units = int(num_units)
         self.num_bins = int(num_bins)
         self.min_depth = float(min_depth)
