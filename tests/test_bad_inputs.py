@@ -185,3 +185,17 @@ def test_debug_variable_shows_the_traceback_of_a_user_mistake(inputs, monkeypatc
     monkeypatch.setenv("METER_TIMM_DEBUG", "1")
     with pytest.raises(ValueError, match="unknown model 'meter_xx'"):
         main(["eval", "meter_xx", "--weights", "w.pth", "--data", "d"])
+
+
+def test_dissection_without_valid_depth_fails_and_writes_strict_json(inputs, capsys, monkeypatch):
+    import json
+
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+    out = inputs["root"] / "dissect_empty"
+    argv = _dissect(inputs, "--min-depth", "50", "--max-depth", "60")
+    argv[argv.index("--out") + 1] = str(out)
+    assert main(argv) == 2
+    assert "every bin is empty" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text(),
+                        parse_constant=lambda c: pytest.fail(f"bare {c} in report.json"))
+    assert sum(report["layers"]["encoder.6"]["counts"]) == 0
