@@ -45,7 +45,10 @@ def float32_loss(forward):
     return wrapper
 
 
+@functools.lru_cache(maxsize=16)
 def _gaussian_window(size: int, sigma: float, dtype, device) -> torch.Tensor:
+    # cached per device: building it on the CPU and copying it to a GPU every step would
+    # synchronise the host with the GPU
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
     g = g / g.sum()
@@ -68,15 +71,19 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, value_range: float, window_size: 
     return ((2 * mean_x * mean_y + c1) * (2 * cov + c2)) / ((mean_x ** 2 + mean_y ** 2 + c1) * (var_x + var_y + c2))
 
 
+@functools.lru_cache(maxsize=16)
+def _sobel_kernel(dtype, device) -> torch.Tensor:
+    kx = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], dtype=dtype)
+    return torch.stack([kx, kx.t()])[:, None].to(device)  # (2, 1, 3, 3), cached per device
+
+
 def sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sobel gradients ``(gx, gy)`` of ``(B, 1, H, W)`` maps, zero padding (output size = input size).
 
     Cross-correlation kernels ``[[1, 0, -1], [2, 0, -2], [1, 0, -1]]`` and its transpose with the
     sign that makes gy positive where the map decreases downwards, as in METER's code.
     """
-    kx = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], dtype=x.dtype, device=x.device)
-    kernel = torch.stack([kx, kx.t()])[:, None]  # (2, 1, 3, 3)
-    g = F.conv2d(x, kernel, padding=1)
+    g = F.conv2d(x, _sobel_kernel(x.dtype, x.device), padding=1)
     return g[:, :1], g[:, 1:]
 
 
