@@ -26,10 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-file", help="for .mat data: splits.mat (testNdxs) or index list")
     parser.add_argument("--layers", nargs="+", default=["encoder.6"],
                         help="module names inside the model (default: encoder.6, the seed's layer 6)")
-    parser.add_argument("--bins", type=int, default=32, help="depth bins per layer (default 32)")
-    parser.add_argument("--strategy", default="uniform",
+    parser.add_argument("--bins", type=int, default=None,
+                        help="depth bins per layer (default: the trained strategy's for a layer "
+                             "the checkpoint trained, else 32)")
+    parser.add_argument("--strategy", default=None,
                         help="assignment strategy giving the bin edges and assigned bins "
-                             "(see `meter-timm strategies`; default uniform = Eq. 2)")
+                             "(see `meter-timm strategies`). Default: for a layer trained with "
+                             "selectivity, the strategy stored in the checkpoint (its own edges "
+                             "and assignment, e.g. a learned matching); else uniform = Eq. 2")
     parser.add_argument("--strategy-param", action="append", default=[], metavar="KEY=VALUE",
                         help="strategy parameter (repeatable), e.g. alpha=0.75")
     parser.add_argument("--min-depth", type=float, default=0.0)
@@ -121,8 +125,15 @@ def run(args: argparse.Namespace) -> int:
     model = model.to(args.device).eval()
     capture = LayerCapture(target, args.layers, detach_outputs=True)  # unknown names fail here
 
+    trained = {}
+    if args.weights:  # the strategies a training checkpoint trained its layers with
+        from meter_timm.mm.model import read_checkpoint
+        from meter_timm.strategies import trained_strategies
+
+        trained = trained_strategies(read_checkpoint(args.weights), source=args.weights)
+    use_trained = args.strategy is None and args.bins is None and not params
     accumulator = None
-    assignments = {}
+    assignments, used = {}, {}
     # the bar is closed on errors too, so that an error message starts on its own line
     with capture, torch.no_grad(), tqdm(total=len(dataset), desc="dissect", unit="img") as progress:
         for images, depth in iterate_batches(model, dataset, args.batch_size):
@@ -133,8 +144,17 @@ def run(args: argparse.Namespace) -> int:
                 edges = {}
                 for name in args.layers:
                     units = features[name].shape[1]
-                    strategy = create_strategy(args.strategy, units, args.bins, args.min_depth,
-                                               args.max_depth, **params)
+                    if use_trained and name in trained:
+                        strategy = trained[name]
+                        if strategy.num_units != units:
+                            raise ValueError(f"{args.weights}: layer {name!r} was trained with "
+                                             f"{strategy.num_units} units, the model has {units}")
+                        used[name] = f"{strategy.name} (trained, from the checkpoint)"
+                    else:
+                        strategy = create_strategy(args.strategy or "uniform", units,
+                                                   args.bins or min(32, units), args.min_depth,
+                                                   args.max_depth, **params)
+                        used[name] = strategy.name
                     edges[name] = strategy.edges()
                     assignments[name] = strategy.assignment()
                 accumulator = ResponseAccumulator(edges, use_abs=not args.no_abs)
@@ -142,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             progress.update(images.shape[0])
 
     meta = {"model": args.model, "weights": args.weights, "data": str(args.data),
-            "strategy": args.strategy, "strategy_params": params, "input_size": list(args.input_size)}
+            "strategy": used, "strategy_params": params, "input_size": list(args.input_size)}
     report = accumulator.report(assignments, meta=meta)
     out = Path(args.out)
     json_path = report.save_json(out / "report.json")
@@ -150,8 +170,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plots:
         for path in report.plot(out, units=tuple(args.units)):
             print(f"figure: {path}")
-    print(f"{report.meta['num_images']} images, {args.bins} bins ({args.strategy}), "
-          f"depth ({args.min_depth}, {args.max_depth}] m")
+    bins = ", ".join(f"{name}: {layer['num_bins']} bins, {used[name]}"
+                     for name, layer in report.layers.items())
+    print(f"{report.meta['num_images']} images; {bins}; depth ({args.min_depth}, {args.max_depth}] m")
     print(report.format_summary())
     if not any(sum(layer["counts"]) > 0 for layer in report.layers.values()):
         raise ValueError(f"no depth pixel of {args.data} lies in ({args.min_depth}, {args.max_depth}] m: "

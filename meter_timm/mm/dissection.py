@@ -23,9 +23,10 @@ def default_plot_units(num_units: int, units: Optional[Sequence[int]] = None) ->
 class ValidationDissector:
     """Captures the chosen layers of ``model.backbone`` while the validation loop runs.
 
-    Bin edges and assignments are those of the model's selectivity strategies for layers it
-    trains (unless a layer spec sets its own ``num_bins``/``strategy``); other layers get the
-    spec's strategy (default ``uniform``) with its ``num_bins`` (default 32, at most the units).
+    Bin edges and assignments are those of the model's own selectivity strategies, as trained
+    (a learned matching included), for the layers it trains, unless a layer spec asks for other
+    ``num_bins``/``strategy``/``params``; other layers get the spec's strategy (default
+    ``uniform``) with its ``num_bins`` (default 32, at most the units).
 
     Args:
         model: the unwrapped model (a ``DepthEstimator``: layers are looked up in ``model.backbone``,
@@ -46,10 +47,14 @@ class ValidationDissector:
         self.assignments: dict[str, torch.Tensor] = {}
 
     def _strategy(self, layer: dict, num_units: int):
+        """The trained strategy itself (its current edges and assignment, e.g. a learned
+        matching) for a layer the model trains, unless the spec asks for other bins; else a
+        fresh strategy from the spec."""
         selectivity = getattr(self.model, "selectivity", None)
-        trained = selectivity is not None and layer["name"] in getattr(selectivity, "layer_names", [])
+        trained_spec = next((dict(spec) for spec in getattr(selectivity, "layers", [])
+                             if spec["name"] == layer["name"]), None)
         own = {k: v for k, v in layer.items() if k != "name" and v is not None}
-        if trained and not own:
+        if trained_spec is not None and all(trained_spec.get(k) == v for k, v in own.items()):
             return selectivity.strategy(layer["name"], num_units)
         from meter_timm.strategies import create_strategy
 

@@ -13,6 +13,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from meter_timm.mm.registry import HOOKS
+from meter_timm.strategies.fixed import eq2_assignment
 
 __all__ = ["SelectivityHook", "RandomStateHook", "find_selectivity_module"]
 
@@ -98,8 +99,13 @@ class SelectivityHook(Hook):
 
     * lambda warm-up: lambda rises linearly from ``warmup_start`` x lambda to lambda over the first
       ``warmup_iters`` iterations (the current value is logged as ``train/sel_lambda``);
-    * learned assignments: every ``refit_interval`` iterations after ``refit_after`` iterations it
-      calls ``selectivity.refit()`` (which refreshes the learnable strategies);
+    * calibration: before the first training step of a run (not of a resumed one), learnable
+      strategies are fitted on ``calibrate_frames`` training frames, with the weights training
+      starts from, in eval mode (:meth:`SelectivityLoss.calibrate`): the ``learned`` strategy
+      fits its edges and matches its units there, then stays frozen. The random states are put
+      back afterwards, so the training draws the same data as a run without calibration;
+    * refits: every ``refit_interval`` iterations after ``refit_after`` iterations it calls
+      ``selectivity.refit()`` (for strategies that keep learning during training);
     * logs: the per-layer selectivity the loss reports (keys ``sel/<layer>``) are averaged over the
       processes of a distributed run before mmengine's logger sees them;
     * dissection: after each validation epoch (every ``dissect_interval``-th), the responses of the
@@ -125,6 +131,9 @@ class SelectivityHook(Hook):
         plot_units (list[int], optional): units whose response curves are plotted; default the
             seed's choice scaled to the layer width (units 12, 24, 40 of 48).
         reduce_logs (bool): average the logged selectivity over processes. Default: True.
+        calibrate_frames (int): training frames for the calibration of learnable strategies
+            (evenly spaced over the training set); 0 disables it. Default: 256.
+        calibrate_batch_size (int): batch size of the calibration passes. Default: 8.
     """
 
     priority = "HIGHEST"  # sees the train outputs before RuntimeInfoHook logs them
@@ -134,7 +143,8 @@ class SelectivityHook(Hook):
                  dissect_interval: int = 1, layers: Optional[Sequence] = None,
                  num_bins: Optional[int] = None, strategy: str = "uniform", min_depth: float = 0.0,
                  max_depth: float = 10.0, plot_units: Optional[Sequence[int]] = None,
-                 reduce_logs: bool = True) -> None:
+                 reduce_logs: bool = True, calibrate_frames: int = 256,
+                 calibrate_batch_size: int = 8) -> None:
         if warmup_iters < 0 or refit_after < 0 or dissect_interval < 1:
             raise ValueError("SelectivityHook: warmup_iters and refit_after must be >= 0, "
                              "dissect_interval >= 1")
@@ -153,7 +163,13 @@ class SelectivityHook(Hook):
         self.max_depth = float(max_depth)
         self.plot_units = list(plot_units) if plot_units is not None else None
         self.reduce_logs = bool(reduce_logs)
+        if calibrate_frames < 0 or calibrate_batch_size < 1:
+            raise ValueError("SelectivityHook: calibrate_frames must be >= 0 and "
+                             "calibrate_batch_size >= 1")
+        self.calibrate_frames = int(calibrate_frames)
+        self.calibrate_batch_size = int(calibrate_batch_size)
         # state kept in checkpoints
+        self.calibrated = False
         self.target_lambda: Optional[float] = None
         self.refits = 0
         self.val_epochs = 0
@@ -166,6 +182,50 @@ class SelectivityHook(Hook):
         module = find_selectivity_module(runner.model)
         if module is not None and self.target_lambda is None:
             self.target_lambda = float(module.lam)
+        if module is not None and not self.calibrated and self.calibrate_frames:
+            self._calibrate(runner, module)
+        self.calibrated = True
+
+    def _calibrate(self, runner, module) -> None:
+        """Fit the learnable strategies on training frames before training (see the class doc)."""
+        from mmengine.dataset import pseudo_collate
+
+        from meter_timm.mm.model import resize_depth_nearest
+        from meter_timm.strategies import get_strategy_class, parse_strategy_spec
+
+        learnable = [layer["name"] for layer in getattr(module, "layers", [])
+                     if get_strategy_class(parse_strategy_spec(layer.get("strategy") or "uniform")[0]).learnable]
+        if not learnable:
+            return
+        model = _unwrap(runner.model)
+        dataset = runner.train_dataloader.dataset
+        count = min(self.calibrate_frames, len(dataset))
+        indices = [round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(count)]
+        states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        was_training = model.training
+        try:
+            batches = []
+            for start in range(0, count, self.calibrate_batch_size):
+                batch = pseudo_collate([dataset[i] for i in indices[start:start + self.calibrate_batch_size]])
+                data = model.data_preprocessor(batch, False)
+                inputs = data["inputs"]
+                depth = torch.stack([resize_depth_nearest(s.gt_depth.float(), inputs.shape[-2:])
+                                     for s in data["data_samples"]])
+                batches.append((inputs, depth))
+            model.eval()
+            changed = module.calibrate(model.predict_depth, batches)
+        finally:
+            model.train(was_training)
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+        for name in learnable:
+            strategy = module.strategy(name)
+            moved = int((strategy.assignment() != eq2_assignment(strategy.num_units, strategy.num_bins)).sum())
+            runner.logger.info(
+                f"SelectivityHook: calibrated {name} ({strategy.name}) on {count} training frames: "
+                f"{'changed' if changed.get(name) else 'unchanged'}, {moved} of {strategy.num_units} "
+                f"units away from Eq. 2, edges {[round(e, 3) for e in strategy.edges().tolist()]}")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         module = find_selectivity_module(runner.model)
@@ -214,9 +274,10 @@ class SelectivityHook(Hook):
         if specs is None:
             if module is None:
                 return []
-            specs = list(getattr(module, "layer_specs", None) or getattr(module, "layers"))
+            specs = list(module.layers)
         out = []
         for spec in specs:
+            # a trained layer's own spec: the dissector then scores its trained strategy itself
             spec = dict(name=spec) if isinstance(spec, str) else dict(spec)
             if self.num_bins is not None:
                 spec["num_bins"] = self.num_bins
@@ -277,7 +338,7 @@ class SelectivityHook(Hook):
     # ------------------------------------------------------------------ checkpoints
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint["selectivity_hook"] = {
-            "target_lambda": self.target_lambda, "refits": self.refits,
+            "target_lambda": self.target_lambda, "refits": self.refits, "calibrated": self.calibrated,
             "val_epochs": self.val_epochs, "last_report": _plain(self.last_report)}
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -286,6 +347,7 @@ class SelectivityHook(Hook):
             return
         self.target_lambda = state.get("target_lambda")
         self.refits = int(state.get("refits", 0))
+        self.calibrated = bool(state.get("calibrated", True))  # never recalibrate a resumed run
         self.val_epochs = int(state.get("val_epochs", 0))
         self.last_report = dict(state.get("last_report") or {})
 

@@ -229,8 +229,15 @@ class SelectivityLoss(nn.Module):
     def get_extra_state(self) -> dict[str, Any]:
         state = {name: dict(saved) for name, saved in self._pending_state.items()}
         for name, strategy in self.strategies.items():
+            from meter_timm.strategies import parse_strategy_spec
+
+            spec = next(layer for layer in self.layers if layer["name"] == name)
+            _, spec_params = parse_strategy_spec(spec.get("strategy") or "uniform")
             state[name] = {"strategy": strategy.name, "num_units": strategy.num_units,
-                           "num_bins": strategy.num_bins, "state": strategy.state_dict()}
+                           "num_bins": strategy.num_bins, "state": strategy.state_dict(),
+                           # enough to rebuild it outside this module (trained_strategies)
+                           "params": {**spec_params, **dict(spec.get("params") or {})},
+                           "min_depth": self.min_depth, "max_depth": self.max_depth}
         return {"strategies": state}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from meter_timm.strategies.registry import (
     strategy_table,
     validate_strategy,
 )
+from meter_timm.strategies.saved import trained_strategies
 
 __all__ = [
     "DepthBinStrategy",
@@ -24,5 +25,6 @@ __all__ = [
     "list_strategies",
     "parse_strategy_spec",
     "strategy_table",
+    "trained_strategies",
     "validate_strategy",
 ]
