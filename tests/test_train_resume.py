@@ -80,23 +80,31 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
     assert hook_a.refits == 2 and hook_b.refits == 2
 
 
-def test_mid_epoch_checkpoint_resume_is_stated_not_exact(tmp_path):
-    # only epoch checkpoints resume exactly: an iteration checkpoint saved inside an epoch says so
+def test_mid_epoch_iteration_checkpoint_resumes_exactly(tmp_path):
+    # an iteration checkpoint saved inside epoch 2 (after its first batch): the resumed run skips
+    # that batch, restores the random states, and ends with the uninterrupted run's weights
     data = make_tiny_data(tmp_path / "data", train=8, val=4)
-    cfg = tiny_config(data, tmp_path / "run", epochs=2, batch_size=4, hook=dict(dissect=False))
-    cfg.train_dataloader.dataset.indices = 8  # 2 iterations per epoch
-    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=3, save_last=False)
-    build_runner(cfg).train()
-    mid_epoch = tmp_path / "run" / "iter_3.pth"
-    assert mid_epoch.is_file()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        cfg = _config(data, tmp_path / "straight")
+        cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=3, save_last=False)
+        straight = build_runner(cfg)
+        straight.train()
+        mid_epoch = tmp_path / "straight" / "iter_3.pth"
+        assert mid_epoch.is_file()
 
-    cfg = tiny_config(data, tmp_path / "resumed", epochs=2, batch_size=4, hook=dict(dissect=False))
-    cfg.train_dataloader.dataset.indices = 8
-    cfg.resume, cfg.load_from = True, str(mid_epoch)
-    resumed = build_runner(cfg)
-    resumed.train()
+        cfg = _config(data, tmp_path / "resumed")
+        cfg.resume, cfg.load_from = True, str(mid_epoch)
+        resumed = build_runner(cfg)
+        resumed.train()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+    assert resumed.iter == straight.iter == 6 and resumed.epoch == 3
     log = next((tmp_path / "resumed").rglob("*.log")).read_text()
-    assert f"{mid_epoch} was saved at iteration 3, inside epoch 2 (2 iterations each)" in log
-    assert "only epoch checkpoints resume exactly" in log
-    # what the warning states: epoch 2 ran again from its first batch (5 iterations, not 4)
-    assert resumed.iter == 5 and resumed.epoch == 2
+    assert "resumed inside epoch 2: skipped its first 1 batches" in log
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    tensors = [k for k in a if torch.is_tensor(a[k])]
+    assert len(tensors) > 200
+    for key in tensors:
+        assert torch.equal(a[key], b[key]), key

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import datetime
 import os
+import random
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 from mmengine.dist import broadcast, is_distributed, is_main_process
@@ -29,7 +31,7 @@ from mmengine.model import is_model_wrapper, revert_sync_batchnorm
 from mmengine.runner import EpochBasedTrainLoop, Runner
 
 from meter_timm.mm.checkpoint import DurableCheckpointHook, partial_name, publish_file
-from meter_timm.mm.registry import MODEL_WRAPPERS, RUNNERS
+from meter_timm.mm.registry import LOOPS, MODEL_WRAPPERS, RUNNERS
 
 __all__ = ["MeterRunner", "init_cpu_process_group"]
 
@@ -51,6 +53,51 @@ def init_cpu_process_group(dist_cfg: Optional[dict] = None) -> str:
     torch_dist.init_process_group(backend=backend, rank=int(os.environ["RANK"]),
                                   world_size=int(os.environ["WORLD_SIZE"]), **cfg)
     return backend
+
+
+def _random_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_random_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@LOOPS.register_module()
+class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
+    """mmengine's ``EpochBasedTrainLoop`` that also resumes exactly inside an epoch.
+
+    Resumed from an iteration checkpoint saved after batch ``r`` of an epoch, the epoch's loader
+    (same sampler epoch, so the same order) is drawn ``r`` batches further without training on them,
+    then the random states are put back to those of the checkpoint, and training goes on with batch
+    ``r + 1`` under its own index. Drawing the skipped batches costs their loading time. Exact as long
+    as data workers are not persistent (mmengine reseeds non-persistent workers every epoch).
+    """
+
+    def run_epoch(self) -> None:
+        done = self._iter - self._epoch * len(self.dataloader)
+        if not 0 < done < len(self.dataloader):
+            return super().run_epoch()
+        self.runner.call_hook("before_train_epoch")
+        self.runner.model.train()
+        states = _random_states()  # those of the checkpoint (restored by RandomStateHook)
+        batches = iter(self.dataloader)
+        for _ in range(done):
+            next(batches)
+        _set_random_states(states)
+        self.runner.logger.info(f"resumed inside epoch {self._epoch + 1}: skipped its first {done} "
+                                "batches, which the checkpoint was trained on")
+        for idx, data_batch in enumerate(batches, start=done):
+            self.run_iter(idx, data_batch)
+        self.runner.call_hook("after_train_epoch")
+        self._epoch += 1
 
 
 @RUNNERS.register_module()
@@ -76,6 +123,14 @@ class MeterRunner(Runner):
             hooks["checkpoint"] = {**checkpoint, "type": DurableCheckpointHook}
         super().register_default_hooks(hooks)
 
+    def build_train_loop(self, loop):
+        # epoch-based loops resume exactly inside an epoch too
+        if isinstance(loop, dict) and (loop.get("type") in ("EpochBasedTrainLoop", EpochBasedTrainLoop)
+                                       or ("type" not in loop and loop.get("by_epoch"))):
+            cfg = {k: v for k, v in loop.items() if k not in ("type", "by_epoch")}
+            return ResumableEpochBasedTrainLoop(**cfg, runner=self, dataloader=self._train_dataloader)
+        return super().build_train_loop(loop)
+
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
         # local files: written under a temporary name, fsync'ed, then renamed (never half a file)
         if "://" in str(out_dir) or not is_main_process():
@@ -90,7 +145,8 @@ class MeterRunner(Runner):
         finally:
             self._resuming_from = None
         loop = self.train_loop
-        if isinstance(loop, EpochBasedTrainLoop) and self.iter != self.epoch * len(loop.dataloader):
+        if isinstance(loop, EpochBasedTrainLoop) and not isinstance(loop, ResumableEpochBasedTrainLoop) \
+                and self.iter != self.epoch * len(loop.dataloader):
             # mmengine has no sampler position to restore: the epoch starts again from its first batch
             self.logger.warning(
                 f"{filename} was saved at iteration {self.iter}, inside epoch {self.epoch + 1} "
