@@ -1,5 +1,5 @@
 """A run killed (SIGKILL) in the middle of writing a checkpoint keeps its previous one, and
-``--resume`` continues from it (budget: ~30 s on 2 cores)."""
+``--resume`` continues from it (budget: ~40 s on 2 cores); a better best checkpoint replaces the old one only once complete."""
 from __future__ import annotations
 
 import os
@@ -70,3 +70,32 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
     assert load_checkpoint_file(work_dir / "epoch_2.pth")["meta"]["iter"] == 4
     assert (work_dir / "last_checkpoint").read_text() == str(work_dir / "epoch_2.pth")
     assert not epoch_1.exists()
+
+
+def test_a_better_checkpoint_replaces_the_best_one_only_once_complete(tmp_path, monkeypatch):
+    from _training import build_runner
+
+    from meter_timm.mm.checkpoint import DurableCheckpointHook
+    from meter_timm.mm.runner import MeterRunner
+
+    data = make_tiny_data(tmp_path / "data", train=8, val=4)
+    cfg = tiny_config(data, tmp_path / "run", epochs=1, batch_size=4, hook=dict(dissect=False))
+    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=1, save_best="abs_rel", rule="less")
+    runner = build_runner(cfg)
+    hook = next(h for h in runner.hooks if isinstance(h, DurableCheckpointHook))
+    hook.before_train(runner)
+    seen = []  # the best checkpoints on disk whenever a new one starts to be written
+    real_save = MeterRunner.save_checkpoint
+
+    def recording_save(self, out_dir, filename, *args, **kwargs):
+        seen.append((filename, sorted(p.name for p in (tmp_path / "run").glob("best_*.pth"))))
+        return real_save(self, out_dir, filename, *args, **kwargs)
+
+    monkeypatch.setattr(MeterRunner, "save_checkpoint", recording_save)
+    hook._save_best_checkpoint(runner, {"abs_rel": 0.5})
+    runner.train_loop._epoch = 1  # the next validation's checkpoint gets the next epoch's name
+    hook._save_best_checkpoint(runner, {"abs_rel": 0.4})
+    names = [name for name, _ in seen]
+    assert names == ["best_abs_rel_epoch_0.pth", "best_abs_rel_epoch_1.pth"], names
+    assert seen[1][1] == ["best_abs_rel_epoch_0.pth"]  # the old best was still there
+    assert sorted(p.name for p in (tmp_path / "run").glob("best_*.pth")) == ["best_abs_rel_epoch_1.pth"]
