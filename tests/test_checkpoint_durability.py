@@ -1,5 +1,6 @@
 """A run killed (SIGKILL) in the middle of writing a checkpoint keeps its previous one, and
-``--resume`` continues from it (budget: ~40 s on 2 cores); a better best checkpoint replaces the old one only once complete."""
+``--resume`` continues from it; a better best checkpoint replaces the old one only once complete
+(budget: ~40 s on 2 cores)."""
 from __future__ import annotations
 
 import os
