@@ -28,7 +28,7 @@ import torch.distributed as torch_dist
 from mmengine.dist import broadcast, is_distributed, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper, revert_sync_batchnorm
-from mmengine.runner import EpochBasedTrainLoop, Runner
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, Runner
 
 from meter_timm.mm.checkpoint import DurableCheckpointHook, partial_name, publish_file
 from meter_timm.mm.registry import LOOPS, MODEL_WRAPPERS, RUNNERS
@@ -100,6 +100,39 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         self._epoch += 1
 
 
+class _RestoreStatesAfterSkip:
+    """Wraps a loader iterator so that the first ``skip`` batches are drawn under saved random states:
+    the states before the first of them are put back after the last."""
+
+    def __init__(self, iterator, skip: int) -> None:
+        self.iterator, self.remaining, self.states = iterator, skip, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.remaining > 0 and self.states is None:
+            self.states = _random_states()
+        batch = next(self.iterator)
+        if self.remaining > 0:
+            self.remaining -= 1
+            if self.remaining == 0:
+                _set_random_states(self.states)
+        return batch
+
+
+@LOOPS.register_module()
+class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
+    """mmengine's ``IterBasedTrainLoop`` whose resume is exact: mmengine draws the batches already
+    trained on again to skip them, after the checkpoint's random states are restored; here the
+    states are put back once the skipped batches are drawn."""
+
+    def run(self):
+        if self._iter > 0:
+            self.dataloader_iterator = _RestoreStatesAfterSkip(self.dataloader_iterator, self._iter)
+        return super().run()
+
+
 @RUNNERS.register_module()
 class MeterRunner(Runner):
     """mmengine ``Runner`` with safe resume, exact random state and CPU (gloo) multi-process runs.
@@ -124,11 +157,15 @@ class MeterRunner(Runner):
         super().register_default_hooks(hooks)
 
     def build_train_loop(self, loop):
-        # epoch-based loops resume exactly inside an epoch too
+        # resume exactly: inside an epoch for epoch-based loops, and iteration-based loops too
         if isinstance(loop, dict) and (loop.get("type") in ("EpochBasedTrainLoop", EpochBasedTrainLoop)
                                        or ("type" not in loop and loop.get("by_epoch"))):
             cfg = {k: v for k, v in loop.items() if k not in ("type", "by_epoch")}
             return ResumableEpochBasedTrainLoop(**cfg, runner=self, dataloader=self._train_dataloader)
+        if isinstance(loop, dict) and (loop.get("type") in ("IterBasedTrainLoop", IterBasedTrainLoop)
+                                       or ("type" not in loop and loop.get("by_epoch") is False)):
+            cfg = {k: v for k, v in loop.items() if k not in ("type", "by_epoch")}
+            return ResumableIterBasedTrainLoop(**cfg, runner=self, dataloader=self._train_dataloader)
         return super().build_train_loop(loop)
 
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
