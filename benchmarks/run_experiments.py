@@ -1,5 +1,8 @@
 """The seed's experiments, and the assignment strategies compared, on data anyone can regenerate.
 
+``--real`` runs the real-NYU study instead (``benchmarks/real_nyu_study.py``, the README's
+results); without it, this grid on the built-in procedural data is a smoke test of the pipeline.
+
 Trains METER xxs with and without depth selectivity on layer ``encoder.6`` (the seed's "layer 6",
 48 units at stride 8) under one fixed budget, evaluates every run, dissects the trained layer,
 and writes:
@@ -398,6 +401,13 @@ def finetune_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--real" in argv:  # the real-NYU study (benchmarks/real_nyu_study.py), its own options
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from real_nyu_study import main as real_main
+
+        argv.remove("--real")
+        return real_main(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/experiments"))
     parser.add_argument("--epochs", type=int, default=8,

@@ -1,0 +1,67 @@
+# Fine-tune the authors' METER xxs NYU weights on real NYU frames with depth selectivity on
+# encoder.6 (the seed's "layer 6"): 1,048 frames of 4 training scenes (nyu2_train.csv), validation
+# with metrics and the dissection on a 5th scene never trained on (nyu2_val.csv, 126 frames).
+# Paths are relative to the repository root; ../shared holds the data and the weights.
+# The real-data study (benchmarks/run_experiments.py --real) varies strategy, lambda and seed:
+#   meter-timm train mm_configs/real_nyu/meter-xxs_sel-learned-encoder6_1xb8-2e_nyu-subset-192x256.py
+_base_ = ["../_base_/models/meter_xxs.py", "../_base_/default_runtime.py"]
+
+data_root = "../shared/data/nyu_train_subset"
+pretrained_weights = "../shared/weights/meter/build_model_best_nyu_xxs"
+input_size = (192, 256)
+
+model = dict(
+    backbone=dict(name="meter_xxs.nyu", pretrained=True,
+                  pretrained_cfg_overlay=dict(file=pretrained_weights)),
+    # relative lambda: the selectivity term is lam x the (detached) depth loss, whatever its scale
+    selectivity=dict(type="SelectivityLoss", lam=1.0, relative=True,
+                     layers=[dict(name="encoder.6", num_bins=32, strategy="learned")]),
+)
+# the learned strategy is matched on 256 training frames with the pretrained weights, then frozen
+custom_hooks = [dict(type="SelectivityHook", calibrate_frames=256)]
+
+train_pipeline = [  # METER's augmentations, each with p = 0.5
+    dict(type="RandomMirror", prob=0.5),
+    dict(type="RandomChannelSwap", prob=0.5),
+    dict(type="RandomDepthCrop", crop_ratio=0.9, prob=0.5),
+    dict(type="ColorDepthShift", factor_range=(0.9, 1.1), shift_cm=(-10, 10), prob=0.5),
+    dict(type="ResizeDepth", scale=input_size, resize_depth=True),
+    dict(type="PackDepthInputs"),
+]
+test_pipeline = [
+    dict(type="ResizeDepth", scale=input_size, resize_depth=False),
+    dict(type="PackDepthInputs"),
+]
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=0,
+    sampler=dict(type="DefaultSampler", shuffle=True),
+    dataset=dict(type="NYUDepthDataset", data_root=f"{data_root}/nyu2_train.csv", pipeline=train_pipeline),
+)
+val_dataloader = dict(
+    batch_size=8,
+    num_workers=0,
+    sampler=dict(type="DefaultSampler", shuffle=False),
+    dataset=dict(type="NYUDepthDataset", data_root=f"{data_root}/nyu2_val.csv", test_mode=True,
+                 pipeline=test_pipeline),
+)
+# half-resolution frames (320x240): the Eigen crop of 640x480 does not apply
+val_evaluator = dict(type="DepthMetric", min_depth_eval=1e-3, max_depth_eval=10.0, crop_type=None)
+
+# gentle on the pretrained network, a 10x learning rate on the selective layer
+optim_wrapper = dict(
+    type="OptimWrapper",
+    optimizer=dict(type="AdamW", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(custom_keys={"backbone.encoder.6": dict(lr_mult=10.0)}),
+)
+max_epochs = 2
+param_scheduler = [dict(type="ConstantLR", factor=1.0, by_epoch=True, begin=0, end=max_epochs)]
+train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=max_epochs, val_interval=max_epochs)
+val_cfg = dict(type="ValLoop")
+
+default_hooks = dict(
+    logger=dict(type="LoggerHook", interval=20),
+    checkpoint=dict(type="CheckpointHook", interval=max_epochs, max_keep_ckpts=1, save_best=None),
+)
+log_processor = dict(by_epoch=True, window_size=20)
+work_dir = "work_dirs/real_nyu_sel-learned"
