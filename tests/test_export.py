@@ -104,3 +104,18 @@ def test_save_hub_folder_keeps_a_custom_output_scale(tmp_path):
     model = timm.create_model("meter_xxs.nyu", output_scale=0.5).eval()
     save_hub_folder(model, tmp_path)
     assert timm.create_model(f"local-dir:{tmp_path}", pretrained=True).output_scale == 0.5
+
+
+def test_mmengine_load_checkpoint_reads_safetensors(tmp_path):
+    """``load_from`` / mmengine's load_checkpoint go through the same reader: .safetensors works."""
+    from mmengine.runner.checkpoint import load_checkpoint
+    from safetensors.torch import save_file
+
+    import meter_timm.mm.checkpoint  # noqa: F401  (installs the reader)
+
+    torch.manual_seed(0)
+    source = timm.create_model("meter_xxs")
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "w.safetensors")
+    target = timm.create_model("meter_xxs")
+    load_checkpoint(target, str(tmp_path / "w.safetensors"), map_location="cpu", strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
