@@ -24,7 +24,7 @@ and the two headline weight files under ``weights/`` with their sha256. Finished
 so an interrupted study continues where it stopped.
 
     python benchmarks/run_experiments.py --real            # the README's figures (same as below)
-    python benchmarks/real_nyu_study.py --epochs 1 --seeds 0 1 2
+    python benchmarks/real_nyu_study.py --epochs 2 --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -442,12 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "real-nyu")
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared folder (data, weights)")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train-limit", type=int, help="train on the first N frames only (tests)")
     parser.add_argument("--val-limit", type=int, help="dissect the first N val frames only (tests)")
     parser.add_argument("--calibrate-frames", type=int, default=256)
     parser.add_argument("--no-sweep", action="store_true", help="skip the lambda sweep")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
+                        help="strategy arms next to the baseline (default: all)")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
     paths = data_paths(args.shared.resolve())
@@ -474,12 +476,12 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     for seed in args.seeds:  # seed-major: an interrupted study still has complete pairs
-        for strategy, lam in [(None, 0.0)] + [(s, LAM) for s in STRATEGIES]:
+        for strategy, lam in [(None, 0.0)] + [(s, LAM) for s in args.strategies]:
             run_arm(strategy, lam, seed)
         measure_all(records, sets)
         save()
-    main_arms = [arm_name(s, LAM) for s in STRATEGIES]
-    sweep_strategy = max(STRATEGIES, key=lambda s: mean_ci(
+    main_arms = [arm_name(s, LAM) for s in args.strategies]
+    sweep_strategy = max(args.strategies, key=lambda s: mean_ci(
         [r["si_assigned_val"] for r in records if r["arm"] == arm_name(s, LAM)])[0])
     if not args.no_sweep:
         for seed in args.seeds:
