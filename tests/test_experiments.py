@@ -71,8 +71,9 @@ def test_real_nyu_config_points_every_loader_at_the_data_root(tmp_path):
     assert cfg.val_dataloader.dataset.subdir == "val/official" and cfg.train_dataloader.batch_size == 32
     assert cfg.val_evaluator.crop_type == "nyu_crop"
     layer = cfg.model.selectivity.layers[0]
-    assert layer["strategy"] == "learned" and layer["params"] == {"warmup": 50, "every": 50}
-    assert cfg.custom_hooks[0].refit_interval == 1
+    # the hook calibrates the learned matching before training; no refit schedule during it
+    assert layer["strategy"] == "learned" and layer["params"] == {}
+    assert cfg.custom_hooks[0].get("refit_interval") is None and cfg.custom_hooks[0].warmup_iters == 50
 
 
 def test_iterations_per_epoch_follow_the_data(tmp_path):
