@@ -35,10 +35,11 @@ def _history_buffer_statistic(owner: Any, name: Any) -> Any:
     except ImportError:  # mmengine is optional for plain weight files
         HistoryBuffer = None
     if HistoryBuffer is not None and owner is HistoryBuffer and isinstance(name, str):
-        method = HistoryBuffer.__dict__.get(name)
-        if callable(method) and not name.startswith("__"):
-            return method
-    raise pickle.UnpicklingError(f"refused pickled getattr({getattr(owner, '__name__', type(owner).__name__)}, {name!r})")
+        # the default statistics and those registered with HistoryBuffer.register_statistics
+        if name in {"min", "max", "mean", "current", *HistoryBuffer._statistics_methods}:
+            return getattr(HistoryBuffer, name)
+    owner_name = getattr(owner, "__name__", type(owner).__name__)
+    raise pickle.UnpicklingError(f"refused pickled getattr({owner_name}, {name!r})")
 
 
 def checkpoint_allowlist() -> list:
