@@ -186,6 +186,8 @@ def measure(record: dict, arm_strategies: dict, sets: dict) -> None:
     own, grid = layers["own"], layers["common"]
     record.update(
         si_assigned_val=mean_defined(own["selectivity_assigned"]),
+        # units whose assigned bin has val pixels (the others have no index and are left out)
+        units_scored_val=units_scored(own),
         si_assigned_val_all_bins=mean_defined(own["selectivity_assigned_all_bins"]),
         si_preferred_val=mean_defined(grid["selectivity_argmax"]),
         si_preferred_val_all_bins=mean_defined(grid["selectivity_argmax_all_bins"]),
@@ -197,6 +199,10 @@ def measure(record: dict, arm_strategies: dict, sets: dict) -> None:
                            for arm in arm_strategies},
         layer6_under={arm: {k: layers[arm][k] for k in ("responses", "counts", "selectivity_assigned")}
                       for arm in arm_strategies})
+
+
+def units_scored(layer: dict) -> int:
+    return sum(v is not None for v in layer["selectivity_assigned"])
 
 
 def measure_all(records: list[dict], sets: dict) -> None:
@@ -271,14 +277,15 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
              "accuracy on the 10 real Eigen test images (standard protocol). "
              "Written by `python benchmarks/run_experiments.py --real`.", "",
              "## Per arm (mean and 95% CI over seeds)", "",
-             "| arm | seeds | SI assigned (val) | SI assigned, all-bins R_other | SI preferred (32 uniform bins) "
-             "| abs_rel (test) | rmse (m) | d1 |", "|---|---|---|---|---|---|---|---|"]
+             "| arm | seeds | SI assigned (val) | units scored | SI assigned, all-bins R_other "
+             "| SI preferred (32 uniform bins) | abs_rel (test) | rmse (m) | d1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     rows = {}
     for arm in arms:
         runs = [r for r in records if r["arm"] == arm]
         row = {key: mean_ci([r[key] for r in runs]) for key in
-               ("si_assigned_val", "si_assigned_val_all_bins", "si_preferred_val", "abs_rel_test",
-                "rmse_test", "d1_test")}
+               ("si_assigned_val", "units_scored_val", "si_assigned_val_all_bins", "si_preferred_val",
+                "abs_rel_test", "rmse_test", "d1_test")}
         rows[arm] = row
 
         def cell(ci, digits=3):
@@ -286,11 +293,14 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
             return "-" if math.isnan(mean) else (f"{mean:.{digits}f}" if math.isnan(lo) else
                                                  f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
         lines.append(f"| {arm} | {len(runs)} | {cell(row['si_assigned_val'])} | "
+                     f"{row['units_scored_val'][0]:.0f} of 48 | "
                      f"{cell(row['si_assigned_val_all_bins'])} | {cell(row['si_preferred_val'])} | "
                      f"{cell(row['abs_rel_test'], 4)} | {cell(row['rmse_test'], 4)} | {cell(row['d1_test'], 4)} |")
     lines += ["", "The baseline's \"SI assigned\" is against uniform bins with Eq. 2; every other row "
-              "against the run's own trained strategy. Paired differences below compare each arm with "
-              "the baseline scored against that arm's own bins and assignment (same seed).", "",
+              "against the run's own trained strategy. A unit whose assigned bin holds no pixel of the "
+              "val scene has no index and is left out of the mean (\"units scored\"). Paired "
+              "differences below compare each arm with the baseline scored against that arm's own "
+              "bins and assignment (same seed).", "",
               "## Paired differences against the baseline (mean and 95% CI over seeds)", "",
               "| arm | ΔSI (own assignment) | ΔSI, all-bins R_other | Δabs_rel (test) | relative Δabs_rel | "
               "selectivity verdict | accuracy verdict |", "|---|---|---|---|---|---|---|"]
@@ -457,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
 
     records_path = args.out / "runs" / "records.json"
     records = json.loads(records_path.read_text()) if records_path.is_file() else []
+    for record in records:  # measured before this field existed
+        if "units_scored_val" not in record and "layer6_own" in record:
+            record["units_scored_val"] = units_scored(record["layer6_own"])
 
     def save():
         records_path.parent.mkdir(parents=True, exist_ok=True)

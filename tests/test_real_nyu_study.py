@@ -42,12 +42,13 @@ def test_paired_differences_match_seeds():
 
 def test_selectivity_gain_is_measured_on_the_arms_own_assignment():
     # the baseline scored under the arm's strategy (si_under), not under its own Eq. 2 bins
-    records = [{"arm": "baseline", "seed": s, "abs_rel_test": 0.2, "si_assigned_val": -0.5,
+    records = [{"arm": "baseline", "seed": s, "abs_rel_test": 0.2, "si_assigned_val": -0.5, "units_scored_val": 48,
                 "si_assigned_val_all_bins": -0.5, "si_preferred_val": 0.3, "rmse_test": 0.6, "d1_test": 0.7,
                 "si_under": {"learned-lam1": 0.20 + s / 100}, "si_under_all_bins": {"learned-lam1": 0.1}}
                for s in range(3)]
     records += [{"arm": "learned-lam1", "strategy": "learned", "lam": 1.0, "seed": s, "abs_rel_test": 0.2,
                  "si_assigned_val": 0.30 + s / 100, "si_assigned_val_all_bins": 0.2, "si_preferred_val": 0.3,
+                 "units_scored_val": 40,
                  "rmse_test": 0.6, "d1_test": 0.7} for s in range(3)]
     _, stats = study.summarize(records, None, type("A", (), {"epochs": 1, "train_limit": None})())
     mean, lo, hi = stats["deltas"]["learned-lam1"]["d_si"]
