@@ -133,8 +133,9 @@ def test_ablate_uses_the_learned_assignment_stored_with_the_weights(folder_data,
     weights = tmp_path / "trained.pth"
     torch.save({"state_dict": model.state_dict()}, weights)
 
+    fast = [*COMMON, "--limit", "1", "--random-draws", "0"]  # only the groups matter here
     assert main(["ablate", str(config), "--weights", str(weights), "--data", str(folder_data),
-                 "--out", str(tmp_path), *COMMON]) == 0
+                 "--out", str(tmp_path), *fast]) == 0
     report = json.loads((tmp_path / "ablation.json").read_text())
     assert report["meta"]["strategy"] == "learned"
     assert report["assignment"] == trained.assignment().tolist()
@@ -142,7 +143,7 @@ def test_ablate_uses_the_learned_assignment_stored_with_the_weights(folder_data,
 
     # the same checkpoint with the plain timm name: the strategy stored in it is used
     assert main(["ablate", "meter_xxs", "--weights", str(weights), "--data", str(folder_data),
-                 "--out", str(tmp_path / "plain"), *COMMON]) == 0
+                 "--out", str(tmp_path / "plain"), *fast]) == 0
     plain = json.loads((tmp_path / "plain" / "ablation.json").read_text())
     assert plain["meta"]["source"].startswith("trained strategy (from the weights")
     assert plain["assignment"] == trained.assignment().tolist()
