@@ -21,7 +21,8 @@ output is 1/4 of the input size. Input sizes the original network accepts give t
 48x160); any other size >= 32x32 is padded internally and the output cropped to
 (ceil(H/4), ceil(W/4)).
 """
-
+# No ``from __future__ import annotations`` here: FX-generated code and TorchScript need the real
+# annotation objects of the forward methods.
 import dataclasses
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
