@@ -236,3 +236,32 @@ def _register(pm, cls, hookimpl):
 
     pm.register(Plugin(), name="test-collapsing")
     return pm
+
+
+def test_a_strategy_that_cannot_refit_is_named_with_its_layer():
+    from meter_timm.strategies.learned import LearnedStrategy
+
+    class Broken(LearnedStrategy):
+        def refit(self):
+            raise ValueError("cost matrix is infeasible")
+
+    net = TinyNet()
+    loss = SelectivityLoss([{"name": "encoder.3", "num_bins": 4, "strategy": "learned"}], lam=1.0).attach(net)
+    net(torch.rand(2, 3, 16, 16))
+    loss(torch.rand(2, 1, 16, 16) * 10)
+    loss.strategies["encoder.3"].__class__ = Broken
+    with pytest.raises(ValueError, match=r"layer 'encoder.3': strategy 'learned' could not refit: cost matrix"):
+        loss.refit()
+
+
+def test_nan_activations_do_not_reach_the_learned_matching():
+    net = TinyNet()
+    loss = SelectivityLoss([{"name": "encoder.3", "num_bins": 4, "strategy": "learned:edges=uniform"}],
+                           lam=1.0).attach(net)
+    torch.manual_seed(0)
+    clean = [(torch.rand(2, 3, 16, 16), torch.rand(2, 1, 16, 16) * 10) for _ in range(3)]
+    poisoned = torch.rand(2, 3, 16, 16)
+    poisoned[0, :, 0, 0] = float("nan")  # one NaN pixel: NaN activations in its batch
+    loss.calibrate(net, clean + [(poisoned, torch.rand(2, 1, 16, 16) * 10)])
+    strategy = loss.strategy("encoder.3")
+    assert strategy.frozen and bool(torch.isfinite(strategy.response_sum).all())

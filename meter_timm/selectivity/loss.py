@@ -170,7 +170,11 @@ class SelectivityLoss(nn.Module):
 
         changed = {}
         for name, strategy in self.strategies.items():
-            changed[name] = bool(strategy.refit())
+            try:
+                changed[name] = bool(strategy.refit())
+            except (ValueError, RuntimeError, ArithmeticError) as exc:  # e.g. a solver given NaN
+                raise ValueError(f"selectivity layer {name!r}: strategy {strategy.name!r} could not "
+                                 f"refit: {exc}") from exc
             if changed[name]:
                 try:
                     validate_strategy(strategy)
