@@ -344,7 +344,7 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
             lines.append(f"| {a} - {b} | {fmt_ci(d_si)} | {fmt_ci(d_abs, 4)} | "
                          f"{verdict(d_si, a + ' more selective', b + ' more selective')} | "
                          f"{verdict(d_abs, b + ' more accurate', a + ' more accurate')} |")
-    learned = [r for r in records if r["strategy"] == "learned" and r.get("si_assigned_calibration") is not None]
+    learned = [r for r in records if r.get("strategy") == "learned" and r.get("si_assigned_calibration") is not None]
     if learned:
         fitted = mean_ci([r["si_assigned_calibration"] for r in learned if r["lam"] == LAM])
         transfer = mean_ci([r.get("si_under", {}).get(arm_name("learned", LAM)) for r in records
