@@ -33,3 +33,13 @@ def test_python_m_alone_prints_help():
     proc = subprocess.run([sys.executable, "-m", "meter_timm"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert proc.stdout.startswith("usage: meter-timm") and "predict" in proc.stdout
+
+
+def test_listing_strategies_does_not_import_torch():
+    # built-ins and the installed example plugin are listed from their classes alone
+    out = _python("import sys\n"
+                  "from meter_timm.cli import main\n"
+                  "main(['strategies'])\n"
+                  "print('TORCH', 'torch' in sys.modules)")
+    assert out.splitlines()[-1] == "TORCH False"
+    assert "learned" in out and "uniform" in out

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
+from meter_timm._lazy import lazy_module
+
+torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
 
 
 class StrategyParameterError(TypeError, ValueError):

@@ -1,9 +1,10 @@
 """Strategies with fixed edges and the fixed assignment of Eq. 2."""
 from __future__ import annotations
 
-import torch
-
+from meter_timm._lazy import lazy_module
 from meter_timm.strategies.base import DepthBinStrategy
+
+torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
 
 
 def eq2_assignment(num_units: int, num_bins: int) -> torch.Tensor:

@@ -37,11 +37,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-import torch
-
+from meter_timm._lazy import lazy_module
 from meter_timm.strategies.base import DepthBinStrategy
 from meter_timm.strategies.fixed import eq2_assignment, log_edges, uniform_edges
+
+torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
+np = lazy_module("numpy")
 
 STAGES = ("edges", "profile", "frozen")
 _UNOBSERVED_SCORE = -2.0  # below any selectivity index (those lie in [-1, 1])

@@ -6,10 +6,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
+from meter_timm._lazy import lazy_module
 from meter_timm import plugins
 from meter_timm.strategies.base import DepthBinStrategy
+
+torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from meter_timm._lazy import lazy_module
 from meter_timm.plugins import hookimpl
 from meter_timm.strategies import DepthBinStrategy
+
+torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
 
 __version__ = "0.1.0"
 
