@@ -134,7 +134,7 @@ def test_metrics(model, test_set) -> dict:
 
 
 def dissect(model, val_set, strategies: dict) -> dict:
-    """label -> report layer dict of ``encoder.6`` on ``val_set``, one pass for all labels.
+    """label -> dissection report of ``encoder.6`` on ``val_set``, one pass for all labels.
 
     ``strategies`` maps a label to a strategy (its edges and assignment are used)."""
     import torch
@@ -150,13 +150,7 @@ def dissect(model, val_set, strategies: dict) -> dict:
             capture.clear()
             for accumulator in accumulators.values():
                 accumulator.update(features, depth)
-    return {label: accumulators[label].report({LAYER: s.assignment()}).layers[LAYER]
-            for label, s in strategies.items()}
-
-
-def mean_defined(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
+    return {label: accumulators[label].report({LAYER: s.assignment()}) for label, s in strategies.items()}
 
 
 def own_strategy(checkpoint: Path, num_units: int = 48):
@@ -171,7 +165,10 @@ def own_strategy(checkpoint: Path, num_units: int = 48):
 def measure(record: dict, arm_strategies: dict, sets: dict) -> None:
     """Fill ``record`` (a trained run) with its test metrics and val-scene selectivity: against its
     own strategy, the common grid, and (``si_under``) every arm's trained strategy of its seed."""
+    import torch
+
     from meter_timm.strategies import create_strategy
+    from meter_timm.strategies.fixed import eq2_assignment
 
     checkpoint = Path(record["checkpoint"])
     model = load_model(checkpoint)
@@ -179,24 +176,24 @@ def measure(record: dict, arm_strategies: dict, sets: dict) -> None:
         metrics = test_metrics(model, sets["test"])
         record.update(abs_rel_test=metrics["abs_rel"], rmse_test=metrics["rmse"], d1_test=metrics["d1"],
                       test_metrics=metrics)
-    eq2 = create_strategy("uniform", 48, NUM_BINS)
     wanted = {"own": own_strategy(checkpoint), "common": create_strategy("uniform", 48, COMMON_BINS),
               **arm_strategies}
-    layers = dissect(model, sets["val"], wanted)
-    own, grid = layers["own"], layers["common"]
+    reports = dissect(model, sets["val"], wanted)
+    layers = {label: report.layers[LAYER] for label, report in reports.items()}
+    means = {label: report.summary()[LAYER] for label, report in reports.items()}
+    own = layers["own"]
     record.update(
-        si_assigned_val=mean_defined(own["selectivity_assigned"]),
+        si_assigned_val=means["own"]["mean_selectivity_assigned"],
         # units whose assigned bin has val pixels (the others have no index and are left out)
         units_scored_val=units_scored(own),
-        si_assigned_val_all_bins=mean_defined(own["selectivity_assigned_all_bins"]),
-        si_preferred_val=mean_defined(grid["selectivity_argmax"]),
-        si_preferred_val_all_bins=mean_defined(grid["selectivity_argmax_all_bins"]),
+        si_assigned_val_all_bins=means["own"]["mean_selectivity_assigned_all_bins"],
+        si_preferred_val=means["common"]["mean_selectivity_argmax"],
+        si_preferred_val_all_bins=means["common"]["mean_selectivity_argmax_all_bins"],
         assigned_bins=own["assigned_bin"], bin_edges=own["bin_edges"],
-        units_moved_from_eq2=sum(int(a != b) for a, b in zip(own["assigned_bin"], eq2.assignment().tolist())),
+        units_moved_from_eq2=int((torch.tensor(own["assigned_bin"]) != eq2_assignment(48, NUM_BINS)).sum()),
         layer6_own={k: own[k] for k in ("responses", "counts", "argmax_bin", "selectivity_assigned")},
-        si_under={arm: mean_defined(layers[arm]["selectivity_assigned"]) for arm in arm_strategies},
-        si_under_all_bins={arm: mean_defined(layers[arm]["selectivity_assigned_all_bins"])
-                           for arm in arm_strategies},
+        si_under={arm: means[arm]["mean_selectivity_assigned"] for arm in arm_strategies},
+        si_under_all_bins={arm: means[arm]["mean_selectivity_assigned_all_bins"] for arm in arm_strategies},
         layer6_under={arm: {k: layers[arm][k] for k in ("responses", "counts", "selectivity_assigned")}
                       for arm in arm_strategies})
 
