@@ -4,6 +4,7 @@
 ``list_strategies()`` shows what the installed plugins provide.
 """
 from meter_timm.strategies.base import DepthBinStrategy
+from meter_timm.strategies.fixed import depth_histogram
 from meter_timm.strategies.registry import (
     StrategyInfo,
     create_layer_strategy,
@@ -21,6 +22,7 @@ __all__ = [
     "StrategyInfo",
     "create_layer_strategy",
     "create_strategy",
+    "depth_histogram",
     "get_strategy_class",
     "list_strategies",
     "parse_strategy_spec",

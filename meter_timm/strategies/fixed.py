@@ -47,6 +47,17 @@ def log_edges(num_bins: int, min_depth: float, alpha: float, beta: float) -> tor
     return edges
 
 
+def depth_histogram(depth: torch.Tensor, min_depth: float, max_depth: float,
+                    resolution: int) -> torch.Tensor:
+    """Counts of the valid depths (finite, in (min_depth, max_depth]) in ``resolution`` equal
+    cells over that range, float64, shape (resolution,); cell i holds (lo_i, hi_i], as the bins do.
+    For strategies that fit their edges to the training depths (``learned``, plugins)."""
+    depth = torch.as_tensor(depth).detach().flatten().to("cpu", torch.float64)
+    valid = depth[torch.isfinite(depth) & (depth > min_depth) & (depth <= max_depth)]
+    cells = ((valid - min_depth) / (max_depth - min_depth) * resolution).ceil().long() - 1
+    return torch.bincount(cells.clamp_(0, resolution - 1), minlength=resolution).double()
+
+
 class UniformStrategy(DepthBinStrategy):
     """Equal-width bins over (min_depth, max_depth]; units assigned by Eq. 2."""
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from meter_timm._lazy import lazy_module
 from meter_timm.strategies.base import DepthBinStrategy
-from meter_timm.strategies.fixed import eq2_assignment, log_edges, uniform_edges
+from meter_timm.strategies.fixed import depth_histogram, eq2_assignment, log_edges, uniform_edges
 
 torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
 np = lazy_module("numpy")
@@ -233,12 +233,7 @@ class LearnedStrategy(DepthBinStrategy):
     def observe_depth(self, depth: torch.Tensor) -> None:
         if STAGES[self.stage] != "edges":
             return
-        depth = torch.as_tensor(depth).detach().flatten().to("cpu", torch.float64)
-        valid = depth[torch.isfinite(depth) & (depth > self.min_depth) & (depth <= self.max_depth)]
-        if valid.numel():
-            cells = ((valid - self.min_depth) / (self.max_depth - self.min_depth) * self.resolution)
-            cells = (cells.ceil().long() - 1).clamp_(0, self.resolution - 1)  # (lo, hi] -> cell
-            self.histogram += torch.bincount(cells, minlength=self.resolution).double()
+        self.histogram += depth_histogram(depth, self.min_depth, self.max_depth, self.resolution)
 
     def observe(self, responses: torch.Tensor, counts: torch.Tensor) -> None:
         if STAGES[self.stage] != "profile":

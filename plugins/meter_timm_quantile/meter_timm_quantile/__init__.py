@@ -22,7 +22,7 @@ from typing import Any
 
 from meter_timm._lazy import lazy_module
 from meter_timm.plugins import hookimpl
-from meter_timm.strategies import DepthBinStrategy
+from meter_timm.strategies import DepthBinStrategy, depth_histogram
 
 torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
 
@@ -66,14 +66,7 @@ class QuantileStrategy(DepthBinStrategy):
         return torch.arange(self.num_units, dtype=torch.int64) * self.num_bins // self.num_units
 
     def observe_depth(self, depth: torch.Tensor) -> None:
-        depth = torch.as_tensor(depth).detach().flatten().to("cpu", torch.float64)
-        valid = depth[torch.isfinite(depth) & (depth > self.min_depth) & (depth <= self.max_depth)]
-        if valid.numel() == 0:
-            return
-        span = self.max_depth - self.min_depth
-        cells = ((valid - self.min_depth) / span * self.resolution).ceil().long() - 1
-        cells = cells.clamp_(0, self.resolution - 1)  # depth in (lo, hi] -> its cell
-        self.histogram += torch.bincount(cells, minlength=self.resolution).double()
+        self.histogram += depth_histogram(depth, self.min_depth, self.max_depth, self.resolution)
 
     def refit(self) -> bool:
         total = float(self.histogram.sum())
