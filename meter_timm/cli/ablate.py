@@ -87,22 +87,17 @@ def build_model(spec: str, weights: str | None, features_only: bool, timm_kwargs
     return model
 
 
-def stored_strategy(weights: str, layer: str, num_units: int, min_depth: float, max_depth: float):
-    """The strategy that a training checkpoint's ``SelectivityLoss`` stored for ``layer`` (its
-    name, bin count and learned state), or None."""
+def stored_strategy(weights: str, layer: str, num_units: int):
+    """The strategy that a training checkpoint's ``SelectivityLoss`` stored for ``layer`` (name,
+    parameters, bin count and learned state: :func:`meter_timm.strategies.trained_strategies`),
+    or None."""
     from meter_timm.mm.model import read_checkpoint
-    from meter_timm.strategies import create_strategy
+    from meter_timm.strategies import trained_strategies
 
-    extra = read_checkpoint(weights).get("selectivity._extra_state")
-    saved = extra.get("strategies", {}).get(layer) if isinstance(extra, dict) else None
-    if not saved:
-        return None
-    if int(saved.get("num_units", num_units)) != num_units:
+    strategy = trained_strategies(read_checkpoint(weights), source=weights).get(layer)
+    if strategy is not None and strategy.num_units != num_units:
         raise ValueError(f"{weights}: the stored strategy of layer {layer!r} has "
-                         f"{saved['num_units']} units, the layer {num_units}")
-    strategy = create_strategy(saved["strategy"], num_units, int(saved["num_bins"]), min_depth,
-                               max_depth)
-    strategy.load_state_dict(saved.get("state") or {})
+                         f"{strategy.num_units} units, the layer {num_units}")
     return strategy
 
 
@@ -121,10 +116,10 @@ def choose_groups(args, model, batches, num_units: int, params: dict):
                 dict(source="trained strategy (from the weights)", strategy=strategy.name,
                      num_bins=strategy.num_bins))
     if args.assign == "auto" and args.weights:
-        stored = stored_strategy(args.weights, args.layer, num_units, args.min_depth, args.max_depth)
+        stored = stored_strategy(args.weights, args.layer, num_units)
         if stored is not None:
             return (stored.edges(), stored.assignment(),
-                    dict(source="trained strategy (from the weights; parameters at defaults)",
+                    dict(source="trained strategy (from the weights)",
                          strategy=stored.name, num_bins=stored.num_bins))
     strategy = create_strategy(args.strategy, num_units, args.bins, args.min_depth,
                                args.max_depth, **params)
