@@ -191,10 +191,10 @@ class SelectivityHook(Hook):
         from mmengine.dataset import pseudo_collate
 
         from meter_timm.mm.model import resize_depth_nearest
-        from meter_timm.strategies import get_strategy_class, parse_strategy_spec
+        from meter_timm.strategies import get_strategy_class
 
         learnable = [layer["name"] for layer in getattr(module, "layers", [])
-                     if get_strategy_class(parse_strategy_spec(layer.get("strategy") or "uniform")[0]).learnable]
+                     if get_strategy_class(layer.get("strategy") or "uniform").learnable]
         if not learnable:
             return
         model = _unwrap(runner.model)
