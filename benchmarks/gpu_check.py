@@ -13,7 +13,7 @@ order, each skipped (and reported as such) when the 5-minute budget would be exc
 3. METER xxs training step (192x256, AdamW) with and without SelectivityLoss on 3 layers / 32
    bins, interleaved, medians, at batch 8 and 64: float32, bfloat16 autocast, channels-last;
 4. inference throughput next to timm's mobilevit_xxs (batch 64, 192x256);
-5. the quickstart command with and without ``--amp`` (wall time, metrics);
+5. the quickstart command with and without ``--amp`` (and ``--channels-last``): wall time, metrics;
 6. a 1-process ``torchrun ... --launcher pytorch`` run and the backend it used;
 7. ``torch.compile`` of the training step (in a subprocess with a time limit).
 """
@@ -263,7 +263,7 @@ def section_quickstart(tmp: Path, quick: bool, deadline: float) -> list[str]:
             "same data (`meter-timm train mm_configs/quickstart.py [--amp ...]`).", "",
             "| command | wall time | abs_rel | rmse (m) | d1 | encoder.6 SI preferred | SI assigned | "
             "NaN losses |", "|---|---|---|---|---|---|---|---|"]
-    for flags in ([], ["--amp"]):
+    for flags in ([], ["--amp"], ["--amp", "--channels-last"]):
         name = " ".join(["train quickstart"] + flags)
         remaining = deadline - time.monotonic()
         if remaining < 40:

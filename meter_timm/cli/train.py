@@ -2,7 +2,8 @@
 
 Multi-process: ``torchrun --nproc_per_node=N -m meter_timm train CONFIG --launcher pytorch``
 (gloo on CPU, nccl on GPUs, unless the config names a backend). ``--amp [float16|bfloat16]``
-trains in mixed precision on GPU or CPU, ``--compile`` with ``torch.compile``. A config with a
+trains in mixed precision on GPU or CPU, ``--compile`` with ``torch.compile``,
+``--channels-last`` in channels-last memory layout. A config with a
 top-level ``synthetic_data = dict(root=..., train=..., val=..., height=..., width=..., seed=...)``
 gets its procedural data set written first if it is missing. At the end the last validation
 metrics, the per-layer selectivity and the paths of the dissection plots are printed.
@@ -35,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(without a value), or float16 with dynamic loss scaling")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the training step (mmengine's compile option)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="channels-last memory layout for the network and its inputs "
+                             "(model.channels_last=True; faster on GPUs with tensor cores)")
     parser.add_argument("--seed", type=int, default=None, help="override randomness.seed")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic algorithms (randomness.deterministic=True)")
@@ -75,6 +79,8 @@ def build_config(args: argparse.Namespace):
                              f"optim_wrapper.type is {wrapper.get('type')!r}")
         wrapper.type = "MixedPrecisionOptimWrapper"
         wrapper.dtype = None if args.amp == "auto" else args.amp
+    if getattr(args, "channels_last", False):
+        cfg.model.channels_last = True
     if getattr(args, "compile", False):
         cfg.compile = cfg.get("compile") or True
     if args.launcher != "none":

@@ -132,6 +132,8 @@ class DepthEstimator(BaseModel):
             from MODELS, attached to the backbone, and called in loss mode with the full-resolution
             ground truth and the detached sum of the depth terms.
         data_preprocessor (dict, optional): default :class:`DepthDataPreprocessor`.
+        channels_last (bool): keep the network's weights and inputs in channels-last memory
+            layout (faster convolutions on GPUs with tensor cores). Default False.
         init_cfg (dict, optional): mmengine init config.
 
     Modes: ``"loss"`` -> dict of losses; ``"predict"`` -> the data samples with ``pred_depth``
@@ -141,7 +143,8 @@ class DepthEstimator(BaseModel):
 
     def __init__(self, backbone: dict, decoder: dict | None = None,
                  depth_loss: dict | None = None, selectivity: dict | None = None,
-                 data_preprocessor: dict | None = None, init_cfg: dict | None = None):
+                 data_preprocessor: dict | None = None, channels_last: bool = False,
+                 init_cfg: dict | None = None):
         if data_preprocessor is None:
             data_preprocessor = dict(type="DepthDataPreprocessor")
         if isinstance(data_preprocessor, dict) and "type" in data_preprocessor:
@@ -165,10 +168,15 @@ class DepthEstimator(BaseModel):
         if selectivity is not None:
             self.selectivity = MODELS.build(selectivity)
             self.selectivity.attach(self.backbone)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------------------ forward
     def predict_depth(self, inputs: torch.Tensor) -> torch.Tensor:
         """Raw prediction ``(B, 1, h, w)`` in metres for normalised ``(B, 3, H, W)`` inputs."""
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         if self.features_only:
             features = self.backbone(inputs)
             if self.channels_last_features:
