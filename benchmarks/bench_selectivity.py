@@ -3,6 +3,7 @@
     python benchmarks/bench_selectivity.py            # both configurations + METER xxs step
     python benchmarks/bench_selectivity.py --skip-train --repeats 20
     python benchmarks/bench_selectivity.py --cpu-time --repeats 30   # 1 thread, CPU time
+    python benchmarks/bench_selectivity.py --threads 2 --bucketize   # bin index: CPU lookup
 
 Prints, for each configuration, the time of the reference loop (upsample the batch to the depth
 map's size, then for every image and every bin: mask with torch.where, gather, sum; float64
@@ -71,6 +72,21 @@ def bench_response(batch, units, act_hw, depth_hw, bins, repeats, ref_repeats) -
           f"average_response {t_new * 1e3:6.2f} ms (median {m_new * 1e3:.2f}) -> "
           f"speedup {t_ref / t_new:5.1f}x (medians {m_ref / m_new:.1f}x); max rel diff {rel:.1e}")
     return t_ref / t_new
+
+
+def bench_bucketize(repeats: int) -> None:
+    """Depth -> bin index on CPU: ``torch.bucketize`` against the edge lookup used there."""
+    from meter_timm.selectivity.response import _edge_lookup
+
+    depth = torch.rand(8 * 192 * 256, generator=torch.Generator().manual_seed(0)) * 9.5 + 0.5
+    for bins in (32, 64):
+        edges = torch.linspace(0.0, 10.0, bins + 1)
+        table = _edge_lookup(tuple(edges.tolist()), torch.float32, torch.device("cpu"))
+        assert torch.equal(torch.bucketize(depth, edges).float(), table.count_below(depth))
+        t_bucket, _ = timeit(lambda: torch.bucketize(depth, edges), repeats)
+        t_lookup, _ = timeit(lambda: table.count_below(depth), repeats)
+        print(f"bin index of 8x192x256 depths, {bins} bins: torch.bucketize {t_bucket * 1e3:.2f} ms, "
+              f"edge lookup {t_lookup * 1e3:.2f} ms ({t_bucket / t_lookup:.1f}x)")
 
 
 def bench_train_step(repeats: int, layers: list[str], bins: int, with_reference: bool) -> None:
@@ -155,6 +171,8 @@ def main() -> None:
                         help="one thread, timed by the thread's CPU time (for a busy machine)")
     parser.add_argument("--with-reference-step", action="store_true",
                         help="also time a training step with the reference loop on one layer")
+    parser.add_argument("--bucketize", action="store_true",
+                        help="only compare torch.bucketize with the CPU edge lookup")
     parser.add_argument("--layers", nargs="+", default=["encoder.4", "encoder.6", "encoder.8"])
     args = parser.parse_args()
     global CLOCK
@@ -164,6 +182,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{'thread CPU time' if args.cpu_time else 'wall time'}")
+    if args.bucketize:
+        bench_bucketize(max(args.repeats, 20))
+        return
     if not args.skip_response:
         s1 = bench_response(8, 64, (12, 16), (192, 256), 32, args.repeats, args.ref_repeats)
         s2 = bench_response(4, 64, (60, 80), (480, 640), 64, args.repeats, args.ref_repeats)

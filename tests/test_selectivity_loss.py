@@ -265,3 +265,28 @@ def test_nan_activations_do_not_reach_the_learned_matching():
     loss.calibrate(net, clean + [(poisoned, torch.rand(2, 1, 16, 16) * 10)])
     strategy = loss.strategy("encoder.3")
     assert strategy.frozen and bool(torch.isfinite(strategy.response_sum).all())
+
+
+def test_layers_sharing_bins_are_scored_together_exactly_as_alone():
+    """Layers with the same edges share one index computation (units concatenated, per-layer
+    segment means); every per-layer score, the total and the gradients equal separate losses."""
+    from meter_timm.selectivity import SelectivityLoss
+
+    gen = torch.Generator().manual_seed(3)
+    depth = torch.rand(2, 1, 32, 32, generator=gen) * 9 + 0.5
+    depth[:, :, :4] = 0.0
+    acts = {f"l{i}": torch.randn(2, 8 * (i + 1), 16 // 2 ** i, 16 // 2 ** i, generator=gen,
+                                 dtype=torch.float64).requires_grad_() for i in range(3)}
+    layers = [dict(name=name, num_bins=6) for name in acts]
+    joint = SelectivityLoss(layers, lam=0.5)(depth, features=acts)
+    joint["loss_selectivity"].backward()
+    grads = {name: a.grad.clone() for name, a in acts.items()}
+    total = 0.0
+    for name, act in acts.items():
+        act.grad = None
+        alone = SelectivityLoss([dict(name=name, num_bins=6)], lam=0.5)(depth, features={name: act})
+        torch.testing.assert_close(joint[f"sel/{name}"], alone[f"sel/{name}"])
+        alone["loss_selectivity"].backward()
+        torch.testing.assert_close(act.grad, grads[name])
+        total = total + alone["loss_selectivity"]
+    torch.testing.assert_close(joint["loss_selectivity"], total)

@@ -33,6 +33,17 @@ def naive_average_response(act, depth, edges):
     return torch.where(counts > 0, sums / counts.clamp(min=1), torch.zeros(())), counts
 
 
+@pytest.fixture(params=["cpu-path", "gpu-path"])
+def eq1_path(request, monkeypatch):
+    """Run a test through both Eq. 1 paths: the CPU one (edge lookup, 4 scatters) and the GPU one
+    (bucketize, one scatter of the 4 corners), the latter forced onto the CPU here."""
+    import meter_timm.selectivity.response as response
+
+    if request.param == "gpu-path":
+        monkeypatch.setattr(response, "LAUNCH_BOUND_DEVICES", ("cuda", "cpu"))
+    return request.param
+
+
 @pytest.mark.parametrize("out_size,in_size", [(7, 3), (3, 7), (5, 5), (192, 12), (13, 1), (1, 4), (37, 10)])
 def test_interpolation_matrix_is_bilinear_of_identity(out_size, in_size):
     eye = torch.eye(in_size, dtype=torch.float64).view(1, in_size, in_size, 1)
@@ -40,7 +51,7 @@ def test_interpolation_matrix_is_bilinear_of_identity(out_size, in_size):
     torch.testing.assert_close(interpolation_matrix(out_size, in_size), ref, rtol=0, atol=1e-15)
 
 
-def test_matches_naive_on_random_shapes():
+def test_matches_naive_on_random_shapes(eq1_path):
     gen = torch.Generator().manual_seed(0)
     for trial in range(25):
         B, K, n = (int(torch.randint(1, 4, (1,), generator=gen)), int(torch.randint(1, 6, (1,), generator=gen)),
@@ -62,7 +73,7 @@ def test_matches_naive_on_random_shapes():
         torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-12, msg=f"trial {trial}")
 
 
-def test_edge_values_and_invalid_pixels_exactly():
+def test_edge_values_and_invalid_pixels_exactly(eq1_path):
     edges = torch.tensor([0.0, 1.0, 2.0, 4.0], dtype=torch.float64)
     depth = torch.tensor([[0.0, 1.0, 1.5, 2.0], [4.0, 4.5, -1.0, math.nan]], dtype=torch.float64)
     binned = BinnedDepth(depth[None], edges)
@@ -71,7 +82,7 @@ def test_edge_values_and_invalid_pixels_exactly():
     assert binned.bin_index[0].tolist() == [[3, 0, 1, 1], [2, 3, 3, 3]]
 
 
-def test_log_edges_and_fine_edges_use_exact_binning():
+def test_log_edges_and_fine_edges_use_exact_binning(eq1_path):
     # very uneven edges (lookup grid falls back to bucketize) and ICCV-style log edges
     gen = torch.Generator().manual_seed(1)
     depth = torch.rand(2, 1, 40, 50, generator=gen) * 11

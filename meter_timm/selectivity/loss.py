@@ -106,6 +106,10 @@ class SelectivityLoss(nn.Module):
         self._pending_state: dict[str, dict] = {}     # loaded before the strategy existed
         self._capture: LayerCapture | None = None
         self._assignment_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (cpu, device)
+        # per-step constants of fixed strategies and layer groups, cleared whenever a strategy
+        # may change (creation, refit, loaded state): fewer operations per training step
+        self._edges_cache: dict[str, tuple[torch.Tensor, tuple]] = {}
+        self._segment_cache: dict[tuple, torch.Tensor] = {}
         self._check_strategy_names()
 
     def _check_strategy_names(self) -> None:
@@ -147,6 +151,7 @@ class SelectivityLoss(nn.Module):
             if pending is not None:
                 self._load_strategy_state(name, strategy, pending)
             self.strategies[name] = strategy
+            self._forget_constants()
         elif num_units is not None and strategy.num_units != num_units:
             raise ValueError(f"selectivity layer {name!r}: {num_units} units now, "
                              f"{strategy.num_units} when its strategy was created")
@@ -168,6 +173,7 @@ class SelectivityLoss(nn.Module):
         assignments fails here with a ValueError naming it, not later in the loss."""
         from meter_timm.strategies import validate_strategy
 
+        self._forget_constants()
         changed = {}
         for name, strategy in self.strategies.items():
             try:
@@ -210,6 +216,20 @@ class SelectivityLoss(nn.Module):
                 changed[name] = changed.get(name, False) or value
         return changed
 
+    def _forget_constants(self) -> None:
+        self._edges_cache.clear()
+        self._assignment_cache.clear()
+
+    def _edges(self, name: str, strategy) -> tuple[torch.Tensor, tuple]:
+        """The strategy's edges and their tuple key; kept between steps for a fixed strategy."""
+        cached = self._edges_cache.get(name)
+        if cached is None or strategy.learnable:
+            edges = strategy.edges()
+            cached = (edges, tuple(edges.tolist()))
+            if not strategy.learnable:
+                self._edges_cache[name] = cached
+        return cached
+
     def _measure(self, name: str, act: torch.Tensor, depth: torch.Tensor,
                  binned: dict[tuple, BinnedDepth]):
         """(strategy, responses (K, N_b), counts (N_b,)) of one layer on one batch; learnable
@@ -220,10 +240,9 @@ class SelectivityLoss(nn.Module):
         if self.use_abs:
             act = act.abs()
         strategy = self.strategy(name, act.shape[1])
-        edges = strategy.edges()
-        key = tuple(edges.tolist())
+        edges, key = self._edges(name, strategy)
         if key not in binned:
-            binned[key] = BinnedDepth(depth.to(act.device), edges)
+            binned[key] = BinnedDepth(depth.to(act.device), key)
         responses, counts = binned[key].responses(act)
         if strategy.learnable:
             strategy.observe_depth(depth.detach())
@@ -245,6 +264,7 @@ class SelectivityLoss(nn.Module):
         return {"strategies": state}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._forget_constants()
         for name, saved in (state or {}).get("strategies", {}).items():
             if name not in self.layer_names:
                 continue  # a layer no longer configured
@@ -257,14 +277,22 @@ class SelectivityLoss(nn.Module):
     def _assignment_on(self, name: str, strategy, device: torch.device) -> torch.Tensor:
         """The strategy's assignment on ``device``, copied there only when it changed (a copy to
         a GPU every step would synchronise with the host)."""
-        assignment = strategy.assignment()
-        if assignment.device == device:
-            return assignment
         cached = self._assignment_cache.get(name)
+        if cached is not None and not strategy.learnable and cached[1].device == device:
+            return cached[1]  # a fixed strategy's assignment changes only through _forget_constants
+        assignment = strategy.assignment()
         if cached is None or cached[1].device != device or not torch.equal(cached[0], assignment):
             cached = (assignment.clone(), assignment.to(device))
             self._assignment_cache[name] = cached
         return cached[1]
+
+    def _segments(self, layout: tuple, device: torch.device) -> torch.Tensor:
+        """(K_total,) layer position of every unit of a group, built once per layout and device."""
+        key = (layout, device)
+        if key not in self._segment_cache:
+            sizes = torch.tensor([k for _, k in layout])
+            self._segment_cache[key] = torch.repeat_interleave(torch.arange(len(layout)), sizes).to(device)
+        return self._segment_cache[key]
 
     @_float32_statistics
     def forward(self, depth: torch.Tensor, base_loss: torch.Tensor | float | None = None,
@@ -290,19 +318,34 @@ class SelectivityLoss(nn.Module):
             raise ValueError("SelectivityLoss(relative=True) needs base_loss")
 
         binned: dict[tuple, BinnedDepth] = {}
-        total = None
-        out: dict[str, torch.Tensor] = {}
+        groups: dict[int, list] = {}  # layers whose bins share one BinnedDepth (same counts)
         for name in self.layer_names:
             act = features[name]
             strategy, responses, counts = self._measure(name, act, depth, binned)
             bins = self._assignment_on(name, strategy, act.device)
+            groups.setdefault(id(counts), []).append((name, responses, counts, bins))
+        total = None
+        out: dict[str, torch.Tensor] = {}
+        for group in groups.values():
+            # one index computation for all layers of a group (units concatenated), then the
+            # per-layer means as segment sums: the operation count does not grow with layers
+            names = [name for name, *_ in group]
+            counts = group[0][2]
+            responses = torch.cat([r for _, r, _, _ in group]) if len(group) > 1 else group[0][1]
+            bins = torch.cat([b for *_, b in group]) if len(group) > 1 else group[0][3]
             index = selectivity_index(responses, bins, self.eps, counts, self.other_bins)
             # mean over the units whose bin has pixels in this batch; 0 (with a gradient path)
             # when there is none; no host synchronisation
-            keep = (counts.to(act.device)[bins] > 0).to(index.dtype)
-            score = (index * keep).sum() / keep.sum().clamp(min=1.0)
-            out[f"sel/{name}"] = score.detach()
-            total = score if total is None else total + score
+            keep = (counts.to(responses.device)[bins] > 0).to(index.dtype)
+            if len(group) == 1:
+                scores = ((index * keep).sum() / keep.sum().clamp(min=1.0))[None]
+            else:
+                segment = self._segments(tuple((n, r.shape[0]) for n, r, _, _ in group), index.device)
+                sums = index.new_zeros(2, len(group)).index_add_(1, segment, torch.stack([index * keep, keep]))
+                scores = sums[0] / sums[1].clamp(min=1.0)
+            for name, score in zip(names, scores.detach().unbind()):
+                out[f"sel/{name}"] = score
+            total = scores.sum() if total is None else total + scores.sum()
         weight = self.lam
         if self.relative:
             weight = self.lam * torch.as_tensor(base_loss).detach().to(total)
