@@ -33,11 +33,16 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from timm.layers import ClassifierHead, Mlp, register_notrace_function
-from timm.models import build_model_with_cfg, register_model
+from timm.models import (
+    PretrainedCfg,
+    build_model_with_cfg,
+    generate_default_cfgs,
+    register_model,
+    reparameterize_model,
+    resolve_pretrained_cfg,
+)
+# private module: timm 1.0.x exports no public name for it (timm's own models import it so)
 from timm.models._features import feature_take_indices
-from timm.models._builder import resolve_pretrained_cfg
-from timm.models._pretrained import PretrainedCfg
-from timm.models._registry import generate_default_cfgs
 
 from meter_timm.models._checkpoint import load_checkpoint_file, translate_state_dict
 
@@ -559,14 +564,13 @@ class Meter(nn.Module):
     def fuse(self, channels_last: bool = True) -> "Meter":
         """Make the model fast for inference, in place; outputs unchanged up to float rounding.
 
-        Folds every BatchNorm into its conv and merges the two convs of each "separable" conv into
-        one (like ``timm.utils.reparameterize_model``), and with ``channels_last`` stores the conv
-        weights in channels-last memory format, which oneDNN runs much faster on CPU (inputs may
-        stay NCHW). The state dict changes, so load weights first; use it in eval mode.
+        ``timm.models.reparameterize_model`` folds every BatchNorm into its conv and merges the two
+        convs of each "separable" conv into one (the blocks' ``reparameterize()``); with
+        ``channels_last`` the conv weights are then stored in channels-last memory format, which
+        oneDNN runs much faster on CPU (inputs may stay NCHW). The state dict changes, so load
+        weights first; use it in eval mode.
         """
-        for module in self.modules():
-            if module is not self and hasattr(module, "reparameterize"):
-                module.reparameterize()
+        reparameterize_model(self, inplace=True)
         if channels_last:
             self.to(memory_format=torch.channels_last)
         return self
