@@ -339,7 +339,7 @@ class SelectivityHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint["selectivity_hook"] = {
             "target_lambda": self.target_lambda, "refits": self.refits, "calibrated": self.calibrated,
-            "val_epochs": self.val_epochs, "last_report": _checkpoint_safe(self.last_report)}
+            "val_epochs": self.val_epochs, "last_report": _weights_only_readable(self.last_report)}
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get("selectivity_hook")
@@ -352,13 +352,13 @@ class SelectivityHook(Hook):
         self.last_report = dict(state.get("last_report") or {})
 
 
-def _checkpoint_safe(value: Any) -> Any:
+def _weights_only_readable(value: Any) -> Any:
     """``value`` as str/int/float/bool/None, lists and dicts only (weights_only-readable in a
     checkpoint)."""
     if isinstance(value, dict):
-        return {str(k): _checkpoint_safe(v) for k, v in value.items()}
+        return {str(k): _weights_only_readable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_checkpoint_safe(v) for v in value]
+        return [_weights_only_readable(v) for v in value]
     if isinstance(value, (np.generic,)):
         return value.item()
     if torch.is_tensor(value):
