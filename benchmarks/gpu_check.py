@@ -247,22 +247,30 @@ def _metrics(log: str) -> dict:
     return found
 
 
+# --quick: the quickstart's built-in data set shrunk (both loaders' SyntheticDepthDataset)
+_QUICK_SIZES = dict(num_train=16, num_val=8, height=64, width=64)
+_QUICK_DATA = [f"{loader}.dataset.{key}={value}" for loader in ("train_dataloader", "val_dataloader")
+               for key, value in _QUICK_SIZES.items()]
+
+
 def section_quickstart(tmp: Path, quick: bool, deadline: float) -> list[str]:
     from mmengine.config import Config
 
-    from meter_timm.cli.train import prepare_synthetic_data
+    from meter_timm.data.synthetic import ensure_dataset
 
     extra = []
     if quick:
-        extra = ["--cfg-options", "synthetic_data.train=16", "synthetic_data.val=8", "train_cfg.max_epochs=1",
+        extra = ["--cfg-options", *_QUICK_DATA, "train_cfg.max_epochs=1",
                  "train_cfg.val_interval=1", "train_dataloader.batch_size=4", "val_dataloader.batch_size=4",
-                 "param_scheduler.0.end=2", "synthetic_data.height=64", "synthetic_data.width=64"]
-    cfg = Config.fromfile(str(REPO / "mm_configs/quickstart.py"))
+                 "param_scheduler.0.end=2"]
+    # the data set the runs' SyntheticDepthDataset would write (cwd tmp), written here first to time it
+    dataset = Config.fromfile(str(REPO / "mm_configs/quickstart.py")).train_dataloader.dataset
+    spec = {key: dataset[key] for key in ("num_train", "num_val", "height", "width", "seed",
+                                          "frames_per_scene")}
     if quick:
-        cfg.synthetic_data.update(train=16, val=8, height=64, width=64)
-    cfg.synthetic_data.root = str(tmp / cfg.synthetic_data.root)
+        spec.update(_QUICK_SIZES)
     start = time.perf_counter()
-    prepare_synthetic_data(cfg)
+    ensure_dataset(tmp / dataset.data_root, **spec)
     rows = [f"Built-in data written first ({time.perf_counter() - start:.0f} s), then each run from the "
             "same data (`meter-timm train mm_configs/quickstart.py [--amp ...]`).", "",
             "| command | wall time | abs_rel | rmse (m) | d1 | encoder.6 SI preferred | SI assigned | "
@@ -298,11 +306,10 @@ def section_torchrun(tmp: Path, quick: bool, deadline: float) -> list[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--master_port=29531",
            "-m", "meter_timm", "train", str(REPO / "mm_configs/quickstart.py"), "--launcher", "pytorch",
            "--work-dir", str(tmp / "torchrun"), "--cfg-options", "train_cfg.max_epochs=1",
-           "train_cfg.val_interval=1", f"synthetic_data.root={data}",
+           "train_cfg.val_interval=1",
            f"train_dataloader.dataset.data_root={data}", f"val_dataloader.dataset.data_root={data}"]
     if quick:
-        cmd += ["synthetic_data.train=16", "synthetic_data.val=8", "synthetic_data.height=64",
-                "synthetic_data.width=64", "train_dataloader.batch_size=4", "val_dataloader.batch_size=4",
+        cmd += [*_QUICK_DATA, "train_dataloader.batch_size=4", "val_dataloader.batch_size=4",
                 "param_scheduler.0.end=2"]
     code, log, seconds = _run(cmd, tmp, timeout=min(remaining, 120))
     backend = re.search(r"dist_cfg: (\{[^}]*\})", log)

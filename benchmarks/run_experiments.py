@@ -28,6 +28,7 @@ interrupted sweep continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import statistics
@@ -62,47 +63,74 @@ HEADLINE = ("baseline", "uniform-l10-nd32", "learned-l10-nd32")
 SEEDED = HEADLINE  # runs repeated over all --seeds
 
 
-def config_text(name: str, spec: dict, epochs: int, iters_per_epoch: int, data_root: str | None,
-                tiny: bool) -> str:
-    """An mmengine config for one experiment, inheriting from the quickstart config."""
-    lines = [f"_base_ = [{str(REPO / 'mm_configs' / 'quickstart.py')!r}]",
-             f"max_epochs = {epochs}",
-             "train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)",
-             "param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20),"
-             " dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-4)]",
-             "default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=max_epochs,"
-             " max_keep_ckpts=1, save_best=None), logger=dict(type='LoggerHook', interval=20))"]
+QUICKSTART = REPO / "mm_configs" / "quickstart.py"
+
+
+def _schedule(epochs: int) -> dict:
+    """Config options: the quickstart's schedule over ``epochs``, one checkpoint at the end."""
+    return {"max_epochs": epochs, "train_cfg.max_epochs": epochs, "train_cfg.val_interval": epochs,
+            "default_hooks.checkpoint": dict(type="CheckpointHook", interval=epochs,
+                                             max_keep_ckpts=1, save_best=None)}
+
+
+def _loaders(options: dict, train: dict, val: dict) -> dict:
+    """``options`` plus the given train and val loader entries (the test loader as the val one)."""
+    return {**options, "train_dataloader": train, "val_dataloader": val,
+            "test_dataloader": copy.deepcopy(val)}
+
+
+def experiment_config(name: str, spec: dict, epochs: int, iters_per_epoch: int,
+                      data_root: str | None, tiny: bool):
+    """The mmengine config of one experiment: the quickstart config with the experiment's options
+    merged in (``Config.fromfile`` + ``merge_from_dict``)."""
+    from mmengine.config import Config
+
+    options = {
+        **_schedule(epochs),
+        "param_scheduler": [
+            dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=20),
+            dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=epochs, eta_min=1e-4)],
+        "default_hooks.logger": dict(type="LoggerHook", interval=20),
+    }
     if spec["layers"] is None:
-        lines.append("model = dict(selectivity=None)")
-        lines.append(f"custom_hooks = [dict(type='SelectivityHook', layers=[{LAYER!r}], "
-                     f"num_bins={DISSECT_BINS})]")
+        options["model.selectivity"] = None
+        options["custom_hooks"] = [dict(type="SelectivityHook", layers=[LAYER], num_bins=DISSECT_BINS)]
     else:
-        layers = []
-        for layer, bins, strategy in spec["layers"]:
-            layers.append(dict(name=layer, num_bins=bins, strategy=strategy, params=spec.get("params", {})))
-        lines.append(f"model = dict(selectivity=dict(type='SelectivityLoss', lam={spec['lam']!r}, "
-                     f"relative={bool(spec.get('relative'))!r}, layers={layers!r}))")
-        lines.append(f"custom_hooks = [dict(type='SelectivityHook', warmup_iters={iters_per_epoch})]")
+        layers = [dict(name=layer, num_bins=bins, strategy=strategy, params=spec.get("params", {}))
+                  for layer, bins, strategy in spec["layers"]]
+        options["model.selectivity"] = dict(type="SelectivityLoss", lam=spec["lam"],
+                                            relative=bool(spec.get("relative")), layers=layers)
+        options["custom_hooks"] = [dict(type="SelectivityHook", warmup_iters=iters_per_epoch)]
     if data_root:  # real NYU (sparse-to-dense h5) at the paper's resolution
-        lines += ["synthetic_data = None",
-                  f"data_root = {data_root!r}",
-                  f"train_dataloader = dict(batch_size={NYU_BATCH}, dataset=dict(data_root=data_root, pipeline=["
-                  "dict(type='RandomMirror', prob=0.5), dict(type='ResizeDepth', scale=(192, 256), resize_depth=True),"
-                  " dict(type='PackDepthInputs')]))",
-                  "val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=["
-                  "dict(type='ResizeDepth', scale=(192, 256), resize_depth=False), dict(type='PackDepthInputs')]))",
-                  "test_dataloader = val_dataloader",
-                  "val_evaluator = dict(type='DepthMetric', crop_type='nyu_crop')",
-                  "test_evaluator = val_evaluator"]
+        def nyu(subdir: str, pipeline: list, **extra) -> dict:
+            return dict(_delete_=True, type="NYUDepthDataset", data_root=data_root, subdir=subdir,
+                        pipeline=pipeline, **extra)
+
+        options = _loaders(
+            options,
+            train=dict(batch_size=NYU_BATCH, dataset=nyu("train", [
+                dict(type="RandomMirror", prob=0.5),
+                dict(type="ResizeDepth", scale=(192, 256), resize_depth=True),
+                dict(type="PackDepthInputs")])),
+            val=dict(dataset=nyu("val/official", [
+                dict(type="ResizeDepth", scale=(192, 256), resize_depth=False),
+                dict(type="PackDepthInputs")], test_mode=True)))
+        options["val_evaluator.crop_type"] = "nyu_crop"
+        options["test_evaluator.crop_type"] = "nyu_crop"
     elif tiny:  # a few iterations on a small data set: for testing this script
-        lines += [f"synthetic_data = dict(root='data/synthetic-tiny', train={TINY_TRAIN}, val=8, height=48,"
-                  " width=64, seed=0, frames_per_scene=16)",
-                  f"train_dataloader = dict(batch_size={TINY_BATCH}, dataset=dict(data_root='data/synthetic-tiny', pipeline=["
-                  "dict(type='ResizeDepth', scale=(48, 64), resize_depth=True), dict(type='PackDepthInputs')]))",
-                  "val_dataloader = dict(batch_size=8, dataset=dict(data_root='data/synthetic-tiny', pipeline=["
-                  "dict(type='ResizeDepth', scale=(48, 64), resize_depth=False), dict(type='PackDepthInputs')]))",
-                  "test_dataloader = val_dataloader"]
-    return "\n".join(lines) + "\n"
+        data = dict(data_root="data/synthetic-tiny", num_train=TINY_TRAIN, num_val=8, height=48,
+                    width=64, seed=0, frames_per_scene=16)
+        options = _loaders(
+            options,
+            train=dict(batch_size=TINY_BATCH, dataset=dict(data, pipeline=[
+                dict(type="ResizeDepth", scale=(48, 64), resize_depth=True),
+                dict(type="PackDepthInputs")])),
+            val=dict(batch_size=8, dataset=dict(data, pipeline=[
+                dict(type="ResizeDepth", scale=(48, 64), resize_depth=False),
+                dict(type="PackDepthInputs")])))
+    cfg = Config.fromfile(str(QUICKSTART))
+    cfg.merge_from_dict(options)
+    return cfg
 
 
 def count_iters_per_epoch(args) -> int:
@@ -114,8 +142,8 @@ def count_iters_per_epoch(args) -> int:
     else:
         from mmengine.config import Config
 
-        base = Config.fromfile(str(REPO / "mm_configs" / "quickstart.py"))
-        frames, batch = base.synthetic_data["train"], base.train_dataloader.batch_size
+        base = Config.fromfile(str(QUICKSTART))
+        frames, batch = base.train_dataloader.dataset.num_train, base.train_dataloader.batch_size
     return max(1, frames // batch)
 
 
@@ -147,7 +175,7 @@ def train_one(name: str, seed: int, args, iters_per_epoch: int) -> dict:
     spec = EXPERIMENTS[name]
     cfg_path = args.out / "configs" / f"{tag}.py"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(config_text(name, spec, args.epochs, iters_per_epoch, args.data_root, args.tiny))
+    experiment_config(name, spec, args.epochs, iters_per_epoch, args.data_root, args.tiny).dump(cfg_path)
     start = time.monotonic()
     run([sys.executable, "-m", "meter_timm", "train", str(cfg_path), "--work-dir", str(work_dir),
          "--seed", str(seed)], work_dir / "train.log", cwd=Path.cwd())
@@ -324,6 +352,36 @@ def figures(records: list[dict], rows: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+# fine-tuned variants -> their selectivity loss (merged into the quickstart's; None: without)
+FINETUNED = {"ft-baseline": None,
+             "ft-uniform-l10-nd32": dict(type="SelectivityLoss", lam=10.0, layers=[
+                 dict(name=LAYER, num_bins=32, strategy="uniform")])}
+
+
+def finetune_config(selectivity: dict | None, weights: str, epochs: int):
+    """The quickstart config fine-tuning ``weights`` on the built-in data at 192x256."""
+    from mmengine.config import Config
+
+    data = dict(data_root="data/synthetic-192x256", num_train=256, num_val=32, height=192,
+                width=256, seed=1, frames_per_scene=16)
+    options = _loaders(
+        _schedule(epochs),
+        train=dict(batch_size=8, dataset=dict(data, pipeline=[
+            dict(type="RandomMirror", prob=0.5), dict(type="PackDepthInputs")])),
+        val=dict(batch_size=8, dataset=dict(data, pipeline=[dict(type="PackDepthInputs")])))
+    options.update({
+        "model.backbone": dict(name="meter_xxs.nyu", pretrained=True,
+                               pretrained_cfg_overlay=dict(file=weights)),
+        "model.selectivity": copy.deepcopy(selectivity),
+        "optim_wrapper.optimizer.lr": 1e-4,
+        "param_scheduler": [dict(type="ConstantLR", factor=1.0, by_epoch=True, begin=0, end=epochs)],
+        "custom_hooks": [dict(type="SelectivityHook", layers=[LAYER], num_bins=32)],
+    })
+    cfg = Config.fromfile(str(QUICKSTART))
+    cfg.merge_from_dict(options)
+    return cfg
+
+
 def finetune(args) -> dict:
     """Fine-tune the authors' NYU xxs weights on the built-in data at 192x256, with and without
     selectivity, and evaluate both (and the original) on the real 10-image NYU sample."""
@@ -332,37 +390,16 @@ def finetune(args) -> dict:
     if not csv.is_file():
         raise FileNotFoundError(f"real sample: {csv} not found")
     results = {}
-    variants = {"original": None, "ft-baseline": "None",
-                "ft-uniform-l10-nd32": repr(dict(type="SelectivityLoss", lam=10.0, layers=[
-                    dict(name=LAYER, num_bins=32, strategy="uniform")]))}
-    for name, selectivity in variants.items():
+    for name in ("original", *FINETUNED):
         rec_path = out / name / "record.json"
         if rec_path.is_file():
             results[name] = json.loads(rec_path.read_text())
             continue
         weights = str(Path(args.finetune_weights).resolve())
-        if selectivity is not None:
+        if name in FINETUNED:
             cfg = out / "configs" / f"{name}.py"
             cfg.parent.mkdir(parents=True, exist_ok=True)
-            cfg.write_text("\n".join([
-                f"_base_ = [{str(REPO / 'mm_configs' / 'quickstart.py')!r}]",
-                "synthetic_data = dict(root='data/synthetic-192x256', train=256, val=32, height=192,"
-                " width=256, seed=1, frames_per_scene=16)",
-                "train_dataloader = dict(batch_size=8, dataset=dict(data_root='data/synthetic-192x256',"
-                " pipeline=[dict(type='RandomMirror', prob=0.5), dict(type='PackDepthInputs')]))",
-                "val_dataloader = dict(batch_size=8, dataset=dict(data_root='data/synthetic-192x256',"
-                " pipeline=[dict(type='PackDepthInputs')]))",
-                "test_dataloader = val_dataloader",
-                f"model = dict(backbone=dict(name='meter_xxs.nyu', pretrained=True,"
-                f" pretrained_cfg_overlay=dict(file={weights!r})), selectivity={selectivity})",
-                f"max_epochs = {args.finetune_epochs}",
-                "optim_wrapper = dict(optimizer=dict(lr=1e-4))",
-                "param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, end=max_epochs)]",
-                "train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)",
-                "default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=max_epochs,"
-                " max_keep_ckpts=1, save_best=None))",
-                f"custom_hooks = [dict(type='SelectivityHook', layers=[{LAYER!r}], num_bins=32)]",
-            ]) + "\n")
+            finetune_config(FINETUNED[name], weights, args.finetune_epochs).dump(cfg)
             run([sys.executable, "-m", "meter_timm", "train", str(cfg), "--work-dir", str(out / name),
                  "--seed", "0"], out / name / "train.log", cwd=Path.cwd())
             weights = (out / name / "last_checkpoint").read_text().strip()

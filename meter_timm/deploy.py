@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 import timm
@@ -21,7 +21,7 @@ __all__ = ["build_model", "export_onnx", "run_onnx", "onnx_relative_error", "sav
 EXPORT_EXTRA_HINT = "pip install 'meter-timm[export]' (onnx, onnxscript, onnxruntime)"
 
 
-def build_model(name: str, weights: Optional[Union[str, Path]] = None) -> Meter:
+def build_model(name: str, weights: str | Path | None = None) -> Meter:
     """A METER model in eval mode: ``weights`` loaded (any file or hub folder meter-timm reads),
     random weights when None."""
     if weights is None:
@@ -29,13 +29,13 @@ def build_model(name: str, weights: Optional[Union[str, Path]] = None) -> Meter:
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))).eval()
 
 
-def input_size(model: torch.nn.Module, height: Optional[int] = None, width: Optional[int] = None) -> Tuple[int, int]:
+def input_size(model: torch.nn.Module, height: int | None = None, width: int | None = None) -> tuple[int, int]:
     """(H, W): the given sizes, else the model's pretrained input size."""
     _, default_h, default_w = model.pretrained_cfg["input_size"]
     return int(height or default_h), int(width or default_w)
 
 
-def export_onnx(model: torch.nn.Module, path: Union[str, Path], height: int, width: int) -> Dict[str, Any]:
+def export_onnx(model: torch.nn.Module, path: str | Path, height: int, width: int) -> dict[str, Any]:
     """Write ``model`` as ONNX to ``path``: input ``image`` (batch, 3, height, width), output ``depth``
     (batch, 1, h, w) in metres, dynamic batch; the opset is the exporter's default.
 
@@ -65,7 +65,7 @@ def export_onnx(model: torch.nn.Module, path: Union[str, Path], height: int, wid
             "output_shape": dims(proto.graph.output[0])}
 
 
-def run_onnx(path: Union[str, Path], images: np.ndarray, threads: Optional[int] = None) -> np.ndarray:
+def run_onnx(path: str | Path, images: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Run an exported file in ONNX Runtime (CPU) on float32 ``images`` (B, 3, H, W)."""
     try:
         import onnxruntime as ort
@@ -78,7 +78,7 @@ def run_onnx(path: Union[str, Path], images: np.ndarray, threads: Optional[int] 
     return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(images, np.float32)})[0]
 
 
-def onnx_relative_error(path: Union[str, Path], model: torch.nn.Module, images: torch.Tensor) -> float:
+def onnx_relative_error(path: str | Path, model: torch.nn.Module, images: torch.Tensor) -> float:
     """max |ONNX Runtime - PyTorch| / max |PyTorch| on ``images``."""
     with torch.no_grad():
         ref = model(images).numpy()
@@ -88,7 +88,7 @@ def onnx_relative_error(path: Union[str, Path], model: torch.nn.Module, images: 
     return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 
-def save_hub_folder(model: Meter, out_dir: Union[str, Path]) -> Dict[str, Path]:
+def save_hub_folder(model: Meter, out_dir: str | Path) -> dict[str, Path]:
     """Write ``model.safetensors`` and ``config.json`` in timm's hub layout (timm's ``save_for_hf``).
 
     The folder loads with ``timm.create_model("local-dir:DIR", pretrained=True)``, from the hub as

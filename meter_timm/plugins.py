@@ -126,13 +126,6 @@ def get_plugin_manager() -> PluginManager:
     return _manager
 
 
-def reset_plugin_manager() -> None:
-    """Forget the process-wide manager (it is rebuilt, re-reading entry points, on next use)."""
-    global _manager
-    with _lock:
-        _manager = None
-
-
 def plugin_record(pm: pluggy.PluginManager, plugin: object) -> PluginRecord:
     """Name, distribution and version of a registered plugin (in-memory ones: its ``__version__``)."""
     name = pm.get_name(plugin) or repr(plugin)

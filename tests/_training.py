@@ -20,20 +20,40 @@ def make_tiny_data(root: Path, train: int = 16, val: int = 8, seed: int = 0) -> 
     return root
 
 
+def tiny_synthetic_options(data_root: Path | None = None, train: int = 8, val: int = 4) -> dict:
+    """Config options shrinking the quickstart's built-in data set (written on first use by
+    ``SyntheticDepthDataset``) to ``train`` + ``val`` frames of SIZE, written by one process."""
+    options = {}
+    for loader in ("train_dataloader", "val_dataloader"):
+        options.update({f"{loader}.dataset.num_train": train, f"{loader}.dataset.num_val": val,
+                        f"{loader}.dataset.height": SIZE[0], f"{loader}.dataset.width": SIZE[1],
+                        f"{loader}.dataset.workers": 1})
+        if data_root is not None:
+            options[f"{loader}.dataset.data_root"] = str(data_root)
+    return options
+
+
+def cfg_options_argv(options: dict) -> list[str]:
+    """``options`` as ``--cfg-options`` items (``KEY=VALUE``)."""
+    return [f"{key}={value}" for key, value in options.items()]
+
+
 def tiny_config(data_root: Path, work_dir: Path, epochs: int = 2, batch_size: int = 8,
                 selectivity: dict | None = "default", hook: dict | None = None,
                 mirror: bool = True, checkpoint_interval: int = 1) -> Config:
     """The quickstart config shrunk to 64x64 images, a few iterations, no worker processes."""
     cfg = Config.fromfile(str(QUICKSTART))
-    cfg.synthetic_data = None
     train_pipeline = ([dict(type="RandomMirror", prob=0.5)] if mirror else []) + [
         dict(type="ResizeDepth", scale=SIZE, resize_depth=True), dict(type="PackDepthInputs")]
     test_pipeline = [dict(type="ResizeDepth", scale=SIZE, resize_depth=False),
                      dict(type="PackDepthInputs")]
+    # the data made by make_tiny_data, read as it is (not written on first use)
     cfg.train_dataloader.batch_size = batch_size
-    cfg.train_dataloader.dataset.update(data_root=str(data_root), pipeline=train_pipeline)
+    cfg.train_dataloader.dataset = dict(type="NYUDepthDataset", data_root=str(data_root),
+                                        subdir="train", pipeline=train_pipeline)
     cfg.val_dataloader.batch_size = batch_size
-    cfg.val_dataloader.dataset.update(data_root=str(data_root), pipeline=test_pipeline)
+    cfg.val_dataloader.dataset = dict(type="NYUDepthDataset", data_root=str(data_root),
+                                      subdir="val/official", test_mode=True, pipeline=test_pipeline)
     cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
     cfg.train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=epochs, val_interval=epochs)
     cfg.param_scheduler = [dict(type="MultiStepLR", by_epoch=True, milestones=[epochs], gamma=0.1)]

@@ -162,7 +162,7 @@ def test_ablate_a_transformer_layer(folder_data, tmp_path):
     assert report["group_sizes"] == [48, 48, 48, 48]
 
 
-def test_dissect_a_transformer_layer(folder_data, tmp_path):
+def test_dissect_a_transformer_layer(folder_data, tmp_path, capsys):
     """`meter-timm dissect` on a DeiT block (two prefix tokens): 192 units on the 4x6 patch grid."""
     assert main(["dissect", "--model", "deit_tiny_distilled_patch16_224", "--features-only",
                  "--model-arg", "img_size=(64,96)", "--model-arg", "depth=3",
@@ -171,5 +171,27 @@ def test_dissect_a_transformer_layer(folder_data, tmp_path):
                  "--depth-scale", "0.001"]) == 0
     layer = json.loads((tmp_path / "report.json").read_text())["layers"]["model.blocks.1"]
     assert len(layer["argmax_bin"]) == 192
-    assert main(["dissect", "--model", "deit_tiny_distilled_patch16_224", "--model-arg", "img_size",
-                 "--data", str(folder_data), "--out", str(tmp_path), "--depth-scale", "0.001"]) == 2
+    # an item without '=' is a usage error (argparse: exit code 2, the option named)
+    with pytest.raises(SystemExit) as exc:
+        main(["dissect", "--model", "deit_tiny_distilled_patch16_224", "--model-arg", "img_size",
+              "--data", str(folder_data), "--out", str(tmp_path), "--depth-scale", "0.001"])
+    assert exc.value.code == 2
+    assert "argument --model-arg: expected KEY=VALUE, got 'img_size'" in capsys.readouterr().err
+
+
+def test_key_value_options_are_mmengine_dict_action():
+    """``--strategy-param`` / ``--model-arg``: repeatable, collected into one dict, values read by
+    mmengine's DictAction."""
+    import argparse
+
+    from meter_timm.cli.dissect import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--model", "m", "--data", "d", "--out", "o"]
+    args = parser.parse_args(base + ["--model-arg", "img_size=(64,96)", "--model-arg", "depth=3",
+                                     "--strategy-param", "alpha=0.75", "--strategy-param",
+                                     "edges=log", "--strategy-param", "flag=True"])
+    assert args.model_arg == {"img_size": (64, 96), "depth": 3}
+    assert args.strategy_param == {"alpha": 0.75, "edges": "log", "flag": True}
+    assert parser.parse_args(base).model_arg == {} and parser.parse_args(base).strategy_param == {}

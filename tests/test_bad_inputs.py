@@ -69,7 +69,7 @@ def inputs(tmp_path_factory):
     (root / "swapped.csv").write_text("0_depth.png,0_colors.png\n")
     bad_config = root / "bad_type.py"
     bad_config.write_text(f"_base_ = [{str(QUICKSTART)!r}]\ncustom_hooks = [dict(type='NoSuchHook')]\n"
-                          f"synthetic_data = None\nwork_dir = {str(root / 'work')!r}\n")
+                          f"work_dir = {str(root / 'work')!r}\n")
     return {"root": root, "data": data, "weights": root / "weights.pth"}
 
 

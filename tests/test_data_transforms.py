@@ -137,3 +137,22 @@ def test_pack_marks_out_of_range_invalid_and_shapes():
     assert gt.shape == (1, H, W)
     assert gt[0, 0, :3].tolist() == [0.0, 0.0, 0.0]
     assert torch.isfinite(gt).all()
+
+
+def test_random_draws_are_mmcv_cache_randomness():
+    """Each augmentation draws through a ``cache_randomness`` method: under mmcv's
+    ``cache_random_params`` two frames get the same flip, channel order, crop window and shift."""
+    from mmcv.transforms.utils import cache_random_params
+
+    transforms = [RandomMirror(prob=0.5), RandomChannelSwap(prob=0.5),
+                  RandomDepthCrop(crop_ratio=0.8, prob=0.5), ColorDepthShift(prob=0.5)]
+    np.random.seed(0)
+    for _ in range(8):
+        outputs = []
+        for transform in transforms:
+            with cache_random_params(transform):
+                pair = [transform(ramp_frame()) for _ in range(2)]
+            for key in ("img", "gt_depth"):
+                np.testing.assert_array_equal(pair[0][key], pair[1][key])
+            outputs.append(pair)
+        assert all(pair[0].keys() == pair[1].keys() for pair in outputs)

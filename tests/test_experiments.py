@@ -57,14 +57,16 @@ def test_real_nyu_config_points_every_loader_at_the_data_root(tmp_path):
     """--data-root: the grid's configs train and validate on real NYU h5 at 192x256, Eigen crop."""
     from mmengine.config import Config
 
-    from run_experiments import EXPERIMENTS, config_text
+    from run_experiments import EXPERIMENTS, experiment_config
 
     path = tmp_path / "cfg.py"
-    path.write_text(config_text("learned-l10-nd32", EXPERIMENTS["learned-l10-nd32"], epochs=2,
-                                iters_per_epoch=50, data_root="/data/nyudepthv2", tiny=False))
-    cfg = Config.fromfile(str(path))
-    assert cfg.synthetic_data is None and cfg.train_cfg.max_epochs == 2
+    experiment_config("learned-l10-nd32", EXPERIMENTS["learned-l10-nd32"], epochs=2,
+                      iters_per_epoch=50, data_root="/data/nyudepthv2", tiny=False).dump(path)
+    cfg = Config.fromfile(str(path))  # the file the run trains from
+    assert cfg.train_cfg.max_epochs == 2
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        # read as it is, nothing generated: no SyntheticDepthDataset and none of its options
+        assert loader.dataset.type == "NYUDepthDataset" and "num_train" not in loader.dataset
         assert loader.dataset.data_root == "/data/nyudepthv2"
         resize = next(t for t in loader.dataset.pipeline if t["type"] == "ResizeDepth")
         assert tuple(resize["scale"]) == (192, 256)

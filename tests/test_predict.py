@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from meter_timm.cli import main
-from meter_timm.cli.predict import COLOUR_BAR_WIDTH, colorize, predict_depth
+from meter_timm.cli.predict import COLOUR_BAR_WIDTH, colorize, image_depth_map
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 NYU_SAMPLE = SHARED / "data" / "nyu_eigen_test_sample"
@@ -50,7 +50,7 @@ def test_predict_writes_metres_at_the_original_size(tmp_path, random_weights, ca
     # same numbers as the unfused model: cfg resize to 192x256, raw cm output * 0.01, upsampled
     model = timm.create_model("meter_xxs.nyu", pretrained=True,
                               pretrained_cfg_overlay=dict(file=str(random_weights))).eval()
-    expected = predict_depth(model, Image.open(image).convert("RGB"), timm.data.resolve_data_config({}, model=model))
+    expected = image_depth_map(model, Image.open(image).convert("RGB"), timm.data.resolve_data_config({}, model=model))
     np.testing.assert_allclose(depth, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     assert "1 image(s)" in capsys.readouterr().out
 

@@ -86,3 +86,26 @@ def test_mean_depth_baseline_hand_computed(tmp_path):
     assert base["abs_rel"] == pytest.approx((1.0 + 1.0 / 3.0) / 2)   # per image, then averaged
     assert base["rmse"] == pytest.approx(1.0)
     assert base["d1"] == pytest.approx(0.0)                          # 2/1 and 3/2 are >= 1.25
+
+
+def test_ensure_dataset_writes_once_and_other_ranks_wait(tmp_path, monkeypatch):
+    """Local rank 0 writes a missing set once; a split already there is not written again; the
+    other processes of a node only wait for the manifest (here: time out on an empty folder)."""
+    from meter_timm.data.synthetic import ensure_dataset
+
+    out = tmp_path / "set"
+    spec = dict(num_train=3, num_val=2, height=16, width=16, frames_per_scene=2, workers=1,
+                progress=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(TimeoutError, match="local rank 0"):
+        ensure_dataset(out, **spec, timeout=0.0)
+    assert not out.exists()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert ensure_dataset(out, **spec) is True and dataset_is_complete(out, 3, 2)
+    stamp = (out / "synthetic.json").stat().st_mtime_ns
+    assert ensure_dataset(out, **spec) is False
+    # a validation data set asking for more training frames than written needs only its split
+    assert ensure_dataset(out, **dict(spec, num_train=50), splits=("val",)) is False
+    assert (out / "synthetic.json").stat().st_mtime_ns == stamp
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert ensure_dataset(out, **spec, timeout=0.0) is False  # finished: nothing to wait for

@@ -2,6 +2,7 @@
 
 * the quickstart config end to end through ``meter-timm train`` (data written automatically,
   losses and selectivity logged and finite, dissection report and plots written, summary printed);
+* the same config through mmengine's ``Runner.from_cfg`` alone: its data set writes the data;
 * depth selectivity of the trained layer rises above that of the same run without the loss;
 * a third-party strategy ("quantile", from plugins/meter_timm_quantile) chosen by name.
 """
@@ -13,7 +14,8 @@ import math
 import pytest
 import torch
 
-from _training import QUICKSTART, build_runner, make_tiny_data, tiny_config
+from _training import (QUICKSTART, build_runner, cfg_options_argv, make_tiny_data, tiny_config,
+                       tiny_synthetic_options)
 from meter_timm.cli import main as cli_main
 
 
@@ -26,8 +28,7 @@ def test_quickstart_command_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the config writes its data to ./data/synthetic
     code = cli_main([
         "train", str(QUICKSTART), "--work-dir", str(tmp_path / "run"), "--cfg-options",
-        "synthetic_data.train=8", "synthetic_data.val=4", "synthetic_data.height=64",
-        "synthetic_data.width=64", "synthetic_data.workers=1", "train_cfg.max_epochs=1",
+        *cfg_options_argv(tiny_synthetic_options(train=8, val=4)), "train_cfg.max_epochs=1",
         "train_cfg.val_interval=1", "train_dataloader.batch_size=4", "val_dataloader.batch_size=4",
         "param_scheduler.0.end=2"])
     assert code == 0
@@ -38,6 +39,32 @@ def test_quickstart_command_end_to_end(tmp_path, monkeypatch, capsys):
     report = json.loads((tmp_path / "run/dissection/epoch_1/report.json").read_text())
     assert report["layers"]["encoder.6"]["num_units"] == 48
     assert report["layers"]["encoder.6"]["num_bins"] == 16
+
+
+def test_runner_from_cfg_writes_the_builtin_data(tmp_path, monkeypatch):
+    """mmengine alone, as on a fresh clone: ``Runner.from_cfg`` on the quickstart config (shrunk
+    by config options) finds no data, so its data set writes it, then trains and validates on it."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "empty" / "synthetic"
+    cfg = Config.fromfile(str(QUICKSTART))
+    cfg.merge_from_dict({
+        **tiny_synthetic_options(root, train=8, val=4), "train_cfg.max_epochs": 1,
+        "train_cfg.val_interval": 1, "train_dataloader.batch_size": 4,
+        "val_dataloader.batch_size": 4, "param_scheduler.0.end": 2,
+        "work_dir": str(tmp_path / "run"), "experiment_name": f"from_cfg_{id(cfg)}",
+        "visualizer.name": f"vis_from_cfg_{id(cfg)}"})
+    runner = Runner.from_cfg(cfg)
+    assert not root.exists()  # nothing is written before the data set is built
+    runner.train()
+    assert len(list((root / "train").glob("*/*.h5"))) == 8
+    assert len(list((root / "val" / "official").glob("*.h5"))) == 4
+    assert runner.train_dataloader.dataset.metainfo["dataset"].startswith("procedural")
+    assert len(runner.val_dataloader.dataset) == 4
+    assert math.isfinite(runner.message_hub.get_scalar("val/abs_rel").current())
+    assert (tmp_path / "run" / "epoch_1.pth").is_file()
 
 
 def test_losses_and_selectivity_are_logged_and_finite(tiny_data, tmp_path):

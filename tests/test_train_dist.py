@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from _training import QUICKSTART, REPO, make_tiny_data
+from _training import QUICKSTART, REPO, cfg_options_argv, tiny_synthetic_options
 
 
 def _free_port() -> int:
@@ -21,13 +21,13 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_process_gloo_run(tmp_path):
-    data = make_tiny_data(tmp_path / "data", train=8, val=4)
+    # no data yet: the data set of local rank 0 writes it, the other process waits for it
+    data = tmp_path / "data"
     work_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            f"--master_port={_free_port()}", "-m", "meter_timm", "train", str(QUICKSTART),
            "--launcher", "pytorch", "--work-dir", str(work_dir), "--cfg-options",
-           f"synthetic_data.root={data}", "synthetic_data.train=8", "synthetic_data.val=4",
-           f"train_dataloader.dataset.data_root={data}", f"val_dataloader.dataset.data_root={data}",
+           *cfg_options_argv(tiny_synthetic_options(data, train=8, val=4)),
            "train_cfg.max_epochs=1", "train_cfg.val_interval=1", "train_dataloader.batch_size=2",
            "val_dataloader.batch_size=2", "param_scheduler.0.end=2"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
@@ -43,3 +43,4 @@ def test_two_process_gloo_run(tmp_path):
     # metrics are collected over both processes and printed once, by rank 0
     assert log.count("| abs_rel |") == 1
     assert (work_dir / "epoch_1.pth").is_file()
+    assert len(list((data / "train").glob("*/*.h5"))) == 8 and (data / "synthetic.json").is_file()

@@ -29,6 +29,8 @@ from meter_timm.cli._data import DATA_HELP, add_folder_arguments, build_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from meter_timm.cli._key_value import add_key_value_argument
+
     parser.add_argument("model", help="timm model name (e.g. meter_xxs.nyu) or a training config "
                                       "(.py) whose SelectivityLoss holds the layer's strategy")
     parser.add_argument("--weights", help="raw state dict or mmengine checkpoint (weights_only load); "
@@ -44,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bins", type=int, default=16, help="depth bins (default 16)")
     parser.add_argument("--strategy", default="uniform",
                         help="strategy giving the bin edges and assignment (default uniform = Eq. 2)")
-    parser.add_argument("--strategy-param", action="append", default=[], metavar="KEY=VALUE")
+    add_key_value_argument(parser, "--strategy-param",
+                           "strategy parameter (repeatable), e.g. alpha=0.75")
     parser.add_argument("--min-depth", type=float, default=0.0)
     parser.add_argument("--max-depth", type=float, default=10.0)
     parser.add_argument("--random-draws", type=int, default=3,
@@ -54,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (heatmap)")
     parser.add_argument("--features-only", action="store_true",
                         help="MODEL is a timm backbone + the light decoder")
-    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="timm keyword argument of MODEL (repeatable), e.g. img_size=(192,256)")
+    add_key_value_argument(parser, "--model-arg", "timm keyword argument of MODEL (repeatable), "
+                                                  "e.g. img_size=(192,256)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
     parser.add_argument("--limit", type=int, help="use only the first N images")
@@ -143,14 +146,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from meter_timm.cli.dissect import _parse_params, iterate_batches, parse_model_args
+    from meter_timm.cli.dissect import iterate_batches
     from meter_timm.selectivity import LayerCapture, ablation_study
 
     if args.random_draws < 0:
         raise ValueError(f"--random-draws must be >= 0, got {args.random_draws}")
-    params = _parse_params(args.strategy_param)
+    params = dict(args.strategy_param)
     model = build_model(args.model, args.weights, args.features_only,
-                        parse_model_args(args.model_arg)).to(args.device).eval()
+                        args.model_arg).to(args.device).eval()
     capture = LayerCapture(model.backbone, [args.layer], detach_outputs=True)  # checks the name
     dataset = build_dataset(
         args, [dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),

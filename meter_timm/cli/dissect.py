@@ -19,6 +19,8 @@ from meter_timm.cli._data import DATA_HELP, add_folder_arguments, build_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from meter_timm.cli._key_value import add_key_value_argument
+
     parser.add_argument("--model", required=True, help="timm model name, e.g. meter_xxs.nyu")
     parser.add_argument("--weights", help="raw state dict or mmengine checkpoint (weights_only load); "
                                           "without it the model is randomly initialised")
@@ -34,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(see `meter-timm strategies`). Default: for a layer trained with "
                              "selectivity, the strategy stored in the checkpoint (its own edges "
                              "and assignment, e.g. a learned matching); else uniform = Eq. 2")
-    parser.add_argument("--strategy-param", action="append", default=[], metavar="KEY=VALUE",
-                        help="strategy parameter (repeatable), e.g. alpha=0.75")
+    add_key_value_argument(parser, "--strategy-param",
+                           "strategy parameter (repeatable), e.g. alpha=0.75")
     parser.add_argument("--min-depth", type=float, default=0.0)
     parser.add_argument("--max-depth", type=float, default=10.0)
     parser.add_argument("--units", type=int, nargs="+", default=[12, 24, 40],
@@ -49,32 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--features-only", action="store_true",
                         help="MODEL is a timm backbone + the light decoder (any timm backbone)")
-    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="timm keyword argument of the model (repeatable), e.g. img_size=(192,256)")
+    add_key_value_argument(parser, "--model-arg", "timm keyword argument of the model "
+                                                  "(repeatable), e.g. img_size=(192,256)")
     add_folder_arguments(parser)
-
-
-def _parse_params(items: list[str]) -> dict:
-    import ast
-
-    params = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--strategy-param {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        try:
-            params[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            params[key] = value
-    return params
-
-
-def parse_model_args(items: list[str]) -> dict:
-    """``--model-arg KEY=VALUE`` items as timm keyword arguments (values as Python literals)."""
-    bad = [item for item in items if "=" not in item]
-    if bad:
-        raise ValueError(f"--model-arg {bad[0]!r}: expected KEY=VALUE, e.g. img_size=(192,256)")
-    return _parse_params(items)
 
 
 def build_model(name: str, weights: str | None, features_only: bool = False,
@@ -114,14 +93,13 @@ def run(args: argparse.Namespace) -> int:
     from meter_timm.selectivity import LayerCapture, ResponseAccumulator
     from meter_timm.strategies import create_strategy
 
-    params = _parse_params(args.strategy_param)
+    params = dict(args.strategy_param)
     dataset = build_dataset(
         args, [dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
                dict(type="PackDepthInputs")], limit=args.limit)
     if not len(dataset):
         raise SystemExit(f"{args.data}: no images")
-    model, target = build_model(args.model, args.weights, args.features_only,
-                                parse_model_args(args.model_arg))
+    model, target = build_model(args.model, args.weights, args.features_only, args.model_arg)
     model = model.to(args.device).eval()
     capture = LayerCapture(target, args.layers, detach_outputs=True)  # unknown names fail here
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ def load_image(path: Path):
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
-def image_to_tensor(image, data_config: Dict[str, Any]) -> torch.Tensor:
+def image_to_tensor(image, data_config: dict[str, Any]) -> torch.Tensor:
     """(1, 3, H, W) network input from a PIL image: timm's eval transform of ``data_config``
     (squash-resize to the input size, bilinear with antialiasing, [0, 1], mean/std)."""
     import timm.data
@@ -73,16 +74,17 @@ def image_to_tensor(image, data_config: Dict[str, Any]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_depth(model: torch.nn.Module, image, data_config: Dict[str, Any]) -> np.ndarray:
-    """Depth in metres (H, W) at the PIL ``image``'s size: model output upsampled bilinearly."""
+def image_depth_map(model: torch.nn.Module, image, data_config: dict[str, Any]) -> np.ndarray:
+    """Depth in metres (H, W) at the PIL ``image``'s size: model output upsampled bilinearly.
+    (Not ``DepthEstimator.predict_depth``, which maps a batch of network inputs to depth.)"""
     device = next(model.parameters()).device
     depth = model(image_to_tensor(image, data_config).to(device))
     depth = F.interpolate(depth, size=(image.height, image.width), mode="bilinear", align_corners=False)
     return depth[0, 0].float().cpu().numpy()
 
 
-def colorize(depth: np.ndarray, cmap: str = "magma_r", vmin: Optional[float] = None,
-             vmax: Optional[float] = None) -> np.ndarray:
+def colorize(depth: np.ndarray, cmap: str = "magma_r", vmin: float | None = None,
+             vmax: float | None = None) -> np.ndarray:
     """(H, W, 3) uint8 colour image of ``depth`` (robust per-image range unless vmin/vmax given)."""
     import matplotlib
 
@@ -92,8 +94,8 @@ def colorize(depth: np.ndarray, cmap: str = "magma_r", vmin: Optional[float] = N
     return (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).round().astype(np.uint8)
 
 
-def colour_range(depth: np.ndarray, vmin: Optional[float] = None,
-                 vmax: Optional[float] = None) -> Tuple[float, float]:
+def colour_range(depth: np.ndarray, vmin: float | None = None,
+                 vmax: float | None = None) -> tuple[float, float]:
     """(low, high) of the colour scale: the given bounds, else the 2nd / 98th percentile."""
     lo = float(np.percentile(depth, 2)) if vmin is None else float(vmin)
     hi = float(np.percentile(depth, 98)) if vmax is None else float(vmax)
@@ -104,8 +106,8 @@ COLOUR_BAR_WIDTH = 90  # pixels right of the image: bar, ticks and label
 MIN_PNG_HEIGHT = 160   # room for a readable bar next to small images
 
 
-def save_depth_png(path: Path, depth: np.ndarray, cmap: str = "magma_r", vmin: Optional[float] = None,
-                   vmax: Optional[float] = None) -> Tuple[float, float]:
+def save_depth_png(path: Path, depth: np.ndarray, cmap: str = "magma_r", vmin: float | None = None,
+                   vmax: float | None = None) -> tuple[float, float]:
     """Write ``depth`` (H, W, metres) colour-mapped at its own pixels (top-left, not resampled)
     with a colour bar labelled in metres on the right; returns the colour range used."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -133,7 +135,7 @@ def save_depth_png(path: Path, depth: np.ndarray, cmap: str = "magma_r", vmin: O
     return lo, hi
 
 
-def _output_stems(paths: Sequence[Path]) -> List[str]:
+def _output_stems(paths: Sequence[Path]) -> list[str]:
     """File stems, made unique by appending the position when two images share one."""
     stems = [p.stem for p in paths]
     return [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]
@@ -176,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(f"error: {err}", file=sys.stderr)
             failed += 1
             continue
-        depth = predict_depth(model, image, data_config)
+        depth = image_depth_map(model, image, data_config)
         np.save(out_dir / f"{stem}.npy", depth.astype(np.float32))
         save_depth_png(out_dir / f"{stem}.png", depth, args.cmap, vmin, vmax)
     done = len(paths) - failed

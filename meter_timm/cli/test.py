@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         runner = RUNNERS.build(cfg)
     else:  # MeterRunner: mmengine's Runner that also runs multi-process on CPU (gloo)
         runner = MeterRunner.from_cfg(cfg)
-    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    from mmengine.model import is_model_wrapper
+
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     kind = load_weights(model, args.checkpoint)
     runner.logger.info(f"loaded {args.checkpoint} into the {kind}")
     metrics = runner.test()

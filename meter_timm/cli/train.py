@@ -3,16 +3,14 @@
 Multi-process: ``torchrun --nproc_per_node=N -m meter_timm train CONFIG --launcher pytorch``
 (gloo on CPU, nccl on GPUs, unless the config names a backend). ``--amp [float16|bfloat16]``
 trains in mixed precision on GPU or CPU, ``--compile`` with ``torch.compile``,
-``--channels-last`` in channels-last memory layout. A config with a
-top-level ``synthetic_data = dict(root=..., train=..., val=..., height=..., width=..., seed=...)``
-gets its procedural data set written first if it is missing. At the end the last validation
-metrics, the per-layer selectivity and the paths of the dissection plots are printed.
+``--channels-last`` in channels-last memory layout. The built-in procedural data set of a
+config (``type="SyntheticDepthDataset"``) is written by the data set itself if it is missing. At
+the end the last validation metrics (next to those of predicting the mean training depth, for
+the built-in data), the per-layer selectivity and the paths of the dissection plots are printed.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import time
 from pathlib import Path
 
 
@@ -95,44 +93,20 @@ def build_config(args: argparse.Namespace):
     return cfg
 
 
-def prepare_synthetic_data(cfg, timeout: float = 1800.0) -> None:
-    """Write the config's ``synthetic_data`` set if missing (local rank 0; other ranks wait)."""
-    spec = cfg.get("synthetic_data")
-    if not spec:
-        return
-    from meter_timm.data.synthetic import dataset_is_complete, generate_dataset
-
-    spec = dict(spec)
-    root = spec.pop("root")
-    num_train, num_val = spec.get("train", 800), spec.get("val", 100)
-    if dataset_is_complete(root, num_train, num_val):
-        return
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        print(f"meter-timm train: writing the built-in procedural data set to {root}", flush=True)
-        generate_dataset(root, num_train=num_train, num_val=num_val,
-                         height=spec.get("height", 240), width=spec.get("width", 320),
-                         seed=spec.get("seed", 0), frames_per_scene=spec.get("frames_per_scene", 20),
-                         workers=spec.get("workers"))
-        return
-    start = time.monotonic()
-    while not dataset_is_complete(root, num_train, num_val):
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"waited {timeout:.0f} s for local rank 0 to write {root}")
-        time.sleep(1.0)
-
-
 def summarize(runner, cfg) -> str:
     """The end-of-training summary: metrics table, per-layer selectivity, plot paths."""
     hub = runner.message_hub
     metrics = {key[4:]: buf.current() for key, buf in hub.log_scalars.items()
                if key.startswith("val/") and not key.startswith("val/sel/")
                and key not in ("val/time", "val/data_time")}
+    from meter_timm.mm.datasets import SyntheticDepthDataset
+
     baseline = None
-    spec = cfg.get("synthetic_data")
-    if spec and metrics:
+    dataset = getattr(runner.train_dataloader, "dataset", None)
+    if metrics and isinstance(dataset, SyntheticDepthDataset):
         from meter_timm.data.synthetic import mean_depth_baseline
 
-        baseline = mean_depth_baseline(spec["root"])
+        baseline = mean_depth_baseline(dataset.data_root)
     lines = [f"\n== meter-timm train: {Path(cfg.filename).name} finished, work dir {runner.work_dir}"]
     if metrics:
         lines.append("")
@@ -174,7 +148,6 @@ def run(args: argparse.Namespace) -> int:
     from meter_timm.mm.registry import RUNNERS
     from meter_timm.mm.runner import MeterRunner
 
-    prepare_synthetic_data(cfg)
     if cfg.get("runner_type"):
         runner = RUNNERS.build(cfg)
     else:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["SceneConfig", "render_frame", "generate_dataset", "dataset_is_complete", "MAX_DEPTH"]
+__all__ = ["SceneConfig", "render_frame", "generate_dataset", "dataset_is_complete", "ensure_dataset",
+           "MAX_DEPTH"]
 
 MAX_DEPTH = 10.0  # metres; NYU's range
 _MANIFEST = "synthetic.json"
@@ -383,6 +385,35 @@ def generate_dataset(out: str | os.PathLike, num_train: int = 800, num_val: int 
     (out / _MANIFEST).write_text(json.dumps(
         _manifest(num_train, num_val, height, width, seed, frames_per_scene), indent=1))
     return out
+
+
+def ensure_dataset(out: str | os.PathLike, num_train: int = 800, num_val: int = 100,
+                   height: int = 240, width: int = 320, seed: int = 0, frames_per_scene: int = 20,
+                   workers: int | None = None, splits: tuple[str, ...] = ("train", "val"),
+                   timeout: float = 1800.0, progress: bool = True) -> bool:
+    """Write the data set to ``out`` with :func:`generate_dataset` unless it is already there;
+    returns True if this process wrote it.
+
+    "There" means a finished set (manifest) with at least ``num_train`` training frames (if
+    ``"train"`` is in ``splits``) and ``num_val`` validation frames (if ``"val"`` is). Under torchrun
+    the process of local rank 0 (``LOCAL_RANK``) writes and the other processes of the node wait
+    for its manifest, at most ``timeout`` seconds.
+    """
+    need_train = num_train if "train" in splits else None
+    need_val = num_val if "val" in splits else None
+    if dataset_is_complete(out, need_train, need_val):
+        return False
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        generate_dataset(out, num_train=num_train, num_val=num_val, height=height, width=width,
+                         seed=seed, frames_per_scene=frames_per_scene, workers=workers,
+                         progress=progress)
+        return True
+    start = time.monotonic()
+    while not dataset_is_complete(out, need_train, need_val):
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"waited {timeout:.0f} s for local rank 0 to write {out}")
+        time.sleep(1.0)
+    return False
 
 
 def mean_depth_baseline(root: str | os.PathLike, max_train_files: int = 400) -> dict:

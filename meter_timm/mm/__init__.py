@@ -10,7 +10,9 @@ from meter_timm.mm import transforms  # noqa: F401
 from meter_timm.mm import metrics  # noqa: F401
 from meter_timm.mm import model  # noqa: F401
 from meter_timm.mm import losses  # noqa: F401  (training part: BalancedLoss, SiLogLoss, SelectivityLoss)
-from meter_timm.mm.datasets import DepthFolderDataset, KITTIDepthDataset, NYUDepthDataset  # noqa: F401
+from meter_timm.mm.datasets import (  # noqa: F401
+    DepthFolderDataset, KITTIDepthDataset, NYUDepthDataset, SyntheticDepthDataset,
+)
 from meter_timm.mm.metrics import DepthMetric  # noqa: F401
 from meter_timm.mm.model import DepthDataPreprocessor, DepthEstimator, L1DepthLoss  # noqa: F401
 from meter_timm.mm.structures import DepthDataSample  # noqa: F401

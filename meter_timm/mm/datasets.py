@@ -1,5 +1,6 @@
-"""Depth data sets for mmengine: NYU Depth V2 (h5 folders, DenseDepth csv, labeled .mat), a folder
-of images and depth maps matched by name, and KITTI (Eigen split)."""
+"""Depth data sets for mmengine: NYU Depth V2 (h5 folders, DenseDepth csv, labeled .mat), the
+built-in procedural scenes (written on first use), a folder of images and depth maps matched by
+name, and KITTI (Eigen split)."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -51,7 +52,11 @@ class NYUDepthDataset(BaseDataset):
         self.split_file = split_file
         self.split_key = split_key
         self.max_depth = max_depth
-        # a list of indices is ours; an int (first-N) is BaseDataset's
+        # an int (first N) is BaseDataset's; a list is not BaseDataset(indices=[...]), which would
+        # index the frames left after split_file and keep their original sample_idx: here a list
+        # picks frames of the source itself (for a .mat: instead of split_file, before anything
+        # is read), an index out of range is an NYUDataError naming the file, and sample_idx
+        # counts the frames kept
         self.frame_indices = list(indices) if isinstance(indices, (list, tuple)) else None
         self._reader = SampleReader(max_depth)
         # build from our registry so the dataset works without a default scope
@@ -96,6 +101,51 @@ class NYUDepthDataset(BaseDataset):
         state["_reader"] = SampleReader(self.max_depth)
         return state
 
+
+
+@DATASETS.register_module()
+class SyntheticDepthDataset(NYUDepthDataset):
+    """The built-in procedural indoor scenes (:mod:`meter_timm.data.synthetic`), written to
+    ``data_root`` the first time the data set is built, so that a config trains on a fresh clone
+    through ``Runner.from_cfg`` alone.
+
+    The set is written unless ``data_root`` already holds a finished one (its ``synthetic.json``)
+    with at least the frames this data set reads: ``num_train`` for ``subdir="train"``,
+    ``num_val`` for ``subdir="val/official"``, both otherwise. In a multi-process run the process
+    of local rank 0 writes and the others wait. Items are those of :class:`NYUDepthDataset`.
+
+    Args:
+        data_root (str): where the set lives (``train/<room>/*.h5``, ``val/official/*.h5``).
+        num_train, num_val (int): frames of each split. Default 800 and 100.
+        height, width (int): frame size. Default 240x320.
+        seed (int): seed of the whole set. Default 0.
+        frames_per_scene (int): training frames per room folder. Default 20.
+        workers (int, optional): writing processes (default: the CPUs available, at most 8).
+        subdir, pipeline, test_mode, ...: as for :class:`NYUDepthDataset`.
+    """
+
+    METAINFO = dict(dataset="procedural indoor scenes (meter_timm.data.synthetic)", depth_unit="m")
+
+    def __init__(self, data_root: str, num_train: int = 800, num_val: int = 100,
+                 height: int = 240, width: int = 320, seed: int = 0, frames_per_scene: int = 20,
+                 workers: int | None = None, **kwargs):
+        self.synthetic = dict(num_train=num_train, num_val=num_val, height=height, width=width,
+                              seed=seed, frames_per_scene=frames_per_scene, workers=workers)
+        super().__init__(data_root=data_root, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        from meter_timm.data.synthetic import dataset_is_complete, ensure_dataset
+
+        subdir = (self.subdir or "").strip("/")
+        splits = ("train",) if subdir == "train" else ("val",) if subdir.startswith("val") \
+            else ("train", "val")
+        counts = dict(num_train=self.synthetic["num_train"] if "train" in splits else None,
+                      num_val=self.synthetic["num_val"] if "val" in splits else None)
+        if not dataset_is_complete(self.data_root, **counts):
+            print_log(f"SyntheticDepthDataset: writing the built-in procedural data set to "
+                      f"{self.data_root}", logger="current")
+        ensure_dataset(self.data_root, splits=splits, **self.synthetic)
+        return super().load_data_list()
 
 
 class _ImageDepthPairs(BaseDataset):
@@ -237,4 +287,5 @@ def build_depth_dataset(data: str, pipeline: Sequence, max_depth: float = 10.0,
     return NYUDepthDataset(data_root=data, split_file=split_file, **common)
 
 
-__all__ = ["DepthFolderDataset", "KITTIDepthDataset", "NYUDepthDataset", "build_depth_dataset"]
+__all__ = ["DepthFolderDataset", "KITTIDepthDataset", "NYUDepthDataset", "SyntheticDepthDataset",
+           "build_depth_dataset"]

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
-from mmengine.dist import is_distributed, is_main_process
+from mmengine.dist import all_reduce, is_distributed, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
@@ -19,9 +19,8 @@ __all__ = ["SelectivityHook", "RandomStateHook", "find_selectivity_module"]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    if is_model_wrapper(model) or isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        return model.module
-    return model
+    # mmengine's wrappers and torch's DDP/DataParallel (registered in MODEL_WRAPPERS) hold .module
+    return model.module if is_model_wrapper(model) else model
 
 
 def find_selectivity_module(model: torch.nn.Module):
@@ -41,7 +40,7 @@ class RandomStateHook(Hook):
     priority = "VERY_LOW"
 
     def __init__(self) -> None:
-        self._pending: Optional[dict] = None
+        self._pending: dict | None = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         state = {"python": random.getstate(), "numpy": np.random.get_state(),
@@ -139,10 +138,10 @@ class SelectivityHook(Hook):
     priority = "HIGHEST"  # sees the train outputs before RuntimeInfoHook logs them
 
     def __init__(self, warmup_iters: int = 0, warmup_start: float = 0.0,
-                 refit_interval: Optional[int] = None, refit_after: int = 0, dissect: bool = True,
-                 dissect_interval: int = 1, layers: Optional[Sequence] = None,
-                 num_bins: Optional[int] = None, strategy: str = "uniform", min_depth: float = 0.0,
-                 max_depth: float = 10.0, plot_units: Optional[Sequence[int]] = None,
+                 refit_interval: int | None = None, refit_after: int = 0, dissect: bool = True,
+                 dissect_interval: int = 1, layers: Sequence | None = None,
+                 num_bins: int | None = None, strategy: str = "uniform", min_depth: float = 0.0,
+                 max_depth: float = 10.0, plot_units: Sequence[int] | None = None,
                  reduce_logs: bool = True, calibrate_frames: int = 256,
                  calibrate_batch_size: int = 8) -> None:
         if warmup_iters < 0 or refit_after < 0 or dissect_interval < 1:
@@ -170,7 +169,7 @@ class SelectivityHook(Hook):
         self.calibrate_batch_size = int(calibrate_batch_size)
         # state kept in checkpoints
         self.calibrated = False
-        self.target_lambda: Optional[float] = None
+        self.target_lambda: float | None = None
         self.refits = 0
         self.val_epochs = 0
         self.last_report: dict = {}
@@ -248,15 +247,16 @@ class SelectivityHook(Hook):
         if outputs and self.reduce_logs and is_distributed():
             keys = [k for k, v in outputs.items() if torch.is_tensor(v) and v.numel() == 1
                     and k.startswith("sel")]
-            if keys:
+            if keys:  # one collective for all of them
                 values = torch.stack([outputs[k].detach().float().reshape(()) for k in keys])
-                torch_dist.all_reduce(values)
-                values /= torch_dist.get_world_size()
+                all_reduce(values, op="mean")
                 for key, value in zip(keys, values):
                     outputs[key] = value
         module = find_selectivity_module(runner.model)
         if module is None or self.refit_interval is None:
             return
+        # not Hook.every_n_train_iters: the schedule counts from refit_after (every n iterations
+        # after it), which every_n_train_iters (multiples of n) cannot offset
         done = runner.iter + 1  # iterations finished, counting this one
         if done > self.refit_after and (done - self.refit_after) % self.refit_interval == 0:
             result = module.refit()
@@ -301,7 +301,7 @@ class SelectivityHook(Hook):
         if self._dissector is not None:
             self._dissector.observe(data_batch, outputs)
 
-    def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
+    def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
         self.val_epochs += 1
         dissector, self._dissector = self._dissector, None
         if dissector is None:
@@ -339,7 +339,7 @@ class SelectivityHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint["selectivity_hook"] = {
             "target_lambda": self.target_lambda, "refits": self.refits, "calibrated": self.calibrated,
-            "val_epochs": self.val_epochs, "last_report": _plain(self.last_report)}
+            "val_epochs": self.val_epochs, "last_report": _weights_only_readable(self.last_report)}
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get("selectivity_hook")
@@ -352,12 +352,13 @@ class SelectivityHook(Hook):
         self.last_report = dict(state.get("last_report") or {})
 
 
-def _plain(value: Any) -> Any:
-    """Only str/int/float/bool/None, lists and dicts (weights_only-safe in a checkpoint)."""
+def _weights_only_readable(value: Any) -> Any:
+    """``value`` as str/int/float/bool/None, lists and dicts only (weights_only-readable in a
+    checkpoint)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _weights_only_readable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_weights_only_readable(v) for v in value]
     if isinstance(value, (np.generic,)):
         return value.item()
     if torch.is_tensor(value):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import os
 import random
-from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -36,7 +35,7 @@ from meter_timm.mm.registry import LOOPS, MODEL_WRAPPERS, RUNNERS
 __all__ = ["MeterRunner", "init_cpu_process_group"]
 
 
-def init_cpu_process_group(dist_cfg: Optional[dict] = None) -> str:
+def init_cpu_process_group(dist_cfg: dict | None = None) -> str:
     """Create the default process group for a torchrun launch without CUDA; returns the backend.
 
     ``dist_cfg`` is ``env_cfg.dist_cfg``: ``backend`` (nccl is replaced by gloo, which is the only
@@ -142,7 +141,7 @@ class MeterRunner(Runner):
     """
 
     def __init__(self, *args, **kwargs) -> None:
-        self._resuming_from: Optional[str] = None
+        self._resuming_from: str | None = None
         super().__init__(*args, **kwargs)
         from meter_timm.mm.hooks import RandomStateHook
 
@@ -202,7 +201,7 @@ class MeterRunner(Runner):
                                  "--cfg-options load_from=PATH without --resume")
         return checkpoint
 
-    def setup_env(self, env_cfg: Dict) -> None:
+    def setup_env(self, env_cfg: dict) -> None:
         if (self.distributed and self.launcher == "pytorch" and not is_distributed()
                 and not torch.cuda.is_available()):
             init_cpu_process_group(env_cfg.get("dist_cfg"))
@@ -218,7 +217,7 @@ class MeterRunner(Runner):
                 if torch.is_tensor(value):
                     broadcast(value)
 
-    def wrap_model(self, model_wrapper_cfg: Optional[Dict], model: torch.nn.Module):
+    def wrap_model(self, model_wrapper_cfg: dict | None, model: torch.nn.Module):
         if not self.distributed or torch.cuda.is_available() or is_model_wrapper(model):
             return super().wrap_model(model_wrapper_cfg, model)
         # CPU processes: DistributedDataParallel must not get device_ids

@@ -6,6 +6,13 @@ Images travel as ``results["img"]`` ``(H, W, 3)`` RGB on the 0-255 scale (uint8;
 depth outside ``(0, max_depth]`` as invalid (``results["max_depth"]``, default 10 m).
 The METER training augmentations (Papa et al. 2023) each fire with probability ``prob`` = 0.5.
 ImageNet normalisation happens in :class:`meter_timm.mm.model.DepthDataPreprocessor`.
+
+Each random transform takes its probability ``prob`` itself, as mmcv's own ``RandomFlip`` does,
+instead of being wrapped in ``mmcv.transforms.RandomApply``: configs keep
+``dict(type="RandomMirror", prob=0.5)``, and ``RandomMirror`` records ``flip=False`` when it does
+not fire. Every random draw happens in a method marked ``mmcv.transforms.utils.cache_randomness``
+(the draws and their order are those of a plain ``np.random`` implementation), so
+``TransformBroadcaster`` and ``cache_random_params`` can reuse one draw.
 """
 from __future__ import annotations
 
@@ -15,14 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmcv.transforms import BaseTransform
+from mmcv.transforms.utils import cache_randomness
 
 from meter_timm.data.nyu import sanitize_depth
 from meter_timm.mm.registry import TRANSFORMS
 from meter_timm.mm.structures import DepthDataSample
-
-
-def _rng_uniform(low: float, high: float, size=None):
-    return np.random.uniform(low, high, size)
 
 
 @TRANSFORMS.register_module()
@@ -32,8 +36,12 @@ class RandomMirror(BaseTransform):
     def __init__(self, prob: float = 0.5):
         self.prob = prob
 
+    @cache_randomness
+    def _flips(self) -> bool:
+        return bool(np.random.rand() < self.prob)
+
     def transform(self, results: dict) -> dict:
-        flip = np.random.rand() < self.prob
+        flip = self._flips()
         if flip:
             results["img"] = np.ascontiguousarray(results["img"][:, ::-1])
             results["gt_depth"] = np.ascontiguousarray(results["gt_depth"][:, ::-1])
@@ -50,9 +58,16 @@ class RandomChannelSwap(BaseTransform):
     def __init__(self, prob: float = 0.5):
         self.prob = prob
 
+    @cache_randomness
+    def _channel_order(self) -> np.ndarray | None:
+        """The channel triple, or None when the transform does not fire."""
+        if np.random.rand() >= self.prob:
+            return None
+        return np.random.randint(0, 3, size=3)
+
     def transform(self, results: dict) -> dict:
-        if np.random.rand() < self.prob:
-            order = np.random.randint(0, 3, size=3)
+        order = self._channel_order()
+        if order is not None:
             results["img"] = np.ascontiguousarray(results["img"][..., order])
             results["channel_order"] = tuple(int(c) for c in order)
         return results
@@ -79,19 +94,27 @@ class RandomDepthCrop(BaseTransform):
         self.crop_ratio = crop_ratio
         self.prob = prob
 
-    def transform(self, results: dict) -> dict:
+    @cache_randomness
+    def _window(self, h: int, w: int) -> tuple[int, int, int, int] | None:
+        """``(top, left, height, width)`` of the crop of an ``h x w`` frame, or None (no crop)."""
         if np.random.rand() >= self.prob:
-            return results
-        h, w = results["gt_depth"].shape
+            return None
         if self.crop_size is not None:
             ch, cw = self.crop_size
         else:
             ch, cw = int(round(h * self.crop_ratio)), int(round(w * self.crop_ratio))
         if ch >= h and cw >= w:
-            return results
+            return None
         ch, cw = min(ch, h), min(cw, w)
         top = np.random.randint(0, h - ch + 1)
         left = np.random.randint(0, w - cw + 1)
+        return top, left, ch, cw
+
+    def transform(self, results: dict) -> dict:
+        window = self._window(*results["gt_depth"].shape)
+        if window is None:
+            return results
+        top, left, ch, cw = window
         results["img"] = np.ascontiguousarray(results["img"][top:top + ch, left:left + cw])
         results["gt_depth"] = np.ascontiguousarray(results["gt_depth"][top:top + ch, left:left + cw])
         results["img_shape"] = (ch, cw)
@@ -120,16 +143,25 @@ class ColorDepthShift(BaseTransform):
         self.shift_cm = tuple(shift_cm)
         self.prob = prob
 
-    def transform(self, results: dict) -> dict:
+    @cache_randomness
+    def _factors(self) -> tuple[float, float, np.ndarray, float] | None:
+        """``(gamma, brightness, colour (3,), depth shift in m)``, or None when it does not fire."""
         if np.random.rand() >= self.prob:
-            return results
+            return None
         lo, hi = self.factor_range
-        gamma, brightness = _rng_uniform(lo, hi), _rng_uniform(lo, hi)
-        colour = _rng_uniform(lo, hi, size=3).astype(np.float32)
+        gamma, brightness = np.random.uniform(lo, hi), np.random.uniform(lo, hi)
+        colour = np.random.uniform(lo, hi, size=3).astype(np.float32)
+        shift = np.random.randint(self.shift_cm[0], self.shift_cm[1] + 1) / 100.0
+        return gamma, brightness, colour, shift
+
+    def transform(self, results: dict) -> dict:
+        factors = self._factors()
+        if factors is None:
+            return results
+        gamma, brightness, colour, shift = factors
         img = results["img"].astype(np.float32) / 255.0
         img = np.power(img, gamma) * (brightness * colour)
         results["img"] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        shift = np.random.randint(self.shift_cm[0], self.shift_cm[1] + 1) / 100.0
         depth = results["gt_depth"]
         valid = depth > 0
         shifted = np.where(valid, depth + np.float32(shift), 0).astype(np.float32)

@@ -22,10 +22,12 @@ output is 1/4 of the input size. Input sizes the original network accepts give t
 (ceil(H/4), ceil(W/4)).
 """
 # No ``from __future__ import annotations`` here: FX-generated code and TorchScript need the real
-# annotation objects of the forward methods.
+# annotation objects of the forward methods (``X | None`` and ``list[...]`` are evaluated at run
+# time, Python >= 3.10, and TorchScript reads them).
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -33,11 +35,16 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from timm.layers import ClassifierHead, Mlp, register_notrace_function
-from timm.models import build_model_with_cfg, register_model
+from timm.models import (
+    PretrainedCfg,
+    build_model_with_cfg,
+    generate_default_cfgs,
+    register_model,
+    reparameterize_model,
+    resolve_pretrained_cfg,
+)
+# private module: timm 1.0.x exports no public name for it (timm's own models import it so)
 from timm.models._features import feature_take_indices
-from timm.models._builder import resolve_pretrained_cfg
-from timm.models._pretrained import PretrainedCfg
-from timm.models._registry import generate_default_cfgs
 
 from meter_timm.models._checkpoint import load_checkpoint_file, translate_state_dict
 
@@ -54,7 +61,7 @@ PATCH_SIZE = 2
 # blocks
 
 
-def _fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.BatchNorm2d):
+def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d):
     """Weight and bias of a conv followed by eval-mode ``bn``, as one conv."""
     scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
     shape = (-1,) + (1,) * (weight.dim() - 1)
@@ -64,7 +71,7 @@ def _fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.BatchNor
     return weight * scale.reshape(shape), fused_bias
 
 
-def _conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> nn.Conv2d:
+def _conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
     """A copy of ``conv``'s geometry carrying the given weight / bias."""
     fused = nn.Conv2d(
         weight.shape[1] * conv.groups, weight.shape[0], conv.kernel_size, stride=conv.stride,
@@ -236,7 +243,7 @@ class MeterDecoder(nn.Module):
             UpsampleBlock(widths[i], widths[i + 1], skip_chs[i]) for i in range(len(widths) - 1)])
         self.conv_out = nn.Conv2d(widths[-1], 1, 3, padding=1, bias=False)
 
-    def forward(self, x: torch.Tensor, skips: List[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         """``skips`` deepest first (stride 16, 8, 4)."""
         x = self.conv_in(x)
         for i, block in enumerate(self.blocks):
@@ -392,7 +399,7 @@ class Meter(nn.Module):
             output_scale: float = 1.0,
             num_heads: int = 4,
             head_dim: int = 8,
-            num_classes: Optional[int] = None,
+            num_classes: int | None = None,
             global_pool: str = "avg",
     ):
         super().__init__()
@@ -443,14 +450,14 @@ class Meter(nn.Module):
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(stem=r"^encoder\.0\.", blocks=[(r"^encoder\.(\d+)", None), (r"^decoder", (99,))])
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """timm's classifier reset. On the depth model this drops the depth decoder: ``forward`` then
         returns logits (``num_classes`` > 0) or encoder features (0), as a timm classifier does."""
         self.num_classes = num_classes
@@ -462,9 +469,9 @@ class Meter(nn.Module):
         """Raise ValueError unless ``x`` is (B, in_chans, H, W) with H, W >= 32."""
         _check_input(x, self.in_chans)
 
-    def forward_encoder(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def forward_encoder(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Encoder output (stride 32) and the skips [stride 4, stride 8, stride 16]."""
-        skips: List[torch.Tensor] = []
+        skips: list[torch.Tensor] = []
         for i, stage in enumerate(self.encoder):
             if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
                 x = checkpoint(stage, x, use_reentrant=False)
@@ -503,12 +510,12 @@ class Meter(nn.Module):
     def forward_intermediates(
             self,
             x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
+            indices: int | list[int] | None = None,
             norm: bool = False,
             stop_early: bool = False,
             output_fmt: str = "NCHW",
             intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """timm's feature API: the ``feature_info`` levels (stride 4, 8, 16, 32) of the encoder.
 
         Args:
@@ -525,7 +532,7 @@ class Meter(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.stage_ends), indices)
         take_stages = [self.stage_ends[i] for i in take_indices]
         last_stage = self.stage_ends[max_index] if stop_early or intermediates_only else len(self.encoder) - 1
-        intermediates: List[torch.Tensor] = []
+        intermediates: list[torch.Tensor] = []
         for i, stage in enumerate(self.encoder):
             if i > last_stage:
                 break
@@ -541,10 +548,10 @@ class Meter(nn.Module):
 
     def prune_intermediate_layers(
             self,
-            indices: Union[int, List[int]] = 1,
+            indices: int | list[int] = 1,
             prune_norm: bool = False,
             prune_head: bool = True,
-    ) -> List[int]:
+    ) -> list[int]:
         """Drop the encoder stages after the last requested level, and with ``prune_head`` the depth
         decoder and the classifier head; returns the kept level indices."""
         take_indices, max_index = feature_take_indices(len(self.stage_ends), indices)
@@ -559,14 +566,13 @@ class Meter(nn.Module):
     def fuse(self, channels_last: bool = True) -> "Meter":
         """Make the model fast for inference, in place; outputs unchanged up to float rounding.
 
-        Folds every BatchNorm into its conv and merges the two convs of each "separable" conv into
-        one (like ``timm.utils.reparameterize_model``), and with ``channels_last`` stores the conv
-        weights in channels-last memory format, which oneDNN runs much faster on CPU (inputs may
-        stay NCHW). The state dict changes, so load weights first; use it in eval mode.
+        ``timm.models.reparameterize_model`` folds every BatchNorm into its conv and merges the two
+        convs of each "separable" conv into one (the blocks' ``reparameterize()``); with
+        ``channels_last`` the conv weights are then stored in channels-last memory format, which
+        oneDNN runs much faster on CPU (inputs may stay NCHW). The state dict changes, so load
+        weights first; use it in eval mode.
         """
-        for module in self.modules():
-            if module is not self and hasattr(module, "reparameterize"):
-                module.reparameterize()
+        reparameterize_model(self, inplace=True)
         if channels_last:
             self.to(memory_format=torch.channels_last)
         return self
@@ -576,7 +582,7 @@ class Meter(nn.Module):
 # checkpoints and registration
 
 
-def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
     """Turn a checkpoint into this model's state dict, or raise ValueError saying what does not fit.
 
     Accepts the authors' original state dicts (``encoder.conv1.*``, ``encoder.mv2.*``,
@@ -608,7 +614,7 @@ class MeterPretrainedCfg(PretrainedCfg):
     """
     depth_unit: str = "m"
     weights_published: bool = False
-    num_classes: Optional[int] = None  # None: the depth model (timm's default, 1000, would build a classifier)
+    num_classes: int | None = None  # None: the depth model (timm's default, 1000, would build a classifier)
 
 
 #: the hub repository the converted weights are meant for (placeholder until published)
@@ -636,7 +642,7 @@ _NYU = dict(input_size=(3, 192, 256), pool_size=(6, 8), depth_unit="cm",
 _KITTI = dict(input_size=(3, 192, 636), pool_size=(6, 20), depth_unit="dm",
               description="KITTI Eigen; raw output in dm")
 
-def _tagged_cfg(name: str, dataset_cfg: Dict[str, Any], author_file: str) -> MeterPretrainedCfg:
+def _tagged_cfg(name: str, dataset_cfg: dict[str, Any], author_file: str) -> MeterPretrainedCfg:
     # the hub id makes timm list the tag (list_pretrained); the authors' file name says what to pass
     return _cfg(**dataset_cfg, hf_hub_id=f"{HUB_ORG}/{name}", notes=(f"weights file: models/{author_file}",))
 
@@ -651,7 +657,7 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def resolve_weights_file(path: Union[str, Path]) -> Path:
+def resolve_weights_file(path: str | Path) -> Path:
     """``path`` itself, or for a folder in timm's hub layout its ``model.safetensors`` (or
     ``pytorch_model.bin``); FileNotFoundError naming what is missing."""
     path = Path(path).expanduser()

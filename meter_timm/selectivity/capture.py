@@ -20,6 +20,7 @@ __all__ = ["LayerCapture", "LayerLayout", "resolve_module", "token_grid", "unwra
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel / DataParallel / mmengine-style wrappers."""
+    # by class name, not mmengine.model.is_model_wrapper: the selectivity core loads no mmengine
     while isinstance(getattr(model, "module", None), nn.Module) and type(model).__name__ in (
             "DistributedDataParallel", "DataParallel", "MMDistributedDataParallel",
             "MMFullyShardedDataParallel", "MMSeparateDistributedDataParallel"):
@@ -192,8 +193,6 @@ class LayerCapture:
             handle.remove()
         self._handles.clear()
         self.outputs.clear()
-
-    remove = detach
 
     def clear(self) -> None:
         """Forget the captured outputs (keeps the hooks)."""

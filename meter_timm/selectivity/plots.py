@@ -32,7 +32,8 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def _safe(name: str) -> str:
+def _filename_part(name: str) -> str:
+    """``name`` (a layer name) with every run of characters unfit for a file name replaced by _."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
@@ -123,7 +124,7 @@ def plot_report(report, out_dir: str | Path, units: tuple[int, ...] = (12, 24, 4
     for name, layer in report.layers.items():
         if layers is not None and name not in layers:
             continue
-        stem = f"{prefix}{_safe(name)}"
+        stem = f"{prefix}{_filename_part(name)}"
         paths.append(plot_unit_responses(name, layer, tuple(units), out_dir / f"{stem}_units.png"))
         paths.append(plot_selectivity_histogram(name, layer, out_dir / f"{stem}_selectivity_hist.png"))
         paths.append(plot_unit_bin_heatmap(name, layer, out_dir / f"{stem}_heatmap.png"))

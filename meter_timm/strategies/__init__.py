@@ -5,7 +5,7 @@
 """
 from meter_timm.strategies.base import DepthBinStrategy
 from meter_timm.strategies.fixed import depth_histogram
-from meter_timm.strategies.registry import (
+from meter_timm.strategies.catalog import (
     StrategyInfo,
     create_layer_strategy,
     create_strategy,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from meter_timm.strategies.base import DepthBinStrategy
-from meter_timm.strategies.registry import create_strategy, validate_strategy
+from meter_timm.strategies.catalog import create_strategy, validate_strategy
 
 __all__ = ["trained_strategies"]
 

@@ -1,4 +1,6 @@
-"""Looking strategies up by name, creating them per layer, and checking what they return."""
+"""The catalogue of strategies the plugins register: looking them up by name, creating them per
+layer, and checking what they return. (Not called ``registry``: that name is mmengine's, for
+:mod:`meter_timm.registry` and :mod:`meter_timm.mm.registry`.)"""
 from __future__ import annotations
 
 import difflib

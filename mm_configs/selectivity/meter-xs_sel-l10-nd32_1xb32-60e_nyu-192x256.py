@@ -1,5 +1,5 @@
 # METER xs + selectivity loss (lambda 10, N_d 32) on encoder.6 (first MobileViT block: 64 units
 # at stride 8 for xs).
-#   meter-timm train mm_configs/selectivity/meter-xs_sel-l10-nd32_60e_nyu-192x256.py
-_base_ = ["./meter-xxs_sel-l10-nd32_60e_nyu-192x256.py"]
+#   meter-timm train mm_configs/selectivity/meter-xs_sel-l10-nd32_1xb32-60e_nyu-192x256.py
+_base_ = ["./meter-xxs_sel-l10-nd32_1xb32-60e_nyu-192x256.py"]
 model = dict(backbone=dict(name="meter_xs"))
