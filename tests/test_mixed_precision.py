@@ -114,7 +114,7 @@ def test_train_two_epochs_with_amp_float16(tiny_data, tmp_path, capsys):
     assert abs_rel_fp16 <= 1.5 * abs_rel_fp32, (abs_rel_fp16, abs_rel_fp32)
     # the scaler let the optimizer step: the loss fell as in float32
     assert sum(losses_fp16[-4:]) < sum(losses_fp16[:4])
-    from meter_timm.models._checkpoint import load_checkpoint_file
+    from meter_timm.checkpoint import load_checkpoint_file
 
     ckpt = load_checkpoint_file(tmp_path / "fp16" / "epoch_2.pth")
     scaler = ckpt["optimizer"]["loss_scaler"]

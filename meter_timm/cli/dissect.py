@@ -80,7 +80,8 @@ def parse_model_args(items: list[str]) -> dict:
 def build_model(name: str, weights: str | None, features_only: bool = False,
                 timm_kwargs: dict | None = None):
     """(model to run: images -> depth, module whose layers are named by --layers)."""
-    from meter_timm.mm.model import DepthEstimator, load_weights
+    from meter_timm.checkpoint import load_weights
+    from meter_timm.mm.model import DepthEstimator
 
     backbone = dict(name=name, pretrained=False, **(timm_kwargs or {}))
     if features_only:
@@ -127,10 +128,11 @@ def run(args: argparse.Namespace) -> int:
 
     trained = {}
     if args.weights:  # the strategies a training checkpoint trained its layers with
-        from meter_timm.mm.model import read_checkpoint
+        from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
         from meter_timm.strategies import trained_strategies
 
-        trained = trained_strategies(read_checkpoint(args.weights), source=args.weights)
+        state = state_dict_of(load_checkpoint_file(args.weights), args.weights)
+        trained = trained_strategies(state, source=args.weights)
     use_trained = args.strategy is None and args.bins is None and not params
     accumulator = None
     assignments, used = {}, {}
