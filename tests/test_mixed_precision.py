@@ -32,7 +32,7 @@ def _depth_pair(seed=0):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_depth_losses_are_float32_under_autocast(dtype):
-    from meter_timm.mm.losses import BalancedLoss, SiLogLoss
+    from meter_timm.losses import BalancedLoss, SiLogLoss
 
     pred, target, valid = _depth_pair()
     pred_half = pred.to(dtype).requires_grad_()

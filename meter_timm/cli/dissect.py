@@ -99,7 +99,7 @@ def iterate_batches(model, dataset, batch_size: int):
     from mmengine.dataset import pseudo_collate
     from torch.utils.data import DataLoader
 
-    from meter_timm.mm.model import resize_depth_nearest
+    from meter_timm.data.resize import resize_depth_nearest
 
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=pseudo_collate):
         data = model.data_preprocessor(batch, False)

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from meter_timm.checkpoint import load_weights
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
-    from meter_timm.mm.metrics import format_table, metrics_to_json
+    from meter_timm.evaluation import format_table, metrics_to_json
     from meter_timm.mm.runner import MeterRunner
 
     config = Path(args.config)

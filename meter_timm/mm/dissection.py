@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from meter_timm.mm.model import resize_depth_nearest
+from meter_timm.data.resize import resize_depth_nearest
 from meter_timm.selectivity import LayerCapture, ResponseAccumulator
 
 __all__ = ["ValidationDissector", "default_plot_units"]

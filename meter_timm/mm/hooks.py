@@ -190,7 +190,7 @@ class SelectivityHook(Hook):
         """Fit the learnable strategies on training frames before training (see the class doc)."""
         from mmengine.dataset import pseudo_collate
 
-        from meter_timm.mm.model import resize_depth_nearest
+        from meter_timm.data.resize import resize_depth_nearest
         from meter_timm.strategies import get_strategy_class
 
         learnable = [layer["name"] for layer in getattr(module, "layers", [])
