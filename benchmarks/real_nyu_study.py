@@ -170,7 +170,7 @@ def measure(record: dict, arm_strategies: dict, sets: dict) -> None:
     import torch
 
     from meter_timm.strategies import create_strategy
-    from meter_timm.strategies.fixed import eq2_assignment
+    from meter_timm.selectivity.bins import eq2_assignment
 
     checkpoint = Path(record["checkpoint"])
     model = load_model(checkpoint)

@@ -62,7 +62,7 @@ def test_tiny_real_fine_tune_end_to_end(tmp_path):
     from meter_timm.cli import main as cli_main
     from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
     from meter_timm.strategies import trained_strategies
-    from meter_timm.strategies.fixed import eq2_assignment
+    from meter_timm.selectivity.bins import eq2_assignment
 
     out = tmp_path / "study"
     assert study.main(["--out", str(out), "--train-limit", "8", "--val-limit", "8", "--seeds", "0",

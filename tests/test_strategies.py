@@ -13,7 +13,7 @@ import torch
 
 from meter_timm.strategies import (create_strategy, get_strategy_class, parse_strategy_spec,
                                    validate_strategy)
-from meter_timm.strategies.fixed import eq2_assignment, eq2_shares
+from meter_timm.selectivity.bins import eq2_assignment, eq2_shares
 from meter_timm.strategies.learned import STAGES, balanced_assignment, mass_shares
 
 

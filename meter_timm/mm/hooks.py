@@ -13,7 +13,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from meter_timm.mm.registry import HOOKS
-from meter_timm.strategies.fixed import eq2_assignment
+from meter_timm.selectivity.bins import eq2_assignment
 
 __all__ = ["SelectivityHook", "RandomStateHook", "find_selectivity_module"]
 
@@ -292,7 +292,7 @@ class SelectivityHook(Hook):
         layers = self._dissection_layers(runner)
         if not layers:
             return
-        from meter_timm.mm.dissection import ValidationDissector
+        from meter_timm.selectivity.dissection import ValidationDissector
 
         self._dissector = ValidationDissector(_unwrap(runner.model), layers, self.min_depth,
                                               self.max_depth)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meter_timm._lazy import lazy_module
-from meter_timm import plugins
+from meter_timm.strategies import plugins
 from meter_timm.strategies.base import DepthBinStrategy
 
 torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
