@@ -11,9 +11,11 @@ from meter_timm.strategies.base import DepthBinStrategy
 from meter_timm.strategies.fixed import depth_histogram
 from meter_timm.strategies.plugins import hookimpl
 from meter_timm.strategies.registry import (
+    DEFAULT_NUM_BINS,
     StrategyInfo,
     create_layer_strategy,
     create_strategy,
+    default_num_bins,
     get_strategy_class,
     list_strategies,
     parse_strategy_spec,
@@ -23,10 +25,12 @@ from meter_timm.strategies.registry import (
 from meter_timm.strategies.saved import trained_strategies
 
 __all__ = [
+    "DEFAULT_NUM_BINS",
     "DepthBinStrategy",
     "StrategyInfo",
     "create_layer_strategy",
     "create_strategy",
+    "default_num_bins",
     "depth_histogram",
     "get_strategy_class",
     "hookimpl",
