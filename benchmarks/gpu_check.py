@@ -138,7 +138,7 @@ def _meter_step(device, batch, size, selectivity, autocast_dtype=None, channels_
     import timm
 
     import meter_timm  # noqa: F401
-    from meter_timm.mm.losses import BalancedLoss
+    from meter_timm.losses import BalancedLoss
     from meter_timm.selectivity import SelectivityLoss
 
     torch.manual_seed(0)

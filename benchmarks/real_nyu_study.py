@@ -111,7 +111,8 @@ def train(strategy: str | None, lam: float, seed: int, args, paths) -> Path:
 
 # ---------------------------------------------------------------------------------- measurement
 def load_model(checkpoint: Path):
-    from meter_timm.mm.model import DepthEstimator, load_weights
+    from meter_timm.checkpoint import load_weights
+    from meter_timm.mm.model import DepthEstimator
 
     model = DepthEstimator(backbone=dict(name="meter_xxs.nyu", pretrained=False))
     load_weights(model, str(checkpoint))
@@ -155,10 +156,11 @@ def dissect(model, val_set, strategies: dict) -> dict:
 
 def own_strategy(checkpoint: Path, num_units: int = 48):
     """The run's trained strategy of encoder.6 (baseline: uniform, Eq. 2, 32 bins)."""
-    from meter_timm.mm.model import read_checkpoint
+    from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
     from meter_timm.strategies import create_strategy, trained_strategies
 
-    trained = trained_strategies(read_checkpoint(str(checkpoint)), source=str(checkpoint))
+    state = state_dict_of(load_checkpoint_file(checkpoint), checkpoint)
+    trained = trained_strategies(state, source=str(checkpoint))
     return trained.get(LAYER) or create_strategy("uniform", num_units, NUM_BINS)
 
 
@@ -168,7 +170,7 @@ def measure(record: dict, arm_strategies: dict, sets: dict) -> None:
     import torch
 
     from meter_timm.strategies import create_strategy
-    from meter_timm.strategies.fixed import eq2_assignment
+    from meter_timm.selectivity.bins import eq2_assignment
 
     checkpoint = Path(record["checkpoint"])
     model = load_model(checkpoint)
@@ -459,10 +461,10 @@ def export_weights(checkpoint: Path, dest: Path) -> dict:
     """The model part of a training checkpoint (weights and strategy state, no optimiser)."""
     import torch
 
-    from meter_timm.mm.model import read_checkpoint
+    from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": read_checkpoint(str(checkpoint))}, dest)
+    torch.save({"state_dict": state_dict_of(load_checkpoint_file(checkpoint), checkpoint)}, dest)
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()
     dest.with_name(dest.name + ".sha256").write_text(f"{digest}  {dest.name}\n")
     return {"path": str(dest), "sha256": digest}

@@ -15,8 +15,8 @@ import importlib.abc
 import importlib.util
 import sys
 
-_SUBMODULES = ("cli", "data", "deploy", "distributed", "hookspecs", "mm", "models", "plugins",
-               "registry", "selectivity", "strategies")
+_SUBMODULES = ("checkpoint", "cli", "data", "deploy", "distributed", "evaluation", "losses", "mm",
+               "models", "registry", "selectivity", "strategies")
 
 
 def __getattr__(name: str):

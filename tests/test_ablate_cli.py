@@ -11,7 +11,7 @@ from meter_timm.cli import main
 from meter_timm.mm.registry import MODELS
 from meter_timm.mm.structures import DepthDataSample
 from meter_timm.strategies import create_strategy
-from meter_timm.strategies.fixed import eq2_assignment
+from meter_timm.selectivity.bins import eq2_assignment
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from meter_timm.selectivity import LayerCapture, ablate, ablation_study, per_bin_abs_rel
-from meter_timm.strategies.fixed import eq2_assignment
+from meter_timm.selectivity.bins import eq2_assignment
 
 EDGES = torch.tensor([1.0, 3.0, 5.0, 7.0, 9.0], dtype=torch.float64)
 CENTRES = (EDGES[:-1] + EDGES[1:]) / 2

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from _training import QUICKSTART, make_tiny_data
-from meter_timm import plugins
+from meter_timm.strategies import plugins
 from meter_timm.cli import main
-from meter_timm.plugins import hookimpl
+from meter_timm.strategies.plugins import hookimpl
 from meter_timm.strategies import DepthBinStrategy
 
 

@@ -11,7 +11,7 @@ import time
 
 from _training import make_tiny_data, tiny_config
 from meter_timm.cli import main
-from meter_timm.models import load_checkpoint_file
+from meter_timm.checkpoint import load_checkpoint_file
 
 # runs the real CLI; the second checkpoint write stops halfway and blocks until the process is killed
 _BLOCK_IN_SECOND_SAVE = """

@@ -12,8 +12,8 @@ from mmengine.logging import MessageHub
 
 from _training import build_runner, make_tiny_data, tiny_config
 from meter_timm.cli import main
-from meter_timm.mm.checkpoint import CheckpointReadError, load_from_local_safe
-from meter_timm.models import load_checkpoint_file
+from meter_timm.checkpoint import CheckpointReadError, load_checkpoint_file
+from meter_timm.mm.checkpoint import load_from_local_safe
 
 
 class _CreatesFile:

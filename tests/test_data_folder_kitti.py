@@ -16,7 +16,8 @@ from meter_timm.data import (
     read_kitti_split,
 )
 from meter_timm.mm.datasets import DepthFolderDataset, KITTIDepthDataset, NYUDepthDataset
-from meter_timm.mm.metrics import DepthMetric, crop_mask, evaluate_depth
+from meter_timm.evaluation import crop_mask, evaluate_depth
+from meter_timm.mm.metrics import DepthMetric
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nyu_eigen_test_sample"
 

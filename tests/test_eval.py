@@ -13,7 +13,8 @@ import torch
 
 import meter_timm.mm  # noqa: F401
 from meter_timm.cli import main as cli_main
-from meter_timm.mm.model import DepthEstimator, load_weights
+from meter_timm.checkpoint import load_weights
+from meter_timm.mm.model import DepthEstimator
 from meter_timm.mm.registry import MODELS
 from meter_timm.mm.structures import DepthDataSample
 

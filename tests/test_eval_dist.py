@@ -25,7 +25,8 @@ def _evaluate(data_dir: str, weights: str, world_size: int = 1) -> dict:
 
     from meter_timm.mm.datasets import NYUDepthDataset
     from meter_timm.mm.metrics import DepthMetric
-    from meter_timm.mm.model import DepthEstimator, load_weights
+    from meter_timm.checkpoint import load_weights
+    from meter_timm.mm.model import DepthEstimator
 
     dataset = NYUDepthDataset(
         data_root=data_dir, test_mode=True,

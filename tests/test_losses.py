@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from meter_timm.mm.losses import BalancedLoss, SiLogLoss, sobel, ssim_map
+from meter_timm.losses import BalancedLoss, SiLogLoss, sobel, ssim_map
 from meter_timm.mm.registry import MODELS
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import meter_timm.mm  # noqa: F401
-from meter_timm.mm.metrics import DEPTH_METRICS, DepthMetric, crop_mask, evaluate_depth
+from meter_timm.evaluation import DEPTH_METRICS, crop_mask, evaluate_depth
+from meter_timm.mm.metrics import DepthMetric
 from meter_timm.mm.registry import METRICS
 
 
@@ -103,7 +104,7 @@ def test_undefined_metrics_are_null_with_a_warning_naming_the_images(capsys):
 
     from mmengine.logging import MMLogger
 
-    from meter_timm.mm.metrics import format_table, metrics_to_json
+    from meter_timm.evaluation import format_table, metrics_to_json
 
     records = []
     handler = logging.Handler()

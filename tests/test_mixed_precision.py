@@ -32,7 +32,7 @@ def _depth_pair(seed=0):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_depth_losses_are_float32_under_autocast(dtype):
-    from meter_timm.mm.losses import BalancedLoss, SiLogLoss
+    from meter_timm.losses import BalancedLoss, SiLogLoss
 
     pred, target, valid = _depth_pair()
     pred_half = pred.to(dtype).requires_grad_()
@@ -114,7 +114,7 @@ def test_train_two_epochs_with_amp_float16(tiny_data, tmp_path, capsys):
     assert abs_rel_fp16 <= 1.5 * abs_rel_fp32, (abs_rel_fp16, abs_rel_fp32)
     # the scaler let the optimizer step: the loss fell as in float32
     assert sum(losses_fp16[-4:]) < sum(losses_fp16[:4])
-    from meter_timm.models._checkpoint import load_checkpoint_file
+    from meter_timm.checkpoint import load_checkpoint_file
 
     ckpt = load_checkpoint_file(tmp_path / "fp16" / "epoch_2.pth")
     scaler = ckpt["optimizer"]["loss_scaler"]

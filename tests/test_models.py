@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import meter_timm  # noqa: F401
-from meter_timm.models import checkpoint_filter_fn, load_checkpoint_file, load_meter_weights
-from meter_timm.models._checkpoint import _translate_key
+from meter_timm.checkpoint import load_checkpoint_file, load_weights
+from meter_timm.models import checkpoint_filter_fn
+from meter_timm.models.meter_keys import _translate_key
 from meter_timm.models.meter import _aligned_size, _original_accepts
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -188,7 +189,9 @@ def test_weights_round_trip_own_and_mmengine_checkpoints(xxs, tmp_path):
                               pretrained_cfg_overlay=dict(file=str(own))).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref)
-    existing = load_meter_weights(timm.create_model("meter_xxs", output_scale=1.0), own).eval()
+    existing = timm.create_model("meter_xxs", output_scale=1.0)
+    assert load_weights(existing, own) == "backbone"
+    existing.eval()
     with torch.no_grad():
         torch.testing.assert_close(existing(x), ref)
 

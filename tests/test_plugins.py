@@ -11,9 +11,9 @@ from importlib import metadata
 import pytest
 import torch
 
-from meter_timm import plugins
+from meter_timm.strategies import plugins
 from meter_timm.cli import main as cli_main
-from meter_timm.plugins import PluginError, PluginLoadWarning, hookimpl, new_plugin_manager
+from meter_timm.strategies.plugins import PluginError, PluginLoadWarning, hookimpl, new_plugin_manager
 from meter_timm.strategies import DepthBinStrategy, create_strategy, list_strategies, strategy_table
 
 
@@ -115,7 +115,7 @@ def fake_distribution(tmp_path, monkeypatch):
     (tmp_path / "meter_timm_fake_raising.py").write_text("raise RuntimeError('boom at import')\n")
     (tmp_path / "meter_timm_fake_working.py").write_text(textwrap.dedent("""\
         import torch
-        from meter_timm.plugins import hookimpl
+        from meter_timm.strategies import hookimpl
         from meter_timm.strategies import DepthBinStrategy
 
         class Working(DepthBinStrategy):

@@ -60,9 +60,9 @@ def test_selectivity_gain_is_measured_on_the_arms_own_assignment():
                     reason="../shared/data/nyu_train_subset (real NYU frames) is not present")
 def test_tiny_real_fine_tune_end_to_end(tmp_path):
     from meter_timm.cli import main as cli_main
-    from meter_timm.mm.model import read_checkpoint
+    from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
     from meter_timm.strategies import trained_strategies
-    from meter_timm.strategies.fixed import eq2_assignment
+    from meter_timm.selectivity.bins import eq2_assignment
 
     out = tmp_path / "study"
     assert study.main(["--out", str(out), "--train-limit", "8", "--val-limit", "8", "--seeds", "0",
@@ -87,7 +87,7 @@ def test_tiny_real_fine_tune_end_to_end(tmp_path):
                          str(SHARED / "data" / "nyu_eigen_test_sample")]) == 0
     # the learned run is scored against its own trained matching, stored in its weights
     learned = next(r for r in results["runs"] if r["arm"] == "learned-lam1")
-    restored = trained_strategies(read_checkpoint(str(out / headline["selectivity"])))["encoder.6"]
+    restored = trained_strategies(state_dict_of(load_checkpoint_file(out / headline["selectivity"])))["encoder.6"]
     assert learned["assigned_bins"] == restored.assignment().tolist()
     baseline = next(r for r in results["runs"] if r["arm"] == "baseline")
     assert baseline["assigned_bins"] == eq2_assignment(48, 32).tolist()  # no trained strategy: Eq. 2

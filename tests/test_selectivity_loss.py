@@ -200,7 +200,7 @@ def test_any_timm_model_layer():
 
 
 def test_refit_into_invalid_assignment_is_an_error_naming_layer_and_strategy():
-    from meter_timm.plugins import hookimpl, new_plugin_manager
+    from meter_timm.strategies.plugins import hookimpl, new_plugin_manager
     from meter_timm.strategies import DepthBinStrategy, create_strategy
 
     class Collapsing(DepthBinStrategy):

@@ -11,9 +11,9 @@ import torch
 
 from _training import build_runner, make_tiny_data, tiny_config
 from meter_timm.cli import main as cli_main
-from meter_timm.plugins import get_plugin_manager, hookimpl
+from meter_timm.strategies.plugins import get_plugin_manager, hookimpl
 from meter_timm.strategies import DepthBinStrategy
-from meter_timm.strategies.fixed import eq2_assignment, uniform_edges
+from meter_timm.selectivity.bins import eq2_assignment, uniform_edges
 
 LAYER = "encoder.6"
 

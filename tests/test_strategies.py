@@ -13,7 +13,7 @@ import torch
 
 from meter_timm.strategies import (create_strategy, get_strategy_class, parse_strategy_spec,
                                    validate_strategy)
-from meter_timm.strategies.fixed import eq2_assignment, eq2_shares
+from meter_timm.selectivity.bins import eq2_assignment, eq2_shares
 from meter_timm.strategies.learned import STAGES, balanced_assignment, mass_shares
 
 
@@ -307,8 +307,9 @@ def test_create_layer_strategy_defaults_and_errors():
     from meter_timm.strategies import create_layer_strategy
 
     s = create_layer_strategy("encoder.6", num_units=48)
-    assert s.name == "uniform" and s.num_bins == 48  # min(units, 64)
-    assert create_layer_strategy({"name": "encoder.9", "num_bins": None}, 80).num_bins == 64
+    assert s.name == "uniform" and s.num_bins == 32  # min(32, units), as in dissections
+    assert create_layer_strategy({"name": "encoder.9", "num_bins": None}, 80).num_bins == 32
+    assert create_layer_strategy("encoder.1", 16).num_bins == 16
     s = create_layer_strategy({"name": "encoder.6", "num_bins": 24, "strategy": "log",
                                "params": {"alpha": 0.5}}, 48, max_depth=8.0)
     assert (s.num_bins, s.edges()[1].item(), s.edges()[-1].item()) == (24, 0.5, 8.0)

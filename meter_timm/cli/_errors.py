@@ -37,7 +37,7 @@ def one_line(text: str) -> str:
 
 def user_error_message(exc: BaseException) -> str | None:
     """The one-line message of a user mistake; None for a programming error (to be re-raised)."""
-    from meter_timm.plugins import PluginError
+    from meter_timm.strategies.plugins import PluginError
 
     if isinstance(exc, KeyError) and not isinstance(exc, ValueError):
         if not _raised_by_mmengine_registry(exc):

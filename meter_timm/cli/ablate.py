@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_model(spec: str, weights: str | None, features_only: bool, timm_kwargs: dict | None = None):
     """A DepthEstimator from a timm name or a config's ``model``, with the weights loaded."""
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
-    from meter_timm.mm.model import DepthEstimator, load_weights
+    from meter_timm.checkpoint import load_weights
+    from meter_timm.mm.model import DepthEstimator
     from meter_timm.mm.registry import MODELS
 
     if spec.endswith(".py"):
@@ -94,10 +95,11 @@ def stored_strategy(weights: str, layer: str, num_units: int):
     """The strategy that a training checkpoint's ``SelectivityLoss`` stored for ``layer`` (name,
     parameters, bin count and learned state: :func:`meter_timm.strategies.trained_strategies`),
     or None."""
-    from meter_timm.mm.model import read_checkpoint
+    from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
     from meter_timm.strategies import trained_strategies
 
-    strategy = trained_strategies(read_checkpoint(weights), source=weights).get(layer)
+    state = state_dict_of(load_checkpoint_file(weights), weights)
+    strategy = trained_strategies(state, source=weights).get(layer)
     if strategy is not None and strategy.num_units != num_units:
         raise ValueError(f"{weights}: the stored strategy of layer {layer!r} has "
                          f"{strategy.num_units} units, the layer {num_units}")

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="module names inside the model (default: encoder.6, the seed's layer 6)")
     parser.add_argument("--bins", type=int, default=None,
                         help="depth bins per layer (default: the trained strategy's for a layer "
-                             "the checkpoint trained, else 32)")
+                             "the checkpoint trained, else min(32, units))")
     parser.add_argument("--strategy", default=None,
                         help="assignment strategy giving the bin edges and assigned bins "
                              "(see `meter-timm strategies`). Default: for a layer trained with "
@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_model(name: str, weights: str | None, features_only: bool = False,
                 timm_kwargs: dict | None = None):
     """(model to run: images -> depth, module whose layers are named by --layers)."""
-    from meter_timm.mm.model import DepthEstimator, load_weights
+    from meter_timm.checkpoint import load_weights
+    from meter_timm.mm.model import DepthEstimator
 
     backbone = dict(name=name, pretrained=False, **(timm_kwargs or {}))
     if features_only:
@@ -77,7 +78,7 @@ def iterate_batches(model, dataset, batch_size: int):
     from mmengine.dataset import pseudo_collate
     from torch.utils.data import DataLoader
 
-    from meter_timm.mm.model import resize_depth_nearest
+    from meter_timm.data.resize import resize_depth_nearest
 
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=pseudo_collate):
         data = model.data_preprocessor(batch, False)
@@ -86,12 +87,23 @@ def iterate_batches(model, dataset, batch_size: int):
         yield data["inputs"], torch.stack([resize_depth_nearest(d, size) for d in depths])
 
 
+def dissection_layers(args: argparse.Namespace, params: dict) -> list:
+    """The layer specs of ``--layers``: plain names (a layer the checkpoint trained is then scored
+    with its trained strategy) unless ``--bins``, ``--strategy`` or ``--strategy-param`` ask for
+    bins (strategy default uniform), which every layer then gets, trained ones included unless
+    they are exactly the trained ones."""
+    if args.strategy is None and args.bins is None and not params:
+        return list(args.layers)
+    return [dict(name=name, num_bins=args.bins, strategy=args.strategy or "uniform", params=params)
+            for name in args.layers]
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from meter_timm.selectivity import LayerCapture, ResponseAccumulator
-    from meter_timm.strategies import create_strategy
+    from meter_timm.selectivity import LayerCapture
+    from meter_timm.selectivity.dissection import Dissection, trained_layers_from_checkpoint
 
     params = dict(args.strategy_param)
     dataset = build_dataset(
@@ -104,44 +116,27 @@ def run(args: argparse.Namespace) -> int:
     capture = LayerCapture(target, args.layers, detach_outputs=True)  # unknown names fail here
 
     trained = {}
-    if args.weights:  # the strategies a training checkpoint trained its layers with
-        from meter_timm.mm.model import read_checkpoint
-        from meter_timm.strategies import trained_strategies
+    if args.weights:  # the layers a training checkpoint trained, with their strategies
+        from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
 
-        trained = trained_strategies(read_checkpoint(args.weights), source=args.weights)
-    use_trained = args.strategy is None and args.bins is None and not params
-    accumulator = None
-    assignments, used = {}, {}
+        state = state_dict_of(load_checkpoint_file(args.weights), args.weights)
+        trained = trained_layers_from_checkpoint(state, source=args.weights)
+    dissection = Dissection(dissection_layers(args, params), args.min_depth, args.max_depth,
+                            trained=trained, use_abs=not args.no_abs)
     # the bar is closed on errors too, so that an error message starts on its own line
     with capture, torch.no_grad(), tqdm(total=len(dataset), desc="dissect", unit="img") as progress:
         for images, depth in iterate_batches(model, dataset, args.batch_size):
             model.predict_depth(images)
             features = dict(capture.outputs)
             capture.clear()
-            if accumulator is None:
-                edges = {}
-                for name in args.layers:
-                    units = features[name].shape[1]
-                    if use_trained and name in trained:
-                        strategy = trained[name]
-                        if strategy.num_units != units:
-                            raise ValueError(f"{args.weights}: layer {name!r} was trained with "
-                                             f"{strategy.num_units} units, the model has {units}")
-                        used[name] = f"{strategy.name} (trained, from the checkpoint)"
-                    else:
-                        strategy = create_strategy(args.strategy or "uniform", units,
-                                                   args.bins or min(32, units), args.min_depth,
-                                                   args.max_depth, **params)
-                        used[name] = strategy.name
-                    edges[name] = strategy.edges()
-                    assignments[name] = strategy.assignment()
-                accumulator = ResponseAccumulator(edges, use_abs=not args.no_abs)
-            accumulator.update(features, depth.to(args.device))
+            dissection.update(features, depth.to(args.device))
             progress.update(images.shape[0])
 
+    used = {name: f"{s.name} (trained, from the checkpoint)" if dissection.from_training[name]
+            else s.name for name, s in dissection.strategies.items()}
     meta = {"model": args.model, "weights": args.weights, "data": str(args.data),
             "strategy": used, "strategy_params": params, "input_size": list(args.input_size)}
-    report = accumulator.report(assignments, meta=meta)
+    report = dissection.report(meta)
     out = Path(args.out)
     json_path = report.save_json(out / "report.json")
     print(f"report: {json_path}")

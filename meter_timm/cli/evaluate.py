@@ -54,8 +54,10 @@ def evaluate(model, dataset, batch_size: int = 8, num_workers: int = 0, device: 
 
 def run(args: argparse.Namespace) -> int:
     import meter_timm.mm  # noqa: F401
-    from meter_timm.mm.metrics import DepthMetric, format_table, metrics_to_json
-    from meter_timm.mm.model import DepthEstimator, load_weights
+    from meter_timm.evaluation import format_table, metrics_to_json
+    from meter_timm.mm.metrics import DepthMetric
+    from meter_timm.checkpoint import load_weights
+    from meter_timm.mm.model import DepthEstimator
 
     backbone = dict(name=args.model, pretrained=False)
     if args.features_only:

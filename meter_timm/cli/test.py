@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mmengine.config import Config
 
+    from meter_timm.checkpoint import load_weights
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
-    from meter_timm.mm.metrics import format_table, metrics_to_json
-    from meter_timm.mm.model import load_weights
+    from meter_timm.evaluation import format_table, metrics_to_json
     from meter_timm.mm.runner import MeterRunner
 
     config = Path(args.config)

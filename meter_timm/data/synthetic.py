@@ -420,7 +420,7 @@ def mean_depth_baseline(root: str | os.PathLike, max_train_files: int = 400) -> 
     """Scores of predicting the mean training depth everywhere, on the ``val/official`` frames.
 
     The reference a trained model must beat: per-image ``abs_rel``, ``rmse`` and ``d1`` of
-    :func:`meter_timm.mm.metrics.evaluate_depth` (the validation metric, without a crop),
+    :func:`meter_timm.evaluation.evaluate_depth` (the validation metric, without a crop),
     averaged over images.
     """
     import h5py
@@ -440,7 +440,7 @@ def mean_depth_baseline(root: str | os.PathLike, max_train_files: int = 400) -> 
     mean = total / max(count, 1)
     import torch
 
-    from meter_timm.mm.metrics import evaluate_depth  # the same per-image metric as the model's
+    from meter_timm.evaluation import evaluate_depth  # the same per-image metric as the model's
 
     scores = {"abs_rel": [], "rmse": [], "d1": []}
     for path in val:

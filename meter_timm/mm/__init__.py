@@ -1,4 +1,5 @@
-"""mmengine adapters: registries, NYU dataset, transforms, depth metric and model wrapper.
+"""mmengine adapters (wiring only): registries, datasets, transforms, depth metric, model wrapper,
+losses registered by name, hooks, runner and checkpoint loading/saving.
 
 Importing this package registers everything in the ``meter_timm`` scope; configs set
 ``default_scope = "meter_timm"``.
@@ -9,12 +10,12 @@ from meter_timm.mm import datasets  # noqa: F401
 from meter_timm.mm import transforms  # noqa: F401
 from meter_timm.mm import metrics  # noqa: F401
 from meter_timm.mm import model  # noqa: F401
-from meter_timm.mm import losses  # noqa: F401  (training part: BalancedLoss, SiLogLoss, SelectivityLoss)
+from meter_timm.mm import losses  # noqa: F401  (BalancedLoss, SiLogLoss, L1DepthLoss, SelectivityLoss)
 from meter_timm.mm.datasets import (  # noqa: F401
     DepthFolderDataset, KITTIDepthDataset, NYUDepthDataset, SyntheticDepthDataset,
 )
 from meter_timm.mm.metrics import DepthMetric  # noqa: F401
-from meter_timm.mm.model import DepthDataPreprocessor, DepthEstimator, L1DepthLoss  # noqa: F401
+from meter_timm.mm.model import DepthDataPreprocessor, DepthEstimator  # noqa: F401
 from meter_timm.mm.structures import DepthDataSample  # noqa: F401
 from meter_timm.mm import checkpoint  # noqa: F401  (training part: weights_only-safe checkpoint loader)
 from meter_timm.mm import hooks  # noqa: F401  (training part: SelectivityHook, RandomStateHook)

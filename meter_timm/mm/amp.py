@@ -4,7 +4,7 @@ mmengine's ``AmpOptimWrapper`` refuses to start without a GPU, and its CPU autoc
 bfloat16. This wrapper runs the forward pass under ``torch.autocast`` of the model's device (CUDA
 or CPU) in float16 or bfloat16; float16 gets dynamic loss scaling (``torch.amp.GradScaler``),
 bfloat16 has float32's range and needs none. The depth losses and the selectivity statistics
-cast themselves back to float32 (see :mod:`meter_timm.mm.losses`).
+cast themselves back to float32 (see :mod:`meter_timm.losses`).
 """
 from __future__ import annotations
 

@@ -1,12 +1,10 @@
-"""mmengine checkpoints: one safe reader for every local file, and durable saves.
+"""mmengine checkpoints: the one reader installed as mmengine's local loader, and durable saves.
 
-Reading. mmengine 0.10.7 reads local checkpoints with a bare ``torch.load``. This module replaces
-that loader (the ``''`` scheme of :class:`mmengine.runner.CheckpointLoader`) with
-:func:`load_from_local_safe`, which is :func:`meter_timm.models.load_checkpoint_file`:
-``weights_only=True`` with an explicit allowlist of exactly what mmengine writes (numpy values,
-``HistoryBuffer`` and its statistics methods). ``--resume``, ``load_from`` and weight files all
-go through it; no file and no directory is ever trusted with full unpickling. Importing this
-module installs the loader (idempotent).
+Reading. mmengine 0.10.7 reads local checkpoints with a bare ``torch.load``. Importing this module
+replaces that loader (the ``''`` scheme of :class:`mmengine.runner.CheckpointLoader`) with
+:func:`meter_timm.checkpoint.load_checkpoint_file`, the package's one reader (``weights_only=True``
+with an explicit allowlist of what mmengine writes). ``--resume``, ``load_from`` and weight files
+all go through it; no file and no directory is ever trusted with full unpickling.
 
 Saving. A run killed at any moment keeps a complete checkpoint that ``--resume`` finds:
 
@@ -26,16 +24,15 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from meter_timm.checkpoint import load_checkpoint_file
 from meter_timm.mm.registry import HOOKS
 
-from meter_timm.models._checkpoint import CheckpointReadError, checkpoint_allowlist, load_checkpoint_file
-
-__all__ = ["load_from_local_safe", "checkpoint_allowlist", "CheckpointReadError", "publish_file",
-           "write_text_atomically", "partial_name", "DurableCheckpointHook"]
+__all__ = ["load_from_local_safe", "publish_file", "write_text_atomically", "partial_name",
+           "DurableCheckpointHook"]
 
 
 def load_from_local_safe(filename: str, map_location=None):
-    """mmengine's local loader, replaced by the one weights-only reader (see the module docstring)."""
+    """mmengine's local loader: the package's one reader (mmengine logs the name after ``load_from_``)."""
     return load_checkpoint_file(os.fspath(filename), map_location=map_location)
 
 

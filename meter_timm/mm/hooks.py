@@ -13,7 +13,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from meter_timm.mm.registry import HOOKS
-from meter_timm.strategies.fixed import eq2_assignment
+from meter_timm.selectivity.bins import eq2_assignment
 
 __all__ = ["SelectivityHook", "RandomStateHook", "find_selectivity_module"]
 
@@ -189,7 +189,7 @@ class SelectivityHook(Hook):
         """Fit the learnable strategies on training frames before training (see the class doc)."""
         from mmengine.dataset import pseudo_collate
 
-        from meter_timm.mm.model import resize_depth_nearest
+        from meter_timm.data.resize import resize_depth_nearest
         from meter_timm.strategies import get_strategy_class
 
         learnable = [layer["name"] for layer in getattr(module, "layers", [])
@@ -292,7 +292,7 @@ class SelectivityHook(Hook):
         layers = self._dissection_layers(runner)
         if not layers:
             return
-        from meter_timm.mm.dissection import ValidationDissector
+        from meter_timm.selectivity.dissection import ValidationDissector
 
         self._dissector = ValidationDissector(_unwrap(runner.model), layers, self.min_depth,
                                               self.max_depth)

@@ -2,9 +2,9 @@
 
 :class:`DepthEstimator` wraps either a timm model that already predicts depth (the ``meter_*``
 family: ``(B, 1, H/4, W/4)`` metres) or any timm backbone created with ``features_only=True``
-followed by :class:`LightDepthDecoder`. :class:`DepthDataPreprocessor` stacks the 0-255 images and
-applies ImageNet normalisation on the 0-255 scale (identical to METER's [0, 1] + ImageNet
-mean/std).
+followed by :class:`~meter_timm.models.LightDepthDecoder`. :class:`DepthDataPreprocessor` stacks
+the 0-255 images and applies ImageNet normalisation on the 0-255 scale (identical to METER's
+[0, 1] + ImageNet mean/std). The depth losses come from :mod:`meter_timm.losses` through MODELS.
 """
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel, ImgDataPreprocessor
 
 import meter_timm  # noqa: F401  (registers meter_* with timm)
+from meter_timm.data.resize import resize_depth_nearest
 from meter_timm.mm.registry import MODELS
 from meter_timm.mm.structures import DepthDataSample
+from meter_timm.models.decoder import LightDepthDecoder
 from meter_timm.selectivity.response import autocast_disabled
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
@@ -37,71 +39,6 @@ class DepthDataPreprocessor(ImgDataPreprocessor):
                  non_blocking: bool = False):
         super().__init__(mean=mean, std=std, pad_size_divisor=pad_size_divisor, pad_value=pad_value,
                          bgr_to_rgb=bgr_to_rgb, rgb_to_bgr=rgb_to_bgr, non_blocking=non_blocking)
-
-
-@MODELS.register_module()
-class L1DepthLoss(nn.Module):
-    """Mean absolute error over valid pixels: ``{"loss_l1": loss_weight * mean|pred - target|}``.
-
-    Args:
-        loss_weight (float): multiplier. Default 1.0.
-    """
-
-    def __init__(self, loss_weight: float = 1.0):
-        super().__init__()
-        self.loss_weight = loss_weight
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> dict:
-        valid = valid.bool()
-        count = valid.sum().clamp_min(1)
-        loss = ((pred - target).abs() * valid).sum() / count
-        return {"loss_l1": self.loss_weight * loss}
-
-
-class _ConvBNReLU(nn.Sequential):
-    def __init__(self, cin: int, cout: int, k: int = 3):
-        super().__init__(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
-
-
-class LightDepthDecoder(nn.Module):
-    """A small FPN-like decoder: 1x1 lateral convs to ``channels``, top-down bilinear upsampling
-    and addition, one 3x3 conv per level, then a 3x3 head to one channel at stride 4.
-
-    Args:
-        in_channels (list[int]): channels of the backbone features, finest first.
-        reductions (list[int]): their strides (features with stride < 4 are ignored).
-        channels (int): width of the decoder. Default 64.
-        init_depth (float): initial bias of the output (metres), so training starts near a
-            plausible depth. Default 3.0.
-    """
-
-    def __init__(self, in_channels: Sequence[int], reductions: Sequence[int], channels: int = 64,
-                 init_depth: float = 3.0):
-        super().__init__()
-        keep = [i for i, r in enumerate(reductions) if r >= 4]
-        if not keep:
-            raise ValueError(f"LightDepthDecoder: no backbone feature at stride >= 4 ({reductions})")
-        self.indices = keep
-        self.out_reduction = 4
-        self.finest_reduction = reductions[keep[0]]
-        self.lateral = nn.ModuleList(nn.Conv2d(in_channels[i], channels, 1) for i in keep)
-        self.smooth = nn.ModuleList(_ConvBNReLU(channels, channels) for _ in keep)
-        self.head = nn.Conv2d(channels, 1, 3, padding=1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.constant_(self.head.bias, init_depth)
-
-    def forward(self, features: Sequence[torch.Tensor], input_size: Sequence[int]) -> torch.Tensor:
-        feats = [features[i] for i in self.indices]
-        x = self.smooth[-1](self.lateral[-1](feats[-1]))
-        for j in range(len(feats) - 2, -1, -1):
-            lat = self.lateral[j](feats[j])
-            x = F.interpolate(x, size=lat.shape[-2:], mode="bilinear", align_corners=False)
-            x = self.smooth[j](x + lat)
-        out_size = (-(-int(input_size[0]) // 4), -(-int(input_size[1]) // 4))
-        if tuple(x.shape[-2:]) != out_size:
-            x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
-        return self.head(x)
 
 
 def create_backbone(backbone: dict) -> nn.Module:
@@ -123,8 +60,8 @@ class DepthEstimator(BaseModel):
             ``dict(name="meter_xxs", pretrained=False)`` (a depth model, output ``(B, 1, H/4, W/4)``
             metres) or ``dict(name="resnet18", features_only=True)`` (then ``decoder`` is used).
             Original weights: ``pretrained=True, pretrained_cfg_overlay=dict(file=PATH)``.
-        decoder (dict, optional): arguments of :class:`LightDepthDecoder` (``channels``,
-            ``init_depth``) for ``features_only`` backbones.
+        decoder (dict, optional): arguments of :class:`~meter_timm.models.LightDepthDecoder`
+            (``channels``, ``init_depth``) for ``features_only`` backbones.
         depth_loss (dict, optional): loss built from MODELS; called as
             ``depth_loss(pred, target, valid)`` at the prediction's resolution (target resized with
             nearest-exact), returns a dict of ``loss_*`` terms. Default ``L1DepthLoss``.
@@ -237,60 +174,3 @@ class DepthEstimator(BaseModel):
                 p = F.interpolate(p[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
             sample.pred_depth = p.detach()
         return data_samples
-
-
-def resize_depth_nearest(depth: torch.Tensor, size) -> torch.Tensor:
-    """Resize a ``(1, H, W)`` depth map with nearest-exact (no blending of invalid zeros)."""
-    if tuple(depth.shape[-2:]) == tuple(size):
-        return depth
-    return F.interpolate(depth[None], size=tuple(size), mode="nearest-exact")[0]
-
-
-def read_checkpoint(path) -> dict:
-    """Load a weights file with ``weights_only=True`` (through the METER checkpoint loader, which
-    also reads mmengine checkpoints whose meta data a weights-only load refuses) and return its
-    state dict, unwrapping mmengine's ``{"state_dict": ...}``."""
-    from meter_timm.models._checkpoint import load_checkpoint_file
-
-    ckpt = load_checkpoint_file(path)  # FileNotFoundError / ValueError naming the file
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
-        ckpt = ckpt["state_dict"]
-    if not isinstance(ckpt, dict) or not all(isinstance(k, str) for k in ckpt):
-        raise ValueError(f"{path}: not a state dict (got {type(ckpt).__name__})")
-    return ckpt
-
-
-def load_weights(model: "DepthEstimator", path, strict: bool = True) -> str:
-    """Load ``path`` into a :class:`DepthEstimator`; returns ``"wrapper"`` or ``"backbone"``.
-
-    Accepted: an mmengine checkpoint (or state dict) of this wrapper (keys ``backbone.*``,
-    ``decoder.*``), or a raw state dict of the backbone alone, e.g. the METER authors' files; the
-    latter goes through the backbone family's timm ``checkpoint_filter_fn`` when it has one.
-    Always ``weights_only=True``.
-    """
-    import sys
-
-    state = read_checkpoint(path)
-    own_prefixes = ("backbone.", "decoder.", "depth_loss.", "selectivity.", "data_preprocessor.")
-    if any(k.startswith("backbone.") for k in state):
-        optional = ("selectivity.", "depth_loss.")  # training-only state; may be absent either side
-        keys = {k: v for k, v in state.items() if k.startswith(own_prefixes)
-                and not (model.selectivity is None and k.startswith("selectivity."))}
-        missing, unexpected = model.load_state_dict(keys, strict=False)
-        missing = [k for k in missing if not k.startswith(optional)]
-        unexpected = [k for k in unexpected if not k.startswith(optional)]
-        if strict and (missing or unexpected):
-            raise ValueError(f"{path}: checkpoint does not fit the model: missing {missing[:8]}, "
-                             f"unexpected {unexpected[:8]}")
-        return "wrapper"
-    backbone = model.backbone
-    filter_fn = getattr(sys.modules.get(type(backbone).__module__), "checkpoint_filter_fn", None)
-    if filter_fn is not None:
-        state = filter_fn(state, backbone)
-    result = backbone.load_state_dict(state, strict=strict)
-    if not strict and (result.missing_keys or result.unexpected_keys):
-        from mmengine.logging import print_log
-
-        print_log(f"{path}: missing {result.missing_keys[:8]}, unexpected "
-                  f"{result.unexpected_keys[:8]}", logger="current", level=30)
-    return "backbone"

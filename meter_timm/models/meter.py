@@ -46,9 +46,10 @@ from timm.models import (
 # private module: timm 1.0.x exports no public name for it (timm's own models import it so)
 from timm.models._features import feature_take_indices
 
-from meter_timm.models._checkpoint import load_checkpoint_file, translate_state_dict
+from meter_timm.checkpoint import load_checkpoint_file
+from meter_timm.models.meter_keys import translate_state_dict
 
-__all__ = ["Meter", "MeterPretrainedCfg", "checkpoint_filter_fn", "load_meter_weights", "DEPTH_UNIT_SCALE"]
+__all__ = ["Meter", "MeterPretrainedCfg", "checkpoint_filter_fn", "DEPTH_UNIT_SCALE"]
 
 #: metres per unit of a raw network output
 DEPTH_UNIT_SCALE = {"m": 1.0, "dm": 0.1, "cm": 0.01, "mm": 0.001}
@@ -588,21 +589,10 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
     Accepts the authors' original state dicts (``encoder.conv1.*``, ``encoder.mv2.*``,
     ``encoder.mvit.*``, ``decoder.ups_block_*``), this package's own state dicts, and mmengine
     checkpoints of a wrapper holding the model as ``backbone`` (``{"state_dict": {"backbone.*": ...}}``;
-    keys of other modules, e.g. ``selectivity.*``, are dropped).
+    keys of other modules, e.g. ``selectivity.*``, are dropped). To load a file into an existing
+    model: :func:`meter_timm.checkpoint.load_weights`.
     """
     return translate_state_dict(state_dict, model)
-
-
-def load_meter_weights(model: nn.Module, path: str) -> nn.Module:
-    """Load a weights file into an existing METER ``model`` (strict), in place; returns the model.
-
-    For models that already exist (e.g. the backbone inside a training wrapper); otherwise prefer
-    ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))``. Accepts
-    the same files as ``checkpoint_filter_fn``; loads with ``weights_only=True``. Note that the
-    output unit is the model's ``output_scale``, not the file's.
-    """
-    model.load_state_dict(checkpoint_filter_fn(load_checkpoint_file(path), model))
-    return model
 
 
 @dataclasses.dataclass

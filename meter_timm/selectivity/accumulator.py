@@ -7,9 +7,9 @@ from typing import Any, Mapping
 
 import torch
 
+from meter_timm.selectivity.bins import eq2_assignment  # the one implementation of Eq. 2
 from meter_timm.selectivity.index import argmax_bins, selectivity_index
 from meter_timm.selectivity.response import BinnedDepth, _check_edges
-from meter_timm.strategies.fixed import eq2_assignment  # the one implementation of Eq. 2
 
 __all__ = ["ResponseAccumulator", "DissectionReport", "eq2_assignment"]
 

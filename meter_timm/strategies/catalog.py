@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meter_timm._lazy import lazy_module
-from meter_timm import plugins
+from meter_timm.strategies import plugins
 from meter_timm.strategies.base import DepthBinStrategy
 
 torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
@@ -207,28 +207,34 @@ def create_strategy(name: str, num_units: int, num_bins: int, min_depth: float =
     return validate_strategy(strategy)
 
 
-LAYER_KEYS = ("name", "num_bins", "strategy", "params")
+#: depth bins of a layer whose spec gives no ``num_bins`` (capped at its unit count), in training
+#: and in dissections alike: the seed's N_b = 32
+DEFAULT_NUM_BINS = 32
+
+
+def default_num_bins(num_units: int) -> int:
+    """Depth bins of a layer whose spec gives none: ``min(DEFAULT_NUM_BINS, num_units)``."""
+    return min(DEFAULT_NUM_BINS, int(num_units))
 
 
 def create_layer_strategy(layer: dict[str, Any] | str, num_units: int, min_depth: float = 0.0,
-                          max_depth: float = 10.0, default_num_bins: int | None = None,
-                          default_strategy: str = "uniform",
+                          max_depth: float = 10.0, default_strategy: str = "uniform",
                           pm: plugins.PluginManager | None = None) -> DepthBinStrategy:
     """Create the strategy of one layer entry of a selectivity config.
 
     ``layer`` is ``{"name": "encoder.6", "num_bins": 32, "strategy": "log", "params": {...}}``
-    (only ``name`` required) or just the layer name. Missing ``num_bins`` defaults to
-    ``default_num_bins`` or, if that is None, to min(num_units, 64) as in the ICCV 2021 code;
-    missing ``strategy`` to ``default_strategy``. Any error names the layer.
+    (only ``name`` required) or just the layer name, checked by
+    :func:`meter_timm.selectivity.loss.normalize_layers` (the one list of layer keys). Missing
+    ``num_bins`` defaults to :func:`default_num_bins` (32, at most the units); missing
+    ``strategy`` to ``default_strategy``. Any error names the layer.
     """
-    layer = {"name": layer} if isinstance(layer, str) else dict(layer)
-    label = f"selectivity layer {layer.get('name', '?')!r}"
-    unknown = sorted(set(layer) - set(LAYER_KEYS))
-    if unknown:
-        raise ValueError(f"{label}: unknown key(s) {unknown} (allowed: {', '.join(LAYER_KEYS)})")
+    from meter_timm.selectivity.loss import normalize_layers  # the one validator of layer specs
+
+    layer = normalize_layers([layer])[0]
+    label = f"selectivity layer {layer['name']!r}"
     num_bins = layer.get("num_bins")
     if num_bins is None:
-        num_bins = default_num_bins if default_num_bins is not None else min(int(num_units), 64)
+        num_bins = default_num_bins(num_units)
     params = layer.get("params") or {}
     if not isinstance(params, dict):
         raise ValueError(f"{label}: 'params' must be a dict, got {type(params).__name__}")

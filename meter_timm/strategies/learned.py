@@ -38,8 +38,9 @@ import math
 from typing import Any
 
 from meter_timm._lazy import lazy_module
+from meter_timm.selectivity.bins import eq2_assignment, log_edges, uniform_edges
 from meter_timm.strategies.base import DepthBinStrategy
-from meter_timm.strategies.fixed import depth_histogram, eq2_assignment, log_edges, uniform_edges
+from meter_timm.strategies.fixed import depth_histogram
 
 torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
 np = lazy_module("numpy")

@@ -21,8 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from meter_timm._lazy import lazy_module
-from meter_timm.plugins import hookimpl
-from meter_timm.strategies import DepthBinStrategy, depth_histogram
+from meter_timm.strategies import DepthBinStrategy, depth_histogram, hookimpl
 
 torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
 

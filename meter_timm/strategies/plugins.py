@@ -6,7 +6,8 @@ warning naming it; the others still load). Set the environment variable
 ``METER_TIMM_DISABLE_PLUGIN_AUTOLOAD`` (to anything non-empty) to load built-ins only.
 
 The manager is built on first use: ``get_plugin_manager()``. Plugin authors decorate their hook
-functions with ``hookimpl`` from this module; the specifications are in ``meter_timm.hookspecs``.
+functions with ``hookimpl`` from this module (also ``meter_timm.strategies.hookimpl``); the
+specifications are in :mod:`meter_timm.strategies.hookspecs`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from importlib import metadata
 
 import pluggy
 
-from meter_timm import hookspecs
+from meter_timm.strategies import hookspecs
 
 ENTRY_POINT_GROUP = "meter_timm"
 DISABLE_AUTOLOAD_ENV = "METER_TIMM_DISABLE_PLUGIN_AUTOLOAD"

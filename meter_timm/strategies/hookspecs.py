@@ -1,6 +1,6 @@
 """Hook specifications of meter-timm plugins (the plugin author's reference).
 
-A plugin is any module or object with functions decorated by ``meter_timm.plugins.hookimpl``
+A plugin is any module or object with functions decorated by ``meter_timm.strategies.hookimpl``
 whose names match the specifications below. Third-party packages expose their plugin through
 the entry-point group ``meter_timm`` (one group for every plugin kind)::
 
