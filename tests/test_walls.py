@@ -23,7 +23,7 @@ WALLS = {
     "meter_timm.data": ("mmengine", "mmcv", "meter_timm.mm"),
     "meter_timm.models": ("mmengine", "mmcv", "meter_timm.mm", "meter_timm.selectivity"),
     "meter_timm.evaluation": ("mmengine", "mmcv", "meter_timm.mm"),
-    "meter_timm.losses": ("mmengine", "mmcv", "meter_timm.mm"),
+    "meter_timm.losses": ("mmengine", "mmcv", "meter_timm.mm", "meter_timm.selectivity"),
     "meter_timm.checkpoint": ("mmengine", "mmcv", "meter_timm.mm"),
 }
 

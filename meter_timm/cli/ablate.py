@@ -116,7 +116,7 @@ def choose_groups(args, model, batches, num_units: int, params: dict):
     selectivity = getattr(model, "selectivity", None)
     trained = selectivity is not None and args.layer in getattr(selectivity, "layer_names", [])
     if args.assign == "auto" and trained:
-        strategy = selectivity.strategy(args.layer, num_units)  # with the checkpoint's state
+        strategy = selectivity.build_strategy(args.layer, num_units)  # with the checkpoint's state
         return (strategy.edges(), strategy.assignment(),
                 dict(source="trained strategy (from the weights)", strategy=strategy.name,
                      num_bins=strategy.num_bins))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meter_timm.selectivity.response import autocast_disabled
+from meter_timm.precision import autocast_disabled
 
 __all__ = ["BalancedLoss", "SiLogLoss", "L1DepthLoss", "float32_loss", "sobel", "ssim_map"]
 

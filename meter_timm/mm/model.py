@@ -21,7 +21,7 @@ from meter_timm.data.resize import resize_depth_nearest
 from meter_timm.mm.registry import MODELS
 from meter_timm.mm.structures import DepthDataSample
 from meter_timm.models.decoder import LightDepthDecoder
-from meter_timm.selectivity.response import autocast_disabled
+from meter_timm.precision import autocast_disabled
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)

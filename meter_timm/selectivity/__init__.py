@@ -49,7 +49,6 @@ _EXPORTS = {
     "average_response": "response",
     "bilinear_source_index": "response",
     "interpolation_matrix": "response",
-    "response_sums": "response",
 }
 
 __all__ = sorted(_EXPORTS)

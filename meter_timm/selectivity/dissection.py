@@ -54,7 +54,7 @@ def trained_layers_of(selectivity: Any) -> dict[str, TrainedLayer]:
         return {}
 
     def strategy(name: str) -> Callable[[int], Any]:
-        return lambda num_units: selectivity.strategy(name, num_units)
+        return lambda num_units: selectivity.build_strategy(name, num_units)
 
     return {spec["name"]: TrainedLayer(dict(spec), strategy(spec["name"]))
             for spec in getattr(selectivity, "layers", [])}

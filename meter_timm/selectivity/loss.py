@@ -9,7 +9,8 @@ from torch import nn
 
 from meter_timm.selectivity.capture import LayerCapture
 from meter_timm.selectivity.index import OTHER_BINS, selectivity_index
-from meter_timm.selectivity.response import BinnedDepth, autocast_disabled
+from meter_timm.precision import autocast_disabled
+from meter_timm.selectivity.response import BinnedDepth
 
 __all__ = ["SelectivityLoss", "normalize_layers"]
 
@@ -138,12 +139,17 @@ class SelectivityLoss(nn.Module):
             self._capture = None
 
     # ---------------------------------------------------------------- strategies
-    def strategy(self, name: str, num_units: int | None = None):
-        """The strategy of layer ``name``, created on first use with ``num_units`` units."""
+    def strategy(self, name: str):
+        """The strategy of layer ``name`` (KeyError before the layer's first forward)."""
+        if name not in self.strategies:
+            raise KeyError(f"strategy of layer {name!r} not created yet (no forward so far)")
+        return self.strategies[name]
+
+    def build_strategy(self, name: str, num_units: int):
+        """The strategy of layer ``name``, created with ``num_units`` units if it does not exist
+        yet (then with any state loaded before it existed); an existing one must match."""
         strategy = self.strategies.get(name)
         if strategy is None:
-            if num_units is None:
-                raise KeyError(f"strategy of layer {name!r} not created yet (no forward so far)")
             from meter_timm.strategies import create_layer_strategy
             layer = next(layer for layer in self.layers if layer["name"] == name)
             strategy = create_layer_strategy(layer, num_units, self.min_depth, self.max_depth)
@@ -152,7 +158,7 @@ class SelectivityLoss(nn.Module):
                 self._load_strategy_state(name, strategy, pending)
             self.strategies[name] = strategy
             self._forget_constants()
-        elif num_units is not None and strategy.num_units != num_units:
+        elif strategy.num_units != num_units:
             raise ValueError(f"selectivity layer {name!r}: {num_units} units now, "
                              f"{strategy.num_units} when its strategy was created")
         return strategy
@@ -239,7 +245,7 @@ class SelectivityLoss(nn.Module):
                              f"got shape {tuple(act.shape)}")
         if self.use_abs:
             act = act.abs()
-        strategy = self.strategy(name, act.shape[1])
+        strategy = self.build_strategy(name, act.shape[1])
         edges, key = self._edges(name, strategy)
         if key not in binned:
             binned[key] = BinnedDepth(depth.to(act.device), key)

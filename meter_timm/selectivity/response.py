@@ -14,29 +14,20 @@ size, so :class:`BinnedDepth` caches them for all layers that share a resolution
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 
 import torch
 
-__all__ = ["BinnedDepth", "average_response", "response_sums", "bilinear_source_index",
+from meter_timm.precision import autocast_disabled
+
+__all__ = ["BinnedDepth", "average_response", "bilinear_source_index",
            "interpolation_matrix", "autocast_disabled"]
 
 
 #: device types where Eq. 1 takes the path with the fewest kernels (one scatter, bucketize); the
 #: others take the path measured fastest on CPU
 LAUNCH_BOUND_DEVICES = ("cuda",)
-
-
-@contextlib.contextmanager
-def autocast_disabled():
-    """Turn autocast off (CPU, and CUDA when present) for code that must run in float32."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.autocast("cpu", enabled=False))
-        if torch.cuda.is_available():
-            stack.enter_context(torch.autocast("cuda", enabled=False))
-        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,13 +311,6 @@ class BinnedDepth:
         sums = self.response_sums(activations)
         counts = self.counts.to(sums.dtype)
         return sums / counts.clamp(min=1.0), self.counts
-
-
-def response_sums(activations: torch.Tensor, depth: torch.Tensor,
-                  bin_edges: torch.Tensor | list | tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    """Numerators (K, N_b) and pixel counts (N_b,) of Eq. 1, for streaming accumulation."""
-    binned = BinnedDepth(depth, bin_edges)
-    return binned.response_sums(activations), binned.counts
 
 
 def average_response(activations: torch.Tensor, depth: torch.Tensor,
