@@ -3,6 +3,7 @@
 
     python benchmarks/bench_cli.py [--runs 7]
 """
+
 from __future__ import annotations
 
 import argparse

@@ -12,6 +12,7 @@ batch of 8 at 192x256. Goal: loader samples/s >= 4x the step's samples/s.
 
 Timings on a shared machine are noisy; both figures are measured in the same process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,9 +39,10 @@ def write_h5_files(root: Path, n: int, seed: int = 0) -> None:
     rows, cols = np.mgrid[0:480, 0:640].astype(np.float32)
     for i in range(n):
         a, b, c = rng.uniform(-1, 1, 3)
-        depth = (4.0 + 2.0 * a * rows / 480 + 2.0 * b * cols / 640 + 0.3 * np.sin(c * cols / 40))
-        rgb = np.stack([(depth * 25 + k * 40 + rng.normal(0, 8, depth.shape)) % 256
-                        for k in range(3)]).astype(np.uint8)
+        depth = 4.0 + 2.0 * a * rows / 480 + 2.0 * b * cols / 640 + 0.3 * np.sin(c * cols / 40)
+        rgb = np.stack(
+            [(depth * 25 + k * 40 + rng.normal(0, 8, depth.shape)) % 256 for k in range(3)]
+        ).astype(np.uint8)
         path = root / "train" / f"scene_{i % 4:02d}" / f"{i:05d}.h5"
         path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(path, "w") as f:
@@ -51,11 +53,18 @@ def write_h5_files(root: Path, n: int, seed: int = 0) -> None:
 def loader_rate(root: Path, batches: int, workers: int, batch_size: int) -> float:
     cfg = Config.fromfile(str(REPO / "mm_configs" / "_base_" / "datasets" / "nyu_h5-192x256.py"))
     dataset = NYUDepthDataset(data_root=str(root), subdir="train", pipeline=cfg.train_pipeline)
-    sampler = torch.utils.data.RandomSampler(dataset, replacement=True,
-                                             num_samples=batch_size * (batches + 4))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                                         num_workers=workers, collate_fn=pseudo_collate,
-                                         persistent_workers=False, prefetch_factor=2 if workers else None)
+    sampler = torch.utils.data.RandomSampler(
+        dataset, replacement=True, num_samples=batch_size * (batches + 4)
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=pseudo_collate,
+        persistent_workers=False,
+        prefetch_factor=2 if workers else None,
+    )
     it = iter(loader)
     for _ in range(4):  # warm-up: worker start, first files
         next(it)
@@ -107,8 +116,10 @@ def main(argv=None) -> None:
         write_h5_files(root, args.files)
         load = loader_rate(root, args.batches, args.workers, args.batch_size)
     train = train_step_rate(args.steps, args.batch_size)
-    print(f"torch threads: {torch.get_num_threads()}, loader workers: {args.workers}, "
-          f"batch: {args.batch_size}")
+    print(
+        f"torch threads: {torch.get_num_threads()}, loader workers: {args.workers}, "
+        f"batch: {args.batch_size}"
+    )
     print(f"data pipeline (h5 480x640 -> METER augmentations -> 192x256): {load:8.1f} samples/s")
     print(f"meter_xxs training step (fwd+bwd+AdamW, BalancedLoss):      {train:8.1f} samples/s")
     ratio = load / train

@@ -15,14 +15,15 @@ rounding), ``fuse(NCHW)`` the same without channels-last; ``compiled`` rows use
 ``torch.compile`` (inductor). Inputs are plain NCHW tensors for every row. mobilevit_xxs is
 shown as built (the yardstick) and with channels-last weights, for a like-for-like view.
 """
+
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
 
-import torch
 import timm
+import torch
 
 import meter_timm  # noqa: F401  (registers meter_*)
 
@@ -37,9 +38,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--height", type=int, default=192)
     parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=20, help="timed calls per model and batch size")
+    parser.add_argument(
+        "--rounds", type=int, default=20, help="timed calls per model and batch size"
+    )
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     args = parser.parse_args(argv)
     if args.threads:
@@ -66,8 +71,10 @@ def main(argv=None) -> int:
         models["mobilevit_xxs compiled"] = torch.compile(mobilevit)
         models["meter_xxs fuse() compiled"] = torch.compile(fused)
 
-    print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}, "
-          f"input {args.height}x{args.width}, {args.rounds} rounds, medians")
+    print(
+        f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}, "
+        f"input {args.height}x{args.width}, {args.rounds} rounds, medians"
+    )
     results = {}
     with torch.inference_mode():
         for batch in (1, 8):
@@ -89,7 +96,9 @@ def main(argv=None) -> int:
     print("time relative to eager mobilevit_xxs (batch 1 / batch 8):")
     for name in models:
         if name != "mobilevit_xxs (timm)":
-            print(f"  {name:28s} {results[(name, 1)] / base1:5.2f}x / {results[(name, 8)] / base8:5.2f}x")
+            print(
+                f"  {name:28s} {results[(name, 1)] / base1:5.2f}x / {results[(name, 8)] / base8:5.2f}x"
+            )
     return 0
 
 

@@ -15,6 +15,7 @@ difference of each variant's output from eager PyTorch. Needs the export extra.
 
     python benchmarks/bench_onnx.py [--weights FILE] [--rounds 30] [--out results/onnx_latency.md]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,20 +48,30 @@ def _torch_runner(model):
     def run(x):
         with torch.inference_mode():
             return model(x).numpy()
+
     return run
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="meter_xxs.nyu")
-    parser.add_argument("--weights", default=None, help="weights file (default: random weights; "
-                                                        "timings do not depend on the values)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="weights file (default: random weights; timings do not depend on the values)",
+    )
     parser.add_argument("--height", type=int, default=None, help="default: the tag's input height")
     parser.add_argument("--width", type=int, default=None, help="default: the tag's input width")
-    parser.add_argument("--rounds", type=int, default=30, help="timed calls per variant and batch size")
+    parser.add_argument(
+        "--rounds", type=int, default=30, help="timed calls per variant and batch size"
+    )
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for both PyTorch and ONNX Runtime (default: torch's count)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for both PyTorch and ONNX Runtime (default: torch's count)",
+    )
     parser.add_argument("--out", default=None, help="also write the table to this markdown file")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -71,13 +82,17 @@ def main(argv=None) -> int:
     eager = build_model(args.model, args.weights)
     fused = build_model(args.model, args.weights)
     fused.load_state_dict(eager.state_dict())
-    height, width = args.height or eager.pretrained_cfg["input_size"][1], args.width or eager.pretrained_cfg["input_size"][2]
+    height, width = (
+        args.height or eager.pretrained_cfg["input_size"][1],
+        args.width or eager.pretrained_cfg["input_size"][2],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         plain_onnx = export_onnx(eager, Path(tmp) / "plain.onnx", height, width)["path"]
         fused_for_onnx = build_model(args.model, args.weights)
         fused_for_onnx.load_state_dict(eager.state_dict())
-        fused_onnx = export_onnx(fused_for_onnx.fuse(channels_last=False), Path(tmp) / "fused.onnx",
-                                 height, width)["path"]
+        fused_onnx = export_onnx(
+            fused_for_onnx.fuse(channels_last=False), Path(tmp) / "fused.onnx", height, width
+        )["path"]
         fused.fuse()
         variants = {
             "PyTorch eager": _torch_runner(eager),
@@ -86,10 +101,15 @@ def main(argv=None) -> int:
             "ONNX Runtime (--fuse)": _ort_session(fused_onnx, threads),
         }
         g = torch.Generator().manual_seed(0)
-        inputs = {1: torch.randn(1, 3, height, width, generator=g), 8: torch.randn(8, 3, height, width, generator=g)}
+        inputs = {
+            1: torch.randn(1, 3, height, width, generator=g),
+            8: torch.randn(8, 3, height, width, generator=g),
+        }
         reference = variants["PyTorch eager"](inputs[8])
-        rel = {name: float(np.abs(run(inputs[8]) - reference).max() / np.abs(reference).max())
-               for name, run in variants.items()}
+        rel = {
+            name: float(np.abs(run(inputs[8]) - reference).max() / np.abs(reference).max())
+            for name, run in variants.items()
+        }
         times = {(name, b): [] for name in variants for b in inputs}
         for batch, x in inputs.items():
             for _ in range(args.warmup):
@@ -117,13 +137,16 @@ def main(argv=None) -> int:
     for name in variants:
         t1 = statistics.median(times[(name, 1)])
         t8 = statistics.median(times[(name, 8)])
-        lines.append(f"| {name} | {t1 * 1e3:.2f} | {8 / t8:.1f} | {t8 / base8:.2f}x | {rel[name]:.1e} |")
+        lines.append(
+            f"| {name} | {t1 * 1e3:.2f} | {8 / t8:.1f} | {t8 / base8:.2f}x | {rel[name]:.1e} |"
+        )
     text = "\n".join(lines)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(f"`python benchmarks/bench_onnx.py {' '.join(argv)}`".rstrip() + "\n\n"
-                                  + text + "\n")
+        Path(args.out).write_text(
+            f"`python benchmarks/bench_onnx.py {' '.join(argv)}`".rstrip() + "\n\n" + text + "\n"
+        )
     return 0
 
 

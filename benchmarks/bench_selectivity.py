@@ -14,6 +14,7 @@ Times are the minimum over repeats (robust on a shared machine); medians are pri
 ``--cpu-time`` runs on one thread and measures the thread's CPU time (``time.thread_time``),
 which other processes on a busy machine do not inflate (they still share caches and memory).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,12 +66,16 @@ def bench_response(batch, units, act_hw, depth_hw, bins, repeats, ref_repeats) -
     ref, _ = reference_average_response(act, depth, edges.tolist())
     got, _ = average_response(act, depth, edges)
     rel = float((got.double() - ref).abs().max() / ref.abs().max())
-    t_ref, m_ref = timeit(lambda: reference_average_response(act, depth, edges.tolist()), ref_repeats)
+    t_ref, m_ref = timeit(
+        lambda: reference_average_response(act, depth, edges.tolist()), ref_repeats
+    )
     t_new, m_new = timeit(lambda: average_response(act, depth, edges), repeats)
-    print(f"B={batch} K={units} act {act_hw[0]}x{act_hw[1]} depth {depth_hw[0]}x{depth_hw[1]} "
-          f"bins={bins}: reference {t_ref * 1e3:8.2f} ms (median {m_ref * 1e3:.2f}), "
-          f"average_response {t_new * 1e3:6.2f} ms (median {m_new * 1e3:.2f}) -> "
-          f"speedup {t_ref / t_new:5.1f}x (medians {m_ref / m_new:.1f}x); max rel diff {rel:.1e}")
+    print(
+        f"B={batch} K={units} act {act_hw[0]}x{act_hw[1]} depth {depth_hw[0]}x{depth_hw[1]} "
+        f"bins={bins}: reference {t_ref * 1e3:8.2f} ms (median {m_ref * 1e3:.2f}), "
+        f"average_response {t_new * 1e3:6.2f} ms (median {m_new * 1e3:.2f}) -> "
+        f"speedup {t_ref / t_new:5.1f}x (medians {m_ref / m_new:.1f}x); max rel diff {rel:.1e}"
+    )
     return t_ref / t_new
 
 
@@ -85,12 +90,15 @@ def bench_bucketize(repeats: int) -> None:
         assert torch.equal(torch.bucketize(depth, edges).float(), table.count_below(depth))
         t_bucket, _ = timeit(lambda: torch.bucketize(depth, edges), repeats)
         t_lookup, _ = timeit(lambda: table.count_below(depth), repeats)
-        print(f"bin index of 8x192x256 depths, {bins} bins: torch.bucketize {t_bucket * 1e3:.2f} ms, "
-              f"edge lookup {t_lookup * 1e3:.2f} ms ({t_bucket / t_lookup:.1f}x)")
+        print(
+            f"bin index of 8x192x256 depths, {bins} bins: torch.bucketize {t_bucket * 1e3:.2f} ms, "
+            f"edge lookup {t_lookup * 1e3:.2f} ms ({t_bucket / t_lookup:.1f}x)"
+        )
 
 
 def bench_train_step(repeats: int, layers: list[str], bins: int, with_reference: bool) -> None:
     import timm
+
     import meter_timm  # noqa: F401  (registers meter_*)
 
     torch.manual_seed(0)
@@ -100,8 +108,9 @@ def bench_train_step(repeats: int, layers: list[str], bins: int, with_reference:
     images = torch.rand(8, 3, 192, 256)
     depth = torch.rand(8, 1, 192, 256) * 9.5 + 0.5
     target = F.interpolate(depth, size=(48, 64), mode="bilinear", align_corners=False)
-    sel = SelectivityLoss([{"name": n, "num_bins": bins, "strategy": "uniform"} for n in layers],
-                          lam=0.1)
+    sel = SelectivityLoss(
+        [{"name": n, "num_bins": bins, "strategy": "uniform"} for n in layers], lam=0.1
+    )
     captured = {}
     ref_hook = None
     ref_edges = torch.linspace(0.0, 10.0, bins + 1).tolist()
@@ -138,25 +147,33 @@ def bench_train_step(repeats: int, layers: list[str], bins: int, with_reference:
             sel.detach()
     base, base_med = min(times["none"]), statistics.median(times["none"])
     ours, ours_med = min(times["ours"]), statistics.median(times["ours"])
-    print(f"METER xxs train step, batch 8, 192x256: without {base * 1e3:.1f} ms "
-          f"(median {base_med * 1e3:.1f}); with SelectivityLoss on {', '.join(layers)} "
-          f"({bins} bins) {ours * 1e3:.1f} ms (median {ours_med * 1e3:.1f}) -> "
-          f"overhead {100 * (ours / base - 1):+.1f}% (medians {100 * (ours_med / base_med - 1):+.1f}%)")
+    print(
+        f"METER xxs train step, batch 8, 192x256: without {base * 1e3:.1f} ms "
+        f"(median {base_med * 1e3:.1f}); with SelectivityLoss on {', '.join(layers)} "
+        f"({bins} bins) {ours * 1e3:.1f} ms (median {ours_med * 1e3:.1f}) -> "
+        f"overhead {100 * (ours / base - 1):+.1f}% (medians {100 * (ours_med / base_med - 1):+.1f}%)"
+    )
     # the loss alone (forward + backward through the captured activations), for reference
     feats = {}
     with LayerCapture(model, layers) as capture:
         model(images)
         feats = {n: capture.outputs[n].detach().requires_grad_() for n in layers}
-    loss_only, _ = timeit(lambda: sel(depth, features=feats)["loss_selectivity"].backward(), repeats)
-    print(f"  SelectivityLoss alone (3 layers, forward + backward): {loss_only * 1e3:.1f} ms "
-          f"= {100 * loss_only / base:.1f}% of the plain step")
+    loss_only, _ = timeit(
+        lambda: sel(depth, features=feats)["loss_selectivity"].backward(), repeats
+    )
+    print(
+        f"  SelectivityLoss alone (3 layers, forward + backward): {loss_only * 1e3:.1f} ms "
+        f"= {100 * loss_only / base:.1f}% of the plain step"
+    )
     if with_reference:
         module = dict(model.named_modules())[layers[1 if len(layers) > 1 else 0]]
         ref_hook = module.register_forward_hook(lambda m, a, out: captured.__setitem__("act", out))
         ref, ref_med = timeit(lambda: step("reference"), max(2, repeats // 3))
         ref_hook.remove()
-        print(f"  reference loop on one layer ({layers[1 if len(layers) > 1 else 0]}): "
-              f"{ref * 1e3:.1f} ms -> overhead {100 * (ref / base - 1):+.1f}%")
+        print(
+            f"  reference loop on one layer ({layers[1 if len(layers) > 1 else 0]}): "
+            f"{ref * 1e3:.1f} ms -> overhead {100 * (ref / base - 1):+.1f}%"
+        )
 
 
 def main() -> None:
@@ -165,14 +182,26 @@ def main() -> None:
     parser.add_argument("--ref-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--skip-train", action="store_true", help="skip the METER xxs step")
-    parser.add_argument("--skip-response", action="store_true",
-                        help="skip the Eq. 1 comparison with the reference loop")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="one thread, timed by the thread's CPU time (for a busy machine)")
-    parser.add_argument("--with-reference-step", action="store_true",
-                        help="also time a training step with the reference loop on one layer")
-    parser.add_argument("--bucketize", action="store_true",
-                        help="only compare torch.bucketize with the CPU edge lookup")
+    parser.add_argument(
+        "--skip-response",
+        action="store_true",
+        help="skip the Eq. 1 comparison with the reference loop",
+    )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="one thread, timed by the thread's CPU time (for a busy machine)",
+    )
+    parser.add_argument(
+        "--with-reference-step",
+        action="store_true",
+        help="also time a training step with the reference loop on one layer",
+    )
+    parser.add_argument(
+        "--bucketize",
+        action="store_true",
+        help="only compare torch.bucketize with the CPU edge lookup",
+    )
     parser.add_argument("--layers", nargs="+", default=["encoder.4", "encoder.6", "encoder.8"])
     args = parser.parse_args()
     global CLOCK
@@ -180,16 +209,20 @@ def main() -> None:
         args.threads, CLOCK = 1, time.thread_time
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'thread CPU time' if args.cpu_time else 'wall time'}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{'thread CPU time' if args.cpu_time else 'wall time'}"
+    )
     if args.bucketize:
         bench_bucketize(max(args.repeats, 20))
         return
     if not args.skip_response:
         s1 = bench_response(8, 64, (12, 16), (192, 256), 32, args.repeats, args.ref_repeats)
         s2 = bench_response(4, 64, (60, 80), (480, 640), 64, args.repeats, args.ref_repeats)
-        print(f"targets: >= 20x ({'met' if s1 >= 20 else 'NOT met'}), "
-              f">= 40x ({'met' if s2 >= 40 else 'NOT met'})")
+        print(
+            f"targets: >= 20x ({'met' if s1 >= 20 else 'NOT met'}), "
+            f">= 40x ({'met' if s2 >= 40 else 'NOT met'})"
+        )
     if not args.skip_train:
         bench_train_step(args.repeats, args.layers, 32, args.with_reference_step)
 

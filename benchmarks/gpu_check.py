@@ -20,6 +20,7 @@ order, each skipped (and reported as such) when the 5-minute budget would be exc
 SelectivityLoss; a subprocess with a time limit, ~2 minutes on a GPU) and writes
 ``results/gpu_compile.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,7 +69,7 @@ def time_calls(fns: dict, device, repeats: int, warmup: int = 3) -> dict:
 
 def copy_bandwidth(device, megabytes: int = 1024) -> float:
     """Measured device copy bandwidth in bytes/s (read + write of a large tensor)."""
-    x = torch.empty(megabytes * 2 ** 20 // 4, dtype=torch.float32, device=device)
+    x = torch.empty(megabytes * 2**20 // 4, dtype=torch.float32, device=device)
     y = torch.empty_like(x)
     seconds = time_calls({"copy": lambda: y.copy_(x)}, device, repeats=10)["copy"]
     return 2 * x.numel() * 4 / seconds
@@ -107,13 +108,19 @@ def section_eq1(device, quick: bool) -> list[str]:
     from meter_timm.selectivity import average_response
 
     bandwidth = copy_bandwidth(device, 64 if quick else 1024)
-    rows = [f"Measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s (read + write of a "
-            f"{64 if quick else 1024} MiB tensor).", "",
-            "| configuration | upsample-and-mask | `average_response` | speedup | kernels | "
-            "bytes read (act + depth) | memory-bound limit | max rel diff |",
-            "|---|---|---|---|---|---|---|---|"]
-    configs = [(8, 64, (12, 16), (192, 256), 32), (4, 64, (60, 80), (480, 640), 64),
-               (32, 160, (24, 32), (192, 256), 64)]
+    rows = [
+        f"Measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s (read + write of a "
+        f"{64 if quick else 1024} MiB tensor).",
+        "",
+        "| configuration | upsample-and-mask | `average_response` | speedup | kernels | "
+        "bytes read (act + depth) | memory-bound limit | max rel diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    configs = [
+        (8, 64, (12, 16), (192, 256), 32),
+        (4, 64, (60, 80), (480, 640), 64),
+        (32, 160, (24, 32), (192, 256), 64),
+    ]
     if quick:
         configs = [(2, 8, (6, 8), (24, 32), 8)]
     gen = torch.Generator().manual_seed(0)
@@ -127,10 +134,12 @@ def section_eq1(device, quick: bool) -> list[str]:
         ref, got = naive().double(), ours()[0].double()
         rel = float((got - ref).abs().max() / ref.abs().max())
         nbytes = act.numel() * act.element_size() + depth.numel() * depth.element_size()
-        rows.append(f"| B={b} K={k} {act_hw[0]}x{act_hw[1]} -> {depth_hw[0]}x{depth_hw[1]}, "
-                    f"{bins} bins | {t['naive'] * 1e3:.3f} ms | {t['ours'] * 1e3:.3f} ms | "
-                    f"{t['naive'] / t['ours']:.1f}x | {count_kernels(ours, device)} | "
-                    f"{nbytes / 1e6:.2f} MB | {nbytes / bandwidth * 1e6:.1f} us | {rel:.1e} |")
+        rows.append(
+            f"| B={b} K={k} {act_hw[0]}x{act_hw[1]} -> {depth_hw[0]}x{depth_hw[1]}, "
+            f"{bins} bins | {t['naive'] * 1e3:.3f} ms | {t['ours'] * 1e3:.3f} ms | "
+            f"{t['naive'] / t['ours']:.1f}x | {count_kernels(ours, device)} | "
+            f"{nbytes / 1e6:.2f} MB | {nbytes / bandwidth * 1e6:.1f} us | {rel:.1e} |"
+        )
     return rows
 
 
@@ -153,39 +162,49 @@ def _meter_step(device, batch, size, selectivity, autocast_dtype=None, channels_
     loss_fn = BalancedLoss()
     sel = None
     if selectivity:
-        sel = SelectivityLoss([{"name": n, "num_bins": 32} for n in LAYERS], lam=0.1,
-                              relative=True).attach(model)
+        sel = SelectivityLoss(
+            [{"name": n, "num_bins": 32} for n in LAYERS], lam=0.1, relative=True
+        ).attach(model)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
+        with torch.autocast(
+            device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+        ):
             pred = model(images)
         base = sum(loss_fn(pred, target).values())
         loss = base + sel(depth, base_loss=base)["loss_selectivity"] if sel is not None else base
         loss.backward()
         opt.step()
+
     return step
 
 
 def section_steps(device, quick: bool, deadline: float) -> list[str]:
-    rows = ["| batch | precision | layout | plain step | with SelectivityLoss (3 layers, 32 bins) | "
-            "overhead |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| batch | precision | layout | plain step | with SelectivityLoss (3 layers, 32 bins) | "
+        "overhead |",
+        "|---|---|---|---|---|---|",
+    ]
     size = (64, 64) if quick else (192, 256)
     variants = [(None, False), (torch.bfloat16, False), (None, True)]
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         variants = [(None, False), (torch.float16, False), (None, True)]
-    for batch in ((2,) if quick else (8, 64)):
+    for batch in (2,) if quick else (8, 64):
         for dtype, channels_last in variants:
             if time.monotonic() > deadline:
                 rows.append(f"| {batch} | skipped: time budget | | | | |")
                 continue
-            steps = {"plain": _meter_step(device, batch, size, False, dtype, channels_last),
-                     "sel": _meter_step(device, batch, size, True, dtype, channels_last)}
+            steps = {
+                "plain": _meter_step(device, batch, size, False, dtype, channels_last),
+                "sel": _meter_step(device, batch, size, True, dtype, channels_last),
+            }
             t = time_calls(steps, device, repeats=3 if quick else 20)
-            rows.append(f"| {batch} | {'float32' if dtype is None else str(dtype)[6:] + ' autocast'} | "
-                        f"{'channels-last' if channels_last else 'NCHW'} | {t['plain'] * 1e3:.1f} ms | "
-                        f"{t['sel'] * 1e3:.1f} ms | {100 * (t['sel'] / t['plain'] - 1):+.1f}% |")
+            rows.append(
+                f"| {batch} | {'float32' if dtype is None else str(dtype)[6:] + ' autocast'} | "
+                f"{'channels-last' if channels_last else 'NCHW'} | {t['plain'] * 1e3:.1f} ms | "
+                f"{t['sel'] * 1e3:.1f} ms | {100 * (t['sel'] / t['plain'] - 1):+.1f}% |"
+            )
             del steps
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -199,8 +218,10 @@ def section_inference(device, quick: bool) -> list[str]:
 
     batch, size = (2, (64, 64)) if quick else (64, (192, 256))
     x = torch.rand(batch, 3, *size, device=device)
-    models = {"mobilevit_xxs (timm)": timm.create_model("mobilevit_xxs").to(device).eval(),
-              "meter_xxs as built": timm.create_model("meter_xxs").to(device).eval()}
+    models = {
+        "mobilevit_xxs (timm)": timm.create_model("mobilevit_xxs").to(device).eval(),
+        "meter_xxs as built": timm.create_model("meter_xxs").to(device).eval(),
+    }
     fused = timm.create_model("meter_xxs").to(device).eval()
     fused.fuse()
     models["meter_xxs fuse()"] = fused
@@ -211,10 +232,16 @@ def section_inference(device, quick: bool) -> list[str]:
     with torch.inference_mode():
         t = time_calls(fns, device, repeats=3 if quick else 30)
     base = t["mobilevit_xxs (timm)"]
-    rows = [f"Batch {batch}, {size[0]}x{size[1]}, medians of interleaved calls.", "",
-            "| model | time per batch | images/s | time vs mobilevit_xxs fp32 |", "|---|---|---|---|"]
+    rows = [
+        f"Batch {batch}, {size[0]}x{size[1]}, medians of interleaved calls.",
+        "",
+        "| model | time per batch | images/s | time vs mobilevit_xxs fp32 |",
+        "|---|---|---|---|",
+    ]
     for name, seconds in t.items():
-        rows.append(f"| {name} | {seconds * 1e3:.2f} ms | {batch / seconds:.0f} | {seconds / base:.2f}x |")
+        rows.append(
+            f"| {name} | {seconds * 1e3:.2f} ms | {batch / seconds:.0f} | {seconds / base:.2f}x |"
+        )
     return rows
 
 
@@ -226,11 +253,21 @@ def _autocast_call(model, x, device):
 def _run(cmd, cwd, timeout, env=None):
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                              env=dict(os.environ, **(env or {})))
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(os.environ, **(env or {})),
+        )
         return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start
     except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        out = (
+            (exc.stdout or b"").decode(errors="replace")
+            if isinstance(exc.stdout, bytes)
+            else (exc.stdout or "")
+        )
         return None, out, time.perf_counter() - start
 
 
@@ -240,7 +277,9 @@ def _metrics(log: str) -> dict:
         match = re.search(rf"\| {name} \| ([0-9.naif-]+) \|", log)
         if match:
             found[name] = match.group(1)
-    sel = re.search(r"encoder\.6: ([-0-9.]+) against each unit's preferred bin(?:, ([-0-9.]+) against)?", log)
+    sel = re.search(
+        r"encoder\.6: ([-0-9.]+) against each unit's preferred bin(?:, ([-0-9.]+) against)?", log
+    )
     if sel:
         found["sel preferred"], found["sel assigned"] = sel.group(1), sel.group(2) or "-"
     found["nan in log"] = "yes" if re.search(r"loss\w*: nan", log) else "no"
@@ -249,8 +288,11 @@ def _metrics(log: str) -> dict:
 
 # --quick: the quickstart's built-in data set shrunk (both loaders' SyntheticDepthDataset)
 _QUICK_SIZES = dict(num_train=16, num_val=8, height=64, width=64)
-_QUICK_DATA = [f"{loader}.dataset.{key}={value}" for loader in ("train_dataloader", "val_dataloader")
-               for key, value in _QUICK_SIZES.items()]
+_QUICK_DATA = [
+    f"{loader}.dataset.{key}={value}"
+    for loader in ("train_dataloader", "val_dataloader")
+    for key, value in _QUICK_SIZES.items()
+]
 
 
 def section_quickstart(tmp: Path, quick: bool, deadline: float) -> list[str]:
@@ -260,41 +302,66 @@ def section_quickstart(tmp: Path, quick: bool, deadline: float) -> list[str]:
 
     extra = []
     if quick:
-        extra = ["--cfg-options", *_QUICK_DATA, "train_cfg.max_epochs=1",
-                 "train_cfg.val_interval=1", "train_dataloader.batch_size=4", "val_dataloader.batch_size=4",
-                 "param_scheduler.0.end=2"]
+        extra = [
+            "--cfg-options",
+            *_QUICK_DATA,
+            "train_cfg.max_epochs=1",
+            "train_cfg.val_interval=1",
+            "train_dataloader.batch_size=4",
+            "val_dataloader.batch_size=4",
+            "param_scheduler.0.end=2",
+        ]
     # the data set the runs' SyntheticDepthDataset would write (cwd tmp), written here first to time it
     dataset = Config.fromfile(str(REPO / "mm_configs/quickstart.py")).train_dataloader.dataset
-    spec = {key: dataset[key] for key in ("num_train", "num_val", "height", "width", "seed",
-                                          "frames_per_scene")}
+    spec = {
+        key: dataset[key]
+        for key in ("num_train", "num_val", "height", "width", "seed", "frames_per_scene")
+    }
     if quick:
         spec.update(_QUICK_SIZES)
     start = time.perf_counter()
     ensure_dataset(tmp / dataset.data_root, **spec)
-    rows = [f"Built-in data written first ({time.perf_counter() - start:.0f} s), then each run from the "
-            "same data (`meter-timm train mm_configs/quickstart.py [--amp ...]`).", "",
-            "| command | wall time | abs_rel | rmse (m) | d1 | encoder.6 SI preferred | SI assigned | "
-            "NaN losses |", "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        f"Built-in data written first ({time.perf_counter() - start:.0f} s), then each run from the "
+        "same data (`meter-timm train mm_configs/quickstart.py [--amp ...]`).",
+        "",
+        "| command | wall time | abs_rel | rmse (m) | d1 | encoder.6 SI preferred | SI assigned | "
+        "NaN losses |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for flags in ([], ["--amp"]):
         name = " ".join(["train quickstart"] + flags)
         remaining = deadline - time.monotonic()
         if remaining < 40:
             rows.append(f"| {name} | skipped: time budget | | | | | | |")
             continue
-        cmd = [sys.executable, "-m", "meter_timm", "train", str(REPO / "mm_configs/quickstart.py"),
-               "--work-dir", str(tmp / ("qs" + "_".join(flags))), *flags, *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "meter_timm",
+            "train",
+            str(REPO / "mm_configs/quickstart.py"),
+            "--work-dir",
+            str(tmp / ("qs" + "_".join(flags))),
+            *flags,
+            *extra,
+        ]
         code, log, seconds = _run(cmd, tmp, timeout=remaining)
         if code != 0:
-            rows.append(f"| {name} | {'timed out' if code is None else f'failed ({code})'} after "
-                        f"{seconds:.0f} s | | | | | | |")
+            rows.append(
+                f"| {name} | {'timed out' if code is None else f'failed ({code})'} after "
+                f"{seconds:.0f} s | | | | | | |"
+            )
             (tmp / f"{name.replace(' ', '_')}.log").write_text(log)
             rows.append("")
             rows.append("```\n" + log[-1500:] + "\n```")
             continue
         m = _metrics(log)
-        rows.append(f"| `{name}` | {seconds:.0f} s | {m.get('abs_rel', '?')} | {m.get('rmse', '?')} | "
-                    f"{m.get('d1', '?')} | {m.get('sel preferred', '?')} | {m.get('sel assigned', '?')} | "
-                    f"{m['nan in log']} |")
+        rows.append(
+            f"| `{name}` | {seconds:.0f} s | {m.get('abs_rel', '?')} | {m.get('rmse', '?')} | "
+            f"{m.get('d1', '?')} | {m.get('sel preferred', '?')} | {m.get('sel assigned', '?')} | "
+            f"{m['nan in log']} |"
+        )
     return rows
 
 
@@ -303,22 +370,44 @@ def section_torchrun(tmp: Path, quick: bool, deadline: float) -> list[str]:
     if remaining < 30:
         return ["skipped: time budget"]
     data = tmp / "data/synthetic"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--master_port=29531",
-           "-m", "meter_timm", "train", str(REPO / "mm_configs/quickstart.py"), "--launcher", "pytorch",
-           "--work-dir", str(tmp / "torchrun"), "--cfg-options", "train_cfg.max_epochs=1",
-           "train_cfg.val_interval=1",
-           f"train_dataloader.dataset.data_root={data}", f"val_dataloader.dataset.data_root={data}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=1",
+        "--master_port=29531",
+        "-m",
+        "meter_timm",
+        "train",
+        str(REPO / "mm_configs/quickstart.py"),
+        "--launcher",
+        "pytorch",
+        "--work-dir",
+        str(tmp / "torchrun"),
+        "--cfg-options",
+        "train_cfg.max_epochs=1",
+        "train_cfg.val_interval=1",
+        f"train_dataloader.dataset.data_root={data}",
+        f"val_dataloader.dataset.data_root={data}",
+    ]
     if quick:
-        cmd += [*_QUICK_DATA, "train_dataloader.batch_size=4", "val_dataloader.batch_size=4",
-                "param_scheduler.0.end=2"]
+        cmd += [
+            *_QUICK_DATA,
+            "train_dataloader.batch_size=4",
+            "val_dataloader.batch_size=4",
+            "param_scheduler.0.end=2",
+        ]
     code, log, seconds = _run(cmd, tmp, timeout=min(remaining, 120))
     backend = re.search(r"dist_cfg: (\{[^}]*\})", log)
     wrapper = re.search(r"(MMDistributedDataParallel[^\n]*)", log)
-    return [f"`torchrun --nproc_per_node=1 -m meter_timm train mm_configs/quickstart.py --launcher pytorch` "
-            f"(1 epoch): exit code {code}, {seconds:.0f} s.", "",
-            f"- dist_cfg logged by mmengine: `{backend.group(1) if backend else 'not found'}`",
-            f"- process group backend: `{_backend_line(log)}`",
-            f"- model wrapper: `{wrapper.group(1).strip() if wrapper else 'not logged'}`"]
+    return [
+        f"`torchrun --nproc_per_node=1 -m meter_timm train mm_configs/quickstart.py --launcher pytorch` "
+        f"(1 epoch): exit code {code}, {seconds:.0f} s.",
+        "",
+        f"- dist_cfg logged by mmengine: `{backend.group(1) if backend else 'not found'}`",
+        f"- process group backend: `{_backend_line(log)}`",
+        f"- model wrapper: `{wrapper.group(1).strip() if wrapper else 'not logged'}`",
+    ]
 
 
 def _backend_line(log: str) -> str:
@@ -336,15 +425,21 @@ def section_compile(tmp: Path, quick: bool, deadline: float) -> list[str]:
         cmd.append("--cpu-dry-run")
     code, log, seconds = _run(cmd, REPO, timeout=remaining)
     res = json.loads(out.read_text()) if out.is_file() else {}
-    rows = [f"`torch.compile` of the whole training step (forward, losses, backward, AdamW), "
-            f"batch {res.get('batch', '?')}, 192x256: "
-            f"{'finished' if code == 0 else 'timed out' if code is None else 'failed'} after {seconds:.0f} s.", "",
-            "| step | eager | compiled | first call (compilation) |", "|---|---|---|---|"]
+    rows = [
+        f"`torch.compile` of the whole training step (forward, losses, backward, AdamW), "
+        f"batch {res.get('batch', '?')}, 192x256: "
+        f"{'finished' if code == 0 else 'timed out' if code is None else 'failed'} after {seconds:.0f} s.",
+        "",
+        "| step | eager | compiled | first call (compilation) |",
+        "|---|---|---|---|",
+    ]
     for name in ("plain", "sel"):
         if name in res:
             r = res[name]
-            rows.append(f"| {'with SelectivityLoss' if name == 'sel' else 'plain'} | {r['eager'] * 1e3:.1f} ms | "
-                        f"{r['compiled'] * 1e3:.1f} ms | {r['compile_s']:.0f} s |")
+            rows.append(
+                f"| {'with SelectivityLoss' if name == 'sel' else 'plain'} | {r['eager'] * 1e3:.1f} ms | "
+                f"{r['compiled'] * 1e3:.1f} ms | {r['compile_s']:.0f} s |"
+            )
     if code != 0:
         rows += ["", "```", *log.strip().splitlines()[-15:], "```"]
     return rows
@@ -369,23 +464,49 @@ def compile_step(out: Path, device, quick: bool) -> None:
 
 
 def section_pytest(quick: bool) -> list[str]:
-    code, log, seconds = _run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-                               "tests/test_cuda.py"], REPO, timeout=150)
+    code, log, seconds = _run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "cuda",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_cuda.py",
+        ],
+        REPO,
+        timeout=150,
+    )
     tail = [line for line in log.strip().splitlines() if line.strip()][-3:]
-    return [f"`python -m pytest -q -m cuda tests/test_cuda.py`: exit code {code}, {seconds:.0f} s.", "",
-            "```", *tail, "```"]
+    return [
+        f"`python -m pytest -q -m cuda tests/test_cuda.py`: exit code {code}, {seconds:.0f} s.",
+        "",
+        "```",
+        *tail,
+        "```",
+    ]
 
 
 # ------------------------------------------------------------------------------ main
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None, help="report path (default results/gpu.md; "
-                        "with --cpu-dry-run a temporary file)")
-    parser.add_argument("--cpu-dry-run", action="store_true",
-                        help="run every section at tiny sizes on CPU to check this script")
-    parser.add_argument("--compile-report", action="store_true",
-                        help="only time torch.compile of the training step "
-                             "(writes results/gpu_compile.md)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="report path (default results/gpu.md; with --cpu-dry-run a temporary file)",
+    )
+    parser.add_argument(
+        "--cpu-dry-run",
+        action="store_true",
+        help="run every section at tiny sizes on CPU to check this script",
+    )
+    parser.add_argument(
+        "--compile-report",
+        action="store_true",
+        help="only time torch.compile of the training step (writes results/gpu_compile.md)",
+    )
     parser.add_argument("--compile-step", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
     quick = args.cpu_dry_run
@@ -394,21 +515,34 @@ def main() -> int:
         compile_step(Path(args.compile_step), device, quick)
         return 0
     if not quick and not torch.cuda.is_available():
-        print("gpu_check: no CUDA GPU on this machine; nothing measured, results/gpu.md left as it is.")
+        print(
+            "gpu_check: no CUDA GPU on this machine; nothing measured, results/gpu.md left as it is."
+        )
         return 0
     start = time.monotonic()
     deadline = start + BUDGET_S
     name = "gpu_compile" if args.compile_report else "gpu"
-    out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / f"{name}_check_dry_run.md" if quick
-                                           else REPO / "results" / f"{name}.md")
+    out = (
+        Path(args.out)
+        if args.out
+        else (
+            Path(tempfile.gettempdir()) / f"{name}_check_dry_run.md"
+            if quick
+            else REPO / "results" / f"{name}.md"
+        )
+    )
     if quick:
         gpu = "CPU DRY RUN (tiny sizes; these numbers say nothing about a GPU)"
     else:
         props = torch.cuda.get_device_properties(0)
-        gpu = f"{props.name}, {props.total_memory / 2 ** 30:.0f} GiB, bf16 {torch.cuda.is_bf16_supported()}"
-    lines = ["# meter-timm on a GPU", "",
-             f"Written by `python benchmarks/gpu_check.py{' --compile-report' if args.compile_report else ''}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
-             f"{gpu}; torch {torch.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs.", ""]
+        gpu = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, bf16 {torch.cuda.is_bf16_supported()}"
+    lines = [
+        "# meter-timm on a GPU",
+        "",
+        f"Written by `python benchmarks/gpu_check.py{' --compile-report' if args.compile_report else ''}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
+        f"{gpu}; torch {torch.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs.",
+        "",
+    ]
 
     def add(title, fn, *a):
         print(f"gpu_check: {title} ...", flush=True)
@@ -425,11 +559,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.compile_report:
-            add("torch.compile of the training step", section_compile, tmp, quick, start + COMPILE_BUDGET_S)
+            add(
+                "torch.compile of the training step",
+                section_compile,
+                tmp,
+                quick,
+                start + COMPILE_BUDGET_S,
+            )
         else:
             add("Tests marked cuda", section_pytest, quick)
             add("Eq. 1 (average_response)", section_eq1, device, quick)
-            add("Training step cost of SelectivityLoss", section_steps, device, quick, deadline - 150)
+            add(
+                "Training step cost of SelectivityLoss",
+                section_steps,
+                device,
+                quick,
+                deadline - 150,
+            )
             add("Inference", section_inference, device, quick)
             add("Multi-process launch (1 process)", section_torchrun, tmp, quick, deadline - 110)
             add("Quickstart with and without --amp", section_quickstart, tmp, quick, deadline)

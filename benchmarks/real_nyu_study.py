@@ -26,6 +26,7 @@ so an interrupted study continues where it stopped.
     python benchmarks/run_experiments.py --real            # the README's figures (same as below)
     python benchmarks/real_nyu_study.py --epochs 2 --seeds 0 1 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,13 +41,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-CONFIG = REPO / "mm_configs" / "real_nyu" / "meter-xxs_sel-learned-encoder6_1xb8-2e_nyu-subset-192x256.py"
+CONFIG = (
+    REPO
+    / "mm_configs"
+    / "real_nyu"
+    / "meter-xxs_sel-learned-encoder6_1xb8-2e_nyu-subset-192x256.py"
+)
 LAYER = "encoder.6"
-UNITS = (12, 24, 40)        # the seed's units of layer 6
+UNITS = (12, 24, 40)  # the seed's units of layer 6
 NUM_BINS = 32
-COMMON_BINS = 32            # uniform grid of the preferred-bin selectivity, the same for every run
-LAM = 1.0                   # relative lambda of the strategy arms
-SWEEP_LAMS = (0.3, 3.0)     # with LAM: the lambda sweep of the best strategy
+COMMON_BINS = 32  # uniform grid of the preferred-bin selectivity, the same for every run
+LAM = 1.0  # relative lambda of the strategy arms
+SWEEP_LAMS = (0.3, 3.0)  # with LAM: the lambda sweep of the best strategy
 STRATEGIES = ("uniform", "log", "learned")
 GOAL_SI, GOAL_COST = 0.3, 0.03  # the issue's goal: SI >= 0.3 at <= +3% abs_rel
 
@@ -56,37 +62,59 @@ def arm_name(strategy: str | None, lam: float) -> str:
 
 
 def data_paths(shared: Path) -> dict[str, Path]:
-    paths = {"train": shared / "data" / "nyu_train_subset" / "nyu2_train.csv",
-             "val": shared / "data" / "nyu_train_subset" / "nyu2_val.csv",
-             "test": shared / "data" / "nyu_eigen_test_sample" / "nyu2_test.csv",
-             "weights": shared / "weights" / "meter" / "build_model_best_nyu_xxs"}
+    paths = {
+        "train": shared / "data" / "nyu_train_subset" / "nyu2_train.csv",
+        "val": shared / "data" / "nyu_train_subset" / "nyu2_val.csv",
+        "test": shared / "data" / "nyu_eigen_test_sample" / "nyu2_test.csv",
+        "weights": shared / "weights" / "meter" / "build_model_best_nyu_xxs",
+    }
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"real-NYU study: missing {', '.join(missing)} (../shared is needed)")
+        raise FileNotFoundError(
+            f"real-NYU study: missing {', '.join(missing)} (../shared is needed)"
+        )
     return paths
 
 
 # ------------------------------------------------------------------------------------ training
-def cfg_options(strategy: str | None, lam: float, epochs: int, paths: dict[str, Path],
-                train_limit: int | None, calibrate_frames: int) -> list[str]:
+def cfg_options(
+    strategy: str | None,
+    lam: float,
+    epochs: int,
+    paths: dict[str, Path],
+    train_limit: int | None,
+    calibrate_frames: int,
+) -> list[str]:
     """--cfg-options turning the study's config into one arm."""
-    options = [f"train_cfg.max_epochs={epochs}", f"train_cfg.val_interval={epochs}",
-               f"param_scheduler.0.end={epochs}", f"default_hooks.checkpoint.interval={epochs}",
-               f"model.backbone.pretrained_cfg_overlay.file={paths['weights']}",
-               f"train_dataloader.dataset.data_root={paths['train']}",
-               # no validation inside the run: the study measures every run afterwards, with
-               # every arm's strategy in one pass over the val scene
-               "val_dataloader=None", "val_cfg=None", "val_evaluator=None"]
+    options = [
+        f"train_cfg.max_epochs={epochs}",
+        f"train_cfg.val_interval={epochs}",
+        f"param_scheduler.0.end={epochs}",
+        f"default_hooks.checkpoint.interval={epochs}",
+        f"model.backbone.pretrained_cfg_overlay.file={paths['weights']}",
+        f"train_dataloader.dataset.data_root={paths['train']}",
+        # no validation inside the run: the study measures every run afterwards, with
+        # every arm's strategy in one pass over the val scene
+        "val_dataloader=None",
+        "val_cfg=None",
+        "val_evaluator=None",
+    ]
     if train_limit:  # evenly spaced frames, so every scene stays in
         step = 1048 / train_limit
-        options.append("train_dataloader.dataset.indices=[" +
-                       ",".join(str(int(i * step)) for i in range(train_limit)) + "]")
+        options.append(
+            "train_dataloader.dataset.indices=["
+            + ",".join(str(int(i * step)) for i in range(train_limit))
+            + "]"
+        )
     if strategy is None:  # lambda = 0: no selectivity term; the hook still dissects the layer
         options += ["model.selectivity=None"]
     else:
-        options += [f"model.selectivity.lam={lam}", f"model.selectivity.layers.0.strategy={strategy}",
-                    f"model.selectivity.layers.0.num_bins={NUM_BINS}",
-                    f"custom_hooks.0.calibrate_frames={calibrate_frames}"]
+        options += [
+            f"model.selectivity.lam={lam}",
+            f"model.selectivity.layers.0.strategy={strategy}",
+            f"model.selectivity.layers.0.num_bins={NUM_BINS}",
+            f"custom_hooks.0.calibrate_frames={calibrate_frames}",
+        ]
     return options
 
 
@@ -97,15 +125,27 @@ def train(strategy: str | None, lam: float, seed: int, args, paths) -> Path:
     if done.is_file() and Path(done.read_text().strip()).is_file():
         return Path(done.read_text().strip())
     work_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "meter_timm", "train", str(CONFIG), "--work-dir", str(work_dir),
-           "--seed", str(seed), "--cfg-options",
-           *cfg_options(strategy, lam, args.epochs, paths, args.train_limit, args.calibrate_frames)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "meter_timm",
+        "train",
+        str(CONFIG),
+        "--work-dir",
+        str(work_dir),
+        "--seed",
+        str(seed),
+        "--cfg-options",
+        *cfg_options(strategy, lam, args.epochs, paths, args.train_limit, args.calibrate_frames),
+    ]
     (work_dir / "command.txt").write_text(" ".join(cmd) + "\n")
     with open(work_dir / "train.log", "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     if proc.returncode:
         tail = (work_dir / "train.log").read_text().splitlines()[-20:]
-        raise RuntimeError(f"training failed ({proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
+        raise RuntimeError(
+            f"training failed ({proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail)
+        )
     return Path(done.read_text().strip())
 
 
@@ -123,8 +163,15 @@ def nyu_dataset(csv: Path, limit: int | None = None):
     import meter_timm.mm  # noqa: F401
     from meter_timm.mm.datasets import NYUDepthDataset
 
-    return NYUDepthDataset(data_root=str(csv), test_mode=True, indices=limit, pipeline=[
-        dict(type="ResizeDepth", scale=(192, 256), resize_depth=False), dict(type="PackDepthInputs")])
+    return NYUDepthDataset(
+        data_root=str(csv),
+        test_mode=True,
+        indices=limit,
+        pipeline=[
+            dict(type="ResizeDepth", scale=(192, 256), resize_depth=False),
+            dict(type="PackDepthInputs"),
+        ],
+    )
 
 
 def test_metrics(model, test_set) -> dict:
@@ -143,7 +190,9 @@ def dissect(model, val_set, strategies: dict) -> dict:
     from meter_timm.cli.dissect import iterate_batches
     from meter_timm.selectivity import LayerCapture, ResponseAccumulator
 
-    accumulators = {label: ResponseAccumulator({LAYER: s.edges()}) for label, s in strategies.items()}
+    accumulators = {
+        label: ResponseAccumulator({LAYER: s.edges()}) for label, s in strategies.items()
+    }
     with LayerCapture(model.backbone, [LAYER], detach_outputs=True) as capture, torch.no_grad():
         for images, depth in iterate_batches(model, val_set, 8):
             model.predict_depth(images)
@@ -151,7 +200,10 @@ def dissect(model, val_set, strategies: dict) -> dict:
             capture.clear()
             for accumulator in accumulators.values():
                 accumulator.update(features, depth)
-    return {label: accumulators[label].report({LAYER: s.assignment()}) for label, s in strategies.items()}
+    return {
+        label: accumulators[label].report({LAYER: s.assignment()})
+        for label, s in strategies.items()
+    }
 
 
 def own_strategy(checkpoint: Path, num_units: int = 48):
@@ -169,17 +221,24 @@ def measure(record: dict, arm_strategies: dict, sets: dict) -> None:
     own strategy, the common grid, and (``si_under``) every arm's trained strategy of its seed."""
     import torch
 
-    from meter_timm.strategies import create_strategy
     from meter_timm.selectivity.bins import eq2_assignment
+    from meter_timm.strategies import create_strategy
 
     checkpoint = Path(record["checkpoint"])
     model = load_model(checkpoint)
     if "abs_rel_test" not in record:
         metrics = test_metrics(model, sets["test"])
-        record.update(abs_rel_test=metrics["abs_rel"], rmse_test=metrics["rmse"], d1_test=metrics["d1"],
-                      test_metrics=metrics)
-    wanted = {"own": own_strategy(checkpoint), "common": create_strategy("uniform", 48, COMMON_BINS),
-              **arm_strategies}
+        record.update(
+            abs_rel_test=metrics["abs_rel"],
+            rmse_test=metrics["rmse"],
+            d1_test=metrics["d1"],
+            test_metrics=metrics,
+        )
+    wanted = {
+        "own": own_strategy(checkpoint),
+        "common": create_strategy("uniform", 48, COMMON_BINS),
+        **arm_strategies,
+    }
     reports = dissect(model, sets["val"], wanted)
     layers = {label: report.layers[LAYER] for label, report in reports.items()}
     means = {label: report.summary()[LAYER] for label, report in reports.items()}
@@ -191,13 +250,23 @@ def measure(record: dict, arm_strategies: dict, sets: dict) -> None:
         si_assigned_val_all_bins=means["own"]["mean_selectivity_assigned_all_bins"],
         si_preferred_val=means["common"]["mean_selectivity_argmax"],
         si_preferred_val_all_bins=means["common"]["mean_selectivity_argmax_all_bins"],
-        assigned_bins=own["assigned_bin"], bin_edges=own["bin_edges"],
-        units_moved_from_eq2=int((torch.tensor(own["assigned_bin"]) != eq2_assignment(48, NUM_BINS)).sum()),
-        layer6_own={k: own[k] for k in ("responses", "counts", "argmax_bin", "selectivity_assigned")},
+        assigned_bins=own["assigned_bin"],
+        bin_edges=own["bin_edges"],
+        units_moved_from_eq2=int(
+            (torch.tensor(own["assigned_bin"]) != eq2_assignment(48, NUM_BINS)).sum()
+        ),
+        layer6_own={
+            k: own[k] for k in ("responses", "counts", "argmax_bin", "selectivity_assigned")
+        },
         si_under={arm: means[arm]["mean_selectivity_assigned"] for arm in arm_strategies},
-        si_under_all_bins={arm: means[arm]["mean_selectivity_assigned_all_bins"] for arm in arm_strategies},
-        layer6_under={arm: {k: layers[arm][k] for k in ("responses", "counts", "selectivity_assigned")}
-                      for arm in arm_strategies})
+        si_under_all_bins={
+            arm: means[arm]["mean_selectivity_assigned_all_bins"] for arm in arm_strategies
+        },
+        layer6_under={
+            arm: {k: layers[arm][k] for k in ("responses", "counts", "selectivity_assigned")}
+            for arm in arm_strategies
+        },
+    )
 
 
 def calibration_si(checkpoint: Path) -> float | None:
@@ -208,8 +277,11 @@ def calibration_si(checkpoint: Path) -> float | None:
     strategy = own_strategy(checkpoint)
     if not hasattr(strategy, "mean_responses") or float(strategy.count_sum.sum()) <= 0:
         return None
-    return float(selectivity_index(strategy.mean_responses(), strategy.assignment(),
-                                   counts=strategy.count_sum).mean())
+    return float(
+        selectivity_index(
+            strategy.mean_responses(), strategy.assignment(), counts=strategy.count_sum
+        ).mean()
+    )
 
 
 def units_scored(layer: dict) -> int:
@@ -220,15 +292,20 @@ def measure_all(records: list[dict], sets: dict) -> None:
     """Measure every run not measured yet; re-measure a baseline when its seed has new arms."""
     for seed in sorted({r["seed"] for r in records}):
         runs = [r for r in records if r["seed"] == seed]
-        arms = {r["arm"]: own_strategy(Path(r["checkpoint"])) for r in runs if r["strategy"] != "none"}
+        arms = {
+            r["arm"]: own_strategy(Path(r["checkpoint"])) for r in runs if r["strategy"] != "none"
+        }
         for record in runs:
             needs = arms if record["strategy"] == "none" else {}
             if "si_assigned_val" in record and set(record.get("si_under", {})) >= set(needs):
                 continue
             measure(record, needs, sets)
-            print(f"    measured {record['arm']} seed {seed}: SI assigned {record['si_assigned_val']:.3f}  "
-                  f"SI preferred {record['si_preferred_val']:.3f}  abs_rel {record['abs_rel_test']:.4f}  "
-                  f"rmse {record['rmse_test']:.4f}", flush=True)
+            print(
+                f"    measured {record['arm']} seed {seed}: SI assigned {record['si_assigned_val']:.3f}  "
+                f"SI preferred {record['si_preferred_val']:.3f}  abs_rel {record['abs_rel_test']:.4f}  "
+                f"rmse {record['rmse_test']:.4f}",
+                flush=True,
+            )
 
 
 # ---------------------------------------------------------------------------------- statistics
@@ -247,13 +324,20 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def paired(records: list[dict], arm: str, key, other: str = "baseline", other_key=None) -> list[float]:
+def paired(
+    records: list[dict], arm: str, key, other: str = "baseline", other_key=None
+) -> list[float]:
     """Per seed: key(arm's run) - other_key(other's run of the same seed)."""
     other_key = other_key or key
     runs = {(r["arm"], r["seed"]): r for r in records}
-    return [key(runs[(arm, s)]) - other_key(runs[(other, s)]) for (a, s) in runs
-            if a == arm and (other, s) in runs
-            and key(runs[(arm, s)]) is not None and other_key(runs[(other, s)]) is not None]
+    return [
+        key(runs[(arm, s)]) - other_key(runs[(other, s)])
+        for (a, s) in runs
+        if a == arm
+        and (other, s) in runs
+        and key(runs[(arm, s)]) is not None
+        and other_key(runs[(other, s)]) is not None
+    ]
 
 
 def verdict(ci: tuple[float, float, float], positive: str, negative: str) -> str:
@@ -278,105 +362,206 @@ def fmt_ci(ci: tuple[float, float, float], digits: int = 3) -> str:
 
 def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[str, dict]:
     arms = list(dict.fromkeys(r["arm"] for r in records))
-    lines = [f"# Depth selectivity on real NYU frames (METER xxs, layer {LAYER})", "",
-             f"Fine-tuning the authors' NYU xxs weights for {args.epochs} epoch(s) on "
-             f"{'the first ' + str(args.train_limit) + ' frames of ' if args.train_limit else ''}"
-             "`nyu2_train.csv` (real NYU, 4 scenes), batch 8, AdamW lr 1e-4 (10x on encoder.6), "
-             f"METER's balanced loss + selectivity (relative lambda) on {LAYER} with {NUM_BINS} bins; "
-             f"seeds {sorted(set(r['seed'] for r in records))}, paired across arms (same data order). "
-             "Selectivity is measured on `nyu2_val.csv` (126 frames of a scene never trained on), "
-             "accuracy on the 10 real Eigen test images (standard protocol). "
-             "Written by `python benchmarks/run_experiments.py --real`.", "",
-             "## Per arm (mean and 95% CI over seeds)", "",
-             "| arm | seeds | SI assigned (val) | units scored | SI assigned, all-bins R_other "
-             "| SI preferred (32 uniform bins) | abs_rel (test) | rmse (m) | d1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Depth selectivity on real NYU frames (METER xxs, layer {LAYER})",
+        "",
+        f"Fine-tuning the authors' NYU xxs weights for {args.epochs} epoch(s) on "
+        f"{'the first ' + str(args.train_limit) + ' frames of ' if args.train_limit else ''}"
+        "`nyu2_train.csv` (real NYU, 4 scenes), batch 8, AdamW lr 1e-4 (10x on encoder.6), "
+        f"METER's balanced loss + selectivity (relative lambda) on {LAYER} with {NUM_BINS} bins; "
+        f"seeds {sorted(set(r['seed'] for r in records))}, paired across arms (same data order). "
+        "Selectivity is measured on `nyu2_val.csv` (126 frames of a scene never trained on), "
+        "accuracy on the 10 real Eigen test images (standard protocol). "
+        "Written by `python benchmarks/run_experiments.py --real`.",
+        "",
+        "## Per arm (mean and 95% CI over seeds)",
+        "",
+        "| arm | seeds | SI assigned (val) | units scored | SI assigned, all-bins R_other "
+        "| SI preferred (32 uniform bins) | abs_rel (test) | rmse (m) | d1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     rows = {}
     for arm in arms:
         runs = [r for r in records if r["arm"] == arm]
-        row = {key: mean_ci([r[key] for r in runs]) for key in
-               ("si_assigned_val", "units_scored_val", "si_assigned_val_all_bins", "si_preferred_val",
-                "abs_rel_test", "rmse_test", "d1_test")}
+        row = {
+            key: mean_ci([r[key] for r in runs])
+            for key in (
+                "si_assigned_val",
+                "units_scored_val",
+                "si_assigned_val_all_bins",
+                "si_preferred_val",
+                "abs_rel_test",
+                "rmse_test",
+                "d1_test",
+            )
+        }
         rows[arm] = row
 
         def cell(ci, digits=3):
             mean, lo, hi = ci
-            return "-" if math.isnan(mean) else (f"{mean:.{digits}f}" if math.isnan(lo) else
-                                                 f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
-        lines.append(f"| {arm} | {len(runs)} | {cell(row['si_assigned_val'])} | "
-                     f"{row['units_scored_val'][0]:.0f} of 48 | "
-                     f"{cell(row['si_assigned_val_all_bins'])} | {cell(row['si_preferred_val'])} | "
-                     f"{cell(row['abs_rel_test'], 4)} | {cell(row['rmse_test'], 4)} | {cell(row['d1_test'], 4)} |")
-    lines += ["", "The baseline's \"SI assigned\" is against uniform bins with Eq. 2; every other row "
-              "against the run's own trained strategy. A unit whose assigned bin holds no pixel of the "
-              "val scene has no index and is left out of the mean (\"units scored\"). Paired "
-              "differences below compare each arm with the baseline scored against that arm's own "
-              "bins and assignment (same seed).", "",
-              "## Paired differences against the baseline (mean and 95% CI over seeds)", "",
-              "| arm | ΔSI (own assignment) | ΔSI, all-bins R_other | Δabs_rel (test) | relative Δabs_rel | "
-              "selectivity verdict | accuracy verdict |", "|---|---|---|---|---|---|---|"]
+            return (
+                "-"
+                if math.isnan(mean)
+                else (
+                    f"{mean:.{digits}f}"
+                    if math.isnan(lo)
+                    else f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+                )
+            )
+
+        lines.append(
+            f"| {arm} | {len(runs)} | {cell(row['si_assigned_val'])} | "
+            f"{row['units_scored_val'][0]:.0f} of 48 | "
+            f"{cell(row['si_assigned_val_all_bins'])} | {cell(row['si_preferred_val'])} | "
+            f"{cell(row['abs_rel_test'], 4)} | {cell(row['rmse_test'], 4)} | {cell(row['d1_test'], 4)} |"
+        )
+    lines += [
+        "",
+        'The baseline\'s "SI assigned" is against uniform bins with Eq. 2; every other row '
+        "against the run's own trained strategy. A unit whose assigned bin holds no pixel of the "
+        'val scene has no index and is left out of the mean ("units scored"). Paired '
+        "differences below compare each arm with the baseline scored against that arm's own "
+        "bins and assignment (same seed).",
+        "",
+        "## Paired differences against the baseline (mean and 95% CI over seeds)",
+        "",
+        "| arm | ΔSI (own assignment) | ΔSI, all-bins R_other | Δabs_rel (test) | relative Δabs_rel | "
+        "selectivity verdict | accuracy verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
     base_abs = {r["seed"]: r["abs_rel_test"] for r in records if r["arm"] == "baseline"}
     deltas = {}
     for arm in arms:
         if arm == "baseline":
             continue
-        d_si = mean_ci(paired(records, arm, lambda r: r["si_assigned_val"],
-                              other_key=lambda r, a=arm: r.get("si_under", {}).get(a)))
-        d_si_all = mean_ci(paired(records, arm, lambda r: r["si_assigned_val_all_bins"],
-                                  other_key=lambda r, a=arm: r.get("si_under_all_bins", {}).get(a)))
+        d_si = mean_ci(
+            paired(
+                records,
+                arm,
+                lambda r: r["si_assigned_val"],
+                other_key=lambda r, a=arm: r.get("si_under", {}).get(a),
+            )
+        )
+        d_si_all = mean_ci(
+            paired(
+                records,
+                arm,
+                lambda r: r["si_assigned_val_all_bins"],
+                other_key=lambda r, a=arm: r.get("si_under_all_bins", {}).get(a),
+            )
+        )
         d_abs = mean_ci(paired(records, arm, lambda r: r["abs_rel_test"]))
-        rel = mean_ci([(r["abs_rel_test"] - base_abs[r["seed"]]) / base_abs[r["seed"]]
-                       for r in records if r["arm"] == arm and r["seed"] in base_abs])
-        deltas[arm] = {"d_si": d_si, "d_si_all_bins": d_si_all, "d_abs_rel": d_abs, "rel_abs_rel": rel}
-        lines.append(f"| {arm} | {fmt_ci(d_si)} | {fmt_ci(d_si_all)} | {fmt_ci(d_abs, 4)} | "
-                     f"{fmt_ci(rel, 3)} | {verdict(d_si, 'more selective', 'less selective')} | "
-                     f"{verdict(d_abs, 'less accurate', 'more accurate')} |")
+        rel = mean_ci(
+            [
+                (r["abs_rel_test"] - base_abs[r["seed"]]) / base_abs[r["seed"]]
+                for r in records
+                if r["arm"] == arm and r["seed"] in base_abs
+            ]
+        )
+        deltas[arm] = {
+            "d_si": d_si,
+            "d_si_all_bins": d_si_all,
+            "d_abs_rel": d_abs,
+            "rel_abs_rel": rel,
+        }
+        lines.append(
+            f"| {arm} | {fmt_ci(d_si)} | {fmt_ci(d_si_all)} | {fmt_ci(d_abs, 4)} | "
+            f"{fmt_ci(rel, 3)} | {verdict(d_si, 'more selective', 'less selective')} | "
+            f"{verdict(d_abs, 'less accurate', 'more accurate')} |"
+        )
     # strategy comparison: each strategy arm at LAM against the others, seed by seed
-    lines += ["", "## Does the assignment matter? (paired differences between strategies at "
-              f"lambda {LAM:g})", "", "| comparison | ΔSI (own assignments) | Δabs_rel (test) | verdict (SI) "
-              "| verdict (abs_rel) |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## Does the assignment matter? (paired differences between strategies at lambda {LAM:g})",
+        "",
+        "| comparison | ΔSI (own assignments) | Δabs_rel (test) | verdict (SI) "
+        "| verdict (abs_rel) |",
+        "|---|---|---|---|---|",
+    ]
     main = [arm_name(s, LAM) for s in STRATEGIES if arm_name(s, LAM) in arms]
     for i, a in enumerate(main):
-        for b in main[i + 1:]:
+        for b in main[i + 1 :]:
             d_si = mean_ci(paired(records, a, lambda r: r["si_assigned_val"], other=b))
             d_abs = mean_ci(paired(records, a, lambda r: r["abs_rel_test"], other=b))
-            lines.append(f"| {a} - {b} | {fmt_ci(d_si)} | {fmt_ci(d_abs, 4)} | "
-                         f"{verdict(d_si, a + ' more selective', b + ' more selective')} | "
-                         f"{verdict(d_abs, b + ' more accurate', a + ' more accurate')} |")
-    learned = [r for r in records if r.get("strategy") == "learned" and r.get("si_assigned_calibration") is not None]
+            lines.append(
+                f"| {a} - {b} | {fmt_ci(d_si)} | {fmt_ci(d_abs, 4)} | "
+                f"{verdict(d_si, a + ' more selective', b + ' more selective')} | "
+                f"{verdict(d_abs, b + ' more accurate', a + ' more accurate')} |"
+            )
+    learned = [
+        r
+        for r in records
+        if r.get("strategy") == "learned" and r.get("si_assigned_calibration") is not None
+    ]
     if learned:
         fitted = mean_ci([r["si_assigned_calibration"] for r in learned if r["lam"] == LAM])
-        transfer = mean_ci([r.get("si_under", {}).get(arm_name("learned", LAM)) for r in records
-                            if r["arm"] == "baseline"])
-        lines += ["", "## The learned matching: fitted on training scenes, scored on an unseen one", "",
-                  f"Before training, the matching reaches SI {fitted[0]:.3f} (mean over seeds) on the "
-                  f"{args.calibrate_frames} training frames it was fitted on (pretrained weights); the "
-                  f"lambda = 0 fine-tune scored against the same matching on the val scene reaches "
-                  f"{fmt_ci(transfer)} (mean and 95% CI over seeds)."]
+        transfer = mean_ci(
+            [
+                r.get("si_under", {}).get(arm_name("learned", LAM))
+                for r in records
+                if r["arm"] == "baseline"
+            ]
+        )
+        lines += [
+            "",
+            "## The learned matching: fitted on training scenes, scored on an unseen one",
+            "",
+            f"Before training, the matching reaches SI {fitted[0]:.3f} (mean over seeds) on the "
+            f"{args.calibrate_frames} training frames it was fitted on (pretrained weights); the "
+            f"lambda = 0 fine-tune scored against the same matching on the val scene reaches "
+            f"{fmt_ci(transfer)} (mean and 95% CI over seeds).",
+        ]
     # the goal
-    lines += ["", f"## Goal: SI >= {GOAL_SI} on the val scene at <= +{GOAL_COST:.0%} abs_rel (test) "
-              "over the lambda = 0 fine-tune", ""]
-    reached = [arm for arm in arms if arm != "baseline" and rows[arm]["si_assigned_val"][0] >= GOAL_SI
-               and deltas[arm]["rel_abs_rel"][0] <= GOAL_COST]
+    lines += [
+        "",
+        f"## Goal: SI >= {GOAL_SI} on the val scene at <= +{GOAL_COST:.0%} abs_rel (test) "
+        "over the lambda = 0 fine-tune",
+        "",
+    ]
+    reached = [
+        arm
+        for arm in arms
+        if arm != "baseline"
+        and rows[arm]["si_assigned_val"][0] >= GOAL_SI
+        and deltas[arm]["rel_abs_rel"][0] <= GOAL_COST
+    ]
     if reached:
-        lines.append("Reached (on the means) by: " + ", ".join(
-            f"{arm} (SI {rows[arm]['si_assigned_val'][0]:.3f}, abs_rel {deltas[arm]['rel_abs_rel'][0]:+.1%})"
-            for arm in reached) + ".")
+        lines.append(
+            "Reached (on the means) by: "
+            + ", ".join(
+                f"{arm} (SI {rows[arm]['si_assigned_val'][0]:.3f}, abs_rel {deltas[arm]['rel_abs_rel'][0]:+.1%})"
+                for arm in reached
+            )
+            + "."
+        )
     else:
-        best = max((a for a in arms if a != "baseline"), key=lambda a: rows[a]["si_assigned_val"][0], default=None)
-        lines.append("Not reached by any arm." + (
-            f" Highest SI: {best} at {rows[best]['si_assigned_val'][0]:.3f} with abs_rel "
-            f"{deltas[best]['rel_abs_rel'][0]:+.1%} relative to the baseline." if best else ""))
+        best = max(
+            (a for a in arms if a != "baseline"),
+            key=lambda a: rows[a]["si_assigned_val"][0],
+            default=None,
+        )
+        lines.append(
+            "Not reached by any arm."
+            + (
+                f" Highest SI: {best} at {rows[best]['si_assigned_val'][0]:.3f} with abs_rel "
+                f"{deltas[best]['rel_abs_rel'][0]:+.1%} relative to the baseline."
+                if best
+                else ""
+            )
+        )
     if sweep_strategy:
-        lines.append(f"\nLambda sweep: strategy `{sweep_strategy}` (highest mean SI among the strategy "
-                     f"arms at lambda {LAM:g}), lambda in {sorted(set([LAM, *SWEEP_LAMS]))}; see "
-                     "`figures/si_vs_abs_rel.png`.")
+        lines.append(
+            f"\nLambda sweep: strategy `{sweep_strategy}` (highest mean SI among the strategy "
+            f"arms at lambda {LAM:g}), lambda in {sorted(set([LAM, *SWEEP_LAMS]))}; see "
+            "`figures/si_vs_abs_rel.png`."
+        )
     return "\n".join(lines) + "\n", {"rows": rows, "deltas": deltas, "goal_reached_by": reached}
 
 
 # ------------------------------------------------------------------------------------- figures
 def figures(records: list[dict], headline: dict, out: Path) -> list[Path]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
@@ -395,13 +580,31 @@ def figures(records: list[dict], headline: dict, out: Path) -> list[Path]:
         my, ylo, yhi = mean_ci(y)
         xerr = None if math.isnan(xlo) else [[mx - xlo], [xhi - mx]]
         yerr = None if math.isnan(ylo) else [[my - ylo], [yhi - my]]
-        ax.errorbar(mx, my, xerr=xerr, yerr=yerr, fmt="o", ms=7, capsize=3, color=colours[arm], label=arm)
+        ax.errorbar(
+            mx, my, xerr=xerr, yerr=yerr, fmt="o", ms=7, capsize=3, color=colours[arm], label=arm
+        )
     for strategy in STRATEGIES:  # connect a lambda sweep
         sweep = sorted({r["lam"] for r in records if r["strategy"] == strategy})
         if len(sweep) > 1:
-            pts = [(mean_ci([r["si_assigned_val"] for r in records if r["strategy"] == strategy and r["lam"] == lam])[0],
-                    mean_ci([r["abs_rel_test"] for r in records if r["strategy"] == strategy and r["lam"] == lam])[0])
-                   for lam in sweep]
+            pts = [
+                (
+                    mean_ci(
+                        [
+                            r["si_assigned_val"]
+                            for r in records
+                            if r["strategy"] == strategy and r["lam"] == lam
+                        ]
+                    )[0],
+                    mean_ci(
+                        [
+                            r["abs_rel_test"]
+                            for r in records
+                            if r["strategy"] == strategy and r["lam"] == lam
+                        ]
+                    )[0],
+                )
+                for lam in sweep
+            ]
             ax.plot(*zip(*pts), "--", color="grey", linewidth=1)
     ax.axvline(GOAL_SI, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel(f"selectivity of {LAYER} against the assigned bins (val scene, mean over units)")
@@ -418,25 +621,41 @@ def figures(records: list[dict], headline: dict, out: Path) -> list[Path]:
     head = next(r for r in records if r["arm"] == headline["arm"] and r["seed"] == headline["seed"])
     edges = np.array(head["bin_edges"])
     centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    panels = [("baseline (lambda = 0)", base["layer6_under"][headline["arm"]]), (headline["arm"], head["layer6_own"])]
-    fig, axes = plt.subplots(2, len(UNITS), figsize=(4.3 * len(UNITS), 5.4), constrained_layout=True, squeeze=False)
+    panels = [
+        ("baseline (lambda = 0)", base["layer6_under"][headline["arm"]]),
+        (headline["arm"], head["layer6_own"]),
+    ]
+    fig, axes = plt.subplots(
+        2, len(UNITS), figsize=(4.3 * len(UNITS), 5.4), constrained_layout=True, squeeze=False
+    )
     for i, (title, layer) in enumerate(panels):
         resp = np.array(layer["responses"])
         for j, unit in enumerate(UNITS):
             ax = axes[i, j]
             ax.bar(centres, resp[unit], width=widths * 0.95, color="tab:blue")
             b = head["assigned_bins"][unit]
-            ax.bar(centres[b], resp[unit][b], width=widths[b] * 0.95, color="tab:orange",
-                   edgecolor="black", hatch="//")
+            ax.bar(
+                centres[b],
+                resp[unit][b],
+                width=widths[b] * 0.95,
+                color="tab:orange",
+                edgecolor="black",
+                hatch="//",
+            )
             si = layer["selectivity_assigned"][unit]
-            ax.set_title(f"{title}: unit {unit}, SI {'-' if si is None else f'{si:.2f}'}", fontsize=9)
+            ax.set_title(
+                f"{title}: unit {unit}, SI {'-' if si is None else f'{si:.2f}'}", fontsize=9
+            )
             ax.set_xlim(0, min(10.0, float(edges[-2]) * 1.15))
             if i == 1:
                 ax.set_xlabel("depth bin (m)")
             if j == 0:
                 ax.set_ylabel("mean |response|")
-    fig.suptitle(f"Layer 6 ({LAYER}): average response per depth bin on the val scene, seed "
-                 f"{headline['seed']}; orange hatched = the unit's assigned bin", fontsize=10)
+    fig.suptitle(
+        f"Layer 6 ({LAYER}): average response per depth bin on the val scene, seed "
+        f"{headline['seed']}; orange hatched = the unit's assigned bin",
+        fontsize=10,
+    )
     paths.append(out / "layer6_units.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
@@ -446,6 +665,7 @@ def figures(records: list[dict], headline: dict, out: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------- main
 def json_text(value) -> str:
     """Strict JSON: undefined numbers (NaN, e.g. an interval from one seed) become null."""
+
     def clean(v):
         if isinstance(v, float) and not math.isfinite(v):
             return None
@@ -454,6 +674,7 @@ def json_text(value) -> str:
         if isinstance(v, (list, tuple)):
             return [clean(x) for x in v]
         return v
+
     return json.dumps(clean(value), indent=1, allow_nan=False)
 
 
@@ -473,15 +694,22 @@ def export_weights(checkpoint: Path, dest: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "real-nyu")
-    parser.add_argument("--shared", type=Path, default=SHARED, help="the shared folder (data, weights)")
+    parser.add_argument(
+        "--shared", type=Path, default=SHARED, help="the shared folder (data, weights)"
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train-limit", type=int, help="train on the first N frames only (tests)")
     parser.add_argument("--val-limit", type=int, help="dissect the first N val frames only (tests)")
     parser.add_argument("--calibrate-frames", type=int, default=256)
     parser.add_argument("--no-sweep", action="store_true", help="skip the lambda sweep")
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
-                        help="strategy arms next to the baseline (default: all)")
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        choices=STRATEGIES,
+        default=list(STRATEGIES),
+        help="strategy arms next to the baseline (default: all)",
+    )
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
     paths = data_paths(args.shared.resolve())
@@ -506,9 +734,17 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         print(f"[{time.strftime('%H:%M:%S')}] {arm} seed {seed}: training ...", flush=True)
         checkpoint = train(strategy, lam, seed, args, paths)
-        records.append({"arm": arm, "strategy": strategy or "none", "lam": lam if strategy else 0.0,
-                        "num_bins": NUM_BINS, "seed": seed, "checkpoint": str(checkpoint),
-                        "train_seconds": round(time.monotonic() - start, 1)})
+        records.append(
+            {
+                "arm": arm,
+                "strategy": strategy or "none",
+                "lam": lam if strategy else 0.0,
+                "num_bins": NUM_BINS,
+                "seed": seed,
+                "checkpoint": str(checkpoint),
+                "train_seconds": round(time.monotonic() - start, 1),
+            }
+        )
         if strategy == "learned":
             records[-1]["si_assigned_calibration"] = calibration_si(checkpoint)
         print(f"    trained in {records[-1]['train_seconds']:.0f} s", flush=True)
@@ -520,8 +756,12 @@ def main(argv: list[str] | None = None) -> int:
         measure_all(records, sets)
         save()
     main_arms = [arm_name(s, LAM) for s in args.strategies]
-    sweep_strategy = max(args.strategies, key=lambda s: mean_ci(
-        [r["si_assigned_val"] for r in records if r["arm"] == arm_name(s, LAM)])[0])
+    sweep_strategy = max(
+        args.strategies,
+        key=lambda s: mean_ci(
+            [r["si_assigned_val"] for r in records if r["arm"] == arm_name(s, LAM)]
+        )[0],
+    )
     if not args.no_sweep:
         for seed in args.seeds:
             for lam in SWEEP_LAMS:
@@ -538,23 +778,48 @@ def main(argv: list[str] | None = None) -> int:
     seed = min(r["seed"] for r in records if r["arm"] == head_arm)
     run = {(r["arm"], r["seed"]): r for r in records}
     weights_dir = args.out / "weights"
-    baseline_w = export_weights(Path(run[("baseline", seed)]["checkpoint"]), weights_dir / f"baseline_s{seed}.pth")
-    head_w = export_weights(Path(run[(head_arm, seed)]["checkpoint"]), weights_dir / f"{head_arm}_s{seed}.pth")
-    headline = {"model": "meter_xxs.nyu", "arm": head_arm, "seed": seed,
-                "baseline": str(Path(baseline_w["path"]).relative_to(args.out)),
-                "selectivity": str(Path(head_w["path"]).relative_to(args.out)),
-                "sha256": {"baseline": baseline_w["sha256"], "selectivity": head_w["sha256"]}}
+    baseline_w = export_weights(
+        Path(run[("baseline", seed)]["checkpoint"]), weights_dir / f"baseline_s{seed}.pth"
+    )
+    head_w = export_weights(
+        Path(run[(head_arm, seed)]["checkpoint"]), weights_dir / f"{head_arm}_s{seed}.pth"
+    )
+    headline = {
+        "model": "meter_xxs.nyu",
+        "arm": head_arm,
+        "seed": seed,
+        "baseline": str(Path(baseline_w["path"]).relative_to(args.out)),
+        "selectivity": str(Path(head_w["path"]).relative_to(args.out)),
+        "sha256": {"baseline": baseline_w["sha256"], "selectivity": head_w["sha256"]},
+    }
     paths_out = figures(records, headline, args.out / "figures")
-    text += (f"\n## Headline model\n\n`{headline['selectivity']}` ({head_arm}, seed {seed}) and its "
-             f"lambda = 0 pair `{headline['baseline']}` (sha256 in `weights/*.sha256`); both load with "
-             "`meter-timm eval meter_xxs.nyu --weights FILE`, and `meter-timm dissect` on the first uses "
-             "its trained assignment.\n\nFigures: `figures/si_vs_abs_rel.png`, `figures/layer6_units.png`.\n")
-    slim = [{k: v for k, v in r.items() if not k.startswith("layer6_") and k != "checkpoint"} for r in records]
-    (args.out / "results.json").write_text(json_text(
-        {"epochs": args.epochs, "seeds": args.seeds, "layer": LAYER, "lam_relative": True,
-         "sweep_strategy": None if args.no_sweep else sweep_strategy, "runs": slim, "headline": headline,
-         "paired": {arm: {k: list(v) for k, v in d.items()} for arm, d in stats["deltas"].items()},
-         "goal_reached_by": stats["goal_reached_by"]}))
+    text += (
+        f"\n## Headline model\n\n`{headline['selectivity']}` ({head_arm}, seed {seed}) and its "
+        f"lambda = 0 pair `{headline['baseline']}` (sha256 in `weights/*.sha256`); both load with "
+        "`meter-timm eval meter_xxs.nyu --weights FILE`, and `meter-timm dissect` on the first uses "
+        "its trained assignment.\n\nFigures: `figures/si_vs_abs_rel.png`, `figures/layer6_units.png`.\n"
+    )
+    slim = [
+        {k: v for k, v in r.items() if not k.startswith("layer6_") and k != "checkpoint"}
+        for r in records
+    ]
+    (args.out / "results.json").write_text(
+        json_text(
+            {
+                "epochs": args.epochs,
+                "seeds": args.seeds,
+                "layer": LAYER,
+                "lam_relative": True,
+                "sweep_strategy": None if args.no_sweep else sweep_strategy,
+                "runs": slim,
+                "headline": headline,
+                "paired": {
+                    arm: {k: list(v) for k, v in d.items()} for arm, d in stats["deltas"].items()
+                },
+                "goal_reached_by": stats["goal_reached_by"],
+            }
+        )
+    )
     (args.out / "results.md").write_text(text)
     print(text)
     print("written:", args.out / "results.md", args.out / "results.json", *paths_out, sep="\n  ")

@@ -8,6 +8,7 @@ output of each run, so the README's performance section can quote figures that a
     python benchmarks/run_benchmarks.py                 # all three, 1 run each
     python benchmarks/run_benchmarks.py --runs 3 --only selectivity
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,11 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS))
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks.md"))
     args = parser.parse_args(argv)
-    sections = [f"# meter-timm benchmarks\n\nMachine: {machine()}\n"
-                f"Date: {time.strftime('%Y-%m-%d %H:%M')}\n"]
+    sections = [
+        f"# meter-timm benchmarks\n\nMachine: {machine()}\n"
+        f"Date: {time.strftime('%Y-%m-%d %H:%M')}\n"
+    ]
     for name in args.only or list(BENCHMARKS):
         script = [sys.executable, str(HERE / BENCHMARKS[name][0]), *BENCHMARKS[name][1:]]
         for run in range(1, args.runs + 1):
@@ -59,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             if proc.returncode:
                 print(proc.stderr[-4000:], file=sys.stderr)
                 raise SystemExit(f"benchmark {name} failed with exit code {proc.returncode}")
-            sections.append(f"## {name}, run {run}\n\n`python benchmarks/{BENCHMARKS[name][0]}`\n\n"
-                            f"```\n{proc.stdout.strip()}\n```\n")
+            sections.append(
+                f"## {name}, run {run}\n\n`python benchmarks/{BENCHMARKS[name][0]}`\n\n"
+                f"```\n{proc.stdout.strip()}\n```\n"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(sections))
     print(f"written: {args.out}")

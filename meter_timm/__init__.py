@@ -8,6 +8,7 @@ Importing this package does not import torch, so that ``meter-timm --help`` answ
 models are registered as soon as timm is imported (right away when it already is), and the
 sub-packages load on first use (``meter_timm.models``, ``meter_timm.selectivity``, ...).
 """
+
 __version__ = "0.1.0"
 
 import importlib
@@ -15,8 +16,20 @@ import importlib.abc
 import importlib.util
 import sys
 
-_SUBMODULES = ("checkpoint", "cli", "data", "deploy", "distributed", "evaluation", "losses", "mm",
-               "models", "registry", "selectivity", "strategies")
+_SUBMODULES = (
+    "checkpoint",
+    "cli",
+    "data",
+    "deploy",
+    "distributed",
+    "evaluation",
+    "losses",
+    "mm",
+    "models",
+    "registry",
+    "selectivity",
+    "strategies",
+)
 
 
 def __getattr__(name: str):

@@ -4,6 +4,7 @@ The strategy modules (and the example plugin) name ``torch`` at module level but
 inside functions; importing them through :func:`lazy_module` lets ``meter-timm strategies`` list
 them without paying torch's import (about 2 s on 2 cores).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -11,19 +11,27 @@ no directory is trusted.
 This module imports no mmengine (it is looked up lazily, only while reading), so
 :mod:`meter_timm.models` can use it.
 """
+
 from __future__ import annotations
 
 import pickle
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-__all__ = ["load_checkpoint_file", "checkpoint_allowlist", "CheckpointReadError", "refuse_non_finite",
-           "state_dict_of", "load_weights"]
+__all__ = [
+    "load_checkpoint_file",
+    "checkpoint_allowlist",
+    "CheckpointReadError",
+    "refuse_non_finite",
+    "state_dict_of",
+    "load_weights",
+]
 
 
 class CheckpointReadError(ValueError):
@@ -54,14 +62,36 @@ def checkpoint_allowlist() -> list:
     import numpy as np
 
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / 1
-    dtype_classes = {type(np.dtype(t)) for t in (
-        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-        np.float16, np.float32, np.float64, np.complex64, np.complex128)}
-    allowed = [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
-               *sorted(dtype_classes, key=lambda c: c.__name__),
-               (_history_buffer_statistic, "builtins.getattr")]
+    dtype_classes = {
+        type(np.dtype(t))
+        for t in (
+            np.bool_,
+            np.int8,
+            np.int16,
+            np.int32,
+            np.int64,
+            np.uint8,
+            np.uint16,
+            np.uint32,
+            np.uint64,
+            np.float16,
+            np.float32,
+            np.float64,
+            np.complex64,
+            np.complex128,
+        )
+    }
+    allowed = [
+        np.ndarray,
+        np.dtype,
+        multiarray._reconstruct,
+        multiarray.scalar,
+        *sorted(dtype_classes, key=lambda c: c.__name__),
+        (_history_buffer_statistic, "builtins.getattr"),
+    ]
     try:
         from mmengine.logging import HistoryBuffer
+
         allowed.append(HistoryBuffer)
     except ImportError:
         pass
@@ -69,8 +99,10 @@ def checkpoint_allowlist() -> list:
 
 
 def _allowed_names(allowed: list) -> set:
-    return {entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
-            for entry in allowed}
+    return {
+        entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
+        for entry in allowed
+    }
 
 
 def _unpickler_detail(error: Exception) -> str:
@@ -78,18 +110,24 @@ def _unpickler_detail(error: Exception) -> str:
     text = " ".join(str(error).split())
     if "Unpickler error:" in text:
         text = text.split("Unpickler error:", 1)[1]
-    return text.split(" Check the documentation")[0].split(". ")[0].strip(" .")[:160] or type(error).__name__
+    return (
+        text.split(" Check the documentation")[0].split(". ")[0].strip(" .")[:160]
+        or type(error).__name__
+    )
 
 
 def _refused_types(path: Path, error: Exception, allowed: list) -> list:
     """The pickled types outside the allowlist (empty when the file is not a pickle at all)."""
     try:
-        return sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - _allowed_names(allowed))
+        return sorted(
+            set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+            - _allowed_names(allowed)
+        )
     except Exception:  # legacy (non-zip) format: read the unpickler's message instead
         return sorted(set(re.findall(r"GLOBAL (\S+?) (?:was not|whose module)", str(error))))
 
 
-def load_checkpoint_file(path: Union[str, Path], map_location: Any = "cpu") -> Any:
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
     """The one checkpoint reader: ``torch.load(weights_only=True)`` with :func:`checkpoint_allowlist`.
 
     Used for weight files, ``load_from`` and ``--resume`` alike; nothing is ever fully unpickled and
@@ -113,34 +151,55 @@ def load_checkpoint_file(path: Union[str, Path], map_location: Any = "cpu") -> A
         refused = _refused_types(path, err, allowed)
         detail = _unpickler_detail(err)
         if refused or "refused pickled getattr" in detail:
-            what = f"a pickled {', '.join(refused)}" if refused else detail.replace("refused ", "a ", 1)
+            what = (
+                f"a pickled {', '.join(refused)}"
+                if refused
+                else detail.replace("refused ", "a ", 1)
+            )
             raise CheckpointReadError(
                 f"refused checkpoint {path}: it holds {what}, which meter-timm never unpickles "
-                "(it reads only tensors, numpy values and mmengine's HistoryBuffer); nothing in it was run") from None
-        raise CheckpointReadError(f"cannot read checkpoint {path}: not a PyTorch checkpoint ({detail})") from None
+                "(it reads only tensors, numpy values and mmengine's HistoryBuffer); nothing in it was run"
+            ) from None
+        raise CheckpointReadError(
+            f"cannot read checkpoint {path}: not a PyTorch checkpoint ({detail})"
+        ) from None
     except Exception as err:  # truncated zip, text, random bytes, ...
-        raise CheckpointReadError(f"cannot read checkpoint {path}: not a complete PyTorch checkpoint "
-                                  f"({type(err).__name__}: {_unpickler_detail(err)})") from None
+        raise CheckpointReadError(
+            f"cannot read checkpoint {path}: not a complete PyTorch checkpoint "
+            f"({type(err).__name__}: {_unpickler_detail(err)})"
+        ) from None
     refuse_non_finite(checkpoint, path)
     return checkpoint
 
 
-def refuse_non_finite(checkpoint: Any, path: Union[str, Path]) -> None:
+def refuse_non_finite(checkpoint: Any, path: str | Path) -> None:
     """CheckpointReadError naming the first weight tensor with NaN or inf values, if any."""
     state = checkpoint
     if isinstance(checkpoint, Mapping):
-        state = next((checkpoint[k] for k in ("state_dict", "model") if isinstance(checkpoint.get(k), Mapping)),
-                     checkpoint)
+        state = next(
+            (
+                checkpoint[k]
+                for k in ("state_dict", "model")
+                if isinstance(checkpoint.get(k), Mapping)
+            ),
+            checkpoint,
+        )
     if not isinstance(state, Mapping):
         return
     for name, value in state.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        if (
+            isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ):
             bad = int((~torch.isfinite(value)).sum())
-            raise CheckpointReadError(f"refused weights in {path}: tensor {name!r} has {bad} non-finite "
-                                      f"value(s) (NaN/inf) of {value.numel()}")
+            raise CheckpointReadError(
+                f"refused weights in {path}: tensor {name!r} has {bad} non-finite "
+                f"value(s) (NaN/inf) of {value.numel()}"
+            )
 
 
-def _load_safetensors(path: Path, map_location: Any = "cpu") -> Dict[str, torch.Tensor]:
+def _load_safetensors(path: Path, map_location: Any = "cpu") -> dict[str, torch.Tensor]:
     """A ``.safetensors`` file as a state dict; CheckpointReadError naming the file if it is not one."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -149,10 +208,12 @@ def _load_safetensors(path: Path, map_location: Any = "cpu") -> Dict[str, torch.
     try:
         return load_file(path, device=str(device))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointReadError(f"cannot read checkpoint {path}: not a safetensors file ({err})") from None
+        raise CheckpointReadError(
+            f"cannot read checkpoint {path}: not a safetensors file ({err})"
+        ) from None
 
 
-def state_dict_of(checkpoint: Any, source: Any = "checkpoint") -> Dict[str, Any]:
+def state_dict_of(checkpoint: Any, source: Any = "checkpoint") -> dict[str, Any]:
     """The state dict inside a checkpoint: its ``state_dict`` (mmengine) or ``model`` (timm
     training) entry, or the checkpoint itself; ValueError naming ``source`` when that is not a
     mapping of names."""
@@ -163,8 +224,10 @@ def state_dict_of(checkpoint: Any, source: Any = "checkpoint") -> Dict[str, Any]
                 checkpoint = inner
                 break
     if not isinstance(checkpoint, Mapping) or not all(isinstance(k, str) for k in checkpoint):
-        raise ValueError(f"{source}: not a state dict (a mapping of names to tensors), got "
-                         f"{type(checkpoint).__name__}")
+        raise ValueError(
+            f"{source}: not a state dict (a mapping of names to tensors), got "
+            f"{type(checkpoint).__name__}"
+        )
     return dict(checkpoint)
 
 
@@ -181,7 +244,7 @@ def _checkpoint_filter(model: nn.Module):
     return getattr(module, "checkpoint_filter_fn", None)
 
 
-def load_weights(model: nn.Module, path: Union[str, Path], strict: bool = True) -> str:
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> str:
     """Load the weights file ``path`` into ``model``, in place; returns ``"wrapper"`` or ``"backbone"``.
 
     ``model`` is a timm network (e.g. a METER model) or a wrapper holding one as ``backbone``
@@ -195,14 +258,20 @@ def load_weights(model: nn.Module, path: Union[str, Path], strict: bool = True) 
     state = state_dict_of(load_checkpoint_file(path), path)
     wrapper = isinstance(getattr(model, "backbone", None), nn.Module)
     if wrapper and any(k.startswith("backbone.") for k in state):
-        keys = {k: v for k, v in state.items() if k.startswith(_WRAPPER_MODULES)
-                and not (getattr(model, "selectivity", None) is None and k.startswith("selectivity."))}
+        keys = {
+            k: v
+            for k, v in state.items()
+            if k.startswith(_WRAPPER_MODULES)
+            and not (getattr(model, "selectivity", None) is None and k.startswith("selectivity."))
+        }
         missing, unexpected = model.load_state_dict(keys, strict=False)
         missing = [k for k in missing if not k.startswith(_TRAINING_ONLY)]
         unexpected = [k for k in unexpected if not k.startswith(_TRAINING_ONLY)]
         if strict and (missing or unexpected):
-            raise ValueError(f"{path}: checkpoint does not fit the model: missing {missing[:8]}, "
-                             f"unexpected {unexpected[:8]}")
+            raise ValueError(
+                f"{path}: checkpoint does not fit the model: missing {missing[:8]}, "
+                f"unexpected {unexpected[:8]}"
+            )
         return "wrapper"
     network = model.backbone if wrapper else model
     filter_fn = _checkpoint_filter(network)
@@ -212,6 +281,9 @@ def load_weights(model: nn.Module, path: Union[str, Path], strict: bool = True) 
     if not strict and (result.missing_keys or result.unexpected_keys):
         from mmengine.logging import print_log  # the run's log, when there is one
 
-        print_log(f"{path}: missing {result.missing_keys[:8]}, unexpected "
-                  f"{result.unexpected_keys[:8]}", logger="current", level=30)
+        print_log(
+            f"{path}: missing {result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}",
+            logger="current",
+            level=30,
+        )
     return "backbone"

@@ -3,6 +3,7 @@
 ``export_onnx`` needs the ``export`` extra (``pip install -e ".[export]"``: onnx, onnxscript,
 onnxruntime); ``save_hub_folder`` needs only timm and safetensors.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,16 +27,22 @@ def build_model(name: str, weights: str | Path | None = None) -> Meter:
     random weights when None."""
     if weights is None:
         return timm.create_model(name).eval()
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))).eval()
+    return timm.create_model(
+        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))
+    ).eval()
 
 
-def input_size(model: torch.nn.Module, height: int | None = None, width: int | None = None) -> tuple[int, int]:
+def input_size(
+    model: torch.nn.Module, height: int | None = None, width: int | None = None
+) -> tuple[int, int]:
     """(H, W): the given sizes, else the model's pretrained input size."""
     _, default_h, default_w = model.pretrained_cfg["input_size"]
     return int(height or default_h), int(width or default_w)
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, height: int, width: int) -> dict[str, Any]:
+def export_onnx(
+    model: torch.nn.Module, path: str | Path, height: int, width: int
+) -> dict[str, Any]:
     """Write ``model`` as ONNX to ``path``: input ``image`` (batch, 3, height, width), output ``depth``
     (batch, 1, h, w) in metres, dynamic batch; the opset is the exporter's default.
 
@@ -46,23 +53,37 @@ def export_onnx(model: torch.nn.Module, path: str | Path, height: int, width: in
         import onnx
         import onnxscript  # noqa: F401  (the exporter needs it)
     except ImportError as err:
-        raise ImportError(f"ONNX export needs the export extra: {EXPORT_EXTRA_HINT} ({err})") from None
+        raise ImportError(
+            f"ONNX export needs the export extra: {EXPORT_EXTRA_HINT} ({err})"
+        ) from None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # batch 2 in the example: torch.export would specialise a batch of 1
     example = torch.randn(2, 3, height, width)
     with torch.no_grad():
-        torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["depth"],
-                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True,
-                          external_data=False, verbose=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["depth"],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     proto = onnx.load(str(path), load_external_data=False)
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
     def dims(value_info):
         return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
-    return {"path": path, "opset": opset, "input_shape": dims(proto.graph.input[0]),
-            "output_shape": dims(proto.graph.output[0])}
+    return {
+        "path": path,
+        "opset": opset,
+        "input_shape": dims(proto.graph.input[0]),
+        "output_shape": dims(proto.graph.output[0]),
+    }
 
 
 def run_onnx(path: str | Path, images: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -70,12 +91,16 @@ def run_onnx(path: str | Path, images: np.ndarray, threads: int | None = None) -
     try:
         import onnxruntime as ort
     except ImportError as err:
-        raise ImportError(f"running ONNX needs the export extra: {EXPORT_EXTRA_HINT} ({err})") from None
+        raise ImportError(
+            f"running ONNX needs the export extra: {EXPORT_EXTRA_HINT} ({err})"
+        ) from None
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(images, np.float32)})[0]
+    return session.run(
+        None, {session.get_inputs()[0].name: np.ascontiguousarray(images, np.float32)}
+    )[0]
 
 
 def onnx_relative_error(path: str | Path, model: torch.nn.Module, images: torch.Tensor) -> float:
@@ -84,7 +109,9 @@ def onnx_relative_error(path: str | Path, model: torch.nn.Module, images: torch.
         ref = model(images).numpy()
     out = run_onnx(path, images.numpy())
     if out.shape != ref.shape:
-        raise ValueError(f"{path}: ONNX output shape {out.shape} differs from PyTorch's {ref.shape}")
+        raise ValueError(
+            f"{path}: ONNX output shape {out.shape} differs from PyTorch's {ref.shape}"
+        )
     return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 

@@ -9,6 +9,7 @@ here at about 1 run in 15 for two processes, with or without ``destroy_process_g
 work is done and written, :func:`exit_process_group` therefore waits for every rank, tears the
 group down, flushes Python's output, and leaves with ``os._exit`` (no static destructors).
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,10 @@ def choose_backend(dist_cfg: dict | None = None, cuda_available: bool | None = N
     named = (dist_cfg or {}).get("backend")
     if named:
         if str(named).lower() == "nccl" and not cuda_available:
-            raise ValueError("env_cfg.dist_cfg.backend='nccl' needs CUDA GPUs, and none is available; "
-                             "remove the setting (gloo is chosen on CPU) or name 'gloo'")
+            raise ValueError(
+                "env_cfg.dist_cfg.backend='nccl' needs CUDA GPUs, and none is available; "
+                "remove the setting (gloo is chosen on CPU) or name 'gloo'"
+            )
         return str(named)
     return "nccl" if cuda_available else "gloo"
 

@@ -1,4 +1,5 @@
 """Precision helpers shared by the losses, the selectivity statistics and the model wrapper."""
+
 from __future__ import annotations
 
 import contextlib

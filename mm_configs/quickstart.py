@@ -9,8 +9,12 @@ _base_ = [
     "_base_/default_runtime.py",
 ]
 model = dict(
-    selectivity=dict(type="SelectivityLoss", lam=0.1, relative=True,
-                     layers=[dict(name="encoder.6", num_bins=16, strategy="uniform")]),
+    selectivity=dict(
+        type="SelectivityLoss",
+        lam=0.1,
+        relative=True,
+        layers=[dict(name="encoder.6", num_bins=16, strategy="uniform")],
+    ),
 )
 custom_hooks = [dict(type="SelectivityHook", warmup_iters=50)]
 default_hooks = dict(

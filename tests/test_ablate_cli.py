@@ -1,4 +1,5 @@
 """``meter-timm ablate`` end to end on folder data written by the test (tiny inputs)."""
+
 import json
 
 import numpy as np
@@ -10,8 +11,8 @@ import meter_timm.mm  # noqa: F401
 from meter_timm.cli import main
 from meter_timm.mm.registry import MODELS
 from meter_timm.mm.structures import DepthDataSample
-from meter_timm.strategies import create_strategy
 from meter_timm.selectivity.bins import eq2_assignment
+from meter_timm.strategies import create_strategy
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,12 @@ def folder_data(tmp_path_factory):
     for i in range(2):
         (root / "rgb").mkdir(exist_ok=True)
         (root / "depth").mkdir(exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(root / "rgb" / f"{i}.png")
-        Image.fromarray(np.roll(ramp, 20 * i, axis=1).astype(np.uint16)).save(root / "depth" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(
+            root / "rgb" / f"{i}.png"
+        )
+        Image.fromarray(np.roll(ramp, 20 * i, axis=1).astype(np.uint16)).save(
+            root / "depth" / f"{i}.png"
+        )
     return root
 
 
@@ -43,14 +48,38 @@ def weights(tmp_path_factory):
     return str(path)
 
 
-COMMON = ["--layer", "encoder.6", "--bins", "4", "--random-draws", "1", "--input-size", "64", "96",
-          "--depth-scale", "0.001"]
+COMMON = [
+    "--layer",
+    "encoder.6",
+    "--bins",
+    "4",
+    "--random-draws",
+    "1",
+    "--input-size",
+    "64",
+    "96",
+    "--depth-scale",
+    "0.001",
+]
 
 
 def test_ablate_folder_data_eq2_groups(folder_data, weights, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["ablate", "meter_xxs", "--weights", weights, "--data", str(folder_data), "--out", str(out),
-                 "--json", str(tmp_path / "a.json"), *COMMON])
+    code = main(
+        [
+            "ablate",
+            "meter_xxs",
+            "--weights",
+            weights,
+            "--data",
+            str(folder_data),
+            "--out",
+            str(out),
+            "--json",
+            str(tmp_path / "a.json"),
+            *COMMON,
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "a.json").read_text())
     assert report["layer"] == "encoder.6" and report["meta"]["num_images"] == 2
@@ -62,19 +91,59 @@ def test_ablate_folder_data_eq2_groups(folder_data, weights, tmp_path, capsys):
     assert len(report["delta_assigned"]) == 4 and all(len(r) == 4 for r in report["delta_assigned"])
     # silencing a quarter of the units of a random network changes its prediction
     assert sum(abs(v) for row in report["delta_assigned"] for v in row) > 0  # exactly 0 if not
-    assert set(report["summary"]) >= {"own_bin_ratio", "own_bin_hit_rate", "own_bin_increase_random"}
+    assert set(report["summary"]) >= {
+        "own_bin_ratio",
+        "own_bin_hit_rate",
+        "own_bin_increase_random",
+    }
     assert (out / "encoder_6_ablation.png").stat().st_size > 0
     assert "own-bin ratio" in capsys.readouterr().out
 
 
 def test_ablate_preferred_groups_are_the_dissection_argmax(folder_data, weights, tmp_path):
-    code = main(["ablate", "meter_xxs", "--weights", weights, "--data", str(folder_data), "--out", str(tmp_path),
-                 "--assign", "preferred", *COMMON])
+    code = main(
+        [
+            "ablate",
+            "meter_xxs",
+            "--weights",
+            weights,
+            "--data",
+            str(folder_data),
+            "--out",
+            str(tmp_path),
+            "--assign",
+            "preferred",
+            *COMMON,
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "ablation.json").read_text())
-    assert main(["dissect", "--model", "meter_xxs", "--weights", weights, "--data", str(folder_data), "--out",
-                 str(tmp_path / "dissect"), "--no-plots", "--layers", "encoder.6", "--bins", "4",
-                 "--input-size", "64", "96", "--depth-scale", "0.001"]) == 0
+    assert (
+        main(
+            [
+                "dissect",
+                "--model",
+                "meter_xxs",
+                "--weights",
+                weights,
+                "--data",
+                str(folder_data),
+                "--out",
+                str(tmp_path / "dissect"),
+                "--no-plots",
+                "--layers",
+                "encoder.6",
+                "--bins",
+                "4",
+                "--input-size",
+                "64",
+                "96",
+                "--depth-scale",
+                "0.001",
+            ]
+        )
+        == 0
+    )
     dissection = json.loads((tmp_path / "dissect" / "report.json").read_text())
     assert report["assignment"] == dissection["layers"]["encoder.6"]["argmax_bin"]
     assert report["meta"]["source"].startswith("preferred")
@@ -85,17 +154,31 @@ def test_ablate_uses_the_trained_strategy_of_a_config(folder_data, tmp_path):
     config.write_text(
         "model = dict(type='DepthEstimator', backbone=dict(name='meter_xxs', pretrained=False),\n"
         "             selectivity=dict(type='SelectivityLoss', lam=1.0, layers=[\n"
-        "                 dict(name='encoder.6', num_bins=6, strategy='log')]))\n")
+        "                 dict(name='encoder.6', num_bins=6, strategy='log')]))\n"
+    )
     torch.manual_seed(0)
     from mmengine.config import Config
 
     model = MODELS.build(Config.fromfile(str(config)).model)
-    model.loss(torch.randn(1, 3, 64, 96), [DepthDataSample(gt_depth=torch.rand(1, 64, 96) * 9 + 0.5)])
+    model.loss(
+        torch.randn(1, 3, 64, 96), [DepthDataSample(gt_depth=torch.rand(1, 64, 96) * 9 + 0.5)]
+    )
     weights = tmp_path / "trained.pth"
     torch.save({"state_dict": model.state_dict()}, weights)
 
-    code = main(["ablate", str(config), "--weights", str(weights), "--data", str(folder_data),
-                 "--out", str(tmp_path), *COMMON])  # --bins 4 is not used: the config says 6, log
+    code = main(
+        [
+            "ablate",
+            str(config),
+            "--weights",
+            str(weights),
+            "--data",
+            str(folder_data),
+            "--out",
+            str(tmp_path),
+            *COMMON,
+        ]
+    )  # --bins 4 is not used: the config says 6, log
     assert code == 0
     report = json.loads((tmp_path / "ablation.json").read_text())
     log = create_strategy("log", 48, 6)
@@ -106,8 +189,20 @@ def test_ablate_uses_the_trained_strategy_of_a_config(folder_data, tmp_path):
 
 
 def test_ablate_unknown_layer_is_one_line(folder_data, tmp_path, capsys):
-    code = main(["ablate", "meter_xxs", "--data", str(folder_data), "--out", str(tmp_path),
-                 "--layer", "encoder.66", "--depth-scale", "0.001"])
+    code = main(
+        [
+            "ablate",
+            "meter_xxs",
+            "--data",
+            str(folder_data),
+            "--out",
+            str(tmp_path),
+            "--layer",
+            "encoder.66",
+            "--depth-scale",
+            "0.001",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("meter-timm ablate: error: layer 'encoder.66' not found")
@@ -118,32 +213,65 @@ def test_ablate_uses_the_learned_assignment_stored_with_the_weights(folder_data,
     config.write_text(
         "model = dict(type='DepthEstimator', backbone=dict(name='meter_xxs', pretrained=False),\n"
         "             selectivity=dict(type='SelectivityLoss', lam=1.0, layers=[\n"
-        "                 dict(name='encoder.6', num_bins=6, strategy='learned')]))\n")
+        "                 dict(name='encoder.6', num_bins=6, strategy='learned')]))\n"
+    )
     from mmengine.config import Config
 
     torch.manual_seed(0)
     model = MODELS.build(Config.fromfile(str(config)).model)
     for _ in range(3):  # observe, refit: the strategy fits its edges, then its assignment
         for _ in range(2):
-            model.loss(torch.randn(1, 3, 64, 96),
-                       [DepthDataSample(gt_depth=torch.rand(1, 64, 96) ** 2 * 9 + 0.5)])
+            model.loss(
+                torch.randn(1, 3, 64, 96),
+                [DepthDataSample(gt_depth=torch.rand(1, 64, 96) ** 2 * 9 + 0.5)],
+            )
         model.selectivity.refit()
     trained = model.selectivity.strategy("encoder.6")
-    assert not torch.equal(trained.assignment(), eq2_assignment(48, 6))  # else the test proves nothing
+    assert not torch.equal(
+        trained.assignment(), eq2_assignment(48, 6)
+    )  # else the test proves nothing
     weights = tmp_path / "trained.pth"
     torch.save({"state_dict": model.state_dict()}, weights)
 
     fast = [*COMMON, "--limit", "1", "--random-draws", "0"]  # only the groups matter here
-    assert main(["ablate", str(config), "--weights", str(weights), "--data", str(folder_data),
-                 "--out", str(tmp_path), *fast]) == 0
+    assert (
+        main(
+            [
+                "ablate",
+                str(config),
+                "--weights",
+                str(weights),
+                "--data",
+                str(folder_data),
+                "--out",
+                str(tmp_path),
+                *fast,
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "ablation.json").read_text())
     assert report["meta"]["strategy"] == "learned"
     assert report["assignment"] == trained.assignment().tolist()
     assert report["edges"] == pytest.approx(trained.edges().tolist())
 
     # the same checkpoint with the plain timm name: the strategy stored in it is used
-    assert main(["ablate", "meter_xxs", "--weights", str(weights), "--data", str(folder_data),
-                 "--out", str(tmp_path / "plain"), *fast]) == 0
+    assert (
+        main(
+            [
+                "ablate",
+                "meter_xxs",
+                "--weights",
+                str(weights),
+                "--data",
+                str(folder_data),
+                "--out",
+                str(tmp_path / "plain"),
+                *fast,
+            ]
+        )
+        == 0
+    )
     plain = json.loads((tmp_path / "plain" / "ablation.json").read_text())
     assert plain["meta"]["source"].startswith("trained strategy (from the weights")
     assert plain["assignment"] == trained.assignment().tolist()
@@ -153,10 +281,32 @@ def test_ablate_uses_the_learned_assignment_stored_with_the_weights(folder_data,
 def test_ablate_a_transformer_layer(folder_data, tmp_path):
     """Token outputs of a ViT block: 192 units in groups, the run goes through."""
     torch.manual_seed(0)
-    code = main(["ablate", "vit_tiny_patch16_224", "--features-only", "--model-arg",
-                 "img_size=(64,96)", "--model-arg", "depth=3", "--layer", "model.blocks.1",
-                 "--data", str(folder_data), "--out", str(tmp_path), "--bins", "4",
-                 "--random-draws", "1", "--input-size", "64", "96", "--depth-scale", "0.001"])
+    code = main(
+        [
+            "ablate",
+            "vit_tiny_patch16_224",
+            "--features-only",
+            "--model-arg",
+            "img_size=(64,96)",
+            "--model-arg",
+            "depth=3",
+            "--layer",
+            "model.blocks.1",
+            "--data",
+            str(folder_data),
+            "--out",
+            str(tmp_path),
+            "--bins",
+            "4",
+            "--random-draws",
+            "1",
+            "--input-size",
+            "64",
+            "96",
+            "--depth-scale",
+            "0.001",
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "ablation.json").read_text())
     assert report["group_sizes"] == [48, 48, 48, 48]
@@ -164,17 +314,54 @@ def test_ablate_a_transformer_layer(folder_data, tmp_path):
 
 def test_dissect_a_transformer_layer(folder_data, tmp_path, capsys):
     """`meter-timm dissect` on a DeiT block (two prefix tokens): 192 units on the 4x6 patch grid."""
-    assert main(["dissect", "--model", "deit_tiny_distilled_patch16_224", "--features-only",
-                 "--model-arg", "img_size=(64,96)", "--model-arg", "depth=3",
-                 "--layers", "model.blocks.1", "--data", str(folder_data), "--out", str(tmp_path),
-                 "--no-plots", "--bins", "4", "--input-size", "64", "96",
-                 "--depth-scale", "0.001"]) == 0
+    assert (
+        main(
+            [
+                "dissect",
+                "--model",
+                "deit_tiny_distilled_patch16_224",
+                "--features-only",
+                "--model-arg",
+                "img_size=(64,96)",
+                "--model-arg",
+                "depth=3",
+                "--layers",
+                "model.blocks.1",
+                "--data",
+                str(folder_data),
+                "--out",
+                str(tmp_path),
+                "--no-plots",
+                "--bins",
+                "4",
+                "--input-size",
+                "64",
+                "96",
+                "--depth-scale",
+                "0.001",
+            ]
+        )
+        == 0
+    )
     layer = json.loads((tmp_path / "report.json").read_text())["layers"]["model.blocks.1"]
     assert len(layer["argmax_bin"]) == 192
     # an item without '=' is a usage error (argparse: exit code 2, the option named)
     with pytest.raises(SystemExit) as exc:
-        main(["dissect", "--model", "deit_tiny_distilled_patch16_224", "--model-arg", "img_size",
-              "--data", str(folder_data), "--out", str(tmp_path), "--depth-scale", "0.001"])
+        main(
+            [
+                "dissect",
+                "--model",
+                "deit_tiny_distilled_patch16_224",
+                "--model-arg",
+                "img_size",
+                "--data",
+                str(folder_data),
+                "--out",
+                str(tmp_path),
+                "--depth-scale",
+                "0.001",
+            ]
+        )
     assert exc.value.code == 2
     assert "argument --model-arg: expected KEY=VALUE, got 'img_size'" in capsys.readouterr().err
 
@@ -189,9 +376,21 @@ def test_key_value_options_are_mmengine_dict_action():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     base = ["--model", "m", "--data", "d", "--out", "o"]
-    args = parser.parse_args(base + ["--model-arg", "img_size=(64,96)", "--model-arg", "depth=3",
-                                     "--strategy-param", "alpha=0.75", "--strategy-param",
-                                     "edges=log", "--strategy-param", "flag=True"])
+    args = parser.parse_args(
+        base
+        + [
+            "--model-arg",
+            "img_size=(64,96)",
+            "--model-arg",
+            "depth=3",
+            "--strategy-param",
+            "alpha=0.75",
+            "--strategy-param",
+            "edges=log",
+            "--strategy-param",
+            "flag=True",
+        ]
+    )
     assert args.model_arg == {"img_size": (64, 96), "depth": 3}
     assert args.strategy_param == {"alpha": 0.75, "edges": "log", "flag": True}
     assert parser.parse_args(base).model_arg == {} and parser.parse_args(base).strategy_param == {}

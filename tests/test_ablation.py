@@ -1,4 +1,5 @@
 """Causal unit ablation on a model whose answer is known by construction."""
+
 import pytest
 import timm
 import torch
@@ -24,7 +25,9 @@ class BinIndicators(nn.Module):
     def forward(self, x):
         d = x[:, :1]
         lower, upper = self.lower[None, :, None, None], self.upper[None, :, None, None]
-        return torch.sigmoid(self.sharpness * (d - lower)) - torch.sigmoid(self.sharpness * (d - upper))
+        return torch.sigmoid(self.sharpness * (d - lower)) - torch.sigmoid(
+            self.sharpness * (d - upper)
+        )
 
 
 class KnownDepthModel(nn.Module):
@@ -62,14 +65,15 @@ def test_ablate_silences_exactly_the_chosen_units_and_removes_its_hooks():
     assert (silenced[:, [0, 1, 3, 4, 6, 7]].abs().sum(dim=(0, 2, 3)) > 0).all()
     with LayerCapture(model, ["units"]) as capture:  # hooks gone: the units are back
         model(x)
-        assert (capture.outputs["units"][:, [2, 5]].abs().sum() > 0)
+        assert capture.outputs["units"][:, [2, 5]].abs().sum() > 0
 
 
 def test_units_of_a_bin_are_its_only_path():
     model = KnownDepthModel()
     batches = _batches()
-    result = ablation_study(model, batches, model, "units", eq2_assignment(8, 4), EDGES,
-                            random_draws=8, seed=0)
+    result = ablation_study(
+        model, batches, model, "units", eq2_assignment(8, 4), EDGES, random_draws=8, seed=0
+    )
     s = result.summary()
     assert result.group_sizes == [2, 2, 2, 2]
     assert all(b < 0.35 for b in result.baseline)  # bin-centre quantisation only
@@ -100,10 +104,17 @@ def test_per_bin_abs_rel_by_hand():
     torch.testing.assert_close(sums, torch.tensor([0.2, 0.0, 0.0, 1 / 8], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("name, kwargs, layer", [
-    ("vit_tiny_patch16_224", dict(img_size=(64, 96), depth=2, num_classes=0), "blocks.0"),  # tokens
-    ("mambaout_femto", dict(features_only=True), "stages_1"),                                # NHWC
-])
+@pytest.mark.parametrize(
+    "name, kwargs, layer",
+    [
+        (
+            "vit_tiny_patch16_224",
+            dict(img_size=(64, 96), depth=2, num_classes=0),
+            "blocks.0",
+        ),  # tokens
+        ("mambaout_femto", dict(features_only=True), "stages_1"),  # NHWC
+    ],
+)
 def test_ablate_token_and_channels_last_layers(name, kwargs, layer):
     model = timm.create_model(name, pretrained=False, **kwargs).eval()
     x = torch.randn(1, 3, 64, 96)

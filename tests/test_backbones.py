@@ -1,5 +1,6 @@
 """Any timm backbone, transformers included, in the light decoder, in layer capture and in the
 selectivity loss: one test per family at 192x256 (random weights, batch 2)."""
+
 import pytest
 import torch
 
@@ -23,11 +24,21 @@ FAMILIES = {
     # token outputs (B, 1 + 192, 192): class token dropped, 12x16 patch grid
     "vit": ("vit_tiny_patch16_224", dict(img_size=(H, W)), "model.blocks.9", 0, (192, 12, 16)),
     # two prefix tokens (class + distillation)
-    "deit": ("deit_tiny_distilled_patch16_224", dict(img_size=(H, W)), "model.blocks.10", 1,
-             (192, 12, 16)),
+    "deit": (
+        "deit_tiny_distilled_patch16_224",
+        dict(img_size=(H, W)),
+        "model.blocks.10",
+        1,
+        (192, 12, 16),
+    ),
     # NHWC stage outputs (one block per stage keeps it fast)
-    "swin": ("swin_tiny_patch4_window7_224", dict(img_size=(H, W), depths=(1, 1, 1, 1)), "layers_2",
-             2, (384, 12, 16)),
+    "swin": (
+        "swin_tiny_patch4_window7_224",
+        dict(img_size=(H, W), depths=(1, 1, 1, 1)),
+        "layers_2",
+        2,
+        (384, 12, 16),
+    ),
     "mambaout": ("mambaout_femto", {}, "stages_2", 2, (192, 12, 16)),
     # METER: a depth model (no features_only), the seed's layer 6
     "meter": ("meter_xxs", {}, "encoder.6", None, (48, 24, 32)),
@@ -44,8 +55,12 @@ def test_backbone_family_decoder_capture_and_selectivity(family):
         backbone["features_only"] = True
     model = DepthEstimator(
         backbone=backbone,
-        selectivity=dict(type="SelectivityLoss", lam=1.0,
-                         layers=[dict(name=layer, num_bins=8, strategy="uniform")]))
+        selectivity=dict(
+            type="SelectivityLoss",
+            lam=1.0,
+            layers=[dict(name=layer, num_bins=8, strategy="uniform")],
+        ),
+    )
     model.train()
     images = torch.randn(2, 3, H, W)
 
@@ -89,8 +104,9 @@ def test_token_grid():
 def test_token_layer_with_wrong_prefix_count_is_an_error():
     import timm
 
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=(H, W),
-                              depth=2, num_classes=0)
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=(H, W), depth=2, num_classes=0
+    )
     model.num_prefix_tokens = 5  # lies about its tokens: 193 - 5 is no 12x16 grid
     with LayerCapture(model, ["blocks.1"]):
         with pytest.raises(ValueError, match=r"blocks\.1.*patch grid"):

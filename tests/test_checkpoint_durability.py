@@ -1,6 +1,7 @@
 """A run killed (SIGKILL) in the middle of writing a checkpoint keeps its previous one, and
 ``--resume`` continues from it; a better best checkpoint replaces the old one only once complete
 (budget: ~40 s on 2 cores)."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,9 @@ import sys
 import time
 
 from _training import make_tiny_data, tiny_config
-from meter_timm.cli import main
+
 from meter_timm.checkpoint import load_checkpoint_file
+from meter_timm.cli import main
 
 # runs the real CLI; the second checkpoint write stops halfway and blocks until the process is killed
 _BLOCK_IN_SECOND_SAVE = """
@@ -46,13 +48,18 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
     cfg.dump(str(config))
 
     blocked = tmp_path / "blocked"
-    proc = subprocess.Popen([sys.executable, "-c", _BLOCK_IN_SECOND_SAVE, str(config), str(work_dir),
-                             str(blocked)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BLOCK_IN_SECOND_SAVE, str(config), str(work_dir), str(blocked)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 180
         while not blocked.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert blocked.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "timeout"
+        assert blocked.exists(), (
+            proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "timeout"
+        )
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()
@@ -61,7 +68,9 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
 
     # the half-written file is not the checkpoint; epoch 1's is still there and named as the latest
     half_written = blocked.read_text()
-    assert os.path.basename(half_written) != "epoch_2.pth" and not (work_dir / "epoch_2.pth").exists()
+    assert (
+        os.path.basename(half_written) != "epoch_2.pth" and not (work_dir / "epoch_2.pth").exists()
+    )
     epoch_1 = work_dir / "epoch_1.pth"
     assert (work_dir / "last_checkpoint").read_text() == str(epoch_1)
     assert load_checkpoint_file(epoch_1)["meta"]["epoch"] == 1
@@ -81,7 +90,9 @@ def test_a_better_checkpoint_replaces_the_best_one_only_once_complete(tmp_path, 
 
     data = make_tiny_data(tmp_path / "data", train=8, val=4)
     cfg = tiny_config(data, tmp_path / "run", epochs=1, batch_size=4, hook=dict(dissect=False))
-    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=1, save_best="abs_rel", rule="less")
+    cfg.default_hooks.checkpoint = dict(
+        type="CheckpointHook", interval=1, save_best="abs_rel", rule="less"
+    )
     runner = build_runner(cfg)
     hook = next(h for h in runner.hooks if isinstance(h, DurableCheckpointHook))
     hook.before_train(runner)
@@ -99,4 +110,6 @@ def test_a_better_checkpoint_replaces_the_best_one_only_once_complete(tmp_path, 
     names = [name for name, _ in seen]
     assert names == ["best_abs_rel_epoch_0.pth", "best_abs_rel_epoch_1.pth"], names
     assert seen[1][1] == ["best_abs_rel_epoch_0.pth"]  # the old best was still there
-    assert sorted(p.name for p in (tmp_path / "run").glob("best_*.pth")) == ["best_abs_rel_epoch_1.pth"]
+    assert sorted(p.name for p in (tmp_path / "run").glob("best_*.pth")) == [
+        "best_abs_rel_epoch_1.pth"
+    ]

@@ -1,5 +1,6 @@
 """No code runs from any checkpoint: a payload planted in the run's own work dir is refused on
 resume through the real CLI, and an honest checkpoint still resumes (budget: ~25 s on 2 cores)."""
+
 from __future__ import annotations
 
 import builtins
@@ -8,11 +9,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from _training import build_runner, make_tiny_data, tiny_config
 from mmengine.logging import MessageHub
 
-from _training import build_runner, make_tiny_data, tiny_config
-from meter_timm.cli import main
 from meter_timm.checkpoint import CheckpointReadError, load_checkpoint_file
+from meter_timm.cli import main
 from meter_timm.mm.checkpoint import load_from_local_safe
 
 
@@ -38,21 +39,31 @@ def test_reader_allows_exactly_mmengine_state(tmp_path):
     hub = MessageHub.get_instance("checkpoint_safety_reader")
     hub.update_scalar("train/loss", np.float64(1.5))
     hub.update_scalar("train/loss", 2.5)
-    torch.save({"state_dict": {"w": torch.ones(2)}, "meta": {"seed": np.int64(3), "stats": np.arange(3.0)},
-                "message_hub": hub.state_dict()}, tmp_path / "honest.pth")
+    torch.save(
+        {
+            "state_dict": {"w": torch.ones(2)},
+            "meta": {"seed": np.int64(3), "stats": np.arange(3.0)},
+            "message_hub": hub.state_dict(),
+        },
+        tmp_path / "honest.pth",
+    )
     loaded = load_from_local_safe(str(tmp_path / "honest.pth"))
     assert torch.equal(loaded["state_dict"]["w"], torch.ones(2)) and loaded["meta"]["seed"] == 3
     assert loaded["message_hub"]["log_scalars"]["train/loss"].mean() == 2.0
     # anything else is refused before it runs, naming the file and the type
     marker = tmp_path / "created_by_payload"
-    for name, payload, refused in [("open.pth", _CreatesFile(marker), "io.open"),
-                                   ("getattr.pth", _ReachesForAttribute(), "getattr(ndarray, 'tofile')"),
-                                   ("objects.pth", np.array([{}], dtype=object), "numpy.dtypes.ObjectDType")]:
+    for name, payload, refused in [
+        ("open.pth", _CreatesFile(marker), "io.open"),
+        ("getattr.pth", _ReachesForAttribute(), "getattr(ndarray, 'tofile')"),
+        ("objects.pth", np.array([{}], dtype=object), "numpy.dtypes.ObjectDType"),
+    ]:
         torch.save({"meta": {"x": payload}}, tmp_path / name)
         with pytest.raises(CheckpointReadError) as info:
             load_checkpoint_file(tmp_path / name)
         message = str(info.value)
-        assert "\n" not in message and str(tmp_path / name) in message and refused in message, message
+        assert "\n" not in message and str(tmp_path / name) in message and refused in message, (
+            message
+        )
     assert not marker.exists()
 
 
@@ -98,8 +109,13 @@ def test_payload_in_the_work_dir_never_runs_and_honest_checkpoints_resume(tmp_pa
     checkpoint["meta"]["note"] = _CreatesFile(marker)
     torch.save(checkpoint, honest)
     _, config = _write_config(tmp_path, work_dir, epochs=2)
-    for resume in (["--resume", str(honest)], ["--resume"]):  # explicit, and through last_checkpoint
-        code, last = _cli_error(capsys, ["train", str(config), "--work-dir", str(work_dir), *resume])
+    for resume in (
+        ["--resume", str(honest)],
+        ["--resume"],
+    ):  # explicit, and through last_checkpoint
+        code, last = _cli_error(
+            capsys, ["train", str(config), "--work-dir", str(work_dir), *resume]
+        )
         assert code == 2 and not marker.exists()
         assert last.startswith("meter-timm train: error: refused checkpoint ")
         assert str(honest) in last and "io.open" in last
@@ -112,9 +128,20 @@ def test_payload_in_the_work_dir_never_runs_and_honest_checkpoints_resume(tmp_pa
 
     # a state dict is not a training checkpoint
     torch.save(checkpoint["state_dict"], tmp_path / "weights.pth")
-    code, last = _cli_error(capsys, ["train", str(config), "--work-dir", str(work_dir),
-                                     "--resume", str(tmp_path / "weights.pth")])
-    assert code == 2 and "cannot resume from" in last and "weights.pth" in last and "load_from" in last
+    code, last = _cli_error(
+        capsys,
+        [
+            "train",
+            str(config),
+            "--work-dir",
+            str(work_dir),
+            "--resume",
+            str(tmp_path / "weights.pth"),
+        ],
+    )
+    assert (
+        code == 2 and "cannot resume from" in last and "weights.pth" in last and "load_from" in last
+    )
 
     # the honest checkpoint resumes and training goes on to epoch 2
     shutil.copy(tmp_path / "honest_copy.pth", honest)

@@ -1,4 +1,5 @@
 """The ``meter-timm`` dispatcher: sub-commands, and bad input reported as one clear line."""
+
 import os
 import subprocess
 import sys
@@ -26,7 +27,20 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys):
 
 
 def test_debug_variable_shows_the_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "meter_timm", "eval", "meter_xxs.nyu", "--weights",
-                           str(tmp_path / "missing.pth"), "--data", str(tmp_path)],
-                          capture_output=True, text=True, env=dict(os.environ, METER_TIMM_DEBUG="1"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meter_timm",
+            "eval",
+            "meter_xxs.nyu",
+            "--weights",
+            str(tmp_path / "missing.pth"),
+            "--data",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, METER_TIMM_DEBUG="1"),
+    )
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "missing.pth" in proc.stderr

@@ -1,6 +1,7 @@
 """The command line starts without torch: ``import meter_timm`` is light, the models register as
 soon as timm is imported (in either order), and ``python -m meter_timm`` alone prints the help.
 (Start-up time itself is measured by benchmarks/bench_cli.py, not here.)"""
+
 import subprocess
 import sys
 
@@ -15,17 +16,20 @@ def test_import_and_help_do_not_import_torch():
         "import sys, meter_timm\n"
         "from meter_timm.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print('TORCH', 'torch' in sys.modules, 'timm' in sys.modules)")
+        "print('TORCH', 'torch' in sys.modules, 'timm' in sys.modules)"
+    )
     assert out.splitlines()[-1] == "TORCH False False"
     assert "export" in out and "convert" in out
 
 
 def test_models_register_when_timm_is_imported_later():
     # timm imported after meter_timm, through a submodule: the hook registers the models
-    out = _python("import sys, meter_timm\n"
-                  "assert 'meter_timm.models' not in sys.modules\n"
-                  "from timm.models import list_models\n"
-                  "print(sorted(list_models('meter*')), meter_timm.models.Meter.__name__)")
+    out = _python(
+        "import sys, meter_timm\n"
+        "assert 'meter_timm.models' not in sys.modules\n"
+        "from timm.models import list_models\n"
+        "print(sorted(list_models('meter*')), meter_timm.models.Meter.__name__)"
+    )
     assert out == "['meter_s', 'meter_xs', 'meter_xxs'] Meter"
 
 
@@ -37,9 +41,11 @@ def test_python_m_alone_prints_help():
 
 def test_listing_strategies_does_not_import_torch():
     # built-ins and the installed example plugin are listed from their classes alone
-    out = _python("import sys\n"
-                  "from meter_timm.cli import main\n"
-                  "main(['strategies'])\n"
-                  "print('TORCH', 'torch' in sys.modules)")
+    out = _python(
+        "import sys\n"
+        "from meter_timm.cli import main\n"
+        "main(['strategies'])\n"
+        "print('TORCH', 'torch' in sys.modules)"
+    )
     assert out.splitlines()[-1] == "TORCH False"
     assert "learned" in out and "uniform" in out

@@ -6,6 +6,7 @@
   under bfloat16 autocast;
 * ``MixedPrecisionOptimWrapper`` trains on the GPU in float16 and bfloat16 with finite losses.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,10 @@ import math
 import pytest
 import torch
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
 
 LAYERS = ("encoder.4", "encoder.6", "encoder.8")
 
@@ -32,10 +35,19 @@ def _model(device, bins=32):
     from meter_timm.mm.registry import MODELS
 
     torch.manual_seed(0)
-    model = MODELS.build(dict(
-        type="DepthEstimator", backbone=dict(name="meter_xxs"), depth_loss=dict(type="BalancedLoss"),
-        selectivity=dict(type="SelectivityLoss", lam=0.1, relative=True,
-                         layers=[dict(name=n, num_bins=bins) for n in LAYERS])))
+    model = MODELS.build(
+        dict(
+            type="DepthEstimator",
+            backbone=dict(name="meter_xxs"),
+            depth_loss=dict(type="BalancedLoss"),
+            selectivity=dict(
+                type="SelectivityLoss",
+                lam=0.1,
+                relative=True,
+                layers=[dict(name=n, num_bins=bins) for n in LAYERS],
+            ),
+        )
+    )
     return model.to(device).train()
 
 
@@ -52,7 +64,9 @@ def _samples(depth):
 
 def _step(model, optimizer, images, samples, autocast_dtype=None):
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cuda", dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+    with torch.autocast(
+        "cuda", dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+    ):
         losses = model(images, samples, mode="loss")
     total = sum(v for k, v in losses.items() if k.startswith("loss"))
     total.backward()
@@ -68,15 +82,22 @@ def test_eq1_on_gpu_equals_cpu():
     depth = torch.rand(4, 1, 96, 128, generator=gen, dtype=torch.float64) * 11 - 0.5
     depth[0, 0, 0, :3] = torch.tensor([math.nan, math.inf, -math.inf], dtype=torch.float64)
     alpha, beta, n = 0.75, 10.0, 32
-    edges = torch.tensor([0.0, alpha] + [(beta + 1 - alpha) ** (i / (n - 1)) - (1 - alpha)
-                                         for i in range(1, n - 1)] + [beta], dtype=torch.float64)
+    edges = torch.tensor(
+        [0.0, alpha]
+        + [(beta + 1 - alpha) ** (i / (n - 1)) - (1 - alpha) for i in range(1, n - 1)]
+        + [beta],
+        dtype=torch.float64,
+    )
     ref, ref_counts = average_response(act, depth, edges)
     got, counts = average_response(act.cuda(), depth.cuda(), edges)
     torch.testing.assert_close(counts.cpu(), ref_counts, rtol=0, atol=0)
     torch.testing.assert_close(got.cpu(), ref, rtol=1e-10, atol=1e-12)
     ref32, _ = average_response(act.float(), depth.float(), edges)
-    got32, _ = average_response(act.float().cuda().contiguous(memory_format=torch.channels_last),
-                                depth.float().cuda(), edges)
+    got32, _ = average_response(
+        act.float().cuda().contiguous(memory_format=torch.channels_last),
+        depth.float().cuda(),
+        edges,
+    )
     torch.testing.assert_close(got32.cpu(), ref32, rtol=1e-5, atol=1e-6)
 
 
@@ -106,8 +127,12 @@ def test_mixed_precision_wrapper_trains_on_gpu(dtype):
     if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
         pytest.skip("no bfloat16 on this GPU")
     model = _model("cuda", bins=16)
-    wrapper = MixedPrecisionOptimWrapper(dtype=dtype, optimizer=torch.optim.AdamW(model.parameters(), lr=2e-3))
-    assert wrapper.device_type == "cuda" and (wrapper.loss_scaler is not None) == (dtype == "float16")
+    wrapper = MixedPrecisionOptimWrapper(
+        dtype=dtype, optimizer=torch.optim.AdamW(model.parameters(), lr=2e-3)
+    )
+    assert wrapper.device_type == "cuda" and (wrapper.loss_scaler is not None) == (
+        dtype == "float16"
+    )
     images, depth = _depth_batch(8, 64, 96, "cuda", seed=1)
     samples = _samples(depth)
     before = [p.detach().clone() for p in model.parameters()]

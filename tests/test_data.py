@@ -2,6 +2,7 @@
 
 Time budget: ~10 s.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -14,8 +15,14 @@ import scipy.io
 from PIL import Image
 
 from meter_timm.data.nyu import (
-    LabeledMat, NYUDataError, discover_samples, load_split_indices, read_csv_pairs, read_depth_png,
-    read_h5_sample, sanitize_depth,
+    LabeledMat,
+    NYUDataError,
+    discover_samples,
+    load_split_indices,
+    read_csv_pairs,
+    read_depth_png,
+    read_h5_sample,
+    sanitize_depth,
 )
 
 H, W = 24, 32
@@ -43,7 +50,9 @@ def write_h5(path: Path, rgb_hwc: np.ndarray, depth_hw: np.ndarray, **overrides)
     return path
 
 
-def write_h5_tree(root: Path, n: int = 4, split: str = "train") -> list[tuple[np.ndarray, np.ndarray]]:
+def write_h5_tree(
+    root: Path, n: int = 4, split: str = "train"
+) -> list[tuple[np.ndarray, np.ndarray]]:
     frames = [make_frame(i) for i in range(n)]
     for i, (rgb, depth) in enumerate(frames):
         scene = f"scene_{i % 2}" if split == "train" else "official"
@@ -92,13 +101,16 @@ def test_h5_reader_roundtrip_and_invalid_depth(tmp_path):
     np.testing.assert_allclose(got_depth[1:], depth[1:])
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("missing_key", "missing key(s) ['depth']"),
-    ("bad_shape", "'depth' has shape (10, 10)"),
-    ("bad_rgb", "'rgb' has shape"),
-    ("corrupt", "cannot read h5 file"),
-    ("missing_file", "h5 file not found"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing_key", "missing key(s) ['depth']"),
+        ("bad_shape", "'depth' has shape (10, 10)"),
+        ("bad_rgb", "'rgb' has shape"),
+        ("corrupt", "cannot read h5 file"),
+        ("missing_file", "h5 file not found"),
+    ],
+)
 def test_h5_broken_files_name_file_and_problem(tmp_path, case, expected):
     rgb, depth = make_frame(1)
     path = tmp_path / f"{case}.h5"
@@ -148,7 +160,7 @@ def test_csv_paths_relative_to_parent_like_densedepth(tmp_path):
     write_png_pair(tmp_path / "data" / "nyu2_test", "00000", *make_frame(3), bits=16)
     csv_path = tmp_path / "data" / "nyu2_test.csv"
     csv_path.write_text("data/nyu2_test/00000_colors.png,data/nyu2_test/00000_depth.png\n")
-    (rgb, depth), = read_csv_pairs(csv_path)
+    ((rgb, depth),) = read_csv_pairs(csv_path)
     assert rgb == tmp_path / "data" / "nyu2_test" / "00000_colors.png" and depth.is_file()
 
 
@@ -166,7 +178,9 @@ def test_labeled_mat_transposed_layout_and_split(tmp_path):
     np.testing.assert_array_equal(clone.read(0)[0], frames[0][0])
     mat.close()
 
-    scipy.io.savemat(tmp_path / "splits.mat", {"testNdxs": np.array([[2], [5]]), "trainNdxs": [[1]]})
+    scipy.io.savemat(
+        tmp_path / "splits.mat", {"testNdxs": np.array([[2], [5]]), "trainNdxs": [[1]]}
+    )
     assert load_split_indices(tmp_path / "splits.mat") == [1, 4]  # 1-based -> 0-based
     assert load_split_indices(tmp_path / "splits.mat", "trainNdxs") == [0]
     (tmp_path / "split.txt").write_text("1\n3\n")

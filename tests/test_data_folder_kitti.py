@@ -1,5 +1,6 @@
 """Data beyond NYU: a folder of images + depth maps with a depth scale, KITTI (Eigen split), the
 KITTI crops and the 80 m cap. Fixtures are written by the tests."""
+
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,13 @@ from meter_timm.data import (
     read_kitti_depth,
     read_kitti_split,
 )
-from meter_timm.mm.datasets import DepthFolderDataset, KITTIDepthDataset, NYUDepthDataset
 from meter_timm.evaluation import crop_mask, evaluate_depth
+from meter_timm.mm.datasets import DepthFolderDataset, KITTIDepthDataset, NYUDepthDataset
 from meter_timm.mm.metrics import DepthMetric
 
-SHARED_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nyu_eigen_test_sample"
+SHARED_SAMPLE = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nyu_eigen_test_sample"
+)
 
 
 def _rgb(path: Path, h: int, w: int, seed: int) -> np.ndarray:
@@ -48,8 +51,13 @@ def test_two_folders_matched_by_relative_name_with_mm_scale(tmp_path):
     # 65535 flagged invalid, 0 invalid, 12 m above the 10 m cap invalid
     np.testing.assert_allclose(depth, [[1.0, 2.5, 0.0], [0.0, 0.0, 0.5]], rtol=1e-6)
 
-    ds = DepthFolderDataset(str(tmp_path), depth_scale=1 / 1000, invalid_value=65535,
-                            pipeline=[dict(type="PackDepthInputs")], test_mode=True)
+    ds = DepthFolderDataset(
+        str(tmp_path),
+        depth_scale=1 / 1000,
+        invalid_value=65535,
+        pipeline=[dict(type="PackDepthInputs")],
+        test_mode=True,
+    )
     assert len(ds) == 2
     item = ds[1]
     torch.testing.assert_close(item["data_samples"].gt_depth[0], torch.from_numpy(depth))
@@ -65,7 +73,8 @@ def test_one_folder_with_suffixes_and_errors_naming_the_file(tmp_path):
     _png16(tmp_path / "0001_depth.png", np.full((4, 5), 256))
     pairs = discover_folder_pairs(tmp_path, image_suffix="_colors")
     assert [(Path(p.image).name, Path(p.depth).name) for p in pairs] == [
-        ("0001_colors.png", "0001_depth.png")]
+        ("0001_colors.png", "0001_depth.png")
+    ]
     np.testing.assert_allclose(read_depth_map(pairs[0].depth, 1 / 256), np.ones((4, 5)))
 
     _rgb(tmp_path / "0002_colors.png", 4, 5, 1)  # no depth map
@@ -75,7 +84,9 @@ def test_one_folder_with_suffixes_and_errors_naming_the_file(tmp_path):
 
     _png16(tmp_path / "0002_depth.png", np.ones((3, 5)))  # wrong size
     ds = DepthFolderDataset(str(tmp_path), depth_scale=1e-3, image_suffix="_colors")
-    with pytest.raises(DepthDataError, match=r"0002_depth.png: depth shape \(3, 5\) does not match"):
+    with pytest.raises(
+        DepthDataError, match=r"0002_depth.png: depth shape \(3, 5\) does not match"
+    ):
         ds[1]
     with pytest.raises(ValueError, match="depth_scale must be > 0"):
         DepthFolderDataset(str(tmp_path), depth_scale=0)
@@ -83,12 +94,19 @@ def test_one_folder_with_suffixes_and_errors_naming_the_file(tmp_path):
         discover_folder_pairs(tmp_path, depth_suffix="")
 
 
-@pytest.mark.skipif(not (SHARED_SAMPLE / "nyu2_test.csv").is_file(),
-                    reason="../shared/data/nyu_eigen_test_sample not available")
+@pytest.mark.skipif(
+    not (SHARED_SAMPLE / "nyu2_test.csv").is_file(),
+    reason="../shared/data/nyu_eigen_test_sample not available",
+)
 def test_folder_dataset_reads_the_real_nyu_sample_like_the_nyu_reader():
     pipeline = [dict(type="PackDepthInputs")]
-    folder = DepthFolderDataset(str(SHARED_SAMPLE), depth_scale=1 / 1000, image_suffix="_colors",
-                                pipeline=pipeline, test_mode=True)
+    folder = DepthFolderDataset(
+        str(SHARED_SAMPLE),
+        depth_scale=1 / 1000,
+        image_suffix="_colors",
+        pipeline=pipeline,
+        test_mode=True,
+    )
     nyu = NYUDepthDataset(str(SHARED_SAMPLE), pipeline=pipeline, test_mode=True)
     assert len(folder) == len(nyu) == 10
     for i in (0, 9):
@@ -114,7 +132,8 @@ def _kitti_fixture(root: Path) -> tuple[Path, Path, Path]:
         f"{drive}/image_02/data/0000000069.png 2011_09_26_drive_0002_sync/proj_depth/groundtruth/"
         "image_02/0000000069.png 721.5377\n"
         f"{drive}/image_02/data/0000000071.png None 721.5377\n"  # no ground truth: skipped
-        f"{drive} 70 r\n")  # Monodepth2 form
+        f"{drive} 70 r\n"
+    )  # Monodepth2 form
     return images, gt, split
 
 
@@ -130,17 +149,26 @@ def test_kitti_split_reader_and_depth_scale(tmp_path):
     capped = read_kitti_depth(samples[0].depth, max_depth=80.0)
     assert capped.max() <= 80.0 and (capped[depth > 80.0] == 0).all()
 
-    ds = KITTIDepthDataset(str(images), split_file=str(split), depth_root=str(gt),
-                           pipeline=[dict(type="PackDepthInputs")], test_mode=True)
+    ds = KITTIDepthDataset(
+        str(images),
+        split_file=str(split),
+        depth_root=str(gt),
+        pipeline=[dict(type="PackDepthInputs")],
+        test_mode=True,
+    )
     assert len(ds) == 2
     torch.testing.assert_close(ds[1]["data_samples"].gt_depth, torch.full((1, 6, 20), 2.0))
 
     bad = tmp_path / "bad.txt"
     bad.write_text(f"{split.read_text()}2011_09_26/x/image_02/data/1.png none.png 700\n")
-    with pytest.raises(DepthDataError, match=r"bad.txt:4: image 2011_09_26/x/image_02/data/1.png not found"):
+    with pytest.raises(
+        DepthDataError, match=r"bad.txt:4: image 2011_09_26/x/image_02/data/1.png not found"
+    ):
         read_kitti_split(bad, images, gt)
     with pytest.raises(DepthDataError, match="16-bit"):
-        read_kitti_depth(images / "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png")
+        read_kitti_depth(
+            images / "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png"
+        )
 
 
 def test_kitti_crops_by_hand():
@@ -161,11 +189,13 @@ def test_kitti_crops_by_hand():
 def test_80m_cap_and_garg_crop_in_the_metric():
     gt = torch.zeros(375, 1242)
     gt[200:300, 100:1000] = 40.0
-    gt[200:210, 100:1000] = 85.0   # above the cap: not evaluated
-    gt[10:20, 100:1000] = 20.0     # above the Garg crop: not evaluated
+    gt[200:210, 100:1000] = 85.0  # above the cap: not evaluated
+    gt[10:20, 100:1000] = 20.0  # above the Garg crop: not evaluated
     pred = torch.full_like(gt, 44.0)
-    pred[200:210] = 1000.0         # only where the ground truth is capped away
-    metric = DepthMetric(crop_type="garg_crop", max_depth_eval=80.0, depth_metrics=["abs_rel", "d1"])
+    pred[200:210] = 1000.0  # only where the ground truth is capped away
+    metric = DepthMetric(
+        crop_type="garg_crop", max_depth_eval=80.0, depth_metrics=["abs_rel", "d1"]
+    )
     metric.process(None, [dict(pred_depth=pred[None], gt_depth=gt[None])])
     result = metric.compute_metrics(metric.results)
     assert result["abs_rel"] == pytest.approx(0.1)
@@ -179,16 +209,30 @@ def test_80m_cap_and_garg_crop_in_the_metric():
 NYU_WEIGHTS = SHARED_SAMPLE.parents[1] / "weights" / "meter" / "build_model_best_nyu_xxs"
 
 
-@pytest.mark.skipif(not (SHARED_SAMPLE / "nyu2_test.csv").is_file() or not NYU_WEIGHTS.is_file(),
-                    reason="../shared sample or METER NYU weights not available")
+@pytest.mark.skipif(
+    not (SHARED_SAMPLE / "nyu2_test.csv").is_file() or not NYU_WEIGHTS.is_file(),
+    reason="../shared sample or METER NYU weights not available",
+)
 def test_eval_cli_on_folder_data_gives_the_nyu_figures(tmp_path):
     import json
 
     from meter_timm.cli import main
 
     common = ["eval", "meter_xxs.nyu", "--weights", str(NYU_WEIGHTS), "--data", str(SHARED_SAMPLE)]
-    assert main([*common, "--json", str(tmp_path / "folder.json"), "--depth-scale", "0.001",
-                 "--image-suffix", "_colors"]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "--json",
+                str(tmp_path / "folder.json"),
+                "--depth-scale",
+                "0.001",
+                "--image-suffix",
+                "_colors",
+            ]
+        )
+        == 0
+    )
     folder = json.loads((tmp_path / "folder.json").read_text())
     # the README's figures for these 10 pairs read through the NYU csv reader
     assert folder["abs_rel"] == pytest.approx(0.1763, abs=5e-5)
@@ -215,18 +259,43 @@ def test_kitti_test_config_end_to_end(tmp_path):
         model.backbone.decoder.conv_out.weight.mul_(1e5)
     weights = tmp_path / "w.pth"
     torch.save(model.state_dict(), weights)
-    config = Path(__file__).resolve().parents[1] / "mm_configs/meter/meter-xxs_kitti-192x636_test.py"
-    assert main(["test", str(config), "--checkpoint", str(weights), "--work-dir", str(tmp_path / "w"),
-                 "--json", str(tmp_path / "m.json"), "--cfg-options",
-                 f"test_dataloader.dataset.data_root={images}",
-                 f"test_dataloader.dataset.depth_root={gt}",
-                 f"test_dataloader.dataset.split_file={split}", "test_dataloader.num_workers=0"]) == 0
+    config = (
+        Path(__file__).resolve().parents[1] / "mm_configs/meter/meter-xxs_kitti-192x636_test.py"
+    )
+    assert (
+        main(
+            [
+                "test",
+                str(config),
+                "--checkpoint",
+                str(weights),
+                "--work-dir",
+                str(tmp_path / "w"),
+                "--json",
+                str(tmp_path / "m.json"),
+                "--cfg-options",
+                f"test_dataloader.dataset.data_root={images}",
+                f"test_dataloader.dataset.depth_root={gt}",
+                f"test_dataloader.dataset.split_file={split}",
+                "test_dataloader.num_workers=0",
+            ]
+        )
+        == 0
+    )
     via_config = json.loads((tmp_path / "m.json").read_text())
 
-    ds = KITTIDepthDataset(str(images), split_file=str(split), depth_root=str(gt), test_mode=True,
-                           pipeline=[dict(type="ResizeDepth", scale=(192, 636), resize_depth=False),
-                                     dict(type="PackDepthInputs")])
-    direct = evaluate(model, ds, metric=DepthMetric(max_depth_eval=80.0, crop_type="garg_crop"),
-                      progress=False)
+    ds = KITTIDepthDataset(
+        str(images),
+        split_file=str(split),
+        depth_root=str(gt),
+        test_mode=True,
+        pipeline=[
+            dict(type="ResizeDepth", scale=(192, 636), resize_depth=False),
+            dict(type="PackDepthInputs"),
+        ],
+    )
+    direct = evaluate(
+        model, ds, metric=DepthMetric(max_depth_eval=80.0, crop_type="garg_crop"), progress=False
+    )
     assert via_config == pytest.approx(direct, rel=1e-6)
     assert 0 < via_config["abs_rel"] < 10

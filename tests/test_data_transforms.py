@@ -2,6 +2,7 @@
 
 Time budget: ~3 s.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,12 @@ import torch
 
 import meter_timm.mm  # noqa: F401
 from meter_timm.mm.transforms import (
-    ColorDepthShift, PackDepthInputs, RandomChannelSwap, RandomDepthCrop, RandomMirror, ResizeDepth,
+    ColorDepthShift,
+    PackDepthInputs,
+    RandomChannelSwap,
+    RandomDepthCrop,
+    RandomMirror,
+    ResizeDepth,
 )
 
 H, W = 40, 64
@@ -42,8 +48,11 @@ def check_register(results, tol):
 def test_mirror_crop_resize_keep_register(seed):
     np.random.seed(seed)
     results = ramp_frame()
-    for t in (RandomMirror(prob=0.5), RandomDepthCrop(crop_ratio=0.75, prob=1.0),
-              ResizeDepth(scale=(16, 24))):
+    for t in (
+        RandomMirror(prob=0.5),
+        RandomDepthCrop(crop_ratio=0.75, prob=1.0),
+        ResizeDepth(scale=(16, 24)),
+    ):
         results = t(results)
         check_register(results, tol=0.04)  # < one source column step (0.05 m)
     assert results["img"].shape == (16, 24, 3) and results["gt_depth"].shape == (16, 24)
@@ -100,7 +109,9 @@ def test_color_depth_shift_integer_cm_and_invalid_stays_invalid():
         assert out["gt_depth"][0, 0] == 0.0
         if shift > 0.01:
             assert out["gt_depth"][0, 1] == 0.0
-        np.testing.assert_allclose(out["gt_depth"][1:], ramp_frame()["gt_depth"][1:] + shift, atol=1e-5)
+        np.testing.assert_allclose(
+            out["gt_depth"][1:], ramp_frame()["gt_depth"][1:] + shift, atol=1e-5
+        )
         assert out["img"].dtype == np.uint8
     assert len(shifts) > 8
 
@@ -144,8 +155,12 @@ def test_random_draws_are_mmcv_cache_randomness():
     ``cache_random_params`` two frames get the same flip, channel order, crop window and shift."""
     from mmcv.transforms.utils import cache_random_params
 
-    transforms = [RandomMirror(prob=0.5), RandomChannelSwap(prob=0.5),
-                  RandomDepthCrop(crop_ratio=0.8, prob=0.5), ColorDepthShift(prob=0.5)]
+    transforms = [
+        RandomMirror(prob=0.5),
+        RandomChannelSwap(prob=0.5),
+        RandomDepthCrop(crop_ratio=0.8, prob=0.5),
+        ColorDepthShift(prob=0.5),
+    ]
     np.random.seed(0)
     for _ in range(8):
         outputs = []

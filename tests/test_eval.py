@@ -3,6 +3,7 @@ authors' METER xxs scores on the 10 real NYU test pairs.
 
 Time budget: ~40 s (the reproduction runs the METER xxs network on 10 images twice).
 """
+
 from __future__ import annotations
 
 import json
@@ -10,23 +11,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_data import write_csv_set
 
 import meter_timm.mm  # noqa: F401
-from meter_timm.cli import main as cli_main
 from meter_timm.checkpoint import load_weights
+from meter_timm.cli import main as cli_main
 from meter_timm.mm.model import DepthEstimator
 from meter_timm.mm.registry import MODELS
 from meter_timm.mm.structures import DepthDataSample
-
-from test_data import write_csv_set
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SAMPLE = SHARED / "data" / "nyu_eigen_test_sample"
 WEIGHTS = SHARED / "weights" / "meter" / "build_model_best_nyu_xxs"
 # the original implementation's scores on the 10 pairs (../shared/docs/meter-facts.md, section 3)
-REFERENCE = dict(rmse=0.5604, abs_rel=0.1763, sq_rel=0.1166, d1=0.7303, d2=0.9741, d3=0.9941,
-                 log10=0.0697, rmse_log=0.1949)
+REFERENCE = dict(
+    rmse=0.5604,
+    abs_rel=0.1763,
+    sq_rel=0.1166,
+    d1=0.7303,
+    d2=0.9741,
+    d3=0.9941,
+    log10=0.0697,
+    rmse_log=0.1949,
+)
 
 
 def batch(n=2, h=64, w=96, gt_size=None):
@@ -37,12 +45,15 @@ def batch(n=2, h=64, w=96, gt_size=None):
         s = DepthDataSample(metainfo=dict(ori_shape=(gh, gw)))
         s.gt_depth = torch.rand(1, gh, gw) * 5 + 0.5
         samples.append(s)
-    return dict(inputs=[torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for _ in range(n)],
-                data_samples=samples)
+    return dict(
+        inputs=[torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for _ in range(n)],
+        data_samples=samples,
+    )
 
 
-@pytest.mark.parametrize("backbone", [dict(name="meter_xxs"),
-                                      dict(name="test_resnet", features_only=True)])
+@pytest.mark.parametrize(
+    "backbone", [dict(name="meter_xxs"), dict(name="test_resnet", features_only=True)]
+)
 def test_modes(backbone):
     model = MODELS.build(dict(type="DepthEstimator", backbone=dict(backbone, pretrained=False)))
     data = model.data_preprocessor(batch(gt_size=(120, 180)), True)
@@ -60,8 +71,9 @@ def test_modes(backbone):
 
 
 def test_loss_resizes_target_nearest_and_masks_invalid():
-    model = DepthEstimator(backbone=dict(name="test_resnet", features_only=True),
-                           decoder=dict(init_depth=2.0))
+    model = DepthEstimator(
+        backbone=dict(name="test_resnet", features_only=True), decoder=dict(init_depth=2.0)
+    )
     data = model.data_preprocessor(batch(n=1), True)
     gt = torch.full((1, 64, 96), 2.0)
     gt[:, :, :48] = 0.0  # left half invalid
@@ -82,11 +94,15 @@ def test_selectivity_is_attached_and_called():
             calls["depth"], calls["base"] = depth, base_loss
             return {"loss_selectivity": depth.sum() * 0, "sel/x": torch.tensor(1.0)}
 
-    model = DepthEstimator(backbone=dict(name="meter_xxs"), selectivity=dict(type="_RecordingSelectivity"))
+    model = DepthEstimator(
+        backbone=dict(name="meter_xxs"), selectivity=dict(type="_RecordingSelectivity")
+    )
     assert calls["attached"] is model.backbone
     losses = model(**model.data_preprocessor(batch(gt_size=(64, 96)), True), mode="loss")
     assert "loss_selectivity" in losses and calls["depth"].shape == (2, 1, 64, 96)
-    assert not calls["base"].requires_grad and float(calls["base"]) == pytest.approx(float(losses["loss_l1"].detach()))
+    assert not calls["base"].requires_grad and float(calls["base"]) == pytest.approx(
+        float(losses["loss_l1"].detach())
+    )
 
 
 def test_load_weights_wrapper_and_raw_backbone(tmp_path):
@@ -100,8 +116,14 @@ def test_load_weights_wrapper_and_raw_backbone(tmp_path):
     hub = MessageHub.get_instance("test_load_weights")
     hub.update_scalar("train/loss", 1.0)
     # like an mmengine checkpoint: objects that a weights-only load refuses next to the weights
-    torch.save({"meta": {"epoch": 3, "seed": np.int64(0)}, "state_dict": src.state_dict(),
-                "message_hub": hub.state_dict()}, tmp_path / "mm.pth")
+    torch.save(
+        {
+            "meta": {"epoch": 3, "seed": np.int64(0)},
+            "state_dict": src.state_dict(),
+            "message_hub": hub.state_dict(),
+        },
+        tmp_path / "mm.pth",
+    )
     torch.save(src.backbone.state_dict(), tmp_path / "raw.pth")
     for name, kind in (("mm.pth", "wrapper"), ("raw.pth", "backbone")):
         dst = DepthEstimator(backbone=dict(name="meter_xxs")).eval()
@@ -119,12 +141,36 @@ def test_eval_command_on_tiny_csv(tmp_path, capsys):
     model = DepthEstimator(backbone=dict(name="test_resnet", features_only=True))
     torch.save({"state_dict": model.state_dict()}, tmp_path / "w.pth")
     out = tmp_path / "m.json"
-    rc = cli_main(["eval", "test_resnet", "--features-only", "--weights", str(tmp_path / "w.pth"),
-                   "--data", str(csv_path), "--json", str(out), "--input-size", "32", "48",
-                   "--no-crop"])
+    rc = cli_main(
+        [
+            "eval",
+            "test_resnet",
+            "--features-only",
+            "--weights",
+            str(tmp_path / "w.pth"),
+            "--data",
+            str(csv_path),
+            "--json",
+            str(out),
+            "--input-size",
+            "32",
+            "48",
+            "--no-crop",
+        ]
+    )
     assert rc == 0
     metrics = json.loads(out.read_text())
-    assert set(metrics) == {"d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog"}
+    assert set(metrics) == {
+        "d1",
+        "d2",
+        "d3",
+        "abs_rel",
+        "sq_rel",
+        "rmse",
+        "rmse_log",
+        "log10",
+        "silog",
+    }
     assert "rmse" in capsys.readouterr().out
 
 
@@ -141,8 +187,23 @@ def _assert_reproduces(metrics):
 def test_reproduction_eval_command(tmp_path):
     _require_shared()
     out = tmp_path / "eval.json"
-    assert cli_main(["eval", "meter_xxs.nyu", "--weights", str(WEIGHTS), "--data", str(SAMPLE),
-                     "--json", str(out), "--batch-size", "10"]) == 0
+    assert (
+        cli_main(
+            [
+                "eval",
+                "meter_xxs.nyu",
+                "--weights",
+                str(WEIGHTS),
+                "--data",
+                str(SAMPLE),
+                "--json",
+                str(out),
+                "--batch-size",
+                "10",
+            ]
+        )
+        == 0
+    )
     _assert_reproduces(json.loads(out.read_text()))
 
 
@@ -150,8 +211,24 @@ def test_reproduction_test_command(tmp_path):
     _require_shared()
     out = tmp_path / "test.json"
     config = REPO / "mm_configs" / "meter" / "meter-xxs_nyu-192x256_test.py"
-    assert cli_main(["test", str(config), "--checkpoint", str(WEIGHTS), "--data", str(SAMPLE),
-                     "--work-dir", str(tmp_path / "wd"), "--json", str(out),
-                     "--cfg-options", "test_dataloader.num_workers=0",
-                     "test_dataloader.batch_size=10"]) == 0
+    assert (
+        cli_main(
+            [
+                "test",
+                str(config),
+                "--checkpoint",
+                str(WEIGHTS),
+                "--data",
+                str(SAMPLE),
+                "--work-dir",
+                str(tmp_path / "wd"),
+                "--json",
+                str(out),
+                "--cfg-options",
+                "test_dataloader.num_workers=0",
+                "test_dataloader.batch_size=10",
+            ]
+        )
+        == 0
+    )
     _assert_reproduces(json.loads(out.read_text()))

@@ -4,6 +4,7 @@
 collection drops it again, so per-image averaging must still be over exactly 5 images.
 Time budget: ~15-35 s (two spawned processes import torch and mmengine).
 """
+
 from __future__ import annotations
 
 import json
@@ -13,27 +14,35 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_data import make_frame, write_h5
 
 from meter_timm.distributed import exit_process_group
-from test_data import make_frame, write_h5
 
 
 def _evaluate(data_dir: str, weights: str, world_size: int = 1) -> dict:
-    import meter_timm.mm  # noqa: F401
     from mmengine.dataset import DefaultSampler, pseudo_collate
     from mmengine.evaluator import Evaluator
 
+    import meter_timm.mm  # noqa: F401
+    from meter_timm.checkpoint import load_weights
     from meter_timm.mm.datasets import NYUDepthDataset
     from meter_timm.mm.metrics import DepthMetric
-    from meter_timm.checkpoint import load_weights
     from meter_timm.mm.model import DepthEstimator
 
     dataset = NYUDepthDataset(
-        data_root=data_dir, test_mode=True,
-        pipeline=[dict(type="ResizeDepth", scale=(64, 96), resize_depth=False),
-                  dict(type="PackDepthInputs")])
-    loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=pseudo_collate,
-                                         sampler=DefaultSampler(dataset, shuffle=False))
+        data_root=data_dir,
+        test_mode=True,
+        pipeline=[
+            dict(type="ResizeDepth", scale=(64, 96), resize_depth=False),
+            dict(type="PackDepthInputs"),
+        ],
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=2,
+        collate_fn=pseudo_collate,
+        sampler=DefaultSampler(dataset, shuffle=False),
+    )
     model = DepthEstimator(backbone=dict(name="meter_xxs")).eval()
     load_weights(model, weights)
     evaluator = Evaluator(DepthMetric(crop_type="nyu_crop"))
@@ -49,8 +58,9 @@ def _evaluate(data_dir: str, weights: str, world_size: int = 1) -> dict:
 def _worker(rank: int, world_size: int, init_file: str, data_dir: str, weights: str, out: str):
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     result = _evaluate(data_dir, weights, world_size)
     Path(f"{out}.{rank}").write_text(json.dumps(result))
     exit_process_group()  # barrier, teardown, and an exit gloo cannot abort
@@ -65,16 +75,22 @@ def test_two_gloo_processes_match_one(tmp_path):
     torch.manual_seed(0)
     from meter_timm.mm.model import DepthEstimator
 
-    torch.save({"state_dict": DepthEstimator(backbone=dict(name="meter_xxs")).state_dict()},
-               tmp_path / "w.pth")
+    torch.save(
+        {"state_dict": DepthEstimator(backbone=dict(name="meter_xxs")).state_dict()},
+        tmp_path / "w.pth",
+    )
     single = _evaluate(str(tmp_path / "data"), str(tmp_path / "w.pth"))
     assert single["seen"] == 5
 
     out = str(tmp_path / "result")
     # spawn, not fork: forking a process whose OpenMP pool has run can deadlock
-    mp.start_processes(_worker, args=(2, str(tmp_path / "pg_init"), str(tmp_path / "data"),
-                                     str(tmp_path / "w.pth"), out), nprocs=2, join=True,
-                       start_method="spawn")
+    mp.start_processes(
+        _worker,
+        args=(2, str(tmp_path / "pg_init"), str(tmp_path / "data"), str(tmp_path / "w.pth"), out),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
     ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
     assert [r["seen"] for r in ranks] == [3, 3]  # 5 frames padded to 6 by the sampler
     for r in ranks:  # every rank receives the gathered result

@@ -3,6 +3,7 @@
 The ONNX tests need the ``export`` extra (CI installs it) and use the authors' NYU xxs weights when
 ../shared holds them, random weights otherwise. About 25 s on 2 cores (two exports).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,13 @@ import torch
 from meter_timm.cli import main
 from meter_timm.deploy import build_model, export_onnx, run_onnx, save_hub_folder
 
-NYU_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "meter" / "build_model_best_nyu_xxs"
+NYU_WEIGHTS = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "weights"
+    / "meter"
+    / "build_model_best_nyu_xxs"
+)
 
 
 @pytest.fixture
@@ -43,7 +50,9 @@ def test_export_cli_onnx_runtime_matches_pytorch(weights_file, tmp_path, capsys)
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     out = tmp_path / "meter_xxs_nyu.onnx"
-    assert main(["export", "meter_xxs.nyu", "--weights", str(weights_file), "--onnx", str(out)]) == 0
+    assert (
+        main(["export", "meter_xxs.nyu", "--weights", str(weights_file), "--onnx", str(out)]) == 0
+    )
     printed = capsys.readouterr().out
     assert "['batch', 3, 192, 256]" in printed and "(ok 1e-4)" in printed
     model = build_model("meter_xxs.nyu", weights_file)
@@ -64,8 +73,15 @@ def test_export_fused_model_at_a_padded_size(weights_file, tmp_path):
     pytest.importorskip("onnxscript")
     model = build_model("meter_xxs.nyu", weights_file)
     fused = build_model("meter_xxs.nyu", weights_file).fuse(channels_last=False)
-    info = export_onnx(fused, tmp_path / "fused.onnx", 70, 90)  # padded to 93x125 inside, cropped back
-    assert info["input_shape"] == ["batch", 3, 70, 90] and info["output_shape"] == ["batch", 1, 18, 23]
+    info = export_onnx(
+        fused, tmp_path / "fused.onnx", 70, 90
+    )  # padded to 93x125 inside, cropped back
+    assert info["input_shape"] == ["batch", 3, 70, 90] and info["output_shape"] == [
+        "batch",
+        1,
+        18,
+        23,
+    ]
     assert info["opset"] >= 17
     x = torch.randn(2, 3, 70, 90, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -79,19 +95,23 @@ def test_convert_writes_timm_hub_layout(weights_file, tmp_path, capsys):
     assert "local-dir:" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "meter_xxs"
-    assert config["pretrained_cfg"]["depth_unit"] == "cm" and config["pretrained_cfg"]["tag"] == "nyu"
+    assert (
+        config["pretrained_cfg"]["depth_unit"] == "cm" and config["pretrained_cfg"]["tag"] == "nyu"
+    )
     assert "num_classes" not in config  # would turn the depth model into a backbone on loading
     # safetensors: a JSON header and raw tensors, no pickle
     raw = (out / "model.safetensors").read_bytes()
     header_len = int.from_bytes(raw[:8], "little")
-    assert json.loads(raw[8:8 + header_len])["encoder.0.spatial.weight"]["shape"] == [16, 3, 3, 3]
+    assert json.loads(raw[8 : 8 + header_len])["encoder.0.spatial.weight"]["shape"] == [16, 3, 3, 3]
     original = build_model("meter_xxs.nyu", weights_file)
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         ref = original(x)
-        for model in (timm.create_model(f"local-dir:{out}", pretrained=True),
-                      build_model("meter_xxs.nyu", out),                          # the folder
-                      build_model("meter_xxs.nyu", out / "model.safetensors")):   # the file
+        for model in (
+            timm.create_model(f"local-dir:{out}", pretrained=True),
+            build_model("meter_xxs.nyu", out),  # the folder
+            build_model("meter_xxs.nyu", out / "model.safetensors"),
+        ):  # the file
             assert model.output_scale == 0.01
             assert torch.equal(model.eval()(x), ref)
     # a hub folder without weights names what it expected
@@ -115,7 +135,12 @@ def test_mmengine_load_checkpoint_reads_safetensors(tmp_path):
 
     torch.manual_seed(0)
     source = timm.create_model("meter_xxs")
-    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "w.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "w.safetensors"
+    )
     target = timm.create_model("meter_xxs")
     load_checkpoint(target, str(tmp_path / "w.safetensors"), map_location="cpu", strict=True)
-    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(source.state_dict().values(), target.state_dict().values())
+    )

@@ -1,5 +1,6 @@
 """SelectivityHook / RandomStateHook state and schedules (the safe checkpoint loader is tested in
 test_checkpoint_safety.py; budget: < 5 s; no training)."""
+
 from __future__ import annotations
 
 import random
@@ -33,8 +34,9 @@ class _Model(torch.nn.Module):
 def _runner(iteration=0, resume=True, name="hooktest"):
     hub = MessageHub.get_instance(f"{name}_{random.random()}")
     logger = SimpleNamespace(info=lambda *a, **k: None)
-    return SimpleNamespace(model=_Model(), iter=iteration, message_hub=hub, logger=logger,
-                           _resume=resume)
+    return SimpleNamespace(
+        model=_Model(), iter=iteration, message_hub=hub, logger=logger, _resume=resume
+    )
 
 
 def test_lambda_warmup_is_linear():
@@ -70,7 +72,10 @@ def test_hook_state_survives_a_checkpoint_round_trip(tmp_path):
     runner = _runner()
     hook.before_train(runner)
     hook.refits, hook.val_epochs = 4, 2
-    hook.last_report = {"selectivity": {"encoder.6": np.float64(0.25)}, "files": [tmp_path / "a.png"]}
+    hook.last_report = {
+        "selectivity": {"encoder.6": np.float64(0.25)},
+        "files": [tmp_path / "a.png"],
+    }
     runner.model.selectivity.lam = 0.2  # warm-up in progress: must not become the target
     checkpoint = {}
     hook.before_save_checkpoint(runner, checkpoint)
@@ -80,7 +85,10 @@ def test_hook_state_survives_a_checkpoint_round_trip(tmp_path):
     fresh = SelectivityHook(warmup_iters=10)
     fresh.after_load_checkpoint(_runner(resume=True), loaded)
     assert fresh.target_lambda == 2.0 and fresh.refits == 4 and fresh.val_epochs == 2
-    assert fresh.last_report == {"selectivity": {"encoder.6": 0.25}, "files": [str(tmp_path / "a.png")]}
+    assert fresh.last_report == {
+        "selectivity": {"encoder.6": 0.25},
+        "files": [str(tmp_path / "a.png")],
+    }
     # load_from (weights only, no resume) leaves the hook alone
     other = SelectivityHook()
     other.after_load_checkpoint(_runner(resume=False), loaded)

@@ -1,4 +1,5 @@
 """BalancedLoss and SiLogLoss against values computed by hand (budget: < 5 s)."""
+
 import math
 
 import pytest
@@ -26,16 +27,22 @@ def test_constant_offset_matches_hand_computation_in_centimetres():
     terms = BalancedLoss(mask_invalid=False)(_const(2.05), _const(2.0))
     assert terms["loss_depth"].item() == pytest.approx(5.0)
     # constant maps: zero variance, so SSIM = (2 p g + C1) / (p^2 + g^2 + C1), C1 = (0.01 * 1000)^2
-    c1 = 10.0 ** 2
-    assert terms["loss_ssim"].item() == pytest.approx(100 * (1 - (2 * p * g + c1) / (p * p + g * g + c1)))
+    c1 = 10.0**2
+    assert terms["loss_ssim"].item() == pytest.approx(
+        100 * (1 - (2 * p * g + c1) / (p * p + g * g + c1))
+    )
     # Sobel of a constant c with zero padding: 0 inside, -/+4c on the left/right columns' 10 edge
     # pixels, -/+3c at the 4 corners; gy likewise on the top/bottom rows. Per direction, 2 * (10*4 + 2*3)
     # = 92 units of |gx_p - gx_g| = 92 * 5 over 144 pixels.
     mean_abs = 92 * 5.0 / 144
     assert terms["loss_grad"].item() == pytest.approx((mean_abs + mean_abs) / 0.5)
+
     # normals: edge pixels (4c, 0, 1), corners (3c, 3c, 1); everything else (0, 0, 1)
     def cos(a, b):
-        return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+        return sum(x * y for x, y in zip(a, b)) / math.sqrt(
+            sum(x * x for x in a) * sum(y * y for y in b)
+        )
+
     edge = 1 - cos((4 * p, 0, 1), (4 * g, 0, 1))
     corner = 1 - cos((3 * p, 3 * p, 1), (3 * g, 3 * g, 1))
     expected = 100 * (40 * edge + 4 * corner) / 144
@@ -97,7 +104,9 @@ def test_silog_hand_values():
     assert set(out) == {"loss_silog"}
     assert out["loss_silog"].item() == pytest.approx(10 * math.sqrt(0.15) * math.log(2), rel=1e-5)
     # fully scale-invariant: a global scale costs nothing
-    assert SiLogLoss(variance_focus=1.0, loss_weight=1.0)(pred, gt, gt > 0)["loss_silog"].item() < 1e-3
+    assert (
+        SiLogLoss(variance_focus=1.0, loss_weight=1.0)(pred, gt, gt > 0)["loss_silog"].item() < 1e-3
+    )
 
 
 def test_losses_build_from_the_registry_and_check_shapes():

@@ -1,4 +1,5 @@
 """DepthMetric against hand-computed values. Time budget: ~2 s."""
+
 from __future__ import annotations
 
 import math
@@ -25,10 +26,15 @@ def test_hand_computed_values():
     m = evaluate_depth(pred, gt, crop_type=None)
     ln2 = math.log(2)
     expected = {
-        "d1": 0.5, "d2": 0.5, "d3": 0.5,  # ratio 2 > 1.25^3 = 1.953
-        "abs_rel": 0.5 * (1 / 2), "sq_rel": 0.5 * (1 / 2), "rmse": math.sqrt(0.5),
-        "rmse_log": math.sqrt(0.5 * ln2 ** 2), "log10": 0.5 * math.log10(2),
-        "silog": math.sqrt(0.5 * ln2 ** 2 - 0.5 * (0.5 * ln2) ** 2),
+        "d1": 0.5,
+        "d2": 0.5,
+        "d3": 0.5,  # ratio 2 > 1.25^3 = 1.953
+        "abs_rel": 0.5 * (1 / 2),
+        "sq_rel": 0.5 * (1 / 2),
+        "rmse": math.sqrt(0.5),
+        "rmse_log": math.sqrt(0.5 * ln2**2),
+        "log10": 0.5 * math.log10(2),
+        "silog": math.sqrt(0.5 * ln2**2 - 0.5 * (0.5 * ln2) ** 2),
     }
     assert set(m) == set(DEPTH_METRICS)
     for k, v in expected.items():
@@ -80,8 +86,13 @@ def test_per_image_average_not_per_pixel():
     metric = METRICS.build(dict(type="DepthMetric", crop_type=None))
     big_gt = torch.full((1, 10, 10), 2.0)
     small_gt = torch.full((1, 1, 2), 2.0)
-    metric.process(None, [dict(pred_depth=big_gt.clone(), gt_depth=big_gt),  # exact, 100 px
-                          dict(pred_depth=torch.full((1, 1, 2), 1.0), gt_depth=small_gt)])
+    metric.process(
+        None,
+        [
+            dict(pred_depth=big_gt.clone(), gt_depth=big_gt),  # exact, 100 px
+            dict(pred_depth=torch.full((1, 1, 2), 1.0), gt_depth=small_gt),
+        ],
+    )
     metric.process(None, [dict(pred_depth=torch.ones(1, 1, 2), gt_depth=torch.zeros(1, 1, 2))])
     result = metric.evaluate(3)
     assert result["abs_rel"] == pytest.approx((0.0 + 0.5) / 2)  # per pixel would be ~0.0098
@@ -112,23 +123,46 @@ def test_undefined_metrics_are_null_with_a_warning_naming_the_images(capsys):
     MMLogger.get_current_instance().addHandler(handler)
     try:
         metric = DepthMetric(crop_type=None)
-        metric.process(None, [dict(pred_depth=torch.ones(1, 2, 2), gt_depth=torch.zeros(1, 2, 2),
-                                   img_path="rooms/a.png"),
-                              dict(pred_depth=torch.ones(1, 2, 2), gt_depth=torch.full((1, 2, 2), 50.0),
-                                   img_path="rooms/b.png")])
+        metric.process(
+            None,
+            [
+                dict(
+                    pred_depth=torch.ones(1, 2, 2),
+                    gt_depth=torch.zeros(1, 2, 2),
+                    img_path="rooms/a.png",
+                ),
+                dict(
+                    pred_depth=torch.ones(1, 2, 2),
+                    gt_depth=torch.full((1, 2, 2), 50.0),
+                    img_path="rooms/b.png",
+                ),
+            ],
+        )
         result = metric.evaluate(2)
         # one image valid but predicted NaN: the averages are undefined too
         nan_metric = DepthMetric(crop_type=None)
-        nan_metric.process(None, [dict(pred_depth=torch.full((1, 2, 2), float("nan")),
-                                       gt_depth=torch.full((1, 2, 2), 2.0), img_path="rooms/c.png")])
+        nan_metric.process(
+            None,
+            [
+                dict(
+                    pred_depth=torch.full((1, 2, 2), float("nan")),
+                    gt_depth=torch.full((1, 2, 2), 2.0),
+                    img_path="rooms/c.png",
+                )
+            ],
+        )
         nan_result = nan_metric.evaluate(1)
     finally:
         MMLogger.get_current_instance().removeHandler(handler)
     assert all(value is None for value in result.values()) and list(result) == list(DEPTH_METRICS)
     assert all(value is None for value in nan_result.values())
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
-    assert any("2 of 2 image(s) have no valid ground-truth pixel" in m and "rooms/a.png" in m
-               and "rooms/b.png" in m for m in warnings), warnings
+    assert any(
+        "2 of 2 image(s) have no valid ground-truth pixel" in m
+        and "rooms/a.png" in m
+        and "rooms/b.png" in m
+        for m in warnings
+    ), warnings
     assert any("non-finite" in m and "rooms/c.png" in m for m in warnings), warnings
     # strict JSON: null, never a bare NaN (json.loads would accept NaN; allow none)
     text = metrics_to_json({**result, "extra": float("inf")})

@@ -7,6 +7,7 @@
   finite losses and an abs_rel within 1.5x of the float32 run;
 * the process-group backend: nccl with CUDA, gloo without, a config's own choice wins.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ from unittest import mock
 
 import pytest
 import torch
-
 from _training import QUICKSTART, make_tiny_data, tiny_config
+
 from meter_timm.cli import main as cli_main
 
 
@@ -38,7 +39,9 @@ def test_depth_losses_are_float32_under_autocast(dtype):
     pred_half = pred.to(dtype).requires_grad_()
     for loss in (BalancedLoss(), SiLogLoss()):
         target_half = target.to(dtype)
-        reference = loss(pred_half.detach().float(), target_half.float(), valid)  # float32, no autocast
+        reference = loss(
+            pred_half.detach().float(), target_half.float(), valid
+        )  # float32, no autocast
         with torch.autocast("cpu", dtype=dtype):
             got = loss(pred_half, target_half, valid)
         for key, value in got.items():
@@ -62,7 +65,9 @@ def test_selectivity_statistics_are_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.float16):
         got = loss(depth.half(), features={"x": half_act})
     assert got["loss_selectivity"].dtype == torch.float32
-    torch.testing.assert_close(got["loss_selectivity"], reference["loss_selectivity"], rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(
+        got["loss_selectivity"], reference["loss_selectivity"], rtol=1e-3, atol=1e-6
+    )
     got["loss_selectivity"].backward()
     assert half_act.grad is not None and torch.isfinite(half_act.grad.float()).all()
 
@@ -71,7 +76,9 @@ def test_selectivity_loss_without_valid_bins_is_zero_with_a_gradient():
     from meter_timm.selectivity import SelectivityLoss
 
     act = torch.rand(1, 4, 3, 3, requires_grad=True)
-    out = SelectivityLoss([dict(name="x", num_bins=2)], lam=1.0)(torch.zeros(1, 1, 6, 6), features={"x": act})
+    out = SelectivityLoss([dict(name="x", num_bins=2)], lam=1.0)(
+        torch.zeros(1, 1, 6, 6), features={"x": act}
+    )
     assert float(out["loss_selectivity"].detach()) == 0.0
     out["loss_selectivity"].backward()
     assert act.grad is not None and torch.all(act.grad == 0)
@@ -85,8 +92,9 @@ def tiny_data(tmp_path_factory):
 
 def _train(tiny_data, work_dir, capsys, *extra):
     """2 epochs of 16 iterations through ``meter-timm train``; (abs_rel, logged losses)."""
-    cfg = tiny_config(tiny_data, work_dir, epochs=2, batch_size=2, mirror=False,
-                      checkpoint_interval=2)
+    cfg = tiny_config(
+        tiny_data, work_dir, epochs=2, batch_size=2, mirror=False, checkpoint_interval=2
+    )
     cfg.optim_wrapper.optimizer.lr = 5e-3
     cfg.custom_hooks = []  # no dissection plots: this test is about the losses
     path = work_dir.parent / f"{work_dir.name}.py"
@@ -95,8 +103,10 @@ def _train(tiny_data, work_dir, capsys, *extra):
     assert cli_main(["train", str(path), *extra]) == 0
     out = capsys.readouterr().out
     abs_rel = float(re.search(r"\| abs_rel \| ([0-9.]+) \|", out).group(1))
-    scalars = [json.loads(line) for line in
-               next(work_dir.glob("*/vis_data/scalars.json")).read_text().splitlines()]
+    scalars = [
+        json.loads(line)
+        for line in next(work_dir.glob("*/vis_data/scalars.json")).read_text().splitlines()
+    ]
     losses = [row["loss"] for row in scalars if "loss" in row]
     return abs_rel, losses
 
@@ -128,14 +138,18 @@ def test_amp_option_picks_the_wrapper_and_dtype():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     cfg = build_config(parser.parse_args([str(QUICKSTART), "--amp", "--compile"]))
-    assert cfg.optim_wrapper.type == "MixedPrecisionOptimWrapper" and cfg.optim_wrapper.dtype is None
+    assert (
+        cfg.optim_wrapper.type == "MixedPrecisionOptimWrapper" and cfg.optim_wrapper.dtype is None
+    )
     assert cfg.compile is True
     assert build_config(parser.parse_args([str(QUICKSTART)])).get("compile") is None
     assert resolve_amp_dtype(None, "cpu") == "bfloat16"
     with mock.patch("torch.cuda.is_bf16_supported", return_value=False):
         assert resolve_amp_dtype(None, "cuda") == "float16"
     net = torch.nn.Linear(2, 1)
-    bf16 = MixedPrecisionOptimWrapper(optimizer=torch.optim.SGD(net.parameters(), lr=0.1), device_type="cpu")
+    bf16 = MixedPrecisionOptimWrapper(
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1), device_type="cpu"
+    )
     assert bf16.cast_dtype == torch.bfloat16 and bf16.loss_scaler is None
     with bf16.optim_context(net):
         assert net(torch.rand(3, 2)).dtype == torch.bfloat16
@@ -158,7 +172,9 @@ def test_backend_follows_cuda(cuda, expected):
         cfg = build_config(_parsed("--launcher", "pytorch"))
         assert cfg.env_cfg.dist_cfg.backend == expected
         # a backend the config names wins (gloo on GPUs is valid)
-        named = build_config(_parsed("--launcher", "pytorch", "--cfg-options", "env_cfg.dist_cfg.backend=gloo"))
+        named = build_config(
+            _parsed("--launcher", "pytorch", "--cfg-options", "env_cfg.dist_cfg.backend=gloo")
+        )
         assert named.env_cfg.dist_cfg.backend == "gloo"
 
 
@@ -168,7 +184,9 @@ def test_nccl_without_cuda_is_a_clear_error():
 
     with mock.patch("torch.cuda.is_available", return_value=False):
         with pytest.raises(SystemExit, match="backend='nccl' needs CUDA"):
-            build_config(_parsed("--launcher", "pytorch", "--cfg-options", "env_cfg.dist_cfg.backend=nccl"))
+            build_config(
+                _parsed("--launcher", "pytorch", "--cfg-options", "env_cfg.dist_cfg.backend=nccl")
+            )
     assert choose_backend({"backend": "nccl"}, cuda_available=True) == "nccl"
     assert choose_backend(None, cuda_available=False) == "gloo"
 
@@ -180,11 +198,18 @@ def test_channels_last_model_matches_the_default_layout():
 
     def build(channels_last):
         torch.manual_seed(0)
-        return MODELS.build(dict(type="DepthEstimator", backbone=dict(name="meter_xxs"),
-                                 channels_last=channels_last)).eval()
+        return MODELS.build(
+            dict(
+                type="DepthEstimator", backbone=dict(name="meter_xxs"), channels_last=channels_last
+            )
+        ).eval()
 
     default, fast = build(False), build(True)
-    conv = next(m for m in fast.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
+    conv = next(
+        m
+        for m in fast.backbone.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)
+    )
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not conv.weight.is_contiguous()  # really re-laid out, not a 1x1 that is both
     x = torch.randn(2, 3, 64, 96)
@@ -197,15 +222,28 @@ def test_train_with_channels_last_and_compile(tiny_data, tmp_path, capsys):
     (the cheap ``eager`` backend: the wiring is under test here, not inductor's speed)."""
     from torch._dynamo.utils import counters
 
-    cfg = tiny_config(tiny_data, tmp_path / "work", epochs=1, batch_size=4, mirror=False,
-                      checkpoint_interval=1)
+    cfg = tiny_config(
+        tiny_data, tmp_path / "work", epochs=1, batch_size=4, mirror=False, checkpoint_interval=1
+    )
     cfg.custom_hooks = []
     path = tmp_path / "cfg.py"
     cfg.dump(str(path))
     counters.clear()
     capsys.readouterr()
-    assert cli_main(["train", str(path), "--channels-last", "--compile",
-                     "--cfg-options", "compile.backend=eager", "model.selectivity.lam=1.0"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                str(path),
+                "--channels-last",
+                "--compile",
+                "--cfg-options",
+                "compile.backend=eager",
+                "model.selectivity.lam=1.0",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert counters["stats"]["unique_graphs"] > 0  # dynamo compiled frames of the training step
     assert math.isfinite(float(re.search(r"\| abs_rel \| ([0-9.]+) \|", out).group(1)))

@@ -2,6 +2,7 @@
 
 Budget: about 20 s on 2 cores (tiny inputs; the parity tests run the xxs model at 192x256 / 192x636).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,8 @@ import torch.nn.functional as F
 import meter_timm  # noqa: F401
 from meter_timm.checkpoint import load_checkpoint_file, load_weights
 from meter_timm.models import checkpoint_filter_fn
-from meter_timm.models.meter_keys import _translate_key
 from meter_timm.models.meter import _aligned_size, _original_accepts
+from meter_timm.models.meter_keys import _translate_key
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 WEIGHTS = SHARED / "weights" / "meter"
@@ -55,8 +56,10 @@ def test_layout_contract(xxs):
     assert "encoder.6" in names and "decoder" in names
     x = torch.randn(1, 3, 64, 64)
     outs = {}
-    hooks = [xxs.encoder[i].register_forward_hook(lambda m, i, o, k=i: outs.__setitem__(k, o.shape))
-             for i in range(12)]
+    hooks = [
+        xxs.encoder[i].register_forward_hook(lambda m, i, o, k=i: outs.__setitem__(k, o.shape))
+        for i in range(12)
+    ]
     with torch.no_grad():
         xxs(x)
     for h in hooks:
@@ -73,7 +76,9 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
     y = model(torch.randn(2, 3, 64, 64))
     assert y.shape == (2, 1, 16, 16)
     y.square().mean().backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    no_grad = [
+        n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+    ]
     assert not no_grad, no_grad
     assert all(p.grad.abs().sum() > 0 for p in model.parameters())
 
@@ -86,7 +91,9 @@ def test_units_and_data_config():
     assert timm.create_model("meter_s", output_scale=1.0).output_scale == 1.0
     cfg = timm.data.resolve_data_config({}, model=nyu)
     assert cfg["input_size"] == (3, 192, 256) and cfg["interpolation"] == "bilinear"
-    assert cfg["mean"] == pytest.approx((0.485, 0.456, 0.406)) and cfg["std"] == pytest.approx((0.229, 0.224, 0.225))
+    assert cfg["mean"] == pytest.approx((0.485, 0.456, 0.406)) and cfg["std"] == pytest.approx(
+        (0.229, 0.224, 0.225)
+    )
     assert timm.data.resolve_data_config({}, model=kitti)["input_size"] == (3, 192, 636)
     for tag in ("nyu", "kitti"):
         for name in PARAMS:
@@ -101,14 +108,21 @@ def test_units_and_data_config():
 
 
 def test_size_rules_of_the_original():
-    assert _original_accepts(192, 256) and _original_accepts(192, 636) and _original_accepts(190, 634)
+    assert (
+        _original_accepts(192, 256) and _original_accepts(192, 636) and _original_accepts(190, 634)
+    )
     assert not _original_accepts(228, 304) and not _original_accepts(196, 256)
     assert _aligned_size(228) == 253 and _aligned_size(192) == 192
 
 
 def test_sizes_accepted_by_the_original_and_padded_sizes(xxs):
     with torch.no_grad():
-        assert xxs(torch.randn(1, 3, 192, 636)).shape == (1, 1, 48, 160)  # original's quirk: 159 + 1
+        assert xxs(torch.randn(1, 3, 192, 636)).shape == (
+            1,
+            1,
+            48,
+            160,
+        )  # original's quirk: 159 + 1
         assert xxs(torch.randn(1, 3, 190, 256)).shape == (1, 1, 48, 64)
         x = torch.randn(1, 3, 70, 90)
         y = xxs(x)
@@ -171,12 +185,16 @@ def test_fuse_keeps_outputs(xxs):
     # fuse(): the same plus channels-last weights; NCHW and odd-sized inputs still work
     fast = timm.create_model("meter_xxs", output_scale=1.0).eval()
     fast.load_state_dict(xxs.state_dict())
-    assert fast.fuse() is fast and fast.encoder[6].conv_1x1.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.fuse() is fast and fast.encoder[6].conv_1x1.conv.weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
     odd = torch.randn(1, 3, 70, 90)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
         y_odd = xxs(odd)
-        torch.testing.assert_close(fast(odd), y_odd, rtol=1e-4, atol=1e-4 * y_odd.abs().max().item())
+        torch.testing.assert_close(
+            fast(odd), y_odd, rtol=1e-4, atol=1e-4 * y_odd.abs().max().item()
+        )
 
 
 def test_weights_round_trip_own_and_mmengine_checkpoints(xxs, tmp_path):
@@ -185,8 +203,9 @@ def test_weights_round_trip_own_and_mmengine_checkpoints(xxs, tmp_path):
         ref = xxs(x)
     own = tmp_path / "own.pth"
     torch.save(xxs.state_dict(), own)
-    model = timm.create_model("meter_xxs", pretrained=True, output_scale=1.0,
-                              pretrained_cfg_overlay=dict(file=str(own))).eval()
+    model = timm.create_model(
+        "meter_xxs", pretrained=True, output_scale=1.0, pretrained_cfg_overlay=dict(file=str(own))
+    ).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref)
     existing = timm.create_model("meter_xxs", output_scale=1.0)
@@ -198,21 +217,30 @@ def test_weights_round_trip_own_and_mmengine_checkpoints(xxs, tmp_path):
     # an mmengine checkpoint of a wrapper: 'backbone.' keys, other modules, runner state with
     # objects a weights-only load refuses (mmengine's HistoryBuffer, numpy values)
     from mmengine.logging import HistoryBuffer
+
     buffer = HistoryBuffer()
     buffer.update(np.float64(0.5))
     mm = tmp_path / "epoch_1.pth"
     state = {f"backbone.{k}": v for k, v in xxs.state_dict().items()}
     state["selectivity.encoder_6._extra_state"] = torch.zeros(3)
-    torch.save(dict(meta=dict(epoch=1, seed=np.int64(3)), state_dict=state,
-                    message_hub=dict(log_scalars={"train/loss": buffer})), mm)
-    model = timm.create_model("meter_xxs", pretrained=True, output_scale=1.0,
-                              pretrained_cfg_overlay=dict(file=str(mm))).eval()
+    torch.save(
+        dict(
+            meta=dict(epoch=1, seed=np.int64(3)),
+            state_dict=state,
+            message_hub=dict(log_scalars={"train/loss": buffer}),
+        ),
+        mm,
+    )
+    model = timm.create_model(
+        "meter_xxs", pretrained=True, output_scale=1.0, pretrained_cfg_overlay=dict(file=str(mm))
+    ).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref)
     assert "state_dict" not in model.pretrained_cfg
     # features_only models load the same weights
-    feats = timm.create_model("meter_xxs", features_only=True, pretrained=True,
-                              pretrained_cfg_overlay=dict(file=str(own)))
+    feats = timm.create_model(
+        "meter_xxs", features_only=True, pretrained=True, pretrained_cfg_overlay=dict(file=str(own))
+    )
     torch.testing.assert_close(feats.encoder_0.spatial.weight, xxs.encoder[0].spatial.weight)
 
 
@@ -261,7 +289,9 @@ def test_bad_checkpoints_raise_clear_errors(xxs, tmp_path):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint")
     with pytest.raises(ValueError, match="cannot read checkpoint .*garbage.pth"):
-        timm.create_model("meter_xxs", pretrained=True, pretrained_cfg_overlay=dict(file=str(garbage)))
+        timm.create_model(
+            "meter_xxs", pretrained=True, pretrained_cfg_overlay=dict(file=str(garbage))
+        )
     with pytest.raises(ValueError, match="pretrained_cfg_overlay=dict\\(file=PATH\\)"):
         timm.create_model("meter_xxs.nyu", pretrained=True)
 
@@ -282,25 +312,30 @@ def test_torch_export_and_compile_smoke(xxs):
 
 # ---------------------------------------------------------------- parity with the authors' code
 
+
 def _fingerprint(tag: str, file: str, width: int):
     path = WEIGHTS / file
     if not path.is_file():
         pytest.skip(f"{path} not found (the authors' weights live in ../shared)")
-    model = timm.create_model(f"meter_xxs.{tag}", pretrained=True,
-                              pretrained_cfg_overlay=dict(file=str(path))).eval()
+    model = timm.create_model(
+        f"meter_xxs.{tag}", pretrained=True, pretrained_cfg_overlay=dict(file=str(path))
+    ).eval()
     x = torch.rand(2, 3, 192, width, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return model(x)
 
 
-@pytest.mark.parametrize("tag,file,width,shape,stats", [
-    # meter-facts.md section 1 (cm for NYU, dm for KITTI), converted to metres
-    ("nyu", "build_model_best_nyu_xxs", 256, (2, 1, 48, 64), (2.048547, 1.918300, 2.164422)),
-    ("kitti", "build_model_best_kitti_xxs", 256, (2, 1, 48, 64), (6.96084, 3.04866, 8.66175)),
-    # KITTI resolution, left zero-padding of the stride-4 skip included; measured with the
-    # authors' architecture.py on CPU: mean 71.8025, min 30.3220, max 94.8731 dm
-    ("kitti", "build_model_best_kitti_xxs", 636, (2, 1, 48, 160), (7.18025, 3.03220, 9.48731)),
-])
+@pytest.mark.parametrize(
+    "tag,file,width,shape,stats",
+    [
+        # meter-facts.md section 1 (cm for NYU, dm for KITTI), converted to metres
+        ("nyu", "build_model_best_nyu_xxs", 256, (2, 1, 48, 64), (2.048547, 1.918300, 2.164422)),
+        ("kitti", "build_model_best_kitti_xxs", 256, (2, 1, 48, 64), (6.96084, 3.04866, 8.66175)),
+        # KITTI resolution, left zero-padding of the stride-4 skip included; measured with the
+        # authors' architecture.py on CPU: mean 71.8025, min 30.3220, max 94.8731 dm
+        ("kitti", "build_model_best_kitti_xxs", 636, (2, 1, 48, 160), (7.18025, 3.03220, 9.48731)),
+    ],
+)
 def test_parity_with_the_original_fingerprints(tag, file, width, shape, stats):
     y = _fingerprint(tag, file, width)
     assert y.shape == shape

@@ -2,6 +2,7 @@
 
 Time budget: ~5 s.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -11,10 +12,20 @@ from importlib import metadata
 import pytest
 import torch
 
-from meter_timm.strategies import plugins
 from meter_timm.cli import main as cli_main
-from meter_timm.strategies.plugins import PluginError, PluginLoadWarning, hookimpl, new_plugin_manager
-from meter_timm.strategies import DepthBinStrategy, create_strategy, list_strategies, strategy_table
+from meter_timm.strategies import (
+    DepthBinStrategy,
+    create_strategy,
+    list_strategies,
+    plugins,
+    strategy_table,
+)
+from meter_timm.strategies.plugins import (
+    PluginError,
+    PluginLoadWarning,
+    hookimpl,
+    new_plugin_manager,
+)
 
 
 class ConstantStrategy(DepthBinStrategy):
@@ -24,7 +35,9 @@ class ConstantStrategy(DepthBinStrategy):
     description = "test strategy"
 
     def edges(self):
-        return torch.linspace(self.min_depth, self.max_depth, self.num_bins + 1, dtype=torch.float64)
+        return torch.linspace(
+            self.min_depth, self.max_depth, self.num_bins + 1, dtype=torch.float64
+        )
 
     def assignment(self):
         return torch.arange(self.num_units) * self.num_bins // self.num_units
@@ -73,7 +86,9 @@ def test_example_plugin_found_through_its_entry_point():
     try:
         dist = metadata.distribution("meter-timm-quantile")
     except metadata.PackageNotFoundError:
-        pytest.skip("example plugin not installed (pip install -e plugins/meter_timm_quantile) not found")
+        pytest.skip(
+            "example plugin not installed (pip install -e plugins/meter_timm_quantile) not found"
+        )
     assert any(ep.group == "meter_timm" and ep.name == "quantile" for ep in dist.entry_points)
     pm = new_plugin_manager(autoload=True)  # real entry-point loading, fresh manager
     info = strategy_table(pm)["quantile"]
@@ -93,8 +108,11 @@ def test_example_plugin_found_through_its_entry_point():
 
 def test_autoload_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, "1")
-    monkeypatch.setattr(plugins.metadata, "entry_points",
-                        lambda **kw: pytest.fail("entry points read although autoload is off"))
+    monkeypatch.setattr(
+        plugins.metadata,
+        "entry_points",
+        lambda **kw: pytest.fail("entry points read although autoload is off"),
+    )
     pm = new_plugin_manager()
     assert "uniform" in strategy_table(pm) and "quantile" not in strategy_table(pm)
 
@@ -104,16 +122,20 @@ def fake_distribution(tmp_path, monkeypatch):
     """A distribution on sys.path whose entry points are one broken and one working plugin."""
     dist_info = tmp_path / "meter_timm_fake_plugins-1.2.3.dist-info"
     dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: meter-timm-fake-plugins\n"
-                                        "Version: 1.2.3\n")
-    (dist_info / "entry_points.txt").write_text(textwrap.dedent("""\
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: meter-timm-fake-plugins\nVersion: 1.2.3\n"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        textwrap.dedent("""\
         [meter_timm]
         broken = meter_timm_fake_missing_module
         raising = meter_timm_fake_raising
         working = meter_timm_fake_working
-        """))
+        """)
+    )
     (tmp_path / "meter_timm_fake_raising.py").write_text("raise RuntimeError('boom at import')\n")
-    (tmp_path / "meter_timm_fake_working.py").write_text(textwrap.dedent("""\
+    (tmp_path / "meter_timm_fake_working.py").write_text(
+        textwrap.dedent("""\
         import torch
         from meter_timm.strategies import hookimpl
         from meter_timm.strategies import DepthBinStrategy
@@ -129,7 +151,8 @@ def fake_distribution(tmp_path, monkeypatch):
         @hookimpl
         def meter_timm_register_strategies(register):
             register(Working)
-        """))
+        """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     yield tmp_path
@@ -141,8 +164,10 @@ def test_failing_plugins_are_skipped_with_a_warning(fake_distribution):
     with pytest.warns(PluginLoadWarning) as caught:
         pm = new_plugin_manager(autoload=True)
     messages = [str(w.message) for w in caught if issubclass(w.category, PluginLoadWarning)]
-    assert any("'broken'" in m and "meter-timm-fake-plugins" in m and "ModuleNotFoundError" in m
-               for m in messages), messages
+    assert any(
+        "'broken'" in m and "meter-timm-fake-plugins" in m and "ModuleNotFoundError" in m
+        for m in messages
+    ), messages
     assert any("'raising'" in m and "boom at import" in m for m in messages), messages
     table = strategy_table(pm)
     assert table["fake-working"].distribution == "meter-timm-fake-plugins"
@@ -157,15 +182,22 @@ def test_a_plugin_shadowing_a_builtin_is_reported_once_and_ignored():
     # the plugin registered before the built-ins: the built-in still wins
     pm = plugins.PluginManager()
     pm.register(InMemoryPlugin(FakeUniform, ConstantStrategy), name="shadowing-plugin")
-    pm.register(importlib.import_module("meter_timm.strategies.builtin"), name="meter_timm.strategies.builtin")
-    with pytest.warns(PluginLoadWarning, match=r"ignoring strategy 'uniform' of plugin 'shadowing-plugin'.*"
-                                               r"meter_timm\.strategies\.builtin.*kept") as caught:
+    pm.register(
+        importlib.import_module("meter_timm.strategies.builtin"),
+        name="meter_timm.strategies.builtin",
+    )
+    with pytest.warns(
+        PluginLoadWarning,
+        match=r"ignoring strategy 'uniform' of plugin 'shadowing-plugin'.*"
+        r"meter_timm\.strategies\.builtin.*kept",
+    ) as caught:
         table = strategy_table(pm)
     assert len([w for w in caught if "shadowing-plugin" in str(w.message)]) == 1
     assert table["uniform"].plugin == "meter_timm.strategies.builtin"
     assert table["test-constant"].plugin == "shadowing-plugin"  # its other strategy is kept
     # unrelated runs are unaffected, and the warning is not repeated
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         strategy = create_strategy("log", 8, 4, pm=pm)
@@ -182,28 +214,49 @@ def test_registering_a_non_strategy_names_the_plugin():
 
 def _bad(name, edges=None, assignment=None):
     def make_edges(self):
-        return edges(self) if edges else torch.linspace(0, 10, self.num_bins + 1, dtype=torch.float64)
+        return (
+            edges(self) if edges else torch.linspace(0, 10, self.num_bins + 1, dtype=torch.float64)
+        )
 
     def make_assignment(self):
-        return assignment(self) if assignment else torch.arange(self.num_units) * self.num_bins // self.num_units
+        return (
+            assignment(self)
+            if assignment
+            else torch.arange(self.num_units) * self.num_bins // self.num_units
+        )
 
-    return type(name, (DepthBinStrategy,), {"name": name, "edges": make_edges,
-                                            "assignment": make_assignment})
+    return type(
+        name,
+        (DepthBinStrategy,),
+        {"name": name, "edges": make_edges, "assignment": make_assignment},
+    )
 
 
 BAD_STRATEGIES = [
-    (_bad("bad-count", assignment=lambda s: torch.zeros(s.num_units - 1, dtype=torch.long)),
-     r"'bad-count'.*assignment\(\) returned 5 values"),
-    (_bad("bad-range", assignment=lambda s: torch.arange(s.num_units) % (s.num_bins + 1)),
-     r"'bad-range'.*unit 3 in bin 3, outside \[0, 3\)"),
-    (_bad("bad-empty", assignment=lambda s: torch.arange(s.num_units) % 2),
-     r"'bad-empty'.*bin\(s\) \[2\] without units"),
-    (_bad("bad-edges", edges=lambda s: torch.tensor([0.0, 5.0, 5.0, 10.0], dtype=torch.float64)),
-     r"'bad-edges'.*not strictly increasing: edges\[1\]=5.0 >= edges\[2\]=5.0"),
-    (_bad("bad-edge-count", edges=lambda s: torch.tensor([0.0, 10.0], dtype=torch.float64)),
-     r"'bad-edge-count'.*expected \(4,\) for num_bins=3"),
-    (_bad("bad-dtype", assignment=lambda s: torch.zeros(s.num_units)),
-     r"'bad-dtype'.*integer bins"),
+    (
+        _bad("bad-count", assignment=lambda s: torch.zeros(s.num_units - 1, dtype=torch.long)),
+        r"'bad-count'.*assignment\(\) returned 5 values",
+    ),
+    (
+        _bad("bad-range", assignment=lambda s: torch.arange(s.num_units) % (s.num_bins + 1)),
+        r"'bad-range'.*unit 3 in bin 3, outside \[0, 3\)",
+    ),
+    (
+        _bad("bad-empty", assignment=lambda s: torch.arange(s.num_units) % 2),
+        r"'bad-empty'.*bin\(s\) \[2\] without units",
+    ),
+    (
+        _bad("bad-edges", edges=lambda s: torch.tensor([0.0, 5.0, 5.0, 10.0], dtype=torch.float64)),
+        r"'bad-edges'.*not strictly increasing: edges\[1\]=5.0 >= edges\[2\]=5.0",
+    ),
+    (
+        _bad("bad-edge-count", edges=lambda s: torch.tensor([0.0, 10.0], dtype=torch.float64)),
+        r"'bad-edge-count'.*expected \(4,\) for num_bins=3",
+    ),
+    (
+        _bad("bad-dtype", assignment=lambda s: torch.zeros(s.num_units)),
+        r"'bad-dtype'.*integer bins",
+    ),
 ]
 
 

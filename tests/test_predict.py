@@ -2,6 +2,7 @@
 
 Budget: about 5 s on 2 cores (xxs model, one real NYU image when ../shared is present).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,18 @@ def _write_png(path: Path, height: int, width: int, seed: int = 0) -> Path:
 def test_predict_writes_metres_at_the_original_size(tmp_path, random_weights, capsys):
     image = _write_png(tmp_path / "scene.png", 50, 70)
     out = tmp_path / "out"
-    rc = main(["predict", str(image), "--model", "meter_xxs.nyu", "--weights", str(random_weights),
-               "--out", str(out)])
+    rc = main(
+        [
+            "predict",
+            str(image),
+            "--model",
+            "meter_xxs.nyu",
+            "--weights",
+            str(random_weights),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     depth = np.load(out / "scene.npy")
     assert depth.shape == (50, 70) and depth.dtype == np.float32 and np.isfinite(depth).all()
@@ -48,9 +59,12 @@ def test_predict_writes_metres_at_the_original_size(tmp_path, random_weights, ca
     lo, hi = np.percentile(depth, 2), np.percentile(depth, 98)  # default: per-image range
     assert np.array_equal(pixels[:50, :70], colorize(depth, "magma_r", lo, hi))
     # same numbers as the unfused model: cfg resize to 192x256, raw cm output * 0.01, upsampled
-    model = timm.create_model("meter_xxs.nyu", pretrained=True,
-                              pretrained_cfg_overlay=dict(file=str(random_weights))).eval()
-    expected = image_depth_map(model, Image.open(image).convert("RGB"), timm.data.resolve_data_config({}, model=model))
+    model = timm.create_model(
+        "meter_xxs.nyu", pretrained=True, pretrained_cfg_overlay=dict(file=str(random_weights))
+    ).eval()
+    expected = image_depth_map(
+        model, Image.open(image).convert("RGB"), timm.data.resolve_data_config({}, model=model)
+    )
     np.testing.assert_allclose(depth, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     assert "1 image(s)" in capsys.readouterr().out
 
@@ -59,8 +73,20 @@ def test_predict_many_images_progress_and_bad_image(tmp_path, random_weights, ca
     images = [_write_png(tmp_path / f"img{i}.png", 40 + 8 * i, 60, seed=i) for i in range(2)]
     bad = tmp_path / "broken.png"
     bad.write_text("not an image")
-    rc = main(["predict", *map(str, images), str(bad), str(tmp_path / "missing.jpg"),
-               "--model", "meter_xxs.kitti", "--weights", str(random_weights), "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "predict",
+            *map(str, images),
+            str(bad),
+            str(tmp_path / "missing.jpg"),
+            "--model",
+            "meter_xxs.kitti",
+            "--weights",
+            str(random_weights),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1  # some images failed, the others were written
     assert f"cannot read image {bad}" in err and "missing.jpg: no such file" in err
@@ -75,8 +101,22 @@ def test_predict_bad_weights_file(tmp_path, capsys):
     torch.save({"conv.weight": torch.zeros(1)}, weights)
     rc = main(["predict", str(image), "--weights", str(weights), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and "weights.pth" in err and "missing keys" in err and "unexpected keys (1): conv.weight" in err
-    rc = main(["predict", str(image), "--weights", str(tmp_path / "none.pth"), "--out", str(tmp_path / "o")])
+    assert (
+        rc == 2
+        and "weights.pth" in err
+        and "missing keys" in err
+        and "unexpected keys (1): conv.weight" in err
+    )
+    rc = main(
+        [
+            "predict",
+            str(image),
+            "--weights",
+            str(tmp_path / "none.pth"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "file not found" in err and "none.pth" in err
 
@@ -84,8 +124,21 @@ def test_predict_bad_weights_file(tmp_path, capsys):
 def test_predict_fixed_range_colour_bar(tmp_path, random_weights, capsys):
     images = [_write_png(tmp_path / f"r{i}.png", 40, 48, seed=i) for i in range(2)]
     out = tmp_path / "o"
-    rc = main(["predict", *map(str, images), "--weights", str(random_weights), "--out", str(out),
-               "--range", "0", "10", "--cmap", "viridis"])
+    rc = main(
+        [
+            "predict",
+            *map(str, images),
+            "--weights",
+            str(random_weights),
+            "--out",
+            str(out),
+            "--range",
+            "0",
+            "10",
+            "--cmap",
+            "viridis",
+        ]
+    )
     assert rc == 0
     for path in images:
         depth = np.load(out / f"{path.stem}.npy")
@@ -95,8 +148,19 @@ def test_predict_fixed_range_colour_bar(tmp_path, random_weights, capsys):
         # the bar runs from 10 m (top, viridis yellow) to 0 m (bottom, viridis purple)
         bar = pixels[12:148, 48 + 8 + 7]
         assert bar[0, 0] > 200 and bar[0, 2] < 100 and bar[-1, 0] < 100 and bar[-1, 2] > 60
-    rc = main(["predict", str(images[0]), "--weights", str(random_weights), "--out", str(out),
-               "--range", "5", "1"])
+    rc = main(
+        [
+            "predict",
+            str(images[0]),
+            "--weights",
+            str(random_weights),
+            "--out",
+            str(out),
+            "--range",
+            "5",
+            "1",
+        ]
+    )
     assert rc == 2 and "MIN < MAX" in capsys.readouterr().err
 
 
@@ -104,14 +168,28 @@ def test_predict_real_nyu_image_with_the_authors_weights(tmp_path):
     image = NYU_SAMPLE / "00000_colors.png"
     if not image.is_file() or not NYU_WEIGHTS.is_file():
         pytest.skip(f"{NYU_SAMPLE} or {NYU_WEIGHTS} not found (they live in ../shared)")
-    rc = main(["predict", str(image), "--model", "meter_xxs.nyu", "--weights", str(NYU_WEIGHTS),
-               "--out", str(tmp_path)])
+    rc = main(
+        [
+            "predict",
+            str(image),
+            "--model",
+            "meter_xxs.nyu",
+            "--weights",
+            str(NYU_WEIGHTS),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     depth = np.load(tmp_path / "00000_colors.npy")
-    gt = np.asarray(Image.open(NYU_SAMPLE / "00000_depth.png"), dtype=np.float32) / 1000.0  # mm -> m
+    gt = (
+        np.asarray(Image.open(NYU_SAMPLE / "00000_depth.png"), dtype=np.float32) / 1000.0
+    )  # mm -> m
     assert depth.shape == gt.shape == (480, 640)
     crop = (slice(45, 471), slice(41, 601))  # Eigen crop
     pred, ref = np.clip(depth[crop], 1e-3, 10), gt[crop]
     valid = (ref > 1e-3) & (ref < 10)
     abs_rel = float(np.mean(np.abs(pred[valid] - ref[valid]) / ref[valid]))
-    assert abs_rel < 0.12  # 0.083 measured; a unit error (cm vs m) or a wrong resize would blow this up
+    assert (
+        abs_rel < 0.12
+    )  # 0.083 measured; a unit error (cm vs m) or a wrong resize would blow this up

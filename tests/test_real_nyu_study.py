@@ -1,6 +1,7 @@
 """The real-NYU study (benchmarks/real_nyu_study.py): its statistics and verdicts, and a tiny end-to-end
 fine-tune on real frames through the study's own code path (budget: ~90 s on 2 cores; skipped
 without ../shared)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,11 @@ import real_nyu_study as study  # noqa: E402
 def test_mean_ci_is_the_student_t_interval():
     mean, lo, hi = study.mean_ci([1.0, 2.0, 3.0])
     # sd = 1, n = 3, t(0.975, 2) = 4.303: half width 4.303 / sqrt(3) = 2.4844
-    assert mean == 2.0 and hi - mean == pytest.approx(2.4844, abs=1e-4) and mean - lo == pytest.approx(2.4844, abs=1e-4)
+    assert (
+        mean == 2.0
+        and hi - mean == pytest.approx(2.4844, abs=1e-4)
+        and mean - lo == pytest.approx(2.4844, abs=1e-4)
+    )
     assert math.isnan(study.mean_ci([5.0])[1])
 
 
@@ -29,49 +34,109 @@ def test_verdicts_say_inconclusive_when_the_interval_contains_zero():
     assert study.verdict(study.mean_ci([0.10, 0.12, 0.11]), "up", "down") == "up"
     assert study.verdict(study.mean_ci([-0.10, -0.12, -0.11]), "up", "down") == "down"
     # a mean of +0.03 whose seeds disagree: the interval overlaps 0
-    assert study.verdict(study.mean_ci([0.10, -0.05, 0.04]), "up", "down").startswith("inconclusive")
+    assert study.verdict(study.mean_ci([0.10, -0.05, 0.04]), "up", "down").startswith(
+        "inconclusive"
+    )
     assert study.verdict(study.mean_ci([0.10]), "up", "down") == "inconclusive (one seed)"
 
 
 def test_paired_differences_match_seeds():
-    records = [{"arm": "baseline", "seed": 0, "x": 1.0}, {"arm": "baseline", "seed": 1, "x": 2.0},
-               {"arm": "a", "seed": 1, "x": 5.0}, {"arm": "a", "seed": 0, "x": 1.5},
-               {"arm": "a", "seed": 2, "x": 9.0}]  # seed 2 has no baseline: left out
+    records = [
+        {"arm": "baseline", "seed": 0, "x": 1.0},
+        {"arm": "baseline", "seed": 1, "x": 2.0},
+        {"arm": "a", "seed": 1, "x": 5.0},
+        {"arm": "a", "seed": 0, "x": 1.5},
+        {"arm": "a", "seed": 2, "x": 9.0},
+    ]  # seed 2 has no baseline: left out
     assert sorted(study.paired(records, "a", lambda r: r["x"])) == [0.5, 3.0]
 
 
 def test_selectivity_gain_is_measured_on_the_arms_own_assignment():
     # the baseline scored under the arm's strategy (si_under), not under its own Eq. 2 bins
-    records = [{"arm": "baseline", "seed": s, "abs_rel_test": 0.2, "si_assigned_val": -0.5, "units_scored_val": 48,
-                "si_assigned_val_all_bins": -0.5, "si_preferred_val": 0.3, "rmse_test": 0.6, "d1_test": 0.7,
-                "si_under": {"learned-lam1": 0.20 + s / 100}, "si_under_all_bins": {"learned-lam1": 0.1}}
-               for s in range(3)]
-    records += [{"arm": "learned-lam1", "strategy": "learned", "lam": 1.0, "seed": s, "abs_rel_test": 0.2,
-                 "si_assigned_val": 0.30 + s / 100, "si_assigned_val_all_bins": 0.2, "si_preferred_val": 0.3,
-                 "units_scored_val": 40,
-                 "rmse_test": 0.6, "d1_test": 0.7} for s in range(3)]
+    records = [
+        {
+            "arm": "baseline",
+            "seed": s,
+            "abs_rel_test": 0.2,
+            "si_assigned_val": -0.5,
+            "units_scored_val": 48,
+            "si_assigned_val_all_bins": -0.5,
+            "si_preferred_val": 0.3,
+            "rmse_test": 0.6,
+            "d1_test": 0.7,
+            "si_under": {"learned-lam1": 0.20 + s / 100},
+            "si_under_all_bins": {"learned-lam1": 0.1},
+        }
+        for s in range(3)
+    ]
+    records += [
+        {
+            "arm": "learned-lam1",
+            "strategy": "learned",
+            "lam": 1.0,
+            "seed": s,
+            "abs_rel_test": 0.2,
+            "si_assigned_val": 0.30 + s / 100,
+            "si_assigned_val_all_bins": 0.2,
+            "si_preferred_val": 0.3,
+            "units_scored_val": 40,
+            "rmse_test": 0.6,
+            "d1_test": 0.7,
+        }
+        for s in range(3)
+    ]
     _, stats = study.summarize(records, None, type("A", (), {"epochs": 1, "train_limit": None})())
     mean, lo, hi = stats["deltas"]["learned-lam1"]["d_si"]
     assert mean == pytest.approx(0.10) and lo == pytest.approx(0.10) and hi == pytest.approx(0.10)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "data" / "nyu_train_subset" / "nyu2_train.csv").is_file(),
-                    reason="../shared/data/nyu_train_subset (real NYU frames) is not present")
+@pytest.mark.skipif(
+    not (SHARED / "data" / "nyu_train_subset" / "nyu2_train.csv").is_file(),
+    reason="../shared/data/nyu_train_subset (real NYU frames) is not present",
+)
 def test_tiny_real_fine_tune_end_to_end(tmp_path):
-    from meter_timm.cli import main as cli_main
     from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
-    from meter_timm.strategies import trained_strategies
+    from meter_timm.cli import main as cli_main
     from meter_timm.selectivity.bins import eq2_assignment
+    from meter_timm.strategies import trained_strategies
 
     out = tmp_path / "study"
-    assert study.main(["--out", str(out), "--train-limit", "8", "--val-limit", "8", "--seeds", "0",
-                       "--no-sweep", "--strategies", "learned", "--calibrate-frames", "8"]) == 0
+    assert (
+        study.main(
+            [
+                "--out",
+                str(out),
+                "--train-limit",
+                "8",
+                "--val-limit",
+                "8",
+                "--seeds",
+                "0",
+                "--no-sweep",
+                "--strategies",
+                "learned",
+                "--calibrate-frames",
+                "8",
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())  # strict JSON (no NaN)
     assert {r["arm"] for r in results["runs"]} == {"baseline", "learned-lam1"}
-    required = {"arm": str, "strategy": str, "lam": float, "num_bins": int, "seed": int,
-                "si_assigned_val": float, "si_preferred_val": float, "abs_rel_test": float,
-                "rmse_test": float, "d1_test": float, "assigned_bins": list}
+    required = {
+        "arm": str,
+        "strategy": str,
+        "lam": float,
+        "num_bins": int,
+        "seed": int,
+        "si_assigned_val": float,
+        "si_preferred_val": float,
+        "abs_rel_test": float,
+        "rmse_test": float,
+        "d1_test": float,
+        "assigned_bins": list,
+    }
     for run in results["runs"]:
         for key, kind in required.items():
             assert isinstance(run[key], kind), (key, run[key])
@@ -82,15 +147,32 @@ def test_tiny_real_fine_tune_end_to_end(tmp_path):
     for key in ("baseline", "selectivity"):
         path = out / headline[key]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == headline["sha256"][key]
-        assert (path.parent / (path.name + ".sha256")).read_text().split()[0] == headline["sha256"][key]
-        assert cli_main(["eval", "meter_xxs.nyu", "--weights", str(path), "--data",
-                         str(SHARED / "data" / "nyu_eigen_test_sample")]) == 0
+        assert (path.parent / (path.name + ".sha256")).read_text().split()[0] == headline["sha256"][
+            key
+        ]
+        assert (
+            cli_main(
+                [
+                    "eval",
+                    "meter_xxs.nyu",
+                    "--weights",
+                    str(path),
+                    "--data",
+                    str(SHARED / "data" / "nyu_eigen_test_sample"),
+                ]
+            )
+            == 0
+        )
     # the learned run is scored against its own trained matching, stored in its weights
     learned = next(r for r in results["runs"] if r["arm"] == "learned-lam1")
-    restored = trained_strategies(state_dict_of(load_checkpoint_file(out / headline["selectivity"])))["encoder.6"]
+    restored = trained_strategies(
+        state_dict_of(load_checkpoint_file(out / headline["selectivity"]))
+    )["encoder.6"]
     assert learned["assigned_bins"] == restored.assignment().tolist()
     baseline = next(r for r in results["runs"] if r["arm"] == "baseline")
-    assert baseline["assigned_bins"] == eq2_assignment(48, 32).tolist()  # no trained strategy: Eq. 2
+    assert (
+        baseline["assigned_bins"] == eq2_assignment(48, 32).tolist()
+    )  # no trained strategy: Eq. 2
     assert "learned-lam1" in baseline["si_under"]
     text = (out / "results.md").read_text()
     assert "inconclusive (one seed)" in text

@@ -2,6 +2,7 @@
 
 Time budget: about 10 s (the two-process test dominates).
 """
+
 import json
 import os
 import socket
@@ -11,15 +12,18 @@ import torch
 import torch.multiprocessing as mp
 
 from meter_timm.distributed import exit_process_group
-
 from meter_timm.selectivity import DissectionReport, ResponseAccumulator, average_response
 
 
 def _batch(seed, batch=2):
     gen = torch.Generator().manual_seed(seed)
-    return ({"a": torch.rand(batch, 6, 4, 5, generator=gen) - 0.3,
-             "b": torch.rand(batch, 4, 2, 3, generator=gen)},
-            torch.rand(batch, 1, 12, 15, generator=gen) * 10)
+    return (
+        {
+            "a": torch.rand(batch, 6, 4, 5, generator=gen) - 0.3,
+            "b": torch.rand(batch, 4, 2, 3, generator=gen),
+        },
+        torch.rand(batch, 1, 12, 15, generator=gen) * 10,
+    )
 
 
 EDGES = torch.linspace(0, 10, 5)
@@ -43,12 +47,14 @@ def test_report_json_and_plots(tmp_path):
     acc.update(*_batch(0))
     report = acc.report(assignments={"b": torch.tensor([1, 1, 0, 0])})
     a = report.layers["a"]
-    assert a["assigned_bin"] == [0, 0, 1, 2, 2, 3]        # Eq. 2 with K=6, N=4
+    assert a["assigned_bin"] == [0, 0, 1, 2, 2, 3]  # Eq. 2 with K=6, N=4
     assert report.layers["b"]["assigned_bin"] == [1, 1, 0, 0]
     assert len(a["responses"]) == 6 and len(a["responses"][0]) == 4
     resp = torch.tensor(a["responses"])
     assert a["argmax_bin"] == resp.abs().argmax(1).tolist()
-    assert all(s1 >= s2 - 1e-9 for s1, s2 in zip(a["selectivity_argmax"], a["selectivity_assigned"]))
+    assert all(
+        s1 >= s2 - 1e-9 for s1, s2 in zip(a["selectivity_argmax"], a["selectivity_assigned"])
+    )
     path = report.save_json(tmp_path / "report.json")
     data = json.loads(path.read_text())
     assert set(data) == {"meta", "summary", "layers"} and data["meta"]["num_images"] == 2
@@ -66,13 +72,21 @@ def _free_port():
 
 def _worker(rank, world, port, out_dir):
     import torch.distributed as dist
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     acc = ResponseAccumulator(EDGES, layers=["a", "b"])
     acc.update(*_batch(10 + rank))
     acc.all_reduce()
-    torch.save({"a": acc.responses("a"), "b": acc.responses("b"), "counts": acc.counts["a"],
-                "images": acc.num_images}, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.save(
+        {
+            "a": acc.responses("a"),
+            "b": acc.responses("b"),
+            "counts": acc.counts["a"],
+            "images": acc.num_images,
+        },
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
     exit_process_group()  # barrier, teardown, and an exit gloo cannot abort
 
 
@@ -107,15 +121,38 @@ def test_dissect_cli_on_tiny_csv(tmp_path, capsys):
     rng = np.random.default_rng(0)
     lines = []
     for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / f"{i}_colors.png")
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}_colors.png"
+        )
         depth_mm = rng.integers(500, 9000, (48, 64)).astype(np.uint16)
         Image.fromarray(depth_mm).save(tmp_path / f"{i}_depth.png")
         lines.append(f"{i}_colors.png,{i}_depth.png")
     (tmp_path / "test.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    rc = main(["dissect", "--model", "meter_xxs", "--data", str(tmp_path / "test.csv"),
-               "--layers", "encoder.6", "encoder.8", "--bins", "8", "--out", str(out),
-               "--input-size", "64", "64", "--batch-size", "2", "--units", "1", "5"])
+    rc = main(
+        [
+            "dissect",
+            "--model",
+            "meter_xxs",
+            "--data",
+            str(tmp_path / "test.csv"),
+            "--layers",
+            "encoder.6",
+            "encoder.8",
+            "--bins",
+            "8",
+            "--out",
+            str(out),
+            "--input-size",
+            "64",
+            "64",
+            "--batch-size",
+            "2",
+            "--units",
+            "1",
+            "5",
+        ]
+    )
     assert rc == 0
     data = json.loads((out / "report.json").read_text())
     assert data["meta"]["num_images"] == 3

@@ -1,4 +1,5 @@
 """SelectivityLoss, LayerCapture and strategy state. Time budget: a few seconds."""
+
 import io
 
 import pytest
@@ -11,8 +12,12 @@ from meter_timm.selectivity import LayerCapture, SelectivityLoss
 class TinyNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
-                                     nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
         self.head = nn.Conv2d(8, 1, 1)
 
     def forward(self, x):
@@ -24,7 +29,7 @@ def test_capture_attach_detach_and_context():
     x = torch.rand(2, 3, 16, 16)
     capture = LayerCapture(net, ["encoder.1", "encoder.3"])
     net(x)
-    assert capture.outputs == {}              # not attached yet
+    assert capture.outputs == {}  # not attached yet
     with capture:
         net(x)
         assert capture.outputs["encoder.1"].shape == (2, 8, 8, 8)
@@ -33,7 +38,7 @@ def test_capture_attach_detach_and_context():
     assert not capture.attached and capture.outputs == {}
     assert all(len(m._forward_hooks) == 0 for m in net.modules())
     capture.attach()
-    capture.attach()                          # idempotent
+    capture.attach()  # idempotent
     assert len(net.encoder[1]._forward_hooks) == 1
     capture.detach()
     assert len(net.encoder[1]._forward_hooks) == 0
@@ -67,17 +72,22 @@ def _ideal_features(num_units=8, num_bins=4):
 
 def test_loss_sign_and_scale():
     act, depth = _ideal_features()
-    loss = SelectivityLoss([{"name": "layer", "num_bins": 4, "strategy": "uniform"}], lam=0.5,
-                           max_depth=4.0)
+    loss = SelectivityLoss(
+        [{"name": "layer", "num_bins": 4, "strategy": "uniform"}], lam=0.5, max_depth=4.0
+    )
     out = loss(depth, features={"layer": act})
-    assert out["sel/layer"].item() == pytest.approx(1.0, abs=1e-6)           # perfectly selective
-    assert out["loss_selectivity"].item() == pytest.approx(-0.5, abs=1e-6)   # -lambda * 1
+    assert out["sel/layer"].item() == pytest.approx(1.0, abs=1e-6)  # perfectly selective
+    assert out["loss_selectivity"].item() == pytest.approx(-0.5, abs=1e-6)  # -lambda * 1
     flat = torch.ones_like(act)
     out = loss(depth, features={"layer": flat})
     assert out["sel/layer"].item() == pytest.approx(0.0, abs=1e-6)
     # two layers add up; relative weighting scales with the detached base loss
-    two = SelectivityLoss([{"name": "a", "num_bins": 4}, {"name": "b", "num_bins": 4}], lam=0.5,
-                          relative=True, max_depth=4.0)
+    two = SelectivityLoss(
+        [{"name": "a", "num_bins": 4}, {"name": "b", "num_bins": 4}],
+        lam=0.5,
+        relative=True,
+        max_depth=4.0,
+    )
     base = torch.tensor(3.0, requires_grad=True)
     out = two(depth, base_loss=base, features={"a": act, "b": act})
     assert out["loss_selectivity"].item() == pytest.approx(-0.5 * 3.0 * 2.0, abs=1e-5)
@@ -109,7 +119,7 @@ def test_dead_units_and_empty_batches_are_finite():
     out["loss_selectivity"].backward()
     assert torch.isfinite(act.grad).all()
     act2 = torch.rand(2, 8, 4, 4, requires_grad=True)
-    out = loss(torch.zeros(2, 1, 8, 8), features={"l": act2})   # no valid depth at all
+    out = loss(torch.zeros(2, 1, 8, 8), features={"l": act2})  # no valid depth at all
     assert out["loss_selectivity"].item() == 0.0
     out["loss_selectivity"].backward()
     assert torch.isfinite(act2.grad).all()
@@ -148,13 +158,13 @@ def test_strategy_state_round_trip_before_lazy_creation():
     state = torch.load(buffer, weights_only=True)
 
     fresh = SelectivityLoss(layers, lam=1.0)
-    fresh.load_state_dict(state)                       # strategy does not exist yet
+    fresh.load_state_dict(state)  # strategy does not exist yet
     assert fresh.strategies == {}
-    resaved = fresh.state_dict()                       # pending state is not lost on re-save
+    resaved = fresh.state_dict()  # pending state is not lost on re-save
     assert resaved["_extra_state"]["strategies"]["encoder.3"]["num_units"] == 8
     fresh.attach(net)
     net(torch.rand(2, 3, 16, 16))
-    fresh(torch.rand(2, 1, 16, 16) * 10)               # created now, with the loaded state
+    fresh(torch.rand(2, 1, 16, 16) * 10)  # created now, with the loaded state
     restored = fresh.strategy("encoder.3").state_dict()
     assert torch.equal(restored["assignment"], saved["assignment"])
     assert torch.equal(restored["edges"], saved["edges"])  # fitted to the depths before saving
@@ -174,10 +184,12 @@ def test_deepcopy_of_hooked_model_gets_its_own_capture():
         def __init__(self):
             super().__init__()
             self.backbone = TinyNet()
-            self.selectivity = SelectivityLoss([{"name": "encoder.3", "num_bins": 4}]).attach(self.backbone)
+            self.selectivity = SelectivityLoss([{"name": "encoder.3", "num_bins": 4}]).attach(
+                self.backbone
+            )
 
     model = Wrapper()
-    twin = copy.deepcopy(model)                      # e.g. an EMA copy
+    twin = copy.deepcopy(model)  # e.g. an EMA copy
     twin.backbone(torch.rand(1, 3, 16, 16))
     assert "encoder.3" in twin.selectivity._capture.outputs
     assert model.selectivity._capture.outputs == {}  # the original is untouched
@@ -189,8 +201,13 @@ def test_deepcopy_of_hooked_model_gets_its_own_capture():
 def test_any_timm_model_layer():
     timm = pytest.importorskip("timm")
     model = timm.create_model("resnet10t", pretrained=False, num_classes=0)
-    loss = SelectivityLoss([{"name": "layer3", "num_bins": 16, "strategy": "log"},
-                            {"name": "layer2.0.conv1", "num_bins": 8}], lam=0.1).attach(model)
+    loss = SelectivityLoss(
+        [
+            {"name": "layer3", "num_bins": 16, "strategy": "log"},
+            {"name": "layer2.0.conv1", "num_bins": 8},
+        ],
+        lam=0.1,
+    ).attach(model)
     model(torch.rand(2, 3, 64, 64)).sum()
     out = loss(torch.rand(2, 1, 64, 64) * 10)
     assert set(out) == {"loss_selectivity", "sel/layer3", "sel/layer2.0.conv1"}
@@ -200,11 +217,12 @@ def test_any_timm_model_layer():
 
 
 def test_refit_into_invalid_assignment_is_an_error_naming_layer_and_strategy():
-    from meter_timm.strategies.plugins import hookimpl, new_plugin_manager
     from meter_timm.strategies import DepthBinStrategy, create_strategy
+    from meter_timm.strategies.plugins import hookimpl, new_plugin_manager
 
     class Collapsing(DepthBinStrategy):
         """Valid at first; its refit puts every unit in bin 0, leaving the other bins empty."""
+
         name, description, learnable = "collapsing", "test", True
 
         def __init__(self, *args, **kwargs):
@@ -212,7 +230,9 @@ def test_refit_into_invalid_assignment_is_an_error_naming_layer_and_strategy():
             self._bins = torch.arange(self.num_units) * self.num_bins // self.num_units
 
         def edges(self):
-            return torch.linspace(self.min_depth, self.max_depth, self.num_bins + 1, dtype=torch.float64)
+            return torch.linspace(
+                self.min_depth, self.max_depth, self.num_bins + 1, dtype=torch.float64
+            )
 
         def assignment(self):
             return self._bins
@@ -223,7 +243,9 @@ def test_refit_into_invalid_assignment_is_an_error_naming_layer_and_strategy():
 
     loss = SelectivityLoss([{"name": "encoder.3", "num_bins": 4}])
     pm = new_plugin_manager(autoload=False)
-    loss.strategies["encoder.3"] = create_strategy("collapsing", 8, 4, pm=_register(pm, Collapsing, hookimpl))
+    loss.strategies["encoder.3"] = create_strategy(
+        "collapsing", 8, 4, pm=_register(pm, Collapsing, hookimpl)
+    )
     with pytest.raises(ValueError, match=r"encoder\.3.*collapsing.*bin"):
         loss.refit()
 
@@ -246,18 +268,23 @@ def test_a_strategy_that_cannot_refit_is_named_with_its_layer():
             raise ValueError("cost matrix is infeasible")
 
     net = TinyNet()
-    loss = SelectivityLoss([{"name": "encoder.3", "num_bins": 4, "strategy": "learned"}], lam=1.0).attach(net)
+    loss = SelectivityLoss(
+        [{"name": "encoder.3", "num_bins": 4, "strategy": "learned"}], lam=1.0
+    ).attach(net)
     net(torch.rand(2, 3, 16, 16))
     loss(torch.rand(2, 1, 16, 16) * 10)
     loss.strategies["encoder.3"].__class__ = Broken
-    with pytest.raises(ValueError, match=r"layer 'encoder.3': strategy 'learned' could not refit: cost matrix"):
+    with pytest.raises(
+        ValueError, match=r"layer 'encoder.3': strategy 'learned' could not refit: cost matrix"
+    ):
         loss.refit()
 
 
 def test_nan_activations_do_not_reach_the_learned_matching():
     net = TinyNet()
-    loss = SelectivityLoss([{"name": "encoder.3", "num_bins": 4, "strategy": "learned:edges=uniform"}],
-                           lam=1.0).attach(net)
+    loss = SelectivityLoss(
+        [{"name": "encoder.3", "num_bins": 4, "strategy": "learned:edges=uniform"}], lam=1.0
+    ).attach(net)
     torch.manual_seed(0)
     clean = [(torch.rand(2, 3, 16, 16), torch.rand(2, 1, 16, 16) * 10) for _ in range(3)]
     poisoned = torch.rand(2, 3, 16, 16)
@@ -275,8 +302,12 @@ def test_layers_sharing_bins_are_scored_together_exactly_as_alone():
     gen = torch.Generator().manual_seed(3)
     depth = torch.rand(2, 1, 32, 32, generator=gen) * 9 + 0.5
     depth[:, :, :4] = 0.0
-    acts = {f"l{i}": torch.randn(2, 8 * (i + 1), 16 // 2 ** i, 16 // 2 ** i, generator=gen,
-                                 dtype=torch.float64).requires_grad_() for i in range(3)}
+    acts = {
+        f"l{i}": torch.randn(
+            2, 8 * (i + 1), 16 // 2**i, 16 // 2**i, generator=gen, dtype=torch.float64
+        ).requires_grad_()
+        for i in range(3)
+    }
     layers = [dict(name=name, num_bins=6) for name in acts]
     joint = SelectivityLoss(layers, lam=0.5)(depth, features=acts)
     joint["loss_selectivity"].backward()

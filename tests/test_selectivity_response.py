@@ -2,6 +2,7 @@
 
 Time budget: a few seconds.
 """
+
 import math
 
 import pytest
@@ -44,7 +45,9 @@ def eq1_path(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("out_size,in_size", [(7, 3), (3, 7), (5, 5), (192, 12), (13, 1), (1, 4), (37, 10)])
+@pytest.mark.parametrize(
+    "out_size,in_size", [(7, 3), (3, 7), (5, 5), (192, 12), (13, 1), (1, 4), (37, 10)]
+)
 def test_interpolation_matrix_is_bilinear_of_identity(out_size, in_size):
     eye = torch.eye(in_size, dtype=torch.float64).view(1, in_size, in_size, 1)
     ref = F.interpolate(eye, size=(out_size, 1), mode="bilinear", align_corners=False)[0, :, :, 0].T
@@ -54,18 +57,23 @@ def test_interpolation_matrix_is_bilinear_of_identity(out_size, in_size):
 def test_matches_naive_on_random_shapes(eq1_path):
     gen = torch.Generator().manual_seed(0)
     for trial in range(25):
-        B, K, n = (int(torch.randint(1, 4, (1,), generator=gen)), int(torch.randint(1, 6, (1,), generator=gen)),
-                   int(torch.randint(1, 9, (1,), generator=gen)))
+        B, K, n = (
+            int(torch.randint(1, 4, (1,), generator=gen)),
+            int(torch.randint(1, 6, (1,), generator=gen)),
+            int(torch.randint(1, 9, (1,), generator=gen)),
+        )
         h, w = torch.randint(1, 10, (2,), generator=gen).tolist()
         H, W = torch.randint(1, 31, (2,), generator=gen).tolist()  # also smaller than h, w
         act = torch.randn(B, K, h, w, dtype=torch.float64, generator=gen)
-        depth = torch.rand(B, 1, H, W, dtype=torch.float64, generator=gen) * 12 - 1  # some <= e_0, > e_N
+        depth = (
+            torch.rand(B, 1, H, W, dtype=torch.float64, generator=gen) * 12 - 1
+        )  # some <= e_0, > e_N
         edges = torch.sort(torch.rand(n + 1, dtype=torch.float64, generator=gen) * 10).values
         flat = depth.view(-1)
         m = min(flat.numel(), n + 1)
-        flat[:m] = edges[:m]                        # pixels exactly on edges
+        flat[:m] = edges[:m]  # pixels exactly on edges
         if flat.numel() > m + 3:
-            flat[m:m + 3] = torch.tensor([math.nan, math.inf, -math.inf], dtype=torch.float64)
+            flat[m : m + 3] = torch.tensor([math.nan, math.inf, -math.inf], dtype=torch.float64)
         ref, ref_counts = naive_average_response(act, depth, edges)
         got, counts = average_response(act, depth, edges)
         assert got.shape == (K, n) and counts.shape == (n,)
@@ -87,7 +95,11 @@ def test_log_edges_and_fine_edges_use_exact_binning(eq1_path):
     gen = torch.Generator().manual_seed(1)
     depth = torch.rand(2, 1, 40, 50, generator=gen) * 11
     alpha, beta, n = 0.75, 10.0, 16
-    log_edges = [0.0, alpha] + [(beta + 1 - alpha) ** (i / (n - 1)) - (1 - alpha) for i in range(1, n - 1)] + [beta]
+    log_edges = (
+        [0.0, alpha]
+        + [(beta + 1 - alpha) ** (i / (n - 1)) - (1 - alpha) for i in range(1, n - 1)]
+        + [beta]
+    )
     uneven = [0.0, 1e-6, 2e-6, 3e-6, 4e-6, 5e-6, 10.0]
     for edges in (torch.tensor(log_edges), torch.tensor(uneven), torch.linspace(0.5, 9.5, 65)):
         ref = torch.bucketize(depth[:, 0], edges.float()) - 1
@@ -111,8 +123,9 @@ def test_gradcheck_wrt_activations():
     edges = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)
     act = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a: average_response(a, depth, edges)[0], (act,))
-    idx_fn = lambda a: selectivity_index(average_response(a.abs(), depth, edges)[0],
-                                        torch.tensor([0, 1, 2]), 1e-8)
+    idx_fn = lambda a: selectivity_index(
+        average_response(a.abs(), depth, edges)[0], torch.tensor([0, 1, 2]), 1e-8
+    )
     assert torch.autograd.gradcheck(idx_fn, (act,))
 
 
@@ -128,13 +141,15 @@ def test_float32_and_mask_sharing():
         assert got.dtype == torch.float32
         torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-7)
     assert len(binned._masks) == 2
-    binned.responses(torch.rand(3, 7, 12, 16))     # same resolution: cached masks reused
+    binned.responses(torch.rand(3, 7, 12, 16))  # same resolution: cached masks reused
     assert len(binned._masks) == 2
 
 
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="strictly increasing"):
-        average_response(torch.rand(1, 2, 3, 3), torch.rand(1, 1, 6, 6), torch.tensor([0.0, 2.0, 1.0]))
+        average_response(
+            torch.rand(1, 2, 3, 3), torch.rand(1, 1, 6, 6), torch.tensor([0.0, 2.0, 1.0])
+        )
     with pytest.raises(ValueError, match="depth must be"):
         average_response(torch.rand(1, 2, 3, 3), torch.rand(1, 2, 6, 6), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="activations must be"):
@@ -143,16 +158,27 @@ def test_bad_inputs_are_named():
 
 def test_selectivity_index_scale_and_sign():
     counts = torch.ones(4)
-    responses = torch.tensor([[0.0, 3.0, 0.0, 0.0],    # only its bin -> 1
-                              [2.0, 2.0, 2.0, 2.0],    # flat -> 0
-                              [0.0, 0.0, 0.0, 0.0],    # dead -> 0
-                              [1.0, 0.0, 1.0, 1.0]])   # avoids its bin -> -1
+    responses = torch.tensor(
+        [
+            [0.0, 3.0, 0.0, 0.0],  # only its bin -> 1
+            [2.0, 2.0, 2.0, 2.0],  # flat -> 0
+            [0.0, 0.0, 0.0, 0.0],  # dead -> 0
+            [1.0, 0.0, 1.0, 1.0],
+        ]
+    )  # avoids its bin -> -1
     bins = torch.tensor([1, 1, 1, 1])
     index = selectivity_index(responses, bins, 1e-8, counts)
     torch.testing.assert_close(index, torch.tensor([1.0, 0.0, 0.0, -1.0]), atol=1e-6, rtol=0)
     # an empty bin is not part of the mean over the other bins when counts are given
     flat = torch.tensor([[2.0, 2.0, 0.0]])
-    assert selectivity_index(flat, torch.tensor([0]), 1e-8, torch.tensor([5.0, 5.0, 0.0])).abs().item() < 1e-6
-    assert selectivity_index(flat, torch.tensor([0]), 1e-8).item() > 0.1  # ICCV: empty bin counts as 0
+    assert (
+        selectivity_index(flat, torch.tensor([0]), 1e-8, torch.tensor([5.0, 5.0, 0.0])).abs().item()
+        < 1e-6
+    )
+    assert (
+        selectivity_index(flat, torch.tensor([0]), 1e-8).item() > 0.1
+    )  # ICCV: empty bin counts as 0
     assert argmax_bins(torch.tensor([[1.0, -5.0, 2.0]])).tolist() == [1]
-    assert argmax_bins(torch.tensor([[1.0, 5.0, 2.0]]), torch.tensor([1.0, 0.0, 1.0])).tolist() == [2]
+    assert argmax_bins(torch.tensor([[1.0, 5.0, 2.0]]), torch.tensor([1.0, 0.0, 1.0])).tolist() == [
+        2
+    ]

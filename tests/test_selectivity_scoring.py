@@ -1,6 +1,7 @@
 """A trained layer is scored against the bins it was trained with, everywhere: the hook's
 validation dissection and ``meter-timm dissect`` on its checkpoint, for the built-in ``learned``
 strategy and for a stateful third-party strategy (budget: ~40 s on 2 cores)."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,12 @@ import types
 
 import pytest
 import torch
-
 from _training import build_runner, make_tiny_data, tiny_config
+
 from meter_timm.cli import main as cli_main
-from meter_timm.strategies.plugins import get_plugin_manager, hookimpl
-from meter_timm.strategies import DepthBinStrategy
 from meter_timm.selectivity.bins import eq2_assignment, uniform_edges
+from meter_timm.strategies import DepthBinStrategy
+from meter_timm.strategies.plugins import get_plugin_manager, hookimpl
 
 LAYER = "encoder.6"
 
@@ -38,10 +39,19 @@ class _RngAtTrainStart:
 
 
 def test_learned_run_is_scored_against_its_own_matching(tiny_data, tmp_path):
-    selectivity = dict(type="SelectivityLoss", lam=1.0, relative=True,
-                       layers=[dict(name=LAYER, num_bins=8, strategy="learned")])
-    cfg = tiny_config(tiny_data, tmp_path / "learned", epochs=1, selectivity=selectivity,
-                      hook=dict(calibrate_frames=8, calibrate_batch_size=4))
+    selectivity = dict(
+        type="SelectivityLoss",
+        lam=1.0,
+        relative=True,
+        layers=[dict(name=LAYER, num_bins=8, strategy="learned")],
+    )
+    cfg = tiny_config(
+        tiny_data,
+        tmp_path / "learned",
+        epochs=1,
+        selectivity=selectivity,
+        hook=dict(calibrate_frames=8, calibrate_batch_size=4),
+    )
     runner = build_runner(cfg)
     runner.train()
     strategy = runner.model.selectivity.strategy(LAYER)
@@ -55,18 +65,61 @@ def test_learned_run_is_scored_against_its_own_matching(tiny_data, tmp_path):
 
     # the same scores from the checkpoint, through the command line
     out = tmp_path / "dissect"
-    assert cli_main(["dissect", "--model", "meter_xxs", "--weights", str(tmp_path / "learned" / "epoch_1.pth"),
-                     "--data", str(tiny_data / "val" / "official"), "--layers", LAYER,
-                     "--input-size", "64", "64", "--out", str(out), "--no-plots"]) == 0
+    assert (
+        cli_main(
+            [
+                "dissect",
+                "--model",
+                "meter_xxs",
+                "--weights",
+                str(tmp_path / "learned" / "epoch_1.pth"),
+                "--data",
+                str(tiny_data / "val" / "official"),
+                "--layers",
+                LAYER,
+                "--input-size",
+                "64",
+                "64",
+                "--out",
+                str(out),
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     cli_layer = json.loads((out / "report.json").read_text())["layers"][LAYER]
     assert cli_layer["assigned_bin"] == trained.tolist()
     assert cli_layer["bin_edges"] == layer["bin_edges"]
-    assert cli_layer["selectivity_assigned"] == pytest.approx(layer["selectivity_assigned"], abs=1e-5)
+    assert cli_layer["selectivity_assigned"] == pytest.approx(
+        layer["selectivity_assigned"], abs=1e-5
+    )
     # asking for other bins explicitly still gives them
-    assert cli_main(["dissect", "--model", "meter_xxs", "--weights", str(tmp_path / "learned" / "epoch_1.pth"),
-                     "--data", str(tiny_data / "val" / "official"), "--layers", LAYER, "--bins", "8",
-                     "--strategy", "uniform", "--input-size", "64", "64", "--out", str(out / "eq2"),
-                     "--no-plots"]) == 0
+    assert (
+        cli_main(
+            [
+                "dissect",
+                "--model",
+                "meter_xxs",
+                "--weights",
+                str(tmp_path / "learned" / "epoch_1.pth"),
+                "--data",
+                str(tiny_data / "val" / "official"),
+                "--layers",
+                LAYER,
+                "--bins",
+                "8",
+                "--strategy",
+                "uniform",
+                "--input-size",
+                "64",
+                "64",
+                "--out",
+                str(out / "eq2"),
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     eq2 = json.loads((out / "eq2" / "report.json").read_text())["layers"][LAYER]
     assert eq2["assigned_bin"] == eq2_assignment(48, 8).tolist()
 
@@ -78,14 +131,23 @@ def test_calibration_leaves_the_training_randomness_alone(tiny_data, tmp_path):
     if "_RngAtTrainStart" not in HOOKS.module_dict:
         from mmengine.hooks import Hook
 
-        HOOKS.register_module(name="_RngAtTrainStart",
-                              module=type("_RngAtTrainStart", (_RngAtTrainStart, Hook), {}))
+        HOOKS.register_module(
+            name="_RngAtTrainStart", module=type("_RngAtTrainStart", (_RngAtTrainStart, Hook), {})
+        )
     _RngAtTrainStart.states.clear()
     for frames in (0, 8):
-        selectivity = dict(type="SelectivityLoss", lam=1.0,
-                           layers=[dict(name=LAYER, num_bins=8, strategy="learned")])
-        cfg = tiny_config(tiny_data, tmp_path / f"cal{frames}", epochs=1, selectivity=selectivity,
-                          hook=dict(calibrate_frames=frames, dissect=False))
+        selectivity = dict(
+            type="SelectivityLoss",
+            lam=1.0,
+            layers=[dict(name=LAYER, num_bins=8, strategy="learned")],
+        )
+        cfg = tiny_config(
+            tiny_data,
+            tmp_path / f"cal{frames}",
+            epochs=1,
+            selectivity=selectivity,
+            hook=dict(calibrate_frames=frames, dissect=False),
+        )
         cfg.train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=1, val_interval=10)
         cfg.custom_hooks.append(dict(type="_RngAtTrainStart"))
         runner = build_runner(cfg)
@@ -128,10 +190,18 @@ def test_third_party_stateful_strategy_is_scored_against_its_own_state(tiny_data
     pm = get_plugin_manager()
     pm.register(plugin, name="test-shifting-plugin")
     try:
-        selectivity = dict(type="SelectivityLoss", lam=1.0,
-                           layers=[dict(name=LAYER, num_bins=8, strategy="test-shifting")])
-        cfg = tiny_config(tiny_data, tmp_path / "shift", epochs=1, selectivity=selectivity,
-                          hook=dict(refit_interval=1, calibrate_frames=0))
+        selectivity = dict(
+            type="SelectivityLoss",
+            lam=1.0,
+            layers=[dict(name=LAYER, num_bins=8, strategy="test-shifting")],
+        )
+        cfg = tiny_config(
+            tiny_data,
+            tmp_path / "shift",
+            epochs=1,
+            selectivity=selectivity,
+            hook=dict(refit_interval=1, calibrate_frames=0),
+        )
         runner = build_runner(cfg)
         runner.train()
         strategy = runner.model.selectivity.strategy(LAYER)
@@ -141,10 +211,31 @@ def test_third_party_stateful_strategy_is_scored_against_its_own_state(tiny_data
         assert layer["assigned_bin"] != eq2_assignment(48, 8).tolist()
 
         out = tmp_path / "dissect"
-        assert cli_main(["dissect", "--model", "meter_xxs", "--weights", str(tmp_path / "shift" / "epoch_1.pth"),
-                         "--data", str(tiny_data / "val" / "official"), "--layers", LAYER,
-                         "--input-size", "64", "64", "--out", str(out), "--no-plots"]) == 0
-        assert json.loads((out / "report.json").read_text())["layers"][LAYER]["assigned_bin"] == \
-            strategy.assignment().tolist()
+        assert (
+            cli_main(
+                [
+                    "dissect",
+                    "--model",
+                    "meter_xxs",
+                    "--weights",
+                    str(tmp_path / "shift" / "epoch_1.pth"),
+                    "--data",
+                    str(tiny_data / "val" / "official"),
+                    "--layers",
+                    LAYER,
+                    "--input-size",
+                    "64",
+                    "64",
+                    "--out",
+                    str(out),
+                    "--no-plots",
+                ]
+            )
+            == 0
+        )
+        assert (
+            json.loads((out / "report.json").read_text())["layers"][LAYER]["assigned_bin"]
+            == strategy.assignment().tolist()
+        )
     finally:
         pm.unregister(name="test-shifting-plugin")

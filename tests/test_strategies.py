@@ -2,6 +2,7 @@
 
 Time budget: ~4 s (the two-process gloo test forks, so it adds well under a second).
 """
+
 from __future__ import annotations
 
 import io
@@ -11,9 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from meter_timm.strategies import (create_strategy, get_strategy_class, parse_strategy_spec,
-                                   validate_strategy)
 from meter_timm.selectivity.bins import eq2_assignment, eq2_shares
+from meter_timm.strategies import (
+    create_strategy,
+    get_strategy_class,
+    parse_strategy_spec,
+    validate_strategy,
+)
 from meter_timm.strategies.learned import STAGES, balanced_assignment, mass_shares
 
 
@@ -58,8 +63,9 @@ def test_log_edges_hand_computed():
     assert e[2].item() == pytest.approx(2.9515621187164243, abs=1e-12)
     # N = 4: t_i = 10.25 ** (i / 3) - 0.25 for i = 1, 2
     e4 = create_strategy("log", 8, 4).edges()
-    assert torch.allclose(e4, torch.tensor([0.0, 0.75, 1.9222407, 4.4686298, 10.0], dtype=torch.float64),
-                          atol=1e-6)
+    assert torch.allclose(
+        e4, torch.tensor([0.0, 0.75, 1.9222407, 4.4686298, 10.0], dtype=torch.float64), atol=1e-6
+    )
 
 
 def test_log_edges_n32_and_parameters():
@@ -79,7 +85,10 @@ def test_log_edges_n32_and_parameters():
 
 def test_parse_spec_and_params():
     assert parse_strategy_spec("log:alpha=0.5, beta=8") == ("log", {"alpha": 0.5, "beta": 8})
-    assert parse_strategy_spec("learned:edges=log,warmup=3") == ("learned", {"edges": "log", "warmup": 3})
+    assert parse_strategy_spec("learned:edges=log,warmup=3") == (
+        "learned",
+        {"edges": "log", "warmup": 3},
+    )
     assert parse_strategy_spec("uniform") == ("uniform", {})
     assert get_strategy_class("learned:edges=log").name == "learned"
     with pytest.raises(ValueError, match="key=value"):
@@ -91,17 +100,26 @@ def test_parse_spec_and_params():
 
 
 def test_unknown_name_lists_close_matches():
-    with pytest.raises(ValueError, match=r"unknown depth-bin strategy 'unifrom'; did you mean 'uniform'.*known: .*learned.*log"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown depth-bin strategy 'unifrom'; did you mean 'uniform'.*known: .*learned.*log",
+    ):
         create_strategy("unifrom", 8, 4)
 
 
 def test_per_layer_choice():
-    layers = [{"name": "encoder.6", "num_bins": 32, "strategy": "log", "params": {"alpha": 0.5}},
-              {"name": "encoder.8", "num_bins": 24, "strategy": "uniform"},
-              {"name": "encoder.9", "num_bins": 8, "strategy": "learned", "params": {"edges": "log"}}]
+    layers = [
+        {"name": "encoder.6", "num_bins": 32, "strategy": "log", "params": {"alpha": 0.5}},
+        {"name": "encoder.8", "num_bins": 24, "strategy": "uniform"},
+        {"name": "encoder.9", "num_bins": 8, "strategy": "learned", "params": {"edges": "log"}},
+    ]
     units = {"encoder.6": 48, "encoder.8": 64, "encoder.9": 80}
-    made = {layer["name"]: create_strategy(layer["strategy"], units[layer["name"]], layer["num_bins"],
-                                           **layer.get("params", {})) for layer in layers}
+    made = {
+        layer["name"]: create_strategy(
+            layer["strategy"], units[layer["name"]], layer["num_bins"], **layer.get("params", {})
+        )
+        for layer in layers
+    }
     assert made["encoder.6"].edges()[1] == 0.5 and made["encoder.6"].num_bins == 32
     assert made["encoder.8"].edges().numel() == 25
     assert torch.equal(made["encoder.9"].edges(), create_strategy("log", 80, 8).edges())
@@ -169,8 +187,9 @@ def test_learned_quantile_edges_give_every_bin_its_share_of_pixels():
     assert light.numel() == N - 1 and float((light / light.mean() - 1).abs().max()) < 0.6
     assert float(light.std() / light.mean()) < 0.25
     # uniform edges would leave bins without pixels for this depth range
-    uniform = torch.bincount(torch.bucketize(depth.double(), create_strategy("uniform", K, N).edges()) - 1,
-                             minlength=N)
+    uniform = torch.bincount(
+        torch.bucketize(depth.double(), create_strategy("uniform", K, N).edges()) - 1, minlength=N
+    )
     assert bool((uniform == 0).any())
 
 
@@ -207,7 +226,11 @@ def test_balanced_assignment_fewer_units_than_bins():
     scores[1, 5] = 2.0
     scores[0, 4] = 0.9
     scores[2, 0] = 1.0
-    assert balanced_assignment(scores, shares=torch.tensor([1, 0, 0, 0, 1, 1])).tolist() == [4, 5, 0]
+    assert balanced_assignment(scores, shares=torch.tensor([1, 0, 0, 0, 1, 1])).tolist() == [
+        4,
+        5,
+        0,
+    ]
 
 
 def test_learned_ignores_unobserved_bins_non_finite_batches_and_bad_shapes():
@@ -268,17 +291,25 @@ def _distributed_worker(rank, world_size, init_file, results):
 
     torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     try:
         K, N = 12, 4
         s = create_strategy("learned", K, N)
         # rank 0 sees only near depths, rank 1 only far ones: only their sum gives the edges
-        s.observe_depth(torch.linspace(0.1, 2.0, 100) if rank == 0 else torch.linspace(6.0, 8.0, 100))
+        s.observe_depth(
+            torch.linspace(0.1, 2.0, 100) if rank == 0 else torch.linspace(6.0, 8.0, 100)
+        )
         s.refit()
         # rank 0 only sees bins 0-1, rank 1 only bins 2-3: only their sum reveals the preference
         planted = eq2_assignment(K, N).flip(0)
         responses = planted_responses(K, N, planted, seed=rank)
-        counts = torch.tensor([10.0, 10.0, 0.0, 0.0]) if rank == 0 else torch.tensor([0.0, 0.0, 10.0, 10.0])
+        counts = (
+            torch.tensor([10.0, 10.0, 0.0, 0.0])
+            if rank == 0
+            else torch.tensor([0.0, 0.0, 10.0, 10.0])
+        )
         s.observe(responses, counts)
         s.refit()
         results[rank] = (s.assignment().tolist(), s.edges().tolist())
@@ -293,8 +324,13 @@ def test_learned_fit_agrees_across_ranks(tmp_path):
     with mp.Manager() as manager:
         results = manager.dict()
         # fork: the children inherit the imports (spawn would re-import torch and timm, ~10 s)
-        mp.start_processes(_distributed_worker, args=(2, str(tmp_path / "init"), results),
-                           nprocs=2, join=True, start_method="fork")
+        mp.start_processes(
+            _distributed_worker,
+            args=(2, str(tmp_path / "init"), results),
+            nprocs=2,
+            join=True,
+            start_method="fork",
+        )
         results = dict(results)
     expected = eq2_assignment(12, 4).flip(0).tolist()
     assert results[0] == results[1]
@@ -310,12 +346,17 @@ def test_create_layer_strategy_defaults_and_errors():
     assert s.name == "uniform" and s.num_bins == 32  # min(32, units), as in dissections
     assert create_layer_strategy({"name": "encoder.9", "num_bins": None}, 80).num_bins == 32
     assert create_layer_strategy("encoder.1", 16).num_bins == 16
-    s = create_layer_strategy({"name": "encoder.6", "num_bins": 24, "strategy": "log",
-                               "params": {"alpha": 0.5}}, 48, max_depth=8.0)
+    s = create_layer_strategy(
+        {"name": "encoder.6", "num_bins": 24, "strategy": "log", "params": {"alpha": 0.5}},
+        48,
+        max_depth=8.0,
+    )
     assert (s.num_bins, s.edges()[1].item(), s.edges()[-1].item()) == (24, 0.5, 8.0)
     with pytest.raises(ValueError, match="layer 'encoder.6'.*unknown key.*'bins'"):
         create_layer_strategy({"name": "encoder.6", "bins": 24}, 48)
-    with pytest.raises(ValueError, match="layer 'encoder.6'.*unknown depth-bin strategy 'lgo'.*'log'"):
+    with pytest.raises(
+        ValueError, match="layer 'encoder.6'.*unknown depth-bin strategy 'lgo'.*'log'"
+    ):
         create_layer_strategy({"name": "encoder.6", "strategy": "lgo"}, 48)
     with pytest.raises(TypeError, match="layer 'encoder.6'.*'uniform'.*unknown parameters"):
         create_layer_strategy({"name": "encoder.6", "params": {"alpha": 1}}, 48)

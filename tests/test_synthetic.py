@@ -1,4 +1,5 @@
 """The procedural indoor generator: exact geometry, determinism, the NYU h5 layout (budget: < 5 s)."""
+
 import json
 
 import h5py
@@ -47,8 +48,27 @@ def test_render_is_seeded_and_in_range():
 
 def test_make_data_writes_the_nyu_h5_layout(tmp_path):
     out = tmp_path / "synthetic"
-    assert cli_main(["make-data", str(out), "--train", "5", "--val", "2", "--height", "24",
-                     "--width", "32", "--frames-per-scene", "2", "--workers", "1"]) == 0
+    assert (
+        cli_main(
+            [
+                "make-data",
+                str(out),
+                "--train",
+                "5",
+                "--val",
+                "2",
+                "--height",
+                "24",
+                "--width",
+                "32",
+                "--frames-per-scene",
+                "2",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     train = sorted(out.glob("train/*/*.h5"))
     val = sorted(out.glob("val/official/*.h5"))
     assert len(train) == 5 and len(val) == 2
@@ -59,8 +79,9 @@ def test_make_data_writes_the_nyu_h5_layout(tmp_path):
     assert dataset_is_complete(out, 5, 2) and not dataset_is_complete(out, 6, 2)
     assert json.loads((out / "synthetic.json").read_text())["height"] == 24
     # the same seed in parallel gives the same files
-    again = generate_dataset(tmp_path / "again", 5, 2, 24, 32, frames_per_scene=2, workers=2,
-                             progress=False)
+    again = generate_dataset(
+        tmp_path / "again", 5, 2, 24, 32, frames_per_scene=2, workers=2, progress=False
+    )
     with h5py.File(val[1], "r") as a, h5py.File(again / "val/official/00001.h5", "r") as b:
         assert np.array_equal(a["depth"][()], b["depth"][()])
 
@@ -78,14 +99,14 @@ def test_mean_depth_baseline_hand_computed(tmp_path):
             f["depth"] = np.full((4, 4), depth, np.float32)
 
     write(tmp_path / "train" / "s0" / "00000.h5", 1.5)
-    write(tmp_path / "train" / "s0" / "00001.h5", 2.5)       # mean training depth 2.0
+    write(tmp_path / "train" / "s0" / "00001.h5", 2.5)  # mean training depth 2.0
     write(tmp_path / "val" / "official" / "00000.h5", 1.0)
     write(tmp_path / "val" / "official" / "00001.h5", 3.0)
     base = mean_depth_baseline(tmp_path)
     assert base["mean_depth"] == pytest.approx(2.0)
-    assert base["abs_rel"] == pytest.approx((1.0 + 1.0 / 3.0) / 2)   # per image, then averaged
+    assert base["abs_rel"] == pytest.approx((1.0 + 1.0 / 3.0) / 2)  # per image, then averaged
     assert base["rmse"] == pytest.approx(1.0)
-    assert base["d1"] == pytest.approx(0.0)                          # 2/1 and 3/2 are >= 1.25
+    assert base["d1"] == pytest.approx(0.0)  # 2/1 and 3/2 are >= 1.25
 
 
 def test_ensure_dataset_writes_once_and_other_ranks_wait(tmp_path, monkeypatch):
@@ -94,8 +115,9 @@ def test_ensure_dataset_writes_once_and_other_ranks_wait(tmp_path, monkeypatch):
     from meter_timm.data.synthetic import ensure_dataset
 
     out = tmp_path / "set"
-    spec = dict(num_train=3, num_val=2, height=16, width=16, frames_per_scene=2, workers=1,
-                progress=False)
+    spec = dict(
+        num_train=3, num_val=2, height=16, width=16, frames_per_scene=2, workers=1, progress=False
+    )
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(TimeoutError, match="local rank 0"):
         ensure_dataset(out, **spec, timeout=0.0)

@@ -2,6 +2,7 @@
 inputs (TorchScript, FX forward/backward, FX + TorchScript, classifier/default-cfg conventions,
 forward_intermediates / prune_intermediate_layers), plus listing and hub-layout loading.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,11 +36,18 @@ def xxs():
 
 def _fx(model: torch.nn.Module) -> torch.nn.Module:
     """The model traced as timm's test does (its leaf modules and functions)."""
-    kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(),
-                  param_shapes_constant=True)
+    kwargs = dict(
+        leaf_modules=get_notrace_modules(),
+        autowrap_functions=get_notrace_functions(),
+        param_shapes_constant=True,
+    )
     train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=kwargs)
-    return create_feature_extractor(model, train_return_nodes=[train_nodes[-1]],
-                                    eval_return_nodes=[eval_nodes[-1]], tracer_kwargs=kwargs)
+    return create_feature_extractor(
+        model,
+        train_return_nodes=[train_nodes[-1]],
+        eval_return_nodes=[eval_nodes[-1]],
+        tracer_kwargs=kwargs,
+    )
 
 
 # 64x64 and 192x256 are sizes the original accepts; 70x90 is padded and cropped, 32x32 is the minimum
@@ -126,12 +134,17 @@ def test_forward_intermediates_follow_timm(xxs):
         assert len(inter) == 4
         for level, o in zip(info, inter):
             assert o.shape[1] == level["num_chs"]
-            assert o.shape[-2:] == (math.ceil(70 / level["reduction"]), math.ceil(90 / level["reduction"]))
+            assert o.shape[-2:] == (
+                math.ceil(70 / level["reduction"]),
+                math.ceil(90 / level["reduction"]),
+            )
         # the outputs of the feature_info modules (encoder.4/6/8/11), as features_only returns
         seen = []
         modules = dict(xxs.named_modules())
-        hooks = [modules[level["module"]].register_forward_hook(lambda m, i, o: seen.append(o))
-                 for level in info]
+        hooks = [
+            modules[level["module"]].register_forward_hook(lambda m, i, o: seen.append(o))
+            for level in info
+        ]
         xxs(x[..., :64, :64])
         seen.clear()
         xxs.forward_features(x)
@@ -172,9 +185,12 @@ def test_prune_intermediate_layers(xxs):
 
 
 def test_list_pretrained_and_missing_weights_error():
-    assert set(timm.list_pretrained("meter*")) == {f"{m}.{t}" for m in ("meter_xxs", "meter_xs", "meter_s")
-                                                  for t in TAGS}
-    with pytest.raises(ValueError, match=r"meter_xs\.kitti: no published weights.*pretrained_cfg_overlay"):
+    assert set(timm.list_pretrained("meter*")) == {
+        f"{m}.{t}" for m in ("meter_xxs", "meter_xs", "meter_s") for t in TAGS
+    }
+    with pytest.raises(
+        ValueError, match=r"meter_xs\.kitti: no published weights.*pretrained_cfg_overlay"
+    ):
         timm.create_model("meter_xs.kitti", pretrained=True)
 
 
@@ -183,20 +199,38 @@ def test_safetensors_and_hub_folder_load(xxs, tmp_path):
 
     state = {k: v.contiguous() for k, v in xxs.state_dict().items()}
     save_file(state, tmp_path / "model.safetensors")
-    (tmp_path / "config.json").write_text(json.dumps({
-        "architecture": "meter_xxs",
-        "pretrained_cfg": {"tag": "nyu", "input_size": [3, 192, 256], "depth_unit": "m",
-                           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": "meter_xxs",
+                "pretrained_cfg": {
+                    "tag": "nyu",
+                    "input_size": [3, 192, 256],
+                    "depth_unit": "m",
+                    "mean": [0.485, 0.456, 0.406],
+                    "std": [0.229, 0.224, 0.225],
+                },
+            }
+        )
+    )
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ref = xxs(x)
         for model in (
-                timm.create_model("meter_xxs", pretrained=True, output_scale=1.0,
-                                  pretrained_cfg_overlay=dict(file=str(tmp_path / "model.safetensors"))),
-                timm.create_model(f"local-dir:{tmp_path}", pretrained=True)):
+            timm.create_model(
+                "meter_xxs",
+                pretrained=True,
+                output_scale=1.0,
+                pretrained_cfg_overlay=dict(file=str(tmp_path / "model.safetensors")),
+            ),
+            timm.create_model(f"local-dir:{tmp_path}", pretrained=True),
+        ):
             assert torch.equal(model.eval()(x), ref)
     assert timm.create_model(f"local-dir:{tmp_path}").output_scale == 1.0  # depth_unit "m" kept
     (tmp_path / "bad.safetensors").write_bytes(b"not tensors")
     with pytest.raises(ValueError, match="bad.safetensors"):
-        timm.create_model("meter_xxs", pretrained=True,
-                          pretrained_cfg_overlay=dict(file=str(tmp_path / "bad.safetensors")))
+        timm.create_model(
+            "meter_xxs",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(tmp_path / "bad.safetensors")),
+        )

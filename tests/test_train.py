@@ -6,6 +6,7 @@
 * depth selectivity of the trained layer rises above that of the same run without the loss;
 * a third-party strategy ("quantile", from plugins/meter_timm_quantile) chosen by name.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,15 @@ import math
 
 import pytest
 import torch
+from _training import (
+    QUICKSTART,
+    build_runner,
+    cfg_options_argv,
+    make_tiny_data,
+    tiny_config,
+    tiny_synthetic_options,
+)
 
-from _training import (QUICKSTART, build_runner, cfg_options_argv, make_tiny_data, tiny_config,
-                       tiny_synthetic_options)
 from meter_timm.cli import main as cli_main
 
 
@@ -26,11 +33,21 @@ def tiny_data(tmp_path_factory):
 
 def test_quickstart_command_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the config writes its data to ./data/synthetic
-    code = cli_main([
-        "train", str(QUICKSTART), "--work-dir", str(tmp_path / "run"), "--cfg-options",
-        *cfg_options_argv(tiny_synthetic_options(train=8, val=4)), "train_cfg.max_epochs=1",
-        "train_cfg.val_interval=1", "train_dataloader.batch_size=4", "val_dataloader.batch_size=4",
-        "param_scheduler.0.end=2"])
+    code = cli_main(
+        [
+            "train",
+            str(QUICKSTART),
+            "--work-dir",
+            str(tmp_path / "run"),
+            "--cfg-options",
+            *cfg_options_argv(tiny_synthetic_options(train=8, val=4)),
+            "train_cfg.max_epochs=1",
+            "train_cfg.val_interval=1",
+            "train_dataloader.batch_size=4",
+            "val_dataloader.batch_size=4",
+            "param_scheduler.0.end=2",
+        ]
+    )
     assert code == 0
     assert len(list((tmp_path / "data/synthetic/train").glob("*/*.h5"))) == 8
     out = capsys.readouterr().out
@@ -50,12 +67,19 @@ def test_runner_from_cfg_writes_the_builtin_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "empty" / "synthetic"
     cfg = Config.fromfile(str(QUICKSTART))
-    cfg.merge_from_dict({
-        **tiny_synthetic_options(root, train=8, val=4), "train_cfg.max_epochs": 1,
-        "train_cfg.val_interval": 1, "train_dataloader.batch_size": 4,
-        "val_dataloader.batch_size": 4, "param_scheduler.0.end": 2,
-        "work_dir": str(tmp_path / "run"), "experiment_name": f"from_cfg_{id(cfg)}",
-        "visualizer.name": f"vis_from_cfg_{id(cfg)}"})
+    cfg.merge_from_dict(
+        {
+            **tiny_synthetic_options(root, train=8, val=4),
+            "train_cfg.max_epochs": 1,
+            "train_cfg.val_interval": 1,
+            "train_dataloader.batch_size": 4,
+            "val_dataloader.batch_size": 4,
+            "param_scheduler.0.end": 2,
+            "work_dir": str(tmp_path / "run"),
+            "experiment_name": f"from_cfg_{id(cfg)}",
+            "visualizer.name": f"vis_from_cfg_{id(cfg)}",
+        }
+    )
     runner = Runner.from_cfg(cfg)
     assert not root.exists()  # nothing is written before the data set is built
     runner.train()
@@ -68,14 +92,26 @@ def test_runner_from_cfg_writes_the_builtin_data(tmp_path, monkeypatch):
 
 
 def test_losses_and_selectivity_are_logged_and_finite(tiny_data, tmp_path):
-    cfg = tiny_config(tiny_data, tmp_path / "run", epochs=1, batch_size=4,
-                      hook=dict(warmup_iters=4, warmup_start=0.0))
+    cfg = tiny_config(
+        tiny_data,
+        tmp_path / "run",
+        epochs=1,
+        batch_size=4,
+        hook=dict(warmup_iters=4, warmup_start=0.0),
+    )
     runner = build_runner(cfg)
     runner.train()
     hub = runner.message_hub
-    for key in ("train/loss", "train/loss_depth", "train/loss_ssim", "train/loss_normal",
-                "train/loss_grad", "train/loss_selectivity", "train/sel/encoder.6",
-                "train/sel_lambda"):
+    for key in (
+        "train/loss",
+        "train/loss_depth",
+        "train/loss_ssim",
+        "train/loss_normal",
+        "train/loss_grad",
+        "train/loss_selectivity",
+        "train/sel/encoder.6",
+        "train/sel_lambda",
+    ):
         assert key in hub.log_scalars, key
         assert math.isfinite(hub.get_scalar(key).current()), key
     # the warm-up: lambda 0, 0.025, 0.05, 0.075 (x lam=0.1) over the 4 iterations
@@ -85,8 +121,10 @@ def test_losses_and_selectivity_are_logged_and_finite(tiny_data, tmp_path):
     report = hub.get_info("selectivity_report")
     assert set(report["selectivity"]) == {"encoder.6"}
     assert all(p.endswith((".png", ".json")) for p in report["files"])
-    assert all((tmp_path / "run" / "dissection" / "epoch_1").joinpath(p.rsplit("/", 1)[-1]).is_file()
-               for p in report["files"])
+    assert all(
+        (tmp_path / "run" / "dissection" / "epoch_1").joinpath(p.rsplit("/", 1)[-1]).is_file()
+        for p in report["files"]
+    )
     # through mmengine's visualizer too: the validation selectivity among the scalars, the plots
     # among the images
     scalars = next((tmp_path / "run").glob("*/vis_data/scalars.json")).read_text()
@@ -97,19 +135,36 @@ def test_losses_and_selectivity_are_logged_and_finite(tiny_data, tmp_path):
 def test_selectivity_rises_above_the_baseline(tiny_data, tmp_path):
     """Same seed and data, 24 iterations: with a strong selectivity loss the trained layer's
     units respond more to their assigned depth bins than without it."""
+
     def run(selectivity, name):
-        cfg = tiny_config(tiny_data, tmp_path / name, epochs=6, batch_size=4, mirror=False,
-                          selectivity=selectivity,
-                          hook=dict(layers=[dict(name="encoder.6", num_bins=8, strategy="uniform")]))
+        cfg = tiny_config(
+            tiny_data,
+            tmp_path / name,
+            epochs=6,
+            batch_size=4,
+            mirror=False,
+            selectivity=selectivity,
+            hook=dict(layers=[dict(name="encoder.6", num_bins=8, strategy="uniform")]),
+        )
         cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=100, save_last=False)
         runner = build_runner(cfg)
         runner.train()
         return runner.message_hub.get_info("selectivity_report")
 
-    trained = run(dict(type="SelectivityLoss", lam=1.0, relative=True,
-                       layers=[dict(name="encoder.6", num_bins=8, strategy="uniform")]), "sel")
+    trained = run(
+        dict(
+            type="SelectivityLoss",
+            lam=1.0,
+            relative=True,
+            layers=[dict(name="encoder.6", num_bins=8, strategy="uniform")],
+        ),
+        "sel",
+    )
     baseline = run(None, "base")
-    sel, base = trained["selectivity_assigned"]["encoder.6"], baseline["selectivity_assigned"]["encoder.6"]
+    sel, base = (
+        trained["selectivity_assigned"]["encoder.6"],
+        baseline["selectivity_assigned"]["encoder.6"],
+    )
     print(f"selectivity of encoder.6 against assigned bins: {sel:.3f} trained, {base:.3f} baseline")
     assert sel > base + 0.05, (sel, base)
 
@@ -120,11 +175,22 @@ def test_third_party_strategy_by_name(tiny_data, tmp_path):
     names = list_strategies()
     names = list(names) if not isinstance(names, dict) else list(names)
     if "quantile" not in [getattr(n, "name", n) for n in names]:
-        pytest.skip("plugin meter-timm-quantile not installed (pip install -e plugins/meter_timm_quantile)")
-    cfg = tiny_config(tiny_data, tmp_path / "run", epochs=1, batch_size=8, selectivity=dict(
-        type="SelectivityLoss", lam=0.1, relative=True,
-        layers=[dict(name="encoder.6", num_bins=6, strategy="quantile")]),
-        hook=dict(refit_interval=1))
+        pytest.skip(
+            "plugin meter-timm-quantile not installed (pip install -e plugins/meter_timm_quantile)"
+        )
+    cfg = tiny_config(
+        tiny_data,
+        tmp_path / "run",
+        epochs=1,
+        batch_size=8,
+        selectivity=dict(
+            type="SelectivityLoss",
+            lam=0.1,
+            relative=True,
+            layers=[dict(name="encoder.6", num_bins=6, strategy="quantile")],
+        ),
+        hook=dict(refit_interval=1),
+    )
     runner = build_runner(cfg)
     runner.train()
     strategy = runner.model.selectivity.strategies["encoder.6"]
@@ -132,6 +198,8 @@ def test_third_party_strategy_by_name(tiny_data, tmp_path):
     edges = strategy.edges()
     assert edges.shape == (7,) and bool((edges[1:] > edges[:-1]).all())
     # the hook's refit fitted the edges to the training depths: no longer uniform over (0, 10]
-    assert not torch.allclose(edges.double(), torch.linspace(0, 10, 7, dtype=torch.float64), atol=1e-3)
+    assert not torch.allclose(
+        edges.double(), torch.linspace(0, 10, 7, dtype=torch.float64), atol=1e-3
+    )
     assert math.isfinite(runner.message_hub.get_scalar("train/sel/encoder.6").current())
     assert math.isfinite(runner.message_hub.get_scalar("train/loss_selectivity").current())

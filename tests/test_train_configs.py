@@ -1,5 +1,6 @@
 """Every training config parses, builds its model and hooks, and names layers that exist
 (budget: ~10 s; no data needed)."""
+
 from __future__ import annotations
 
 import re
@@ -13,18 +14,28 @@ import meter_timm.mm  # noqa: F401
 from meter_timm.mm.registry import HOOKS, MODELS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "mm_configs"
-TRAINING = (sorted((CONFIGS / "selectivity").glob("*.py")) + sorted((CONFIGS / "meter").glob("*_1xb*.py"))
-            + sorted(CONFIGS.glob("quickstart*.py")))
+TRAINING = (
+    sorted((CONFIGS / "selectivity").glob("*.py"))
+    + sorted((CONFIGS / "meter").glob("*_1xb*.py"))
+    + sorted(CONFIGS.glob("quickstart*.py"))
+)
 # a loss-mode forward for one METER and the non-METER backbone (the others only build: slow CPU)
-FORWARD = {"quickstart.py", "resnet18-light-decoder_sel-l10-nd32_1xb32-60e_nyu-192x256.py",
-           "meter-xxs_sel-multi_1xb32-60e_nyu-192x256.py"}
+FORWARD = {
+    "quickstart.py",
+    "resnet18-light-decoder_sel-l10-nd32_1xb32-60e_nyu-192x256.py",
+    "meter-xxs_sel-multi_1xb32-60e_nyu-192x256.py",
+}
 
 
 def test_the_seed_table_is_there():
     names = {p.name for p in TRAINING}
-    for name in ("meter-xxs_1xb32-60e_nyu-192x256.py", "meter-xxs_sel-l10-nd32_1xb32-60e_nyu-192x256.py",
-                 "meter-xxs_sel-l100-nd32_1xb32-60e_nyu-192x256.py", "meter-xxs_sel-l10-nd24_1xb32-60e_nyu-192x256.py",
-                 "meter-xxs_sel-l100-nd24_1xb32-60e_nyu-192x256.py"):
+    for name in (
+        "meter-xxs_1xb32-60e_nyu-192x256.py",
+        "meter-xxs_sel-l10-nd32_1xb32-60e_nyu-192x256.py",
+        "meter-xxs_sel-l100-nd32_1xb32-60e_nyu-192x256.py",
+        "meter-xxs_sel-l10-nd24_1xb32-60e_nyu-192x256.py",
+        "meter-xxs_sel-l100-nd24_1xb32-60e_nyu-192x256.py",
+    ):
         assert name in names
 
 
@@ -38,11 +49,17 @@ def test_config_builds(path):
     if "1xb" in path.name:
         # OpenMMLab's name part {gpus}xb{batch}-{epochs}e states the recipe
         gpus, batch, epochs = map(int, re.search(r"_(\d+)xb(\d+)-(\d+)e_", path.name).groups())
-        assert (gpus, batch, epochs) == (1, cfg.train_dataloader.batch_size, cfg.train_cfg.max_epochs)
+        assert (gpus, batch, epochs) == (
+            1,
+            cfg.train_dataloader.batch_size,
+            cfg.train_cfg.max_epochs,
+        )
     if path.parent.name in ("selectivity", "meter"):
         # the seed's recipe
         assert cfg.train_dataloader.batch_size == 32
-        assert cfg.optim_wrapper.optimizer.type == "AdamW" and cfg.optim_wrapper.optimizer.lr == 1e-3
+        assert (
+            cfg.optim_wrapper.optimizer.type == "AdamW" and cfg.optim_wrapper.optimizer.lr == 1e-3
+        )
         assert cfg.param_scheduler[0].milestones == [20, 40] and cfg.param_scheduler[0].gamma == 0.1
         assert cfg.train_cfg.max_epochs == 60
     if model.selectivity is not None:

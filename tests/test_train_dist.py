@@ -1,5 +1,6 @@
 """Two training processes on CPU through torchrun with ``--launcher pytorch`` (gloo), as the
 README's multi-process command (budget: ~30 s on 2 cores)."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from _training import QUICKSTART, REPO, cfg_options_argv, tiny_synthetic_options
 
 
@@ -24,12 +24,28 @@ def test_two_process_gloo_run(tmp_path):
     # no data yet: the data set of local rank 0 writes it, the other process waits for it
     data = tmp_path / "data"
     work_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={_free_port()}", "-m", "meter_timm", "train", str(QUICKSTART),
-           "--launcher", "pytorch", "--work-dir", str(work_dir), "--cfg-options",
-           *cfg_options_argv(tiny_synthetic_options(data, train=8, val=4)),
-           "train_cfg.max_epochs=1", "train_cfg.val_interval=1", "train_dataloader.batch_size=2",
-           "val_dataloader.batch_size=2", "param_scheduler.0.end=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "meter_timm",
+        "train",
+        str(QUICKSTART),
+        "--launcher",
+        "pytorch",
+        "--work-dir",
+        str(work_dir),
+        "--cfg-options",
+        *cfg_options_argv(tiny_synthetic_options(data, train=8, val=4)),
+        "train_cfg.max_epochs=1",
+        "train_cfg.val_interval=1",
+        "train_dataloader.batch_size=2",
+        "val_dataloader.batch_size=2",
+        "param_scheduler.0.end=2",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr

@@ -1,12 +1,13 @@
 """Exact resume: an interrupted run resumed from its last checkpoint ends with the same weights
 as an uninterrupted one (budget: ~30 s on 2 cores)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from _training import build_runner, make_tiny_data, tiny_config
 from mmengine.hooks import Hook
 
-from _training import build_runner, make_tiny_data, tiny_config
 from meter_timm.mm.registry import HOOKS
 
 
@@ -31,10 +32,20 @@ class _InterruptAfterEpoch(Hook):
 def _config(data, work_dir):
     # random mirroring and shuffling, a learned assignment that refits, a lambda warm-up and a
     # step schedule: everything a resume has to restore
-    cfg = tiny_config(data, work_dir, epochs=3, batch_size=4, mirror=True, selectivity=dict(
-        type="SelectivityLoss", lam=0.5, relative=True,
-        layers=[dict(name="encoder.6", num_bins=8, strategy="learned")]),
-        hook=dict(warmup_iters=5, refit_interval=2, refit_after=2, dissect=False))
+    cfg = tiny_config(
+        data,
+        work_dir,
+        epochs=3,
+        batch_size=4,
+        mirror=True,
+        selectivity=dict(
+            type="SelectivityLoss",
+            lam=0.5,
+            relative=True,
+            layers=[dict(name="encoder.6", num_bins=8, strategy="learned")],
+        ),
+        hook=dict(warmup_iters=5, refit_interval=2, refit_after=2, dissect=False),
+    )
     cfg.train_dataloader.dataset.indices = 8  # 2 iterations per epoch
     cfg.param_scheduler = [dict(type="MultiStepLR", by_epoch=True, milestones=[2], gamma=0.1)]
     return cfg
@@ -53,7 +64,9 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
         with pytest.raises(Interrupted):
             first.train()
         assert (tmp_path / "resumed" / "epoch_2.pth").is_file()
-        first_weights = {k: v.clone() for k, v in first.model.state_dict().items() if torch.is_tensor(v)}
+        first_weights = {
+            k: v.clone() for k, v in first.model.state_dict().items() if torch.is_tensor(v)
+        }
 
         cfg = _config(data, tmp_path / "resumed")
         cfg.resume = True  # latest checkpoint of the work dir, as `meter-timm train --resume`
@@ -87,7 +100,9 @@ def test_mid_epoch_iteration_checkpoint_resumes_exactly(tmp_path):
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         cfg = _config(data, tmp_path / "straight")
-        cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=3, save_last=False)
+        cfg.default_hooks.checkpoint = dict(
+            type="CheckpointHook", by_epoch=False, interval=3, save_last=False
+        )
         straight = build_runner(cfg)
         straight.train()
         mid_epoch = tmp_path / "straight" / "iter_3.pth"

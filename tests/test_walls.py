@@ -4,6 +4,7 @@ Each room and every module in it is imported in a new Python process; what it pu
 from ``sys.modules``. A second check reads the source: the pure rooms never import the engine
 adapters (``meter_timm.mm``), mmengine or mmcv, not even inside a function (budget: ~15 s).
 """
+
 from __future__ import annotations
 
 import ast
@@ -18,7 +19,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "meter_timm"
 
 # room -> modules that importing it (and every module in it) must not load
 WALLS = {
-    "meter_timm.selectivity": ("mmengine", "mmcv", "pluggy", "meter_timm.mm", "meter_timm.strategies"),
+    "meter_timm.selectivity": (
+        "mmengine",
+        "mmcv",
+        "pluggy",
+        "meter_timm.mm",
+        "meter_timm.strategies",
+    ),
     "meter_timm.strategies": ("mmengine", "mmcv", "meter_timm.mm"),
     "meter_timm.data": ("mmengine", "mmcv", "meter_timm.mm"),
     "meter_timm.models": ("mmengine", "mmcv", "meter_timm.mm", "meter_timm.selectivity"),
@@ -69,15 +76,22 @@ def _is(module: str, prefixes) -> bool:
 
 
 def test_pure_rooms_never_import_the_engine_even_inside_functions():
-    bad = [f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
-           for room in PURE_ROOMS for path in sorted((PACKAGE / room).rglob("*.py"))
-           for module, line, _ in _imports(path) if _is(module, ENGINE)]
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
+        for room in PURE_ROOMS
+        for path in sorted((PACKAGE / room).rglob("*.py"))
+        for module, line, _ in _imports(path)
+        if _is(module, ENGINE)
+    ]
     # data/synthetic.py scores its mean-depth baseline with meter_timm.evaluation, not mm.metrics
     assert bad == []
 
 
 def test_selectivity_resolves_strategies_only_when_a_loss_or_dissection_is_built():
-    top_level = [f"{path.name}:{line}" for path in sorted((PACKAGE / "selectivity").glob("*.py"))
-                 for module, line, at_top in _imports(path)
-                 if at_top and _is(module, ("meter_timm.strategies", "pluggy"))]
+    top_level = [
+        f"{path.name}:{line}"
+        for path in sorted((PACKAGE / "selectivity").glob("*.py"))
+        for module, line, at_top in _imports(path)
+        if at_top and _is(module, ("meter_timm.strategies", "pluggy"))
+    ]
     assert top_level == []

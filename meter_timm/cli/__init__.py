@@ -3,6 +3,7 @@
 Each sub-command module defines ``add_arguments(parser)`` and ``run(args) -> int | None`` and
 is imported only when its command is used, so ``meter-timm --help`` stays fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluate", "evaluate a model's weights on NYU data without a config"),
     "predict": ("predict", "predict metric depth for images"),
     "dissect": ("dissect", "measure the depth selectivity of a model's units"),
-    "ablate": ("ablate", "silence the units of each depth bin and measure the per-bin error change"),
+    "ablate": (
+        "ablate",
+        "silence the units of each depth bin and measure the per-bin error change",
+    ),
     "strategies": ("strategies", "list the depth-bin assignment strategies and their plugins"),
     "make-data": ("make_data", "write the built-in procedural indoor data set as NYU h5 files"),
     "export": ("export", "export a model to ONNX (dynamic batch), checked in ONNX Runtime"),
@@ -42,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv[0].startswith("-") and argv[0] not in COMMANDS:
         from meter_timm.cli._errors import did_you_mean
 
-        print(f"meter-timm: error: unknown command {argv[0]!r}{did_you_mean(argv[0], COMMANDS)} "
-              f"(commands: {', '.join(COMMANDS)})", file=sys.stderr)
+        print(
+            f"meter-timm: error: unknown command {argv[0]!r}{did_you_mean(argv[0], COMMANDS)} "
+            f"(commands: {', '.join(COMMANDS)})",
+            file=sys.stderr,
+        )
         return 2
     if argv[0].startswith("-"):
         parser.parse_args(argv)  # prints help / the error and exits
@@ -70,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         message = _errors.user_error_message(exc)
         if message is None or os.environ.get("METER_TIMM_DEBUG"):
             raise
-        print(f"meter-timm {name}: error: {message} (METER_TIMM_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"meter-timm {name}: error: {message} (METER_TIMM_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 2
 
 

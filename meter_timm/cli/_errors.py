@@ -5,6 +5,7 @@ unusable files, misbehaving plugins, and unknown ``type=`` names in a config (mm
 raises KeyError for those). Anything else, e.g. a TypeError or KeyError raised by our own code, is
 a programming error and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -43,7 +44,9 @@ def user_error_message(exc: BaseException) -> str | None:
         if not _raised_by_mmengine_registry(exc):
             return None
         message = exc.args[0] if exc.args else ""
-        return one_line(str(message).split(" Please check whether")[0] + " (check the config's type= names)")
+        return one_line(
+            str(message).split(" Please check whether")[0] + " (check the config's type= names)"
+        )
     if isinstance(exc, (ValueError, PluginError, *FILE_ERRORS)):
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         return one_line(str(message)) or type(exc).__name__
@@ -59,7 +62,9 @@ def check_config_path(value: str) -> None:
     for folder in (path.parent, Path("mm_configs")):
         if folder.is_dir():
             candidates.update(str(p) for p in folder.rglob("*.py") if "_base_" not in p.parts)
-    raise FileNotFoundError(f"config file not found: {value}{did_you_mean(value, sorted(candidates))}")
+    raise FileNotFoundError(
+        f"config file not found: {value}{did_you_mean(value, sorted(candidates))}"
+    )
 
 
 def check_model_name(name: str) -> None:
@@ -68,14 +73,17 @@ def check_model_name(name: str) -> None:
 
     base, _, tag = name.partition(".")
     if not timm.is_model(base):
-        raise ValueError(f"unknown model {name!r}{did_you_mean(base, timm.list_models())} "
-                         "(timm.list_models() lists every name)")
+        raise ValueError(
+            f"unknown model {name!r}{did_you_mean(base, timm.list_models())} "
+            "(timm.list_models() lists every name)"
+        )
     if tag:
         tags = [full.partition(".")[2] for full in timm.list_pretrained(f"{base}.*")]
         if tag not in tags:
             known = ", ".join(f"{base}.{t}" for t in tags) or "none"
-            raise ValueError(f"unknown pretrained tag {tag!r} of {base}{did_you_mean(tag, tags)} "
-                             f"(tags: {known})")
+            raise ValueError(
+                f"unknown pretrained tag {tag!r} of {base}{did_you_mean(tag, tags)} (tags: {known})"
+            )
 
 
 def check_arguments(args) -> None:

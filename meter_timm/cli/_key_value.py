@@ -1,4 +1,5 @@
 """Repeatable ``--option KEY=VALUE`` arguments (``--strategy-param``, ``--model-arg``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,5 +21,6 @@ class KeyValueAction(DictAction):
 
 def add_key_value_argument(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
     """``flag KEY=VALUE``, repeatable; the parsed value is a dict (empty without the flag)."""
-    parser.add_argument(flag, action=KeyValueAction, nargs=1, default={}, metavar="KEY=VALUE",
-                        help=help)
+    parser.add_argument(
+        flag, action=KeyValueAction, nargs=1, default={}, metavar="KEY=VALUE", help=help
+    )

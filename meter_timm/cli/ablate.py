@@ -20,6 +20,7 @@ Example::
         --data ../shared/data/nyu_eigen_test_sample --layer encoder.6 --bins 16 \\
         --json ablation.json --out ablation/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,34 +32,59 @@ from meter_timm.cli._data import DATA_HELP, add_folder_arguments, build_dataset
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from meter_timm.cli._key_value import add_key_value_argument
 
-    parser.add_argument("model", help="timm model name (e.g. meter_xxs.nyu) or a training config "
-                                      "(.py) whose SelectivityLoss holds the layer's strategy")
-    parser.add_argument("--weights", help="raw state dict or mmengine checkpoint (weights_only load); "
-                                          "without it the model is randomly initialised")
+    parser.add_argument(
+        "model",
+        help="timm model name (e.g. meter_xxs.nyu) or a training config "
+        "(.py) whose SelectivityLoss holds the layer's strategy",
+    )
+    parser.add_argument(
+        "--weights",
+        help="raw state dict or mmengine checkpoint (weights_only load); "
+        "without it the model is randomly initialised",
+    )
     parser.add_argument("--data", required=True, help=DATA_HELP)
     parser.add_argument("--split-file", help="for .mat data: splits.mat (testNdxs) or index list")
-    parser.add_argument("--layer", default="encoder.6",
-                        help="module name inside the backbone (default encoder.6, the seed's layer 6)")
-    parser.add_argument("--assign", choices=("auto", "strategy", "preferred"), default="auto",
-                        help="unit groups: auto = the trained strategy when the config has one for "
-                             "the layer, else 'strategy'; strategy = --strategy's assignment; "
-                             "preferred = each unit's argmax bin on this data")
+    parser.add_argument(
+        "--layer",
+        default="encoder.6",
+        help="module name inside the backbone (default encoder.6, the seed's layer 6)",
+    )
+    parser.add_argument(
+        "--assign",
+        choices=("auto", "strategy", "preferred"),
+        default="auto",
+        help="unit groups: auto = the trained strategy when the config has one for "
+        "the layer, else 'strategy'; strategy = --strategy's assignment; "
+        "preferred = each unit's argmax bin on this data",
+    )
     parser.add_argument("--bins", type=int, default=16, help="depth bins (default 16)")
-    parser.add_argument("--strategy", default="uniform",
-                        help="strategy giving the bin edges and assignment (default uniform = Eq. 2)")
-    add_key_value_argument(parser, "--strategy-param",
-                           "strategy parameter (repeatable), e.g. alpha=0.75")
+    parser.add_argument(
+        "--strategy",
+        default="uniform",
+        help="strategy giving the bin edges and assignment (default uniform = Eq. 2)",
+    )
+    add_key_value_argument(
+        parser, "--strategy-param", "strategy parameter (repeatable), e.g. alpha=0.75"
+    )
     parser.add_argument("--min-depth", type=float, default=0.0)
     parser.add_argument("--max-depth", type=float, default=10.0)
-    parser.add_argument("--random-draws", type=int, default=3,
-                        help="random unit sets per group for the control (default 3)")
+    parser.add_argument(
+        "--random-draws",
+        type=int,
+        default=3,
+        help="random unit sets per group for the control (default 3)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="output JSON (default OUT/ablation.json)")
     parser.add_argument("--out", required=True, help="output folder (heatmap)")
-    parser.add_argument("--features-only", action="store_true",
-                        help="MODEL is a timm backbone + the light decoder")
-    add_key_value_argument(parser, "--model-arg", "timm keyword argument of MODEL (repeatable), "
-                                                  "e.g. img_size=(192,256)")
+    parser.add_argument(
+        "--features-only", action="store_true", help="MODEL is a timm backbone + the light decoder"
+    )
+    add_key_value_argument(
+        parser,
+        "--model-arg",
+        "timm keyword argument of MODEL (repeatable), e.g. img_size=(192,256)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
     parser.add_argument("--limit", type=int, help="use only the first N images")
@@ -66,7 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_folder_arguments(parser)
 
 
-def build_model(spec: str, weights: str | None, features_only: bool, timm_kwargs: dict | None = None):
+def build_model(
+    spec: str, weights: str | None, features_only: bool, timm_kwargs: dict | None = None
+):
     """A DepthEstimator from a timm name or a config's ``model``, with the weights loaded."""
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
     from meter_timm.checkpoint import load_weights
@@ -101,8 +129,10 @@ def stored_strategy(weights: str, layer: str, num_units: int):
     state = state_dict_of(load_checkpoint_file(weights), weights)
     strategy = trained_strategies(state, source=weights).get(layer)
     if strategy is not None and strategy.num_units != num_units:
-        raise ValueError(f"{weights}: the stored strategy of layer {layer!r} has "
-                         f"{strategy.num_units} units, the layer {num_units}")
+        raise ValueError(
+            f"{weights}: the stored strategy of layer {layer!r} has "
+            f"{strategy.num_units} units, the layer {num_units}"
+        )
     return strategy
 
 
@@ -117,31 +147,57 @@ def choose_groups(args, model, batches, num_units: int, params: dict):
     trained = selectivity is not None and args.layer in getattr(selectivity, "layer_names", [])
     if args.assign == "auto" and trained:
         strategy = selectivity.build_strategy(args.layer, num_units)  # with the checkpoint's state
-        return (strategy.edges(), strategy.assignment(),
-                dict(source="trained strategy (from the weights)", strategy=strategy.name,
-                     num_bins=strategy.num_bins))
+        return (
+            strategy.edges(),
+            strategy.assignment(),
+            dict(
+                source="trained strategy (from the weights)",
+                strategy=strategy.name,
+                num_bins=strategy.num_bins,
+            ),
+        )
     if args.assign == "auto" and args.weights:
         stored = stored_strategy(args.weights, args.layer, num_units)
         if stored is not None:
-            return (stored.edges(), stored.assignment(),
-                    dict(source="trained strategy (from the weights)",
-                         strategy=stored.name, num_bins=stored.num_bins))
-    strategy = create_strategy(args.strategy, num_units, args.bins, args.min_depth,
-                               args.max_depth, **params)
+            return (
+                stored.edges(),
+                stored.assignment(),
+                dict(
+                    source="trained strategy (from the weights)",
+                    strategy=stored.name,
+                    num_bins=stored.num_bins,
+                ),
+            )
+    strategy = create_strategy(
+        args.strategy, num_units, args.bins, args.min_depth, args.max_depth, **params
+    )
     edges = strategy.edges()
     if args.assign in ("auto", "strategy"):
-        return edges, strategy.assignment(), dict(source="strategy", strategy=args.strategy,
-                                                  num_bins=args.bins, params=params)
+        return (
+            edges,
+            strategy.assignment(),
+            dict(source="strategy", strategy=args.strategy, num_bins=args.bins, params=params),
+        )
     accumulator = ResponseAccumulator({args.layer: edges})
-    with LayerCapture(model.backbone, [args.layer], detach_outputs=True) as capture, \
-            torch.no_grad():
+    with (
+        LayerCapture(model.backbone, [args.layer], detach_outputs=True) as capture,
+        torch.no_grad(),
+    ):
         for inputs, depth in batches:
             model.predict_depth(inputs)
             accumulator.update(dict(capture.outputs), depth)
             capture.clear()
     preferred = argmax_bins(accumulator.responses(args.layer), accumulator.counts[args.layer])
-    return edges, preferred, dict(source="preferred bins (argmax of |response| on this data)",
-                                  strategy=args.strategy, num_bins=args.bins, params=params)
+    return (
+        edges,
+        preferred,
+        dict(
+            source="preferred bins (argmax of |response| on this data)",
+            strategy=args.strategy,
+            num_bins=args.bins,
+            params=params,
+        ),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,15 +210,25 @@ def run(args: argparse.Namespace) -> int:
     if args.random_draws < 0:
         raise ValueError(f"--random-draws must be >= 0, got {args.random_draws}")
     params = dict(args.strategy_param)
-    model = build_model(args.model, args.weights, args.features_only,
-                        args.model_arg).to(args.device).eval()
+    model = (
+        build_model(args.model, args.weights, args.features_only, args.model_arg)
+        .to(args.device)
+        .eval()
+    )
     capture = LayerCapture(model.backbone, [args.layer], detach_outputs=True)  # checks the name
     dataset = build_dataset(
-        args, [dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
-               dict(type="PackDepthInputs")], limit=args.limit)
+        args,
+        [
+            dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
+            dict(type="PackDepthInputs"),
+        ],
+        limit=args.limit,
+    )
     # the data is reused for every group: keep the network inputs in memory
-    batches = [(x.to(args.device), d.to(args.device))
-               for x, d in iterate_batches(model, dataset, args.batch_size)]
+    batches = [
+        (x.to(args.device), d.to(args.device))
+        for x, d in iterate_batches(model, dataset, args.batch_size)
+    ]
     with capture, torch.no_grad():
         model.predict_depth(batches[0][0][:1])
         num_units = capture.outputs[args.layer].shape[1]
@@ -170,11 +236,26 @@ def run(args: argparse.Namespace) -> int:
 
     groups = int((torch.bincount(assignment.cpu(), minlength=edges.numel() - 1) > 0).sum())
     progress = tqdm(total=1 + groups * (1 + args.random_draws), desc="ablate", unit="pass")
-    meta = dict(model=args.model, weights=args.weights, data=str(args.data),
-                num_images=len(dataset), input_size=list(args.input_size), **source)
-    result = ablation_study(model.predict_depth, batches, model.backbone, args.layer, assignment,
-                            edges, random_draws=args.random_draws, seed=args.seed,
-                            progress=progress.update, meta=meta)
+    meta = dict(
+        model=args.model,
+        weights=args.weights,
+        data=str(args.data),
+        num_images=len(dataset),
+        input_size=list(args.input_size),
+        **source,
+    )
+    result = ablation_study(
+        model.predict_depth,
+        batches,
+        model.backbone,
+        args.layer,
+        assignment,
+        edges,
+        random_draws=args.random_draws,
+        seed=args.seed,
+        progress=progress.update,
+        meta=meta,
+    )
     progress.close()
     out = Path(args.out)
     json_path = result.save_json(args.json or out / "ablation.json")

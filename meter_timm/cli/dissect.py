@@ -10,6 +10,7 @@ Example::
     meter-timm dissect --model meter_xxs.nyu --weights meter_xxs_nyu.pth \\
         --data ../shared/data/nyu_eigen_test_sample --layers encoder.6 --bins 32 --out dissect/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,26 +23,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from meter_timm.cli._key_value import add_key_value_argument
 
     parser.add_argument("--model", required=True, help="timm model name, e.g. meter_xxs.nyu")
-    parser.add_argument("--weights", help="raw state dict or mmengine checkpoint (weights_only load); "
-                                          "without it the model is randomly initialised")
+    parser.add_argument(
+        "--weights",
+        help="raw state dict or mmengine checkpoint (weights_only load); "
+        "without it the model is randomly initialised",
+    )
     parser.add_argument("--data", required=True, help=DATA_HELP)
     parser.add_argument("--split-file", help="for .mat data: splits.mat (testNdxs) or index list")
-    parser.add_argument("--layers", nargs="+", default=["encoder.6"],
-                        help="module names inside the model (default: encoder.6, the seed's layer 6)")
-    parser.add_argument("--bins", type=int, default=None,
-                        help="depth bins per layer (default: the trained strategy's for a layer "
-                             "the checkpoint trained, else min(32, units))")
-    parser.add_argument("--strategy", default=None,
-                        help="assignment strategy giving the bin edges and assigned bins "
-                             "(see `meter-timm strategies`). Default: for a layer trained with "
-                             "selectivity, the strategy stored in the checkpoint (its own edges "
-                             "and assignment, e.g. a learned matching); else uniform = Eq. 2")
-    add_key_value_argument(parser, "--strategy-param",
-                           "strategy parameter (repeatable), e.g. alpha=0.75")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        default=["encoder.6"],
+        help="module names inside the model (default: encoder.6, the seed's layer 6)",
+    )
+    parser.add_argument(
+        "--bins",
+        type=int,
+        default=None,
+        help="depth bins per layer (default: the trained strategy's for a layer "
+        "the checkpoint trained, else min(32, units))",
+    )
+    parser.add_argument(
+        "--strategy",
+        default=None,
+        help="assignment strategy giving the bin edges and assigned bins "
+        "(see `meter-timm strategies`). Default: for a layer trained with "
+        "selectivity, the strategy stored in the checkpoint (its own edges "
+        "and assignment, e.g. a learned matching); else uniform = Eq. 2",
+    )
+    add_key_value_argument(
+        parser, "--strategy-param", "strategy parameter (repeatable), e.g. alpha=0.75"
+    )
     parser.add_argument("--min-depth", type=float, default=0.0)
     parser.add_argument("--max-depth", type=float, default=10.0)
-    parser.add_argument("--units", type=int, nargs="+", default=[12, 24, 40],
-                        help="units shown in the bar charts (default 12 24 40, as in the seed)")
+    parser.add_argument(
+        "--units",
+        type=int,
+        nargs="+",
+        default=[12, 24, 40],
+        help="units shown in the bar charts (default 12 24 40, as in the seed)",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
@@ -49,15 +70,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-abs", action="store_true", help="average raw activations, not |a|")
     parser.add_argument("--no-plots", action="store_true")
-    parser.add_argument("--features-only", action="store_true",
-                        help="MODEL is a timm backbone + the light decoder (any timm backbone)")
-    add_key_value_argument(parser, "--model-arg", "timm keyword argument of the model "
-                                                  "(repeatable), e.g. img_size=(192,256)")
+    parser.add_argument(
+        "--features-only",
+        action="store_true",
+        help="MODEL is a timm backbone + the light decoder (any timm backbone)",
+    )
+    add_key_value_argument(
+        parser,
+        "--model-arg",
+        "timm keyword argument of the model (repeatable), e.g. img_size=(192,256)",
+    )
     add_folder_arguments(parser)
 
 
-def build_model(name: str, weights: str | None, features_only: bool = False,
-                timm_kwargs: dict | None = None):
+def build_model(
+    name: str, weights: str | None, features_only: bool = False, timm_kwargs: dict | None = None
+):
     """(model to run: images -> depth, module whose layers are named by --layers)."""
     from meter_timm.checkpoint import load_weights
     from meter_timm.mm.model import DepthEstimator
@@ -94,8 +122,10 @@ def dissection_layers(args: argparse.Namespace, params: dict) -> list:
     they are exactly the trained ones."""
     if args.strategy is None and args.bins is None and not params:
         return list(args.layers)
-    return [dict(name=name, num_bins=args.bins, strategy=args.strategy or "uniform", params=params)
-            for name in args.layers]
+    return [
+        dict(name=name, num_bins=args.bins, strategy=args.strategy or "uniform", params=params)
+        for name in args.layers
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,8 +137,13 @@ def run(args: argparse.Namespace) -> int:
 
     params = dict(args.strategy_param)
     dataset = build_dataset(
-        args, [dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
-               dict(type="PackDepthInputs")], limit=args.limit)
+        args,
+        [
+            dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
+            dict(type="PackDepthInputs"),
+        ],
+        limit=args.limit,
+    )
     if not len(dataset):
         raise SystemExit(f"{args.data}: no images")
     model, target = build_model(args.model, args.weights, args.features_only, args.model_arg)
@@ -121,8 +156,13 @@ def run(args: argparse.Namespace) -> int:
 
         state = state_dict_of(load_checkpoint_file(args.weights), args.weights)
         trained = trained_layers_from_checkpoint(state, source=args.weights)
-    dissection = Dissection(dissection_layers(args, params), args.min_depth, args.max_depth,
-                            trained=trained, use_abs=not args.no_abs)
+    dissection = Dissection(
+        dissection_layers(args, params),
+        args.min_depth,
+        args.max_depth,
+        trained=trained,
+        use_abs=not args.no_abs,
+    )
     # the bar is closed on errors too, so that an error message starts on its own line
     with capture, torch.no_grad(), tqdm(total=len(dataset), desc="dissect", unit="img") as progress:
         for images, depth in iterate_batches(model, dataset, args.batch_size):
@@ -132,10 +172,20 @@ def run(args: argparse.Namespace) -> int:
             dissection.update(features, depth.to(args.device))
             progress.update(images.shape[0])
 
-    used = {name: f"{s.name} (trained, from the checkpoint)" if dissection.from_training[name]
-            else s.name for name, s in dissection.strategies.items()}
-    meta = {"model": args.model, "weights": args.weights, "data": str(args.data),
-            "strategy": used, "strategy_params": params, "input_size": list(args.input_size)}
+    used = {
+        name: f"{s.name} (trained, from the checkpoint)"
+        if dissection.from_training[name]
+        else s.name
+        for name, s in dissection.strategies.items()
+    }
+    meta = {
+        "model": args.model,
+        "weights": args.weights,
+        "data": str(args.data),
+        "strategy": used,
+        "strategy_params": params,
+        "input_size": list(args.input_size),
+    }
     report = dissection.report(meta)
     out = Path(args.out)
     json_path = report.save_json(out / "report.json")
@@ -143,11 +193,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plots:
         for path in report.plot(out, units=tuple(args.units)):
             print(f"figure: {path}")
-    bins = ", ".join(f"{name}: {layer['num_bins']} bins, {used[name]}"
-                     for name, layer in report.layers.items())
-    print(f"{report.meta['num_images']} images; {bins}; depth ({args.min_depth}, {args.max_depth}] m")
+    bins = ", ".join(
+        f"{name}: {layer['num_bins']} bins, {used[name]}" for name, layer in report.layers.items()
+    )
+    print(
+        f"{report.meta['num_images']} images; {bins}; depth ({args.min_depth}, {args.max_depth}] m"
+    )
     print(report.format_summary())
     if not any(sum(layer["counts"]) > 0 for layer in report.layers.values()):
-        raise ValueError(f"no depth pixel of {args.data} lies in ({args.min_depth}, {args.max_depth}] m: "
-                         "every bin is empty, so the report holds no selectivity")
+        raise ValueError(
+            f"no depth pixel of {args.data} lies in ({args.min_depth}, {args.max_depth}] m: "
+            "every bin is empty, so the report holds no selectivity"
+        )
     return 0

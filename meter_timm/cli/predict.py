@@ -9,12 +9,13 @@ ImageNet mean/std).
 
     meter-timm predict room.jpg --model meter_xxs.nyu --weights build_model_best_nyu_xxs --out depth/
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,23 +24,51 @@ import torch.nn.functional as F
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything PIL reads)")
-    parser.add_argument("--model", default="meter_xxs.nyu",
-                        help="timm model name with pretrained tag (default: meter_xxs.nyu)")
-    parser.add_argument("--weights", required=True, metavar="PATH",
-                        help="weights file: the authors' checkpoint, this package's state dict or an "
-                             "mmengine checkpoint")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files (anything PIL reads)"
+    )
+    parser.add_argument(
+        "--model",
+        default="meter_xxs.nyu",
+        help="timm model name with pretrained tag (default: meter_xxs.nyu)",
+    )
+    parser.add_argument(
+        "--weights",
+        required=True,
+        metavar="PATH",
+        help="weights file: the authors' checkpoint, this package's state dict or an "
+        "mmengine checkpoint",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (created if needed)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--cmap", default="magma_r", help="matplotlib colormap of the PNG (default: magma_r, "
-                                                          "near = bright)")
-    parser.add_argument("--range", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
-                        help="fixed depth range (m) of the colour scale for every image, e.g. --range 0 10 "
-                             "(default: 2nd-98th percentile of each image)")
-    parser.add_argument("--vmin", type=float, default=None, help="depth (m) at the colormap's low end "
-                                                                  "(default: 2nd percentile of each image)")
-    parser.add_argument("--vmax", type=float, default=None, help="depth (m) at the colormap's high end "
-                                                                  "(default: 98th percentile of each image)")
+    parser.add_argument(
+        "--cmap",
+        default="magma_r",
+        help="matplotlib colormap of the PNG (default: magma_r, near = bright)",
+    )
+    parser.add_argument(
+        "--range",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=None,
+        help="fixed depth range (m) of the colour scale for every image, e.g. --range 0 10 "
+        "(default: 2nd-98th percentile of each image)",
+    )
+    parser.add_argument(
+        "--vmin",
+        type=float,
+        default=None,
+        help="depth (m) at the colormap's low end (default: 2nd percentile of each image)",
+    )
+    parser.add_argument(
+        "--vmax",
+        type=float,
+        default=None,
+        help="depth (m) at the colormap's high end (default: 98th percentile of each image)",
+    )
 
 
 def load_model(name: str, weights: str, device: str = "cpu") -> torch.nn.Module:
@@ -79,12 +108,15 @@ def image_depth_map(model: torch.nn.Module, image, data_config: dict[str, Any]) 
     (Not ``DepthEstimator.predict_depth``, which maps a batch of network inputs to depth.)"""
     device = next(model.parameters()).device
     depth = model(image_to_tensor(image, data_config).to(device))
-    depth = F.interpolate(depth, size=(image.height, image.width), mode="bilinear", align_corners=False)
+    depth = F.interpolate(
+        depth, size=(image.height, image.width), mode="bilinear", align_corners=False
+    )
     return depth[0, 0].float().cpu().numpy()
 
 
-def colorize(depth: np.ndarray, cmap: str = "magma_r", vmin: float | None = None,
-             vmax: float | None = None) -> np.ndarray:
+def colorize(
+    depth: np.ndarray, cmap: str = "magma_r", vmin: float | None = None, vmax: float | None = None
+) -> np.ndarray:
     """(H, W, 3) uint8 colour image of ``depth`` (robust per-image range unless vmin/vmax given)."""
     import matplotlib
 
@@ -94,8 +126,9 @@ def colorize(depth: np.ndarray, cmap: str = "magma_r", vmin: float | None = None
     return (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).round().astype(np.uint8)
 
 
-def colour_range(depth: np.ndarray, vmin: float | None = None,
-                 vmax: float | None = None) -> tuple[float, float]:
+def colour_range(
+    depth: np.ndarray, vmin: float | None = None, vmax: float | None = None
+) -> tuple[float, float]:
     """(low, high) of the colour scale: the given bounds, else the 2nd / 98th percentile."""
     lo = float(np.percentile(depth, 2)) if vmin is None else float(vmin)
     hi = float(np.percentile(depth, 98)) if vmax is None else float(vmax)
@@ -103,11 +136,16 @@ def colour_range(depth: np.ndarray, vmin: float | None = None,
 
 
 COLOUR_BAR_WIDTH = 90  # pixels right of the image: bar, ticks and label
-MIN_PNG_HEIGHT = 160   # room for a readable bar next to small images
+MIN_PNG_HEIGHT = 160  # room for a readable bar next to small images
 
 
-def save_depth_png(path: Path, depth: np.ndarray, cmap: str = "magma_r", vmin: float | None = None,
-                   vmax: float | None = None) -> tuple[float, float]:
+def save_depth_png(
+    path: Path,
+    depth: np.ndarray,
+    cmap: str = "magma_r",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> tuple[float, float]:
     """Write ``depth`` (H, W, metres) colour-mapped at its own pixels (top-left, not resampled)
     with a colour bar labelled in metres on the right; returns the colour range used."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -123,7 +161,9 @@ def save_depth_png(path: Path, depth: np.ndarray, cmap: str = "magma_r", vmin: f
     FigureCanvasAgg(fig)  # draws off-screen: no pyplot, no global backend change
     fig.figimage(colorize(depth, cmap, lo, hi), xo=0, yo=canvas_h - height, origin="upper")
     bar_h = canvas_h - 16
-    cax = fig.add_axes(((width + 8) / canvas_w, (canvas_h - 8 - bar_h) / canvas_h, 14 / canvas_w, bar_h / canvas_h))
+    cax = fig.add_axes(
+        ((width + 8) / canvas_w, (canvas_h - 8 - bar_h) / canvas_h, 14 / canvas_w, bar_h / canvas_h)
+    )
     bar = fig.colorbar(ScalarMappable(norm=Normalize(lo, hi), cmap=cmap), cax=cax)
     bar.set_label("depth (m)", fontsize=8)
     bar.ax.tick_params(labelsize=7)
@@ -155,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model, args.weights)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: cannot build {args.model} with weights {args.weights}: {err}", file=sys.stderr)
+        print(
+            f"error: cannot build {args.model} with weights {args.weights}: {err}", file=sys.stderr
+        )
         return 2
     try:
         device = torch.device(args.device)
@@ -170,8 +212,13 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in args.images]
     failed = 0
-    for path, stem in tqdm(list(zip(paths, _output_stems(paths))), desc="predict", unit="image",
-                           disable=len(paths) < 2, file=sys.stderr):
+    for path, stem in tqdm(
+        list(zip(paths, _output_stems(paths))),
+        desc="predict",
+        unit="image",
+        disable=len(paths) < 2,
+        file=sys.stderr,
+    ):
         try:
             image = load_image(path)
         except ValueError as err:
@@ -182,6 +229,8 @@ def run(args: argparse.Namespace) -> int:
         np.save(out_dir / f"{stem}.npy", depth.astype(np.float32))
         save_depth_png(out_dir / f"{stem}.png", depth, args.cmap, vmin, vmax)
     done = len(paths) - failed
-    print(f"wrote depth (metres, .npy) and colour maps (.png) of {done} image(s) to {out_dir} "
-          f"[{args.model} on {device}]")
+    print(
+        f"wrote depth (metres, .npy) and colour maps (.png) of {done} image(s) to {out_dir} "
+        f"[{args.model} on {device}]"
+    )
     return 1 if failed else 0

@@ -3,6 +3,7 @@
 ``--checkpoint`` is an mmengine checkpoint of the config's model or a raw state dict of its
 backbone (e.g. the METER authors' files); both are read with ``weights_only=True``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,22 +14,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mmengine.config import DictAction
 
     parser.add_argument("config", help="mmengine config file")
-    parser.add_argument("--checkpoint", required=True, help="weights: mmengine checkpoint or raw state dict")
-    parser.add_argument("--data", help="override test_dataloader.dataset.data_root (NYU: csv, h5 folder "
-                                       "or .mat; or the folder of a DepthFolderDataset / KITTI images)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="weights: mmengine checkpoint or raw state dict"
+    )
+    parser.add_argument(
+        "--data",
+        help="override test_dataloader.dataset.data_root (NYU: csv, h5 folder "
+        "or .mat; or the folder of a DepthFolderDataset / KITTI images)",
+    )
     parser.add_argument("--work-dir", help="folder for logs (default: work_dirs/<config name>)")
     parser.add_argument("--json", help="also write the metrics to this JSON file")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                        help="override config entries, e.g. test_dataloader.batch_size=4")
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
-                        help="distributed launcher (with torchrun: pytorch)")
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=DictAction,
+        default={},
+        help="override config entries, e.g. test_dataloader.batch_size=4",
+    )
+    parser.add_argument(
+        "--launcher",
+        choices=["none", "pytorch", "slurm", "mpi"],
+        default="none",
+        help="distributed launcher (with torchrun: pytorch)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from mmengine.config import Config
 
-    from meter_timm.checkpoint import load_weights
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
+    from meter_timm.checkpoint import load_weights
     from meter_timm.evaluation import format_table, metrics_to_json
     from meter_timm.mm.runner import MeterRunner
 

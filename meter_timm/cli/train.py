@@ -8,6 +8,7 @@ config (``type="SyntheticDepthDataset"``) is written by the data set itself if i
 the end the last validation metrics (next to those of predicting the mean training depth, for
 the built-in data), the per-layer selectivity and the paths of the dissection plots are printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,28 +19,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mmengine.config import DictAction
 
     parser.add_argument("config", help="mmengine config file (e.g. mm_configs/quickstart.py)")
-    parser.add_argument("--work-dir", help="where logs and checkpoints go "
-                                           "(default: the config's work_dir, else work_dirs/<config name>)")
-    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                        help="resume training: from CHECKPOINT, or (no value) from the latest "
-                             "checkpoint in the work dir")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
-                        metavar="KEY=VALUE", help="override config entries, e.g. "
-                        "train_cfg.max_epochs=2 model.selectivity.lam=10")
-    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none",
-                        help="'pytorch' under torchrun for multi-process training (default: none)")
-    parser.add_argument("--amp", nargs="?", const="auto", default=None,
-                        choices=["auto", "float16", "bfloat16"], metavar="{float16,bfloat16}",
-                        help="mixed precision (GPU or CPU autocast): bfloat16 where supported "
-                             "(without a value), or float16 with dynamic loss scaling")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the training step (mmengine's compile option)")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="channels-last memory layout for the network and its inputs "
-                             "(model.channels_last=True; faster on GPUs with tensor cores)")
+    parser.add_argument(
+        "--work-dir",
+        help="where logs and checkpoints go "
+        "(default: the config's work_dir, else work_dirs/<config name>)",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="CHECKPOINT",
+        help="resume training: from CHECKPOINT, or (no value) from the latest "
+        "checkpoint in the work dir",
+    )
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=DictAction,
+        default=None,
+        metavar="KEY=VALUE",
+        help="override config entries, e.g. train_cfg.max_epochs=2 model.selectivity.lam=10",
+    )
+    parser.add_argument(
+        "--launcher",
+        choices=["none", "pytorch"],
+        default="none",
+        help="'pytorch' under torchrun for multi-process training (default: none)",
+    )
+    parser.add_argument(
+        "--amp",
+        nargs="?",
+        const="auto",
+        default=None,
+        choices=["auto", "float16", "bfloat16"],
+        metavar="{float16,bfloat16}",
+        help="mixed precision (GPU or CPU autocast): bfloat16 where supported "
+        "(without a value), or float16 with dynamic loss scaling",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training step (mmengine's compile option)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="channels-last memory layout for the network and its inputs "
+        "(model.channels_last=True; faster on GPUs with tensor cores)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="override randomness.seed")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="deterministic algorithms (randomness.deterministic=True)")
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic algorithms (randomness.deterministic=True)",
+    )
 
 
 def build_config(args: argparse.Namespace):
@@ -72,9 +106,14 @@ def build_config(args: argparse.Namespace):
         cfg.randomness = randomness
     if getattr(args, "amp", None):
         wrapper = cfg.optim_wrapper
-        if wrapper.get("type", "OptimWrapper") not in ("OptimWrapper", "MixedPrecisionOptimWrapper"):
-            raise SystemExit(f"meter-timm train: --amp replaces an OptimWrapper, but the config's "
-                             f"optim_wrapper.type is {wrapper.get('type')!r}")
+        if wrapper.get("type", "OptimWrapper") not in (
+            "OptimWrapper",
+            "MixedPrecisionOptimWrapper",
+        ):
+            raise SystemExit(
+                f"meter-timm train: --amp replaces an OptimWrapper, but the config's "
+                f"optim_wrapper.type is {wrapper.get('type')!r}"
+            )
         wrapper.type = "MixedPrecisionOptimWrapper"
         wrapper.dtype = None if args.amp == "auto" else args.amp
     if getattr(args, "channels_last", False):
@@ -96,9 +135,13 @@ def build_config(args: argparse.Namespace):
 def summarize(runner, cfg) -> str:
     """The end-of-training summary: metrics table, per-layer selectivity, plot paths."""
     hub = runner.message_hub
-    metrics = {key[4:]: buf.current() for key, buf in hub.log_scalars.items()
-               if key.startswith("val/") and not key.startswith("val/sel/")
-               and key not in ("val/time", "val/data_time")}
+    metrics = {
+        key[4:]: buf.current()
+        for key, buf in hub.log_scalars.items()
+        if key.startswith("val/")
+        and not key.startswith("val/sel/")
+        and key not in ("val/time", "val/data_time")
+    }
     from meter_timm.mm.datasets import SyntheticDepthDataset
 
     baseline = None
@@ -107,7 +150,9 @@ def summarize(runner, cfg) -> str:
         from meter_timm.data.synthetic import mean_depth_baseline
 
         baseline = mean_depth_baseline(dataset.data_root)
-    lines = [f"\n== meter-timm train: {Path(cfg.filename).name} finished, work dir {runner.work_dir}"]
+    lines = [
+        f"\n== meter-timm train: {Path(cfg.filename).name} finished, work dir {runner.work_dir}"
+    ]
     if metrics:
         lines.append("")
         header = "| metric | model |" + (" mean-depth baseline |" if baseline else "")
@@ -119,19 +164,25 @@ def summarize(runner, cfg) -> str:
             lines.append(row)
         if baseline and "abs_rel" in metrics:
             ratio = float(metrics["abs_rel"]) / baseline["abs_rel"]
-            lines.append(f"\nabs_rel is {ratio:.2f}x that of predicting the mean training depth "
-                         f"({baseline['mean_depth']:.2f} m) everywhere")
+            lines.append(
+                f"\nabs_rel is {ratio:.2f}x that of predicting the mean training depth "
+                f"({baseline['mean_depth']:.2f} m) everywhere"
+            )
     report = hub.get_info("selectivity_report") or {}
     if report.get("selectivity"):
-        lines.append(f"\nper-layer depth selectivity (dissection of the validation after epoch "
-                     f"{report.get('epoch')}, {report.get('num_images')} images):")
+        lines.append(
+            f"\nper-layer depth selectivity (dissection of the validation after epoch "
+            f"{report.get('epoch')}, {report.get('num_images')} images):"
+        )
         assigned = report.get("selectivity_assigned", {})
         agree = report.get("fraction_argmax_is_assigned", {})
         for layer, value in report["selectivity"].items():
             line = f"  {layer}: {value:.4f} against each unit's preferred bin"
             if assigned.get(layer) is not None:
-                line += (f", {assigned[layer]:.4f} against its assigned bin "
-                         f"({agree.get(layer, 0.0):.0%} of the units prefer their assigned bin)")
+                line += (
+                    f", {assigned[layer]:.4f} against its assigned bin "
+                    f"({agree.get(layer, 0.0):.0%} of the units prefer their assigned bin)"
+                )
             lines.append(line)
     if report.get("files"):
         lines.append("\nplots and report written:")
@@ -141,9 +192,9 @@ def summarize(runner, cfg) -> str:
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
-    import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
     from mmengine.dist import is_main_process
 
+    import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
     from meter_timm.distributed import exit_process_group
     from meter_timm.mm.registry import RUNNERS
     from meter_timm.mm.runner import MeterRunner

@@ -1,11 +1,12 @@
 """Depth metrics of the standard NYU / KITTI protocols (names as in OpenMMLab's DepthMetric), pure
 torch: evaluation crops, per-frame errors, and their text / JSON forms. ``DepthMetric``
 (:mod:`meter_timm.mm.metrics`) runs them inside mmengine's evaluator."""
+
 from __future__ import annotations
 
 import json
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +17,10 @@ NYU_CROP = (45, 471, 41, 601)
 NYU_SHAPE = (480, 640)
 #: KITTI crops as fractions (top, bottom, left, right) of the frame: Garg et al. 2016 and Eigen
 #: et al. 2014, as used by the Eigen-split evaluations
-KITTI_CROPS = {"garg_crop": (0.40810811, 0.99189189, 0.03594771, 0.96405229),
-               "eigen_crop": (0.3324324, 0.91351351, 0.03594771, 0.96405229)}
+KITTI_CROPS = {
+    "garg_crop": (0.40810811, 0.99189189, 0.03594771, 0.96405229),
+    "eigen_crop": (0.3324324, 0.91351351, 0.03594771, 0.96405229),
+}
 CROP_TYPES = (None, "nyu_crop", *KITTI_CROPS)
 
 
@@ -32,10 +35,10 @@ def crop_mask(shape: Sequence[int], crop_type: str | None, device=None) -> torch
     elif crop_type == "nyu_crop":
         t, b, l, r = NYU_CROP
         sy, sx = h / NYU_SHAPE[0], w / NYU_SHAPE[1]
-        mask[round(t * sy):round(b * sy), round(l * sx):round(r * sx)] = True
+        mask[round(t * sy) : round(b * sy), round(l * sx) : round(r * sx)] = True
     elif crop_type in KITTI_CROPS:
         t, b, l, r = KITTI_CROPS[crop_type]
-        mask[int(t * h):int(b * h), int(l * w):int(r * w)] = True
+        mask[int(t * h) : int(b * h), int(l * w) : int(r * w)] = True
     else:
         raise ValueError(f"DepthMetric: unknown crop_type {crop_type!r} (use one of {CROP_TYPES})")
     return mask
@@ -49,8 +52,8 @@ def depth_errors(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
     diff_log = torch.log(pred) - torch.log(gt)
     out = {
         "d1": (thresh < 1.25).double().mean(),
-        "d2": (thresh < 1.25 ** 2).double().mean(),
-        "d3": (thresh < 1.25 ** 3).double().mean(),
+        "d2": (thresh < 1.25**2).double().mean(),
+        "d3": (thresh < 1.25**3).double().mean(),
         "abs_rel": (diff.abs() / gt).mean(),
         "sq_rel": (diff.pow(2) / gt).mean(),
         "rmse": diff.pow(2).mean().sqrt(),
@@ -62,8 +65,13 @@ def depth_errors(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
-def evaluate_depth(pred: torch.Tensor, gt: torch.Tensor, min_depth: float = 1e-3,
-                   max_depth: float = 10.0, crop_type: str | None = "nyu_crop") -> dict | None:
+def evaluate_depth(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    min_depth: float = 1e-3,
+    max_depth: float = 10.0,
+    crop_type: str | None = "nyu_crop",
+) -> dict | None:
     """Metrics of one frame. ``pred`` and ``gt`` are ``(H, W)``, ``(1, H, W)`` tensors in metres;
     ``pred`` is upsampled bilinearly to ``gt``'s size if needed and clamped to
     ``[min_depth, max_depth]``; pixels count when ``min_depth < gt < max_depth`` inside the crop.
@@ -73,8 +81,9 @@ def evaluate_depth(pred: torch.Tensor, gt: torch.Tensor, min_depth: float = 1e-3
     pred = pred.reshape(-1, *pred.shape[-2:])[0] if pred.dim() > 2 else pred
     gt = gt.reshape(-1, *gt.shape[-2:])[0] if gt.dim() > 2 else gt
     if pred.shape != gt.shape:
-        pred = F.interpolate(pred[None, None], size=gt.shape, mode="bilinear",
-                             align_corners=False)[0, 0]
+        pred = F.interpolate(pred[None, None], size=gt.shape, mode="bilinear", align_corners=False)[
+            0, 0
+        ]
     pred = pred.clamp(min_depth, max_depth)
     valid = (gt > min_depth) & (gt < max_depth) & crop_mask(gt.shape, crop_type, gt.device)
     if not bool(valid.any()):
@@ -84,6 +93,7 @@ def evaluate_depth(pred: torch.Tensor, gt: torch.Tensor, min_depth: float = 1e-3
 
 def metrics_to_json(metrics: dict) -> str:
     """Metrics as strict JSON: undefined values (None, NaN, inf) become ``null``, never bare NaN."""
+
     def clean(value):
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
@@ -92,6 +102,7 @@ def metrics_to_json(metrics: dict) -> str:
         if isinstance(value, float) and not math.isfinite(value):
             return None
         return value
+
     return json.dumps(clean(dict(metrics)), indent=2, allow_nan=False) + "\n"
 
 
@@ -100,6 +111,10 @@ def format_table(metrics: dict[str, float | None]) -> str:
     names = [k for k in metrics]
     width = max(8, *(len(n) for n in names)) + 1
     head = "".join(f"{n:>{width}}" for n in names)
-    vals = "".join(f"{'n/a':>{width}}" if metrics[n] is None or not math.isfinite(metrics[n])
-                   else f"{metrics[n]:>{width}.4f}" for n in names)
+    vals = "".join(
+        f"{'n/a':>{width}}"
+        if metrics[n] is None or not math.isfinite(metrics[n])
+        else f"{metrics[n]:>{width}.4f}"
+        for n in names
+    )
     return f"{head}\n{vals}"

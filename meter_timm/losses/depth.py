@@ -10,6 +10,7 @@ Every depth loss is called as ``loss(pred, target, valid) -> dict`` with tensors
 ``"loss_"``; the model sums them. Balanced and SiLog run in float32 whatever the autocast state
 (:func:`float32_loss`): in float16 the balanced loss's sums of centimetre values pass 65504.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,10 +34,12 @@ def float32_loss(forward):
     """Decorate a loss's ``forward(self, pred, target, valid=None)``: half-precision inputs are
     cast to float32 and autocast is off inside, so mixed-precision training gets exact losses
     (gradients flow back to the half-precision prediction through the cast)."""
+
     @functools.wraps(forward)
     def wrapper(self, pred, target, valid=None):
         with autocast_disabled():
             return forward(self, _to_float32(pred), _to_float32(target), valid)
+
     return wrapper
 
 
@@ -45,13 +48,14 @@ def _gaussian_window(size: int, sigma: float, dtype, device) -> torch.Tensor:
     # cached per device: building it on the CPU and copying it to a GPU every step would
     # synchronise the host with the GPU
     x = torch.arange(size, dtype=torch.float64) - size // 2
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(x**2) / (2 * sigma**2))
     g = g / g.sum()
     return torch.outer(g, g).to(dtype=dtype, device=device)[None, None]
 
 
-def ssim_map(x: torch.Tensor, y: torch.Tensor, value_range: float, window_size: int = 11,
-             sigma: float = 1.5) -> torch.Tensor:
+def ssim_map(
+    x: torch.Tensor, y: torch.Tensor, value_range: float, window_size: int = 11, sigma: float = 1.5
+) -> torch.Tensor:
     """SSIM of single-channel maps ``(B, 1, H, W)`` over a Gaussian window without padding.
 
     Returns the map ``(B, 1, H - s + 1, W - s + 1)`` with ``s = min(window_size, H, W)``.
@@ -59,11 +63,13 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, value_range: float, window_size: 
     size = min(window_size, x.shape[-2], x.shape[-1])
     window = _gaussian_window(size, sigma, x.dtype, x.device)
     mean_x, mean_y = F.conv2d(x, window), F.conv2d(y, window)
-    var_x = F.conv2d(x * x, window) - mean_x ** 2
-    var_y = F.conv2d(y * y, window) - mean_y ** 2
+    var_x = F.conv2d(x * x, window) - mean_x**2
+    var_y = F.conv2d(y * y, window) - mean_y**2
     cov = F.conv2d(x * y, window) - mean_x * mean_y
     c1, c2 = (0.01 * value_range) ** 2, (0.03 * value_range) ** 2
-    return ((2 * mean_x * mean_y + c1) * (2 * cov + c2)) / ((mean_x ** 2 + mean_y ** 2 + c1) * (var_x + var_y + c2))
+    return ((2 * mean_x * mean_y + c1) * (2 * cov + c2)) / (
+        (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2)
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -94,10 +100,14 @@ def _check_inputs(name: str, pred: torch.Tensor, target: torch.Tensor, valid: to
     if pred.dim() != 4 or pred.shape[1] != 1:
         raise ValueError(f"{name}: pred must be (B, 1, h, w), got {tuple(pred.shape)}")
     if target.shape != pred.shape:
-        raise ValueError(f"{name}: target {tuple(target.shape)} and pred {tuple(pred.shape)} differ; "
-                         "resize the ground truth to the prediction first")
+        raise ValueError(
+            f"{name}: target {tuple(target.shape)} and pred {tuple(pred.shape)} differ; "
+            "resize the ground truth to the prediction first"
+        )
     if valid is not None and valid.shape != pred.shape:
-        raise ValueError(f"{name}: valid mask {tuple(valid.shape)} and pred {tuple(pred.shape)} differ")
+        raise ValueError(
+            f"{name}: valid mask {tuple(valid.shape)} and pred {tuple(pred.shape)} differ"
+        )
 
 
 class BalancedLoss(nn.Module):
@@ -124,9 +134,17 @@ class BalancedLoss(nn.Module):
     Returns a dict with ``loss_depth``, ``loss_ssim``, ``loss_normal`` and ``loss_grad``.
     """
 
-    def __init__(self, unit_scale: float = 100.0, ssim_weight: float = 100.0,
-                 normal_weight: float = 100.0, grad_weight: float = 2.0, value_range: float = 1000.0,
-                 window_size: int = 11, sigma: float = 1.5, mask_invalid: bool = True) -> None:
+    def __init__(
+        self,
+        unit_scale: float = 100.0,
+        ssim_weight: float = 100.0,
+        normal_weight: float = 100.0,
+        grad_weight: float = 2.0,
+        value_range: float = 1000.0,
+        window_size: int = 11,
+        sigma: float = 1.5,
+        mask_invalid: bool = True,
+    ) -> None:
         super().__init__()
         self.unit_scale = float(unit_scale)
         self.ssim_weight = float(ssim_weight)
@@ -138,8 +156,9 @@ class BalancedLoss(nn.Module):
         self.mask_invalid = bool(mask_invalid)
 
     @float32_loss
-    def forward(self, pred: torch.Tensor, target: torch.Tensor,
-                valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         _check_inputs(type(self).__name__, pred, target, valid)
         pred = pred * self.unit_scale
         target = target * self.unit_scale
@@ -154,8 +173,11 @@ class BalancedLoss(nn.Module):
             grad_mask = F.max_pool2d(invalid, 3, stride=1, padding=1) == 0
             size = min(self.window_size, pred.shape[-2], pred.shape[-1])
             half = size // 2
-            ssim_mask = mask[..., half:pred.shape[-2] - (size - 1 - half),
-                             half:pred.shape[-1] - (size - 1 - half)]
+            ssim_mask = mask[
+                ...,
+                half : pred.shape[-2] - (size - 1 - half),
+                half : pred.shape[-1] - (size - 1 - half),
+            ]
 
         loss_depth = _masked_mean((pred - target).abs(), mask)
 
@@ -167,13 +189,20 @@ class BalancedLoss(nn.Module):
         ones = torch.ones_like(gx_p)
         n_pred = torch.cat([-gx_p, -gy_p, ones], dim=1)
         n_gt = torch.cat([-gx_t, -gy_t, ones], dim=1)
-        cos = (n_pred * n_gt).sum(1, keepdim=True) / (n_pred.norm(dim=1, keepdim=True)
-                                                      * n_gt.norm(dim=1, keepdim=True))
+        cos = (n_pred * n_gt).sum(1, keepdim=True) / (
+            n_pred.norm(dim=1, keepdim=True) * n_gt.norm(dim=1, keepdim=True)
+        )
         loss_normal = self.normal_weight * _masked_mean((1 - cos).abs(), grad_mask)
-        loss_grad = self.grad_weight * (_masked_mean((gx_p - gx_t).abs(), grad_mask)
-                                        + _masked_mean((gy_p - gy_t).abs(), grad_mask))
-        return {"loss_depth": loss_depth, "loss_ssim": loss_ssim, "loss_normal": loss_normal,
-                "loss_grad": loss_grad}
+        loss_grad = self.grad_weight * (
+            _masked_mean((gx_p - gx_t).abs(), grad_mask)
+            + _masked_mean((gy_p - gy_t).abs(), grad_mask)
+        )
+        return {
+            "loss_depth": loss_depth,
+            "loss_ssim": loss_ssim,
+            "loss_normal": loss_normal,
+            "loss_grad": loss_grad,
+        }
 
 
 class SiLogLoss(nn.Module):
@@ -190,8 +219,9 @@ class SiLogLoss(nn.Module):
             has no output activation). Default: 1e-3 m.
     """
 
-    def __init__(self, variance_focus: float = 0.85, loss_weight: float = 10.0,
-                 min_depth: float = 1e-3) -> None:
+    def __init__(
+        self, variance_focus: float = 0.85, loss_weight: float = 10.0, min_depth: float = 1e-3
+    ) -> None:
         super().__init__()
         if not 0.0 <= variance_focus <= 1.0:
             raise ValueError(f"SiLogLoss: variance_focus must be in [0, 1], got {variance_focus}")
@@ -200,8 +230,9 @@ class SiLogLoss(nn.Module):
         self.min_depth = float(min_depth)
 
     @float32_loss
-    def forward(self, pred: torch.Tensor, target: torch.Tensor,
-                valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         _check_inputs(type(self).__name__, pred, target, valid)
         if valid is None:
             valid = target > 0
@@ -212,7 +243,7 @@ class SiLogLoss(nn.Module):
         has = n > 0
         mean = g.sum(1) / n.clamp_min(1)
         mean_sq = (g * g).sum(1) / n.clamp_min(1)
-        per_image = (mean_sq - self.variance_focus * mean ** 2).clamp_min(1e-12).sqrt()
+        per_image = (mean_sq - self.variance_focus * mean**2).clamp_min(1e-12).sqrt()
         loss = (per_image * has).sum() / has.sum().clamp_min(1) + 0 * pred.sum()
         return {"loss_silog": self.loss_weight * loss}
 

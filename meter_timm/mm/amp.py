@@ -6,6 +6,7 @@ or CPU) in float16 or bfloat16; float16 gets dynamic loss scaling (``torch.amp.G
 bfloat16 has float32's range and needs none. The depth losses and the selectivity statistics
 cast themselves back to float32 (see :mod:`meter_timm.losses`).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from meter_timm.mm.registry import OPTIM_WRAPPERS
 __all__ = ["MixedPrecisionOptimWrapper", "resolve_amp_dtype", "AMP_DTYPES"]
 
 AMP_DTYPES = ("float16", "bfloat16")
-DYNAMIC_INIT_SCALE = 2.0 ** 10
+DYNAMIC_INIT_SCALE = 2.0**10
 
 
 def resolve_amp_dtype(dtype: str | None, device_type: str) -> str:
@@ -52,8 +53,13 @@ class MixedPrecisionOptimWrapper(OptimWrapper):
     The loss scaler's state is saved in and restored from checkpoints (key ``loss_scaler``).
     """
 
-    def __init__(self, dtype: str | None = None, device_type: str | None = None,
-                 loss_scale: str | float | dict = "dynamic", **kwargs) -> None:
+    def __init__(
+        self,
+        dtype: str | None = None,
+        device_type: str | None = None,
+        loss_scale: str | float | dict = "dynamic",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if device_type is None:
             device_type = "cuda" if torch.cuda.is_available() else "cpu"
@@ -70,8 +76,10 @@ class MixedPrecisionOptimWrapper(OptimWrapper):
             elif isinstance(loss_scale, dict):
                 self.loss_scaler = torch.amp.GradScaler(device_type, **loss_scale)
             else:
-                raise TypeError(f"MixedPrecisionOptimWrapper: loss_scale must be 'dynamic', a number "
-                                f"or a dict, got {loss_scale!r}")
+                raise TypeError(
+                    f"MixedPrecisionOptimWrapper: loss_scale must be 'dynamic', a number "
+                    f"or a dict, got {loss_scale!r}"
+                )
 
     def backward(self, loss: torch.Tensor, **kwargs) -> None:
         if self.loss_scaler is not None:

@@ -15,6 +15,7 @@ Saving. A run killed at any moment keeps a complete checkpoint that ``--resume``
   checkpoint is complete first, then ``last_checkpoint`` names it, and only then are the
   checkpoints that ``max_keep_ckpts`` (or a better ``save_best``) makes outdated deleted.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,13 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from meter_timm.checkpoint import load_checkpoint_file
 from meter_timm.mm.registry import HOOKS
 
-__all__ = ["load_from_local_safe", "publish_file", "write_text_atomically", "partial_name",
-           "DurableCheckpointHook"]
+__all__ = [
+    "load_from_local_safe",
+    "publish_file",
+    "write_text_atomically",
+    "partial_name",
+    "DurableCheckpointHook",
+]
 
 
 def load_from_local_safe(filename: str, map_location=None):
@@ -106,10 +112,17 @@ class DurableCheckpointHook(CheckpointHook):
         filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info("last_ckpt", self.last_ckpt)
-        runner.save_checkpoint(self.out_dir, filename, self.file_client_args,
-                               save_optimizer=self.save_optimizer,
-                               save_param_scheduler=self.save_param_scheduler, meta=meta,
-                               by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        runner.save_checkpoint(
+            self.out_dir,
+            filename,
+            self.file_client_args,
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=meta,
+            by_epoch=self.by_epoch,
+            backend_args=self.backend_args,
+            **self.args,
+        )
         if not is_main_process():
             return
         write_text_atomically(os.path.join(runner.work_dir, "last_checkpoint"), self.last_ckpt)
@@ -128,8 +141,11 @@ class DurableCheckpointHook(CheckpointHook):
             super()._save_best_checkpoint(runner, metrics)
         finally:
             self.file_backend = backend
-        current = {getattr(self, "best_ckpt_path", None), *getattr(self, "best_ckpt_path_dict", {}).values(),
-                   self.last_ckpt}
+        current = {
+            getattr(self, "best_ckpt_path", None),
+            *getattr(self, "best_ckpt_path_dict", {}).values(),
+            self.last_ckpt,
+        }
         for action, path in deferred:
             if path not in current:
                 getattr(backend, action)(path)

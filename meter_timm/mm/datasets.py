@@ -1,11 +1,12 @@
 """Depth data sets for mmengine: NYU Depth V2 (h5 folders, DenseDepth csv, labeled .mat), the
 built-in procedural scenes (written on first use), a folder of images and depth maps matched by
 name, and KITTI (Eigen split)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
@@ -43,10 +44,19 @@ class NYUDepthDataset(BaseDataset):
 
     METAINFO = dict(dataset="NYU Depth V2", depth_unit="m")
 
-    def __init__(self, data_root: str, subdir: str | None = None, data_format: str = "auto",
-                 split_file: str | None = None, split_key: str = "testNdxs",
-                 indices: Sequence[int] | int | None = None, max_depth: float = 10.0,
-                 pipeline: Sequence = (), test_mode: bool = False, **kwargs):
+    def __init__(
+        self,
+        data_root: str,
+        subdir: str | None = None,
+        data_format: str = "auto",
+        split_file: str | None = None,
+        split_key: str = "testNdxs",
+        indices: Sequence[int] | int | None = None,
+        max_depth: float = 10.0,
+        pipeline: Sequence = (),
+        test_mode: bool = False,
+        **kwargs,
+    ):
         self.subdir = subdir
         self.data_format = data_format
         self.split_file = split_file
@@ -61,24 +71,37 @@ class NYUDepthDataset(BaseDataset):
         self._reader = SampleReader(max_depth)
         # build from our registry so the dataset works without a default scope
         pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
-        super().__init__(data_root=data_root, pipeline=pipeline, test_mode=test_mode,
-                         indices=indices if isinstance(indices, int) else None, **kwargs)
+        super().__init__(
+            data_root=data_root,
+            pipeline=pipeline,
+            test_mode=test_mode,
+            indices=indices if isinstance(indices, int) else None,
+            **kwargs,
+        )
 
     def load_data_list(self) -> list[dict]:
         source = Path(self.data_root)
         if self.subdir:
             source = source / self.subdir
-        refs = discover_samples(source, self.data_format, split_file=self.split_file,
-                                split_key=self.split_key, indices=self.frame_indices)
+        refs = discover_samples(
+            source,
+            self.data_format,
+            split_file=self.split_file,
+            split_key=self.split_key,
+            indices=self.frame_indices,
+        )
         kinds = sorted({r.kind for r in refs})
-        print_log(f"NYUDepthDataset: {len(refs)} frames ({'/'.join(kinds)}) from {source}",
-                  logger="current")
+        print_log(
+            f"NYUDepthDataset: {len(refs)} frames ({'/'.join(kinds)}) from {source}",
+            logger="current",
+        )
         return [dict(**asdict(r), sample_idx=i) for i, r in enumerate(refs)]
 
     def prepare_data(self, idx: int):
         info = self.get_data_info(idx)
-        ref = SampleRef(kind=info["kind"], path=info["path"], depth_path=info["depth_path"],
-                        index=info["index"])
+        ref = SampleRef(
+            kind=info["kind"], path=info["path"], depth_path=info["depth_path"], index=info["index"]
+        )
         formats_before = set(self._reader._logged_formats)
         results = self._reader(ref)
         new = self._reader._logged_formats - formats_before
@@ -100,7 +123,6 @@ class NYUDepthDataset(BaseDataset):
         state = self.__dict__.copy()
         state["_reader"] = SampleReader(self.max_depth)
         return state
-
 
 
 @DATASETS.register_module()
@@ -126,24 +148,50 @@ class SyntheticDepthDataset(NYUDepthDataset):
 
     METAINFO = dict(dataset="procedural indoor scenes (meter_timm.data.synthetic)", depth_unit="m")
 
-    def __init__(self, data_root: str, num_train: int = 800, num_val: int = 100,
-                 height: int = 240, width: int = 320, seed: int = 0, frames_per_scene: int = 20,
-                 workers: int | None = None, **kwargs):
-        self.synthetic = dict(num_train=num_train, num_val=num_val, height=height, width=width,
-                              seed=seed, frames_per_scene=frames_per_scene, workers=workers)
+    def __init__(
+        self,
+        data_root: str,
+        num_train: int = 800,
+        num_val: int = 100,
+        height: int = 240,
+        width: int = 320,
+        seed: int = 0,
+        frames_per_scene: int = 20,
+        workers: int | None = None,
+        **kwargs,
+    ):
+        self.synthetic = dict(
+            num_train=num_train,
+            num_val=num_val,
+            height=height,
+            width=width,
+            seed=seed,
+            frames_per_scene=frames_per_scene,
+            workers=workers,
+        )
         super().__init__(data_root=data_root, **kwargs)
 
     def load_data_list(self) -> list[dict]:
         from meter_timm.data.synthetic import dataset_is_complete, ensure_dataset
 
         subdir = (self.subdir or "").strip("/")
-        splits = ("train",) if subdir == "train" else ("val",) if subdir.startswith("val") \
+        splits = (
+            ("train",)
+            if subdir == "train"
+            else ("val",)
+            if subdir.startswith("val")
             else ("train", "val")
-        counts = dict(num_train=self.synthetic["num_train"] if "train" in splits else None,
-                      num_val=self.synthetic["num_val"] if "val" in splits else None)
+        )
+        counts = dict(
+            num_train=self.synthetic["num_train"] if "train" in splits else None,
+            num_val=self.synthetic["num_val"] if "val" in splits else None,
+        )
         if not dataset_is_complete(self.data_root, **counts):
-            print_log(f"SyntheticDepthDataset: writing the built-in procedural data set to "
-                      f"{self.data_root}", logger="current")
+            print_log(
+                f"SyntheticDepthDataset: writing the built-in procedural data set to "
+                f"{self.data_root}",
+                logger="current",
+            )
         ensure_dataset(self.data_root, splits=splits, **self.synthetic)
         return super().load_data_list()
 
@@ -152,12 +200,20 @@ class _ImageDepthPairs(BaseDataset):
     """Shared part of the pair data sets: items are ``img_path``/``depth_path`` pairs read by
     :meth:`read_pair`; the item dict is the one of :class:`NYUDepthDataset`."""
 
-    def __init__(self, data_root: str, max_depth: float, pipeline: Sequence = (),
-                 test_mode: bool = False, indices: int | None = None, **kwargs):
+    def __init__(
+        self,
+        data_root: str,
+        max_depth: float,
+        pipeline: Sequence = (),
+        test_mode: bool = False,
+        indices: int | None = None,
+        **kwargs,
+    ):
         self.max_depth = max_depth
         pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
-        super().__init__(data_root=data_root, pipeline=pipeline, test_mode=test_mode,
-                         indices=indices, **kwargs)
+        super().__init__(
+            data_root=data_root, pipeline=pipeline, test_mode=test_mode, indices=indices, **kwargs
+        )
 
     def read_pair(self, info: dict):
         raise NotImplementedError
@@ -166,10 +222,17 @@ class _ImageDepthPairs(BaseDataset):
         info = self.get_data_info(idx)
         rgb, depth = self.read_pair(info)
         h, w = depth.shape
-        results = dict(img=rgb, gt_depth=depth, img_path=info["img_path"],
-                       depth_path=info["depth_path"], sample_idx=info["sample_idx"],
-                       ori_shape=(h, w), img_shape=(h, w), max_depth=self.max_depth,
-                       depth_format=self.depth_format)
+        results = dict(
+            img=rgb,
+            gt_depth=depth,
+            img_path=info["img_path"],
+            depth_path=info["depth_path"],
+            sample_idx=info["sample_idx"],
+            ori_shape=(h, w),
+            img_shape=(h, w),
+            max_depth=self.max_depth,
+            depth_format=self.depth_format,
+        )
         return self.pipeline(results)
 
 
@@ -194,18 +257,34 @@ class DepthFolderDataset(_ImageDepthPairs):
 
     METAINFO = dict(dataset="image/depth folder", depth_unit="m")
 
-    def __init__(self, data_root: str, depth_scale: float, image_dir: str | None = None,
-                 depth_dir: str | None = None, image_suffix: str = "",
-                 depth_suffix: str | None = None, min_depth: float = 0.0,
-                 max_depth: float = 10.0, invalid_value: float | None = None,
-                 skip_unmatched: bool = False, **kwargs):
+    def __init__(
+        self,
+        data_root: str,
+        depth_scale: float,
+        image_dir: str | None = None,
+        depth_dir: str | None = None,
+        image_suffix: str = "",
+        depth_suffix: str | None = None,
+        min_depth: float = 0.0,
+        max_depth: float = 10.0,
+        invalid_value: float | None = None,
+        skip_unmatched: bool = False,
+        **kwargs,
+    ):
         if depth_scale is None or not float(depth_scale) > 0:
-            raise ValueError(f"DepthFolderDataset({data_root}): depth_scale must be > 0 (metres "
-                             f"per stored unit, e.g. 0.001 for mm PNGs), got {depth_scale!r}")
+            raise ValueError(
+                f"DepthFolderDataset({data_root}): depth_scale must be > 0 (metres "
+                f"per stored unit, e.g. 0.001 for mm PNGs), got {depth_scale!r}"
+            )
         self.depth_scale, self.min_depth = float(depth_scale), float(min_depth)
         self.invalid_value = invalid_value
-        self.layout = dict(image_dir=image_dir, depth_dir=depth_dir, image_suffix=image_suffix,
-                           depth_suffix=depth_suffix, skip_unmatched=skip_unmatched)
+        self.layout = dict(
+            image_dir=image_dir,
+            depth_dir=depth_dir,
+            image_suffix=image_suffix,
+            depth_suffix=depth_suffix,
+            skip_unmatched=skip_unmatched,
+        )
         self.depth_format = f"depth maps x {self.depth_scale:g} = metres"
         super().__init__(data_root=data_root, max_depth=max_depth, **kwargs)
 
@@ -213,17 +292,23 @@ class DepthFolderDataset(_ImageDepthPairs):
         from meter_timm.data.folder import discover_folder_pairs
 
         pairs = discover_folder_pairs(self.data_root, **self.layout)
-        print_log(f"DepthFolderDataset: {len(pairs)} image/depth pairs from {self.data_root} "
-                  f"(depth x {self.depth_scale:g} = metres)", logger="current")
-        return [dict(img_path=p.image, depth_path=p.depth, key=p.key, sample_idx=i)
-                for i, p in enumerate(pairs)]
+        print_log(
+            f"DepthFolderDataset: {len(pairs)} image/depth pairs from {self.data_root} "
+            f"(depth x {self.depth_scale:g} = metres)",
+            logger="current",
+        )
+        return [
+            dict(img_path=p.image, depth_path=p.depth, key=p.key, sample_idx=i)
+            for i, p in enumerate(pairs)
+        ]
 
     def read_pair(self, info: dict):
         from meter_timm.data.folder import FolderPair, read_folder_pair
 
         pair = FolderPair(info["img_path"], info["depth_path"], info["key"])
-        return read_folder_pair(pair, self.depth_scale, self.min_depth, self.max_depth,
-                                self.invalid_value)
+        return read_folder_pair(
+            pair, self.depth_scale, self.min_depth, self.max_depth, self.invalid_value
+        )
 
 
 @DATASETS.register_module()
@@ -247,8 +332,14 @@ class KITTIDepthDataset(_ImageDepthPairs):
     METAINFO = dict(dataset="KITTI (Eigen split)", depth_unit="m")
     depth_format = "KITTI uint16 PNG / 256 = metres"
 
-    def __init__(self, data_root: str, split_file: str, depth_root: str | None = None,
-                 max_depth: float = 80.0, **kwargs):
+    def __init__(
+        self,
+        data_root: str,
+        split_file: str,
+        depth_root: str | None = None,
+        max_depth: float = 80.0,
+        **kwargs,
+    ):
         self.split_file, self.depth_root = split_file, depth_root
         super().__init__(data_root=data_root, max_depth=max_depth, **kwargs)
 
@@ -256,10 +347,14 @@ class KITTIDepthDataset(_ImageDepthPairs):
         from meter_timm.data.kitti import read_kitti_split
 
         samples = read_kitti_split(self.split_file, self.data_root, self.depth_root)
-        print_log(f"KITTIDepthDataset: {len(samples)} frames with ground truth from "
-                  f"{self.split_file}", logger="current")
-        return [dict(img_path=s.image, depth_path=s.depth, focal=s.focal, sample_idx=i)
-                for i, s in enumerate(samples)]
+        print_log(
+            f"KITTIDepthDataset: {len(samples)} frames with ground truth from {self.split_file}",
+            logger="current",
+        )
+        return [
+            dict(img_path=s.image, depth_path=s.depth, focal=s.focal, sample_idx=i)
+            for i, s in enumerate(samples)
+        ]
 
     def read_pair(self, info: dict):
         from meter_timm.data.folder import DepthDataError
@@ -269,23 +364,37 @@ class KITTIDepthDataset(_ImageDepthPairs):
         rgb = read_rgb(info["img_path"])
         depth = read_kitti_depth(info["depth_path"], self.max_depth)
         if rgb.shape[:2] != depth.shape:
-            raise DepthDataError(f"{info['depth_path']}: depth shape {depth.shape} does not match "
-                                 f"image {info['img_path']} of shape {rgb.shape[:2]}")
+            raise DepthDataError(
+                f"{info['depth_path']}: depth shape {depth.shape} does not match "
+                f"image {info['img_path']} of shape {rgb.shape[:2]}"
+            )
         return rgb, depth
 
 
-def build_depth_dataset(data: str, pipeline: Sequence, max_depth: float = 10.0,
-                        depth_scale: float | None = None, split_file: str | None = None,
-                        limit: int | None = None, **folder_kwargs) -> BaseDataset:
+def build_depth_dataset(
+    data: str,
+    pipeline: Sequence,
+    max_depth: float = 10.0,
+    depth_scale: float | None = None,
+    split_file: str | None = None,
+    limit: int | None = None,
+    **folder_kwargs,
+) -> BaseDataset:
     """The data set behind a command's ``--data``: with ``depth_scale``, a
     :class:`DepthFolderDataset` of the folder ``data``; otherwise NYU (:class:`NYUDepthDataset`:
     a DenseDepth csv or its folder, a folder of h5 files, a labeled .mat)."""
     common = dict(pipeline=pipeline, test_mode=True, max_depth=max_depth, indices=limit)
     if depth_scale is not None:
-        return DepthFolderDataset(data_root=data, depth_scale=depth_scale, **folder_kwargs,
-                                  **common)
+        return DepthFolderDataset(
+            data_root=data, depth_scale=depth_scale, **folder_kwargs, **common
+        )
     return NYUDepthDataset(data_root=data, split_file=split_file, **common)
 
 
-__all__ = ["DepthFolderDataset", "KITTIDepthDataset", "NYUDepthDataset", "SyntheticDepthDataset",
-           "build_depth_dataset"]
+__all__ = [
+    "DepthFolderDataset",
+    "KITTIDepthDataset",
+    "NYUDepthDataset",
+    "SyntheticDepthDataset",
+    "build_depth_dataset",
+]

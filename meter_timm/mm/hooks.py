@@ -1,4 +1,5 @@
 """mmengine hooks of the selectivity training: :class:`SelectivityHook` and :class:`RandomStateHook`."""
+
 from __future__ import annotations
 
 import random
@@ -43,8 +44,11 @@ class RandomStateHook(Hook):
         self._pending: dict | None = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        state = {"python": random.getstate(), "numpy": np.random.get_state(),
-                 "torch": torch.get_rng_state()}
+        state = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+        }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["random_state"] = _to_weights_only(state)
@@ -62,7 +66,11 @@ class RandomStateHook(Hook):
         random.setstate(_python_state(state["python"]))
         np.random.set_state(_numpy_state(state["numpy"]))
         torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        if (
+            "cuda" in state
+            and torch.cuda.is_available()
+            and len(state["cuda"]) == torch.cuda.device_count()
+        ):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -70,11 +78,21 @@ def _to_weights_only(state: dict) -> dict:
     """Random states as tensors, ints and lists only, so the checkpoint stays weights_only-readable."""
     version, internal, gauss = state["python"]
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    out = {"python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
-                      "gauss": gauss},
-           "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                     "has_gauss": int(has_gauss), "cached": float(cached)},
-           "torch": state["torch"]}
+    out = {
+        "python": {
+            "version": version,
+            "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss": gauss,
+        },
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": state["torch"],
+    }
     if "cuda" in state:
         out["cuda"] = list(state["cuda"])
     return out
@@ -137,18 +155,32 @@ class SelectivityHook(Hook):
 
     priority = "HIGHEST"  # sees the train outputs before RuntimeInfoHook logs them
 
-    def __init__(self, warmup_iters: int = 0, warmup_start: float = 0.0,
-                 refit_interval: int | None = None, refit_after: int = 0, dissect: bool = True,
-                 dissect_interval: int = 1, layers: Sequence | None = None,
-                 num_bins: int | None = None, strategy: str = "uniform", min_depth: float = 0.0,
-                 max_depth: float = 10.0, plot_units: Sequence[int] | None = None,
-                 reduce_logs: bool = True, calibrate_frames: int = 256,
-                 calibrate_batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        warmup_iters: int = 0,
+        warmup_start: float = 0.0,
+        refit_interval: int | None = None,
+        refit_after: int = 0,
+        dissect: bool = True,
+        dissect_interval: int = 1,
+        layers: Sequence | None = None,
+        num_bins: int | None = None,
+        strategy: str = "uniform",
+        min_depth: float = 0.0,
+        max_depth: float = 10.0,
+        plot_units: Sequence[int] | None = None,
+        reduce_logs: bool = True,
+        calibrate_frames: int = 256,
+        calibrate_batch_size: int = 8,
+    ) -> None:
         if warmup_iters < 0 or refit_after < 0 or dissect_interval < 1:
-            raise ValueError("SelectivityHook: warmup_iters and refit_after must be >= 0, "
-                             "dissect_interval >= 1")
+            raise ValueError(
+                "SelectivityHook: warmup_iters and refit_after must be >= 0, dissect_interval >= 1"
+            )
         if refit_interval is not None and refit_interval < 1:
-            raise ValueError(f"SelectivityHook: refit_interval must be >= 1 or None, got {refit_interval}")
+            raise ValueError(
+                f"SelectivityHook: refit_interval must be >= 1 or None, got {refit_interval}"
+            )
         self.warmup_iters = int(warmup_iters)
         self.warmup_start = float(warmup_start)
         self.refit_interval = refit_interval
@@ -163,8 +195,9 @@ class SelectivityHook(Hook):
         self.plot_units = list(plot_units) if plot_units is not None else None
         self.reduce_logs = bool(reduce_logs)
         if calibrate_frames < 0 or calibrate_batch_size < 1:
-            raise ValueError("SelectivityHook: calibrate_frames must be >= 0 and "
-                             "calibrate_batch_size >= 1")
+            raise ValueError(
+                "SelectivityHook: calibrate_frames must be >= 0 and calibrate_batch_size >= 1"
+            )
         self.calibrate_frames = int(calibrate_frames)
         self.calibrate_batch_size = int(calibrate_batch_size)
         # state kept in checkpoints
@@ -192,8 +225,11 @@ class SelectivityHook(Hook):
         from meter_timm.data.resize import resize_depth_nearest
         from meter_timm.strategies import get_strategy_class
 
-        learnable = [layer["name"] for layer in getattr(module, "layers", [])
-                     if get_strategy_class(layer.get("strategy") or "uniform").learnable]
+        learnable = [
+            layer["name"]
+            for layer in getattr(module, "layers", [])
+            if get_strategy_class(layer.get("strategy") or "uniform").learnable
+        ]
         if not learnable:
             return
         model = _unwrap(runner.model)
@@ -205,11 +241,17 @@ class SelectivityHook(Hook):
         try:
             batches = []
             for start in range(0, count, self.calibrate_batch_size):
-                batch = pseudo_collate([dataset[i] for i in indices[start:start + self.calibrate_batch_size]])
+                batch = pseudo_collate(
+                    [dataset[i] for i in indices[start : start + self.calibrate_batch_size]]
+                )
                 data = model.data_preprocessor(batch, False)
                 inputs = data["inputs"]
-                depth = torch.stack([resize_depth_nearest(s.gt_depth.float(), inputs.shape[-2:])
-                                     for s in data["data_samples"]])
+                depth = torch.stack(
+                    [
+                        resize_depth_nearest(s.gt_depth.float(), inputs.shape[-2:])
+                        for s in data["data_samples"]
+                    ]
+                )
                 batches.append((inputs, depth))
             model.eval()
             changed = module.calibrate(model.predict_depth, batches)
@@ -220,11 +262,16 @@ class SelectivityHook(Hook):
             torch.set_rng_state(states[2])
         for name in learnable:
             strategy = module.strategy(name)
-            moved = int((strategy.assignment() != eq2_assignment(strategy.num_units, strategy.num_bins)).sum())
+            moved = int(
+                (
+                    strategy.assignment() != eq2_assignment(strategy.num_units, strategy.num_bins)
+                ).sum()
+            )
             runner.logger.info(
                 f"SelectivityHook: calibrated {name} ({strategy.name}) on {count} training frames: "
                 f"{'changed' if changed.get(name) else 'unchanged'}, {moved} of {strategy.num_units} "
-                f"units away from Eq. 2, edges {[round(e, 3) for e in strategy.edges().tolist()]}")
+                f"units away from Eq. 2, edges {[round(e, 3) for e in strategy.edges().tolist()]}"
+            )
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         module = find_selectivity_module(runner.model)
@@ -245,8 +292,11 @@ class SelectivityHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if outputs and self.reduce_logs and is_distributed():
-            keys = [k for k, v in outputs.items() if torch.is_tensor(v) and v.numel() == 1
-                    and k.startswith("sel")]
+            keys = [
+                k
+                for k, v in outputs.items()
+                if torch.is_tensor(v) and v.numel() == 1 and k.startswith("sel")
+            ]
             if keys:  # one collective for all of them
                 values = torch.stack([outputs[k].detach().float().reshape(()) for k in keys])
                 all_reduce(values, op="mean")
@@ -264,8 +314,10 @@ class SelectivityHook(Hook):
             self.refits += 1
             runner.message_hub.update_scalar("train/sel_refits", self.refits)
             if changed:
-                runner.logger.info(f"SelectivityHook: refit {self.refits} changed the assignment "
-                                   f"(iteration {done})")
+                runner.logger.info(
+                    f"SelectivityHook: refit {self.refits} changed the assignment "
+                    f"(iteration {done})"
+                )
 
     # ------------------------------------------------------------------ dissection
     def _dissection_layers(self, runner) -> list[dict]:
@@ -294,8 +346,9 @@ class SelectivityHook(Hook):
             return
         from meter_timm.selectivity.dissection import ValidationDissector
 
-        self._dissector = ValidationDissector(_unwrap(runner.model), layers, self.min_depth,
-                                              self.max_depth)
+        self._dissector = ValidationDissector(
+            _unwrap(runner.model), layers, self.min_depth, self.max_depth
+        )
 
     def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if self._dissector is not None:
@@ -307,8 +360,13 @@ class SelectivityHook(Hook):
         if dissector is None:
             return
         out_dir = Path(runner.work_dir) / "dissection" / f"epoch_{runner.epoch}"
-        report = dissector.finish(out_dir, plot_units=self.plot_units,
-                                  write=is_main_process(), epoch=runner.epoch, metrics=metrics)
+        report = dissector.finish(
+            out_dir,
+            plot_units=self.plot_units,
+            write=is_main_process(),
+            epoch=runner.epoch,
+            metrics=metrics,
+        )
         self.last_report = report
         runner.message_hub.update_info("selectivity_report", report)
         for layer, value in report.get("selectivity", {}).items():
@@ -332,14 +390,22 @@ class SelectivityHook(Hook):
             if not str(path).endswith(".png"):
                 continue
             image = mpimg.imread(path)
-            image = (image[..., :3] * 255).astype(np.uint8) if image.dtype != np.uint8 else image[..., :3]
+            image = (
+                (image[..., :3] * 255).astype(np.uint8)
+                if image.dtype != np.uint8
+                else image[..., :3]
+            )
             visualizer.add_image(f"dissection_{Path(path).stem}", image, step=runner.epoch)
 
     # ------------------------------------------------------------------ checkpoints
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint["selectivity_hook"] = {
-            "target_lambda": self.target_lambda, "refits": self.refits, "calibrated": self.calibrated,
-            "val_epochs": self.val_epochs, "last_report": _weights_only_readable(self.last_report)}
+            "target_lambda": self.target_lambda,
+            "refits": self.refits,
+            "calibrated": self.calibrated,
+            "val_epochs": self.val_epochs,
+            "last_report": _weights_only_readable(self.last_report),
+        }
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get("selectivity_hook")

@@ -4,6 +4,7 @@
 ``depth_loss=dict(type=...)``, and ``SelectivityLoss`` (:mod:`meter_timm.selectivity`) for
 ``selectivity=dict(type="SelectivityLoss", ...)``.
 """
+
 from meter_timm.losses import BalancedLoss, L1DepthLoss, SiLogLoss
 from meter_timm.mm.registry import MODELS
 from meter_timm.selectivity.loss import SelectivityLoss

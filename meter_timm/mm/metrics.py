@@ -1,10 +1,11 @@
 """``DepthMetric``: the depth metrics of :mod:`meter_timm.evaluation` in mmengine's evaluator."""
+
 from __future__ import annotations
 
 import logging
 import math
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
@@ -40,14 +41,23 @@ class DepthMetric(BaseMetric):
 
     default_prefix = ""  # metric keys stay "rmse", "d1", ... in logs and JSON
 
-    def __init__(self, depth_metrics: Sequence[str] | None = None, min_depth_eval: float = 1e-3,
-                 max_depth_eval: float = 10.0, crop_type: str | None = "nyu_crop",
-                 collect_device: str = "cpu", prefix: str | None = None, **kwargs):
+    def __init__(
+        self,
+        depth_metrics: Sequence[str] | None = None,
+        min_depth_eval: float = 1e-3,
+        max_depth_eval: float = 10.0,
+        crop_type: str | None = "nyu_crop",
+        collect_device: str = "cpu",
+        prefix: str | None = None,
+        **kwargs,
+    ):
         super().__init__(collect_device=collect_device, prefix=prefix, **kwargs)
         names = tuple(depth_metrics) if depth_metrics is not None else DEPTH_METRICS
         unknown = [n for n in names if n not in DEPTH_METRICS]
         if unknown:
-            raise ValueError(f"DepthMetric: unknown metric(s) {unknown}; choose from {DEPTH_METRICS}")
+            raise ValueError(
+                f"DepthMetric: unknown metric(s) {unknown}; choose from {DEPTH_METRICS}"
+            )
         crop_mask((2, 2), crop_type)  # validate early
         self.metric_names = names
         self.min_depth_eval = min_depth_eval
@@ -56,12 +66,21 @@ class DepthMetric(BaseMetric):
 
     def process(self, data_batch, data_samples: Sequence) -> None:
         for sample in data_samples:
-            get = sample.get if isinstance(sample, dict) else (lambda k, s=sample: getattr(s, k, None))
+            get = (
+                sample.get
+                if isinstance(sample, dict)
+                else (lambda k, s=sample: getattr(s, k, None))
+            )
             pred, gt = get("pred_depth"), get("gt_depth")
             if pred is None or gt is None:
                 raise KeyError("DepthMetric: each data sample needs 'pred_depth' and 'gt_depth'")
-            errors = evaluate_depth(pred.detach().cpu(), gt.detach().cpu(), self.min_depth_eval,
-                                    self.max_depth_eval, self.crop_type)
+            errors = evaluate_depth(
+                pred.detach().cpu(),
+                gt.detach().cpu(),
+                self.min_depth_eval,
+                self.max_depth_eval,
+                self.crop_type,
+            )
             name = get("img_path") or get("sample_idx")
             name = str(name) if name is not None else f"image {len(self.results)}"
             if errors is None:
@@ -74,18 +93,30 @@ class DepthMetric(BaseMetric):
         them; a metric that cannot be computed (no valid image, non-finite predictions) is None,
         written as ``null`` in JSON."""
         valid = [r for r in results if r is not None and _NO_VALID_PIXEL not in r]
-        empty = [r[_NO_VALID_PIXEL] if r else "?" for r in results if r is None or _NO_VALID_PIXEL in r]
+        empty = [
+            r[_NO_VALID_PIXEL] if r else "?" for r in results if r is None or _NO_VALID_PIXEL in r
+        ]
         if empty:
-            print_log(f"DepthMetric: {len(empty)} of {len(results)} image(s) have no valid ground-truth "
-                      f"pixel ({self.min_depth_eval} < depth < {self.max_depth_eval}, crop "
-                      f"{self.crop_type}) and are left out: {_name_some(empty)}", logger="current",
-                      level=logging.WARNING)
-        not_finite = [r.get("image", "?") for r in valid
-                      if not all(math.isfinite(r[k]) for k in self.metric_names)]
+            print_log(
+                f"DepthMetric: {len(empty)} of {len(results)} image(s) have no valid ground-truth "
+                f"pixel ({self.min_depth_eval} < depth < {self.max_depth_eval}, crop "
+                f"{self.crop_type}) and are left out: {_name_some(empty)}",
+                logger="current",
+                level=logging.WARNING,
+            )
+        not_finite = [
+            r.get("image", "?")
+            for r in valid
+            if not all(math.isfinite(r[k]) for k in self.metric_names)
+        ]
         if not_finite:
-            print_log(f"DepthMetric: non-finite errors (NaN/inf predictions) on {len(not_finite)} "
-                      f"image(s): {_name_some(not_finite)}; every metric is null (d1 would count "
-                      "NaN as a miss)", logger="current", level=logging.WARNING)
+            print_log(
+                f"DepthMetric: non-finite errors (NaN/inf predictions) on {len(not_finite)} "
+                f"image(s): {_name_some(not_finite)}; every metric is null (d1 would count "
+                "NaN as a miss)",
+                logger="current",
+                level=logging.WARNING,
+            )
         if not valid or not_finite:
             return OrderedDict((k, None) for k in self.metric_names)
         return OrderedDict((k, sum(r[k] for r in valid) / len(valid)) for k in self.metric_names)

@@ -6,9 +6,10 @@ followed by :class:`~meter_timm.models.LightDepthDecoder`. :class:`DepthDataPrep
 the 0-255 images and applies ImageNet normalisation on the 0-255 scale (identical to METER's
 [0, 1] + ImageNet mean/std). The depth losses come from :mod:`meter_timm.losses` through MODELS.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import timm
 import torch
@@ -33,12 +34,25 @@ class DepthDataPreprocessor(ImgDataPreprocessor):
     0-255 from :class:`~meter_timm.mm.transforms.PackDepthInputs`), move everything to the
     model's device. Arguments as mmengine's ``ImgDataPreprocessor``; defaults to ImageNet."""
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN_255,
-                 std: Sequence[float] = IMAGENET_STD_255, pad_size_divisor: int = 1,
-                 pad_value: float = 0, bgr_to_rgb: bool = False, rgb_to_bgr: bool = False,
-                 non_blocking: bool = False):
-        super().__init__(mean=mean, std=std, pad_size_divisor=pad_size_divisor, pad_value=pad_value,
-                         bgr_to_rgb=bgr_to_rgb, rgb_to_bgr=rgb_to_bgr, non_blocking=non_blocking)
+    def __init__(
+        self,
+        mean: Sequence[float] = IMAGENET_MEAN_255,
+        std: Sequence[float] = IMAGENET_STD_255,
+        pad_size_divisor: int = 1,
+        pad_value: float = 0,
+        bgr_to_rgb: bool = False,
+        rgb_to_bgr: bool = False,
+        non_blocking: bool = False,
+    ):
+        super().__init__(
+            mean=mean,
+            std=std,
+            pad_size_divisor=pad_size_divisor,
+            pad_value=pad_value,
+            bgr_to_rgb=bgr_to_rgb,
+            rgb_to_bgr=rgb_to_bgr,
+            non_blocking=non_blocking,
+        )
 
 
 def create_backbone(backbone: dict) -> nn.Module:
@@ -78,10 +92,16 @@ class DepthEstimator(BaseModel):
     input size); ``"tensor"`` -> the raw prediction ``(B, 1, h, w)``.
     """
 
-    def __init__(self, backbone: dict, decoder: dict | None = None,
-                 depth_loss: dict | None = None, selectivity: dict | None = None,
-                 data_preprocessor: dict | None = None, channels_last: bool = False,
-                 init_cfg: dict | None = None):
+    def __init__(
+        self,
+        backbone: dict,
+        decoder: dict | None = None,
+        depth_loss: dict | None = None,
+        selectivity: dict | None = None,
+        data_preprocessor: dict | None = None,
+        channels_last: bool = False,
+        init_cfg: dict | None = None,
+    ):
         if data_preprocessor is None:
             data_preprocessor = dict(type="DepthDataPreprocessor")
         if isinstance(data_preprocessor, dict) and "type" in data_preprocessor:
@@ -126,7 +146,8 @@ class DepthEstimator(BaseModel):
             raise ValueError(
                 f"DepthEstimator: backbone {self.backbone_cfg.get('name')!r} returned shape "
                 f"{tuple(out.shape)}, not a (B, 1, h, w) depth map; give features_only=True to "
-                "add the light decoder")
+                "add the light decoder"
+            )
         return out
 
     def forward(self, inputs: torch.Tensor, data_samples: list | None = None, mode: str = "tensor"):
@@ -136,7 +157,9 @@ class DepthEstimator(BaseModel):
             return self.predict(inputs, data_samples)
         if mode == "tensor":
             return self.predict_depth(inputs)
-        raise ValueError(f"DepthEstimator: invalid mode {mode!r} (use 'loss', 'predict' or 'tensor')")
+        raise ValueError(
+            f"DepthEstimator: invalid mode {mode!r} (use 'loss', 'predict' or 'tensor')"
+        )
 
     def loss(self, inputs: torch.Tensor, data_samples: list) -> dict:
         if not data_samples:
@@ -161,8 +184,10 @@ class DepthEstimator(BaseModel):
     def predict(self, inputs: torch.Tensor, data_samples: list | None = None) -> list:
         pred = self.predict_depth(inputs)
         if data_samples is None:
-            data_samples = [DepthDataSample(metainfo=dict(img_shape=tuple(inputs.shape[-2:])))
-                            for _ in range(inputs.shape[0])]
+            data_samples = [
+                DepthDataSample(metainfo=dict(img_shape=tuple(inputs.shape[-2:])))
+                for _ in range(inputs.shape[0])
+            ]
         for p, sample in zip(pred, data_samples):
             if "gt_depth" in sample:
                 size = sample.gt_depth.shape[-2:]
@@ -171,6 +196,8 @@ class DepthEstimator(BaseModel):
             else:
                 size = inputs.shape[-2:]
             if tuple(p.shape[-2:]) != tuple(size):
-                p = F.interpolate(p[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+                p = F.interpolate(p[None], size=tuple(size), mode="bilinear", align_corners=False)[
+                    0
+                ]
             sample.pred_depth = p.detach()
         return data_samples

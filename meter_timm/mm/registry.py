@@ -3,6 +3,7 @@
 Configs that set ``default_scope = "meter_timm"`` build from these; names not found here fall back
 to mmengine's root registries (e.g. ``type="AdamW"``, ``type="CheckpointHook"``).
 """
+
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import EVALUATOR as MMENGINE_EVALUATOR
@@ -41,7 +42,9 @@ MODELS = _child("model", MMENGINE_MODELS)
 MODEL_WRAPPERS = _child("model wrapper", MMENGINE_MODEL_WRAPPERS)
 OPTIMIZERS = _child("optimizer", MMENGINE_OPTIMIZERS)
 OPTIM_WRAPPERS = _child("optim wrapper", MMENGINE_OPTIM_WRAPPERS)
-OPTIM_WRAPPER_CONSTRUCTORS = _child("optim wrapper constructor", MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS)
+OPTIM_WRAPPER_CONSTRUCTORS = _child(
+    "optim wrapper constructor", MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+)
 PARAM_SCHEDULERS = _child("parameter scheduler", MMENGINE_PARAM_SCHEDULERS)
 METRICS = _child("metric", MMENGINE_METRICS)
 EVALUATOR = _child("evaluator", MMENGINE_EVALUATOR)
@@ -51,8 +54,23 @@ LOG_PROCESSORS = _child("log processor", MMENGINE_LOG_PROCESSORS)
 FUNCTIONS = _child("function", MMENGINE_FUNCTIONS)
 
 __all__ = [
-    "SCOPE", "RUNNERS", "LOOPS", "HOOKS", "DATASETS", "DATA_SAMPLERS", "TRANSFORMS", "MODELS",
-    "MODEL_WRAPPERS", "OPTIMIZERS", "OPTIM_WRAPPERS", "OPTIM_WRAPPER_CONSTRUCTORS",
-    "PARAM_SCHEDULERS", "METRICS", "EVALUATOR", "VISUALIZERS", "VISBACKENDS", "LOG_PROCESSORS",
+    "SCOPE",
+    "RUNNERS",
+    "LOOPS",
+    "HOOKS",
+    "DATASETS",
+    "DATA_SAMPLERS",
+    "TRANSFORMS",
+    "MODELS",
+    "MODEL_WRAPPERS",
+    "OPTIMIZERS",
+    "OPTIM_WRAPPERS",
+    "OPTIM_WRAPPER_CONSTRUCTORS",
+    "PARAM_SCHEDULERS",
+    "METRICS",
+    "EVALUATOR",
+    "VISUALIZERS",
+    "VISBACKENDS",
+    "LOG_PROCESSORS",
     "FUNCTIONS",
 ]

@@ -15,6 +15,7 @@
    The initial weights are broadcast tensor by tensor (mmengine also tries to broadcast
    non-tensor extra state, such as the selectivity strategies', and fails).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -49,13 +50,21 @@ def init_cpu_process_group(dist_cfg: dict | None = None) -> str:
     if cfg.get("timeout") is not None:
         cfg["timeout"] = datetime.timedelta(seconds=cfg["timeout"])
     cfg.pop("init_backend", None)
-    torch_dist.init_process_group(backend=backend, rank=int(os.environ["RANK"]),
-                                  world_size=int(os.environ["WORLD_SIZE"]), **cfg)
+    torch_dist.init_process_group(
+        backend=backend,
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        **cfg,
+    )
     return backend
 
 
 def _random_states() -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    states = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -91,8 +100,10 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         for _ in range(done):
             next(batches)
         _set_random_states(states)
-        self.runner.logger.info(f"resumed inside epoch {self._epoch + 1}: skipped its first {done} "
-                                "batches, which the checkpoint was trained on")
+        self.runner.logger.info(
+            f"resumed inside epoch {self._epoch + 1}: skipped its first {done} "
+            "batches, which the checkpoint was trained on"
+        )
         for idx, data_batch in enumerate(batches, start=done):
             self.run_iter(idx, data_batch)
         self.runner.call_hook("after_train_epoch")
@@ -151,20 +162,31 @@ class MeterRunner(Runner):
     def register_default_hooks(self, hooks=None) -> None:
         hooks = dict(hooks or {})
         checkpoint = hooks.get("checkpoint", dict(type="CheckpointHook", interval=1))
-        if isinstance(checkpoint, dict) and checkpoint.get("type") in ("CheckpointHook", CheckpointHook):
+        if isinstance(checkpoint, dict) and checkpoint.get("type") in (
+            "CheckpointHook",
+            CheckpointHook,
+        ):
             hooks["checkpoint"] = {**checkpoint, "type": DurableCheckpointHook}
         super().register_default_hooks(hooks)
 
     def build_train_loop(self, loop):
         # resume exactly: inside an epoch for epoch-based loops, and iteration-based loops too
-        if isinstance(loop, dict) and (loop.get("type") in ("EpochBasedTrainLoop", EpochBasedTrainLoop)
-                                       or ("type" not in loop and loop.get("by_epoch"))):
+        if isinstance(loop, dict) and (
+            loop.get("type") in ("EpochBasedTrainLoop", EpochBasedTrainLoop)
+            or ("type" not in loop and loop.get("by_epoch"))
+        ):
             cfg = {k: v for k, v in loop.items() if k not in ("type", "by_epoch")}
-            return ResumableEpochBasedTrainLoop(**cfg, runner=self, dataloader=self._train_dataloader)
-        if isinstance(loop, dict) and (loop.get("type") in ("IterBasedTrainLoop", IterBasedTrainLoop)
-                                       or ("type" not in loop and loop.get("by_epoch") is False)):
+            return ResumableEpochBasedTrainLoop(
+                **cfg, runner=self, dataloader=self._train_dataloader
+            )
+        if isinstance(loop, dict) and (
+            loop.get("type") in ("IterBasedTrainLoop", IterBasedTrainLoop)
+            or ("type" not in loop and loop.get("by_epoch") is False)
+        ):
             cfg = {k: v for k, v in loop.items() if k not in ("type", "by_epoch")}
-            return ResumableIterBasedTrainLoop(**cfg, runner=self, dataloader=self._train_dataloader)
+            return ResumableIterBasedTrainLoop(
+                **cfg, runner=self, dataloader=self._train_dataloader
+            )
         return super().build_train_loop(loop)
 
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
@@ -181,29 +203,42 @@ class MeterRunner(Runner):
         finally:
             self._resuming_from = None
         loop = self.train_loop
-        if isinstance(loop, EpochBasedTrainLoop) and not isinstance(loop, ResumableEpochBasedTrainLoop) \
-                and self.iter != self.epoch * len(loop.dataloader):
+        if (
+            isinstance(loop, EpochBasedTrainLoop)
+            and not isinstance(loop, ResumableEpochBasedTrainLoop)
+            and self.iter != self.epoch * len(loop.dataloader)
+        ):
             # mmengine has no sampler position to restore: the epoch starts again from its first batch
             self.logger.warning(
                 f"{filename} was saved at iteration {self.iter}, inside epoch {self.epoch + 1} "
                 f"({len(loop.dataloader)} iterations each): mmengine restarts that epoch from its first "
                 "batch, so this run will differ from an uninterrupted one; only epoch checkpoints "
-                "resume exactly")
+                "resume exactly"
+            )
 
     def load_checkpoint(self, filename: str, *args, **kwargs):
         checkpoint = super().load_checkpoint(filename, *args, **kwargs)
         if self._resuming_from is not None:  # mmengine's resume reads meta/message_hub next
             meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
-            if not isinstance(meta, dict) or not {"epoch", "iter"} <= meta.keys() \
-                    or "message_hub" not in checkpoint:
-                raise ValueError(f"cannot resume from {filename}: not a training checkpoint (no 'meta' with "
-                                 "epoch and iter, or no 'message_hub'); to start from its weights use "
-                                 "--cfg-options load_from=PATH without --resume")
+            if (
+                not isinstance(meta, dict)
+                or not {"epoch", "iter"} <= meta.keys()
+                or "message_hub" not in checkpoint
+            ):
+                raise ValueError(
+                    f"cannot resume from {filename}: not a training checkpoint (no 'meta' with "
+                    "epoch and iter, or no 'message_hub'); to start from its weights use "
+                    "--cfg-options load_from=PATH without --resume"
+                )
         return checkpoint
 
     def setup_env(self, env_cfg: dict) -> None:
-        if (self.distributed and self.launcher == "pytorch" and not is_distributed()
-                and not torch.cuda.is_available()):
+        if (
+            self.distributed
+            and self.launcher == "pytorch"
+            and not is_distributed()
+            and not torch.cuda.is_available()
+        ):
             init_cpu_process_group(env_cfg.get("dist_cfg"))
         super().setup_env(env_cfg)
 
@@ -228,6 +263,8 @@ class MeterRunner(Runner):
         cfg.setdefault("find_unused_parameters", self.cfg.get("find_unused_parameters", False))
         cfg.pop("device_ids", None)
         wrapped = MODEL_WRAPPERS.build(cfg, default_args=dict(module=model, device_ids=None))
-        self.logger.info(f"{type(wrapped).__name__} on CPU: {self.world_size} processes "
-                         f"({torch_dist.get_backend()})")
+        self.logger.info(
+            f"{type(wrapped).__name__} on CPU: {self.world_size} processes "
+            f"({torch_dist.get_backend()})"
+        )
         return wrapped

@@ -1,4 +1,5 @@
 """Data sample carrying one frame's ground truth and prediction through mmengine."""
+
 from __future__ import annotations
 
 import torch

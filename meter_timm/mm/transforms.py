@@ -14,9 +14,10 @@ not fire. Every random draw happens in a method marked ``mmcv.transforms.utils.c
 (the draws and their order are those of a plain ``np.random`` implementation), so
 ``TransformBroadcaster`` and ``cache_random_params`` can reuse one draw.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -84,8 +85,12 @@ class RandomDepthCrop(BaseTransform):
         prob (float): probability. Default 0.5.
     """
 
-    def __init__(self, crop_size: Sequence[int] | None = None, crop_ratio: float | None = None,
-                 prob: float = 0.5):
+    def __init__(
+        self,
+        crop_size: Sequence[int] | None = None,
+        crop_ratio: float | None = None,
+        prob: float = 0.5,
+    ):
         if (crop_size is None) == (crop_ratio is None):
             raise ValueError("RandomDepthCrop: set exactly one of crop_size and crop_ratio")
         if crop_ratio is not None and not 0 < crop_ratio <= 1:
@@ -115,8 +120,10 @@ class RandomDepthCrop(BaseTransform):
         if window is None:
             return results
         top, left, ch, cw = window
-        results["img"] = np.ascontiguousarray(results["img"][top:top + ch, left:left + cw])
-        results["gt_depth"] = np.ascontiguousarray(results["gt_depth"][top:top + ch, left:left + cw])
+        results["img"] = np.ascontiguousarray(results["img"][top : top + ch, left : left + cw])
+        results["gt_depth"] = np.ascontiguousarray(
+            results["gt_depth"][top : top + ch, left : left + cw]
+        )
         results["img_shape"] = (ch, cw)
         results["crop_bbox"] = (top, left, top + ch, left + cw)
         return results
@@ -137,8 +144,12 @@ class ColorDepthShift(BaseTransform):
         prob (float): probability. Default 0.5.
     """
 
-    def __init__(self, factor_range: Sequence[float] = (0.9, 1.1),
-                 shift_cm: Sequence[int] = (-10, 10), prob: float = 0.5):
+    def __init__(
+        self,
+        factor_range: Sequence[float] = (0.9, 1.1),
+        shift_cm: Sequence[int] = (-10, 10),
+        prob: float = 0.5,
+    ):
         self.factor_range = tuple(factor_range)
         self.shift_cm = tuple(shift_cm)
         self.prob = prob
@@ -192,12 +203,15 @@ class ResizeDepth(BaseTransform):
         h, w = img.shape[:2]
         if (h, w) != self.scale:
             t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
-            t = F.interpolate(t, size=self.scale, mode="bilinear", align_corners=False,
-                              antialias=True)
+            t = F.interpolate(
+                t, size=self.scale, mode="bilinear", align_corners=False, antialias=True
+            )
             results["img"] = t[0].permute(1, 2, 0).numpy()
         if self.resize_depth and results["gt_depth"].shape != self.scale:
             d = torch.from_numpy(np.ascontiguousarray(results["gt_depth"]))[None, None]
-            results["gt_depth"] = F.interpolate(d, size=self.scale, mode="nearest-exact")[0, 0].numpy()
+            results["gt_depth"] = F.interpolate(d, size=self.scale, mode="nearest-exact")[
+                0, 0
+            ].numpy()
         results["img_shape"] = self.scale
         results["scale_factor"] = (self.scale[1] / w, self.scale[0] / h)
         return results
@@ -213,16 +227,31 @@ class PackDepthInputs(BaseTransform):
         meta_keys (tuple[str]): keys of ``results`` copied into the sample's metainfo when present.
     """
 
-    def __init__(self, meta_keys: Sequence[str] = (
-            "img_path", "depth_path", "sample_idx", "frame_index", "ori_shape", "img_shape",
-            "scale_factor", "flip", "flip_direction", "depth_format", "max_depth")):
+    def __init__(
+        self,
+        meta_keys: Sequence[str] = (
+            "img_path",
+            "depth_path",
+            "sample_idx",
+            "frame_index",
+            "ori_shape",
+            "img_shape",
+            "scale_factor",
+            "flip",
+            "flip_direction",
+            "depth_format",
+            "max_depth",
+        ),
+    ):
         self.meta_keys = tuple(meta_keys)
 
     def transform(self, results: dict) -> dict:
         img = np.ascontiguousarray(results["img"])
         if img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"PackDepthInputs: expected an (H, W, 3) image, got {img.shape} "
-                             f"({results.get('img_path', '?')})")
+            raise ValueError(
+                f"PackDepthInputs: expected an (H, W, 3) image, got {img.shape} "
+                f"({results.get('img_path', '?')})"
+            )
         inputs = torch.from_numpy(img).permute(2, 0, 1).contiguous()
         sample = DepthDataSample()
         if "gt_depth" in results:

@@ -1,5 +1,6 @@
 """Model families registered with timm: ``meter_xxs``, ``meter_xs``, ``meter_s`` (tags ``.nyu``,
 ``.kitti``), and :class:`LightDepthDecoder`, which turns any timm backbone's features into depth."""
+
 from meter_timm.models.decoder import LightDepthDecoder
 from meter_timm.models.meter import (
     DEPTH_UNIT_SCALE,
@@ -8,4 +9,10 @@ from meter_timm.models.meter import (
     checkpoint_filter_fn,
 )
 
-__all__ = ["Meter", "MeterPretrainedCfg", "checkpoint_filter_fn", "LightDepthDecoder", "DEPTH_UNIT_SCALE"]
+__all__ = [
+    "Meter",
+    "MeterPretrainedCfg",
+    "checkpoint_filter_fn",
+    "LightDepthDecoder",
+    "DEPTH_UNIT_SCALE",
+]

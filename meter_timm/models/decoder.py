@@ -1,7 +1,8 @@
 """A light decoder that turns the multi-scale features of any timm backbone into depth."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -12,8 +13,11 @@ __all__ = ["LightDepthDecoder"]
 
 class _ConvBNReLU(nn.Sequential):
     def __init__(self, cin: int, cout: int, k: int = 3):
-        super().__init__(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+        super().__init__(
+            nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
 
 
 class LightDepthDecoder(nn.Module):
@@ -28,12 +32,19 @@ class LightDepthDecoder(nn.Module):
             plausible depth. Default 3.0.
     """
 
-    def __init__(self, in_channels: Sequence[int], reductions: Sequence[int], channels: int = 64,
-                 init_depth: float = 3.0):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        reductions: Sequence[int],
+        channels: int = 64,
+        init_depth: float = 3.0,
+    ):
         super().__init__()
         keep = [i for i, r in enumerate(reductions) if r >= 4]
         if not keep:
-            raise ValueError(f"LightDepthDecoder: no backbone feature at stride >= 4 ({reductions})")
+            raise ValueError(
+                f"LightDepthDecoder: no backbone feature at stride >= 4 ({reductions})"
+            )
         self.indices = keep
         self.out_reduction = 4
         self.finest_reduction = reductions[keep[0]]

@@ -21,6 +21,7 @@ output is 1/4 of the input size. Input sizes the original network accepts give t
 48x160); any other size >= 32x32 is padded internally and the output cropped to
 (ceil(H/4), ceil(W/4)).
 """
+
 # No ``from __future__ import annotations`` here: FX-generated code and TorchScript need the real
 # annotation objects of the forward methods (``X | None`` and ``list[...]`` are evaluated at run
 # time, Python >= 3.10, and TorchScript reads them).
@@ -32,8 +33,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
-
 from timm.layers import ClassifierHead, Mlp, register_notrace_function
 from timm.models import (
     PretrainedCfg,
@@ -43,8 +42,10 @@ from timm.models import (
     reparameterize_model,
     resolve_pretrained_cfg,
 )
+
 # private module: timm 1.0.x exports no public name for it (timm's own models import it so)
 from timm.models._features import feature_take_indices
+from torch.utils.checkpoint import checkpoint
 
 from meter_timm.checkpoint import load_checkpoint_file
 from meter_timm.models.meter_keys import translate_state_dict
@@ -75,8 +76,14 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
 def _conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
     """A copy of ``conv``'s geometry carrying the given weight / bias."""
     fused = nn.Conv2d(
-        weight.shape[1] * conv.groups, weight.shape[0], conv.kernel_size, stride=conv.stride,
-        padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=bias is not None,
+        weight.shape[1] * conv.groups,
+        weight.shape[0],
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=bias is not None,
     ).to(device=weight.device, dtype=weight.dtype)
     fused.weight.data.copy_(weight)
     if bias is not None:
@@ -87,10 +94,19 @@ def _conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None)
 class ConvBnAct(nn.Module):
     """Conv (no bias) -> BatchNorm -> optional ReLU. ``reparameterize()`` folds the BN."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1,
-                 groups: int = 1, act: bool = True):
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        act: bool = True,
+    ):
         super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        self.conv = nn.Conv2d(
+            in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False
+        )
         self.bn = nn.BatchNorm2d(out_chs)
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
@@ -112,7 +128,9 @@ class SeparableConvBnAct(nn.Module):
     convs (and the BN) into one kxk conv with bias, which is cheaper and gives the same output.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, bn: bool = True):
+    def __init__(
+        self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, bn: bool = True
+    ):
         super().__init__()
         self.spatial = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, bias=False)
         self.pointwise = nn.Conv2d(out_chs, out_chs, 1, bias=False)
@@ -168,7 +186,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (
+            self.qkv(x)
+            .reshape(B, N, 3, self.num_heads, self.head_dim)
+            .permute(2, 0, 3, 1, 4)
+            .unbind(0)
+        )
         x = F.scaled_dot_product_attention(q, k, v)  # scale head_dim ** -0.5, as the original
         return self.proj(x.transpose(1, 2).reshape(B, N, self.inner_dim))
 
@@ -198,14 +221,23 @@ class MeterViTBlock(nn.Module):
     the original rejects) are zero-padded to whole patches and cropped back.
     """
 
-    def __init__(self, channels: int, dim: int, mlp_ratio: float, depth: int = 1,
-                 num_heads: int = 4, head_dim: int = 8, patch_size: int = PATCH_SIZE):
+    def __init__(
+        self,
+        channels: int,
+        dim: int,
+        mlp_ratio: float,
+        depth: int = 1,
+        num_heads: int = 4,
+        head_dim: int = 8,
+        patch_size: int = PATCH_SIZE,
+    ):
         super().__init__()
         self.patch_size = patch_size
         self.conv_kxk = SeparableConvBnAct(channels, channels, 3)
         self.conv_1x1 = ConvBnAct(channels, dim, 1)
-        self.transformer = nn.Sequential(*[
-            TransformerBlock(dim, mlp_ratio, num_heads, head_dim) for _ in range(depth)])
+        self.transformer = nn.Sequential(
+            *[TransformerBlock(dim, mlp_ratio, num_heads, head_dim) for _ in range(depth)]
+        )
         self.conv_proj = ConvBnAct(dim, channels, 1)
         self.conv_fusion = SeparableConvBnAct(2 * channels, channels, 3)
 
@@ -226,7 +258,9 @@ class UpsampleBlock(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, skip_chs: int):
         super().__init__()
-        self.upconv = nn.ConvTranspose2d(in_chs, out_chs, 3, stride=2, padding=1, output_padding=1, bias=False)
+        self.upconv = nn.ConvTranspose2d(
+            in_chs, out_chs, 3, stride=2, padding=1, output_padding=1, bias=False
+        )
         self.conv_fusion = SeparableConvBnAct(out_chs + skip_chs, out_chs, 3, bn=False)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -240,8 +274,9 @@ class MeterDecoder(nn.Module):
     def __init__(self, in_chs: int, widths: Sequence[int], skip_chs: Sequence[int]):
         super().__init__()
         self.conv_in = nn.Conv2d(in_chs, widths[0], 1, bias=False)
-        self.blocks = nn.ModuleList([
-            UpsampleBlock(widths[i], widths[i + 1], skip_chs[i]) for i in range(len(widths) - 1)])
+        self.blocks = nn.ModuleList(
+            [UpsampleBlock(widths[i], widths[i + 1], skip_chs[i]) for i in range(len(widths) - 1)]
+        )
         self.conv_out = nn.Conv2d(widths[-1], 1, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
@@ -299,7 +334,9 @@ def _pad_to_aligned(x: torch.Tensor) -> torch.Tensor:
     height, width = x.shape[-2], x.shape[-1]
     if _original_accepts(height, width):
         return x
-    return F.pad(x, (0, _aligned_size(width) - width, 0, _aligned_size(height) - height), mode="replicate")
+    return F.pad(
+        x, (0, _aligned_size(width) - width, 0, _aligned_size(height) - height), mode="replicate"
+    )
 
 
 @register_notrace_function
@@ -308,7 +345,7 @@ def _crop_to_input(depth: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     height, width = image.shape[-2], image.shape[-1]
     if _original_accepts(height, width):
         return depth
-    return depth[:, :, :_out_len(height, 4), :_out_len(width, 4)]
+    return depth[:, :, : _out_len(height, 4), : _out_len(width, 4)]
 
 
 @register_notrace_function
@@ -357,8 +394,14 @@ def _tokens_to_map(tokens: torch.Tensor, like: torch.Tensor, patch: int) -> torc
     return x
 
 
-for _leaf in ("_check_input", "_pad_to_aligned", "_crop_to_input", "_pad_skip_width",
-              "_map_to_tokens", "_tokens_to_map"):
+for _leaf in (
+    "_check_input",
+    "_pad_to_aligned",
+    "_crop_to_input",
+    "_pad_skip_width",
+    "_map_to_tokens",
+    "_tokens_to_map",
+):
     torch.fx.wrap(_leaf)
 
 
@@ -390,23 +433,25 @@ class Meter(nn.Module):
     skip_indices = (2, 5, 7)
 
     def __init__(
-            self,
-            channels: Sequence[int],
-            dims: Sequence[int],
-            decoder_widths: Sequence[int],
-            expansion: float = 4.0,
-            mlp_ratios: Sequence[float] = (2.0, 4.0, 4.0),
-            in_chans: int = 3,
-            output_scale: float = 1.0,
-            num_heads: int = 4,
-            head_dim: int = 8,
-            num_classes: int | None = None,
-            global_pool: str = "avg",
+        self,
+        channels: Sequence[int],
+        dims: Sequence[int],
+        decoder_widths: Sequence[int],
+        expansion: float = 4.0,
+        mlp_ratios: Sequence[float] = (2.0, 4.0, 4.0),
+        in_chans: int = 3,
+        output_scale: float = 1.0,
+        num_heads: int = 4,
+        head_dim: int = 8,
+        num_classes: int | None = None,
+        global_pool: str = "avg",
     ):
         super().__init__()
         if len(channels) != 11 or len(dims) != 3 or len(decoder_widths) != 4:
-            raise ValueError("METER needs 11 channels, 3 token dims and 4 decoder widths, got "
-                             f"{len(channels)}, {len(dims)}, {len(decoder_widths)}")
+            raise ValueError(
+                "METER needs 11 channels, 3 token dims and 4 decoder widths, got "
+                f"{len(channels)}, {len(dims)}, {len(decoder_widths)}"
+            )
         c = list(channels)
         self.in_chans = in_chans
         self.output_scale = float(output_scale)
@@ -416,26 +461,29 @@ class Meter(nn.Module):
             return MeterViTBlock(ch, dim, ratio, num_heads=num_heads, head_dim=head_dim)
 
         self.encoder = nn.Sequential(
-            SeparableConvBnAct(in_chans, c[0], 3, stride=2),   # 0 stem, /2
-            InvertedResidual(c[0], c[1], 1, expansion),         # 1
-            InvertedResidual(c[1], c[2], 2, expansion),         # 2 skip, /4
-            InvertedResidual(c[2], c[3], 1, expansion),         # 3
-            InvertedResidual(c[2], c[3], 1, expansion),         # 4
-            InvertedResidual(c[3], c[4], 2, expansion),         # 5 skip, /8
-            vit(c[5], dims[0], mlp_ratios[0]),                  # 6
-            InvertedResidual(c[5], c[6], 2, expansion),         # 7 skip, /16
-            vit(c[7], dims[1], mlp_ratios[1]),                  # 8
-            InvertedResidual(c[7], c[8], 2, expansion),         # 9 /32
-            vit(c[9], dims[2], mlp_ratios[2]),                  # 10
-            ConvBnAct(c[9], c[10], 1),                          # 11
+            SeparableConvBnAct(in_chans, c[0], 3, stride=2),  # 0 stem, /2
+            InvertedResidual(c[0], c[1], 1, expansion),  # 1
+            InvertedResidual(c[1], c[2], 2, expansion),  # 2 skip, /4
+            InvertedResidual(c[2], c[3], 1, expansion),  # 3
+            InvertedResidual(c[2], c[3], 1, expansion),  # 4
+            InvertedResidual(c[3], c[4], 2, expansion),  # 5 skip, /8
+            vit(c[5], dims[0], mlp_ratios[0]),  # 6
+            InvertedResidual(c[5], c[6], 2, expansion),  # 7 skip, /16
+            vit(c[7], dims[1], mlp_ratios[1]),  # 8
+            InvertedResidual(c[7], c[8], 2, expansion),  # 9 /32
+            vit(c[9], dims[2], mlp_ratios[2]),  # 10
+            ConvBnAct(c[9], c[10], 1),  # 11
         )
         self.num_features = self.head_hidden_size = c[10]
         self.depth_head = num_classes is None
         self.num_classes = 0 if num_classes is None else int(num_classes)
         # the depth model, or timm's classifier head on the stride-32 features (no parameters unless
         # num_classes > 0, so the depth model's state dict is unchanged)
-        self.decoder = (MeterDecoder(c[10], decoder_widths, skip_chs=(c[6], c[4], c[2]))
-                        if self.depth_head else None)
+        self.decoder = (
+            MeterDecoder(c[10], decoder_widths, skip_chs=(c[6], c[4], c[2]))
+            if self.depth_head
+            else None
+        )
         self.head = ClassifierHead(self.num_features, self.num_classes, pool_type=global_pool)
         # last module of each stride: what features_only returns
         self.feature_info = [
@@ -452,7 +500,9 @@ class Meter(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(stem=r"^encoder\.0\.", blocks=[(r"^encoder\.(\d+)", None), (r"^decoder", (99,))])
+        return dict(
+            stem=r"^encoder\.0\.", blocks=[(r"^encoder\.(\d+)", None), (r"^decoder", (99,))]
+        )
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -494,8 +544,10 @@ class Meter(nn.Module):
         """Depth in metres (B, 1, H/4, W/4); padded and cropped at sizes the original rejects."""
         decoder = self.decoder
         if decoder is None:
-            raise RuntimeError("this METER has no depth decoder (built with num_classes, or after "
-                               "reset_classifier)")
+            raise RuntimeError(
+                "this METER has no depth decoder (built with num_classes, or after "
+                "reset_classifier)"
+            )
         image = _check_input(x, self.in_chans)
         x, skips = self.forward_encoder(_pad_to_aligned(image))
         x = _crop_to_input(decoder(x, skips[::-1]), image)
@@ -509,13 +561,13 @@ class Meter(nn.Module):
         return self.forward_depth(x)
 
     def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: int | list[int] | None = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = "NCHW",
-            intermediates_only: bool = False,
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """timm's feature API: the ``feature_info`` levels (stride 4, 8, 16, 32) of the encoder.
 
@@ -529,10 +581,16 @@ class Meter(nn.Module):
             ``(final stride-32 features, intermediates)`` or the intermediates alone.
         """
         if output_fmt != "NCHW":
-            raise ValueError(f"METER's forward_intermediates supports output_fmt 'NCHW' only, got {output_fmt!r}")
+            raise ValueError(
+                f"METER's forward_intermediates supports output_fmt 'NCHW' only, got {output_fmt!r}"
+            )
         take_indices, max_index = feature_take_indices(len(self.stage_ends), indices)
         take_stages = [self.stage_ends[i] for i in take_indices]
-        last_stage = self.stage_ends[max_index] if stop_early or intermediates_only else len(self.encoder) - 1
+        last_stage = (
+            self.stage_ends[max_index]
+            if stop_early or intermediates_only
+            else len(self.encoder) - 1
+        )
         intermediates: list[torch.Tensor] = []
         for i, stage in enumerate(self.encoder):
             if i > last_stage:
@@ -548,15 +606,15 @@ class Meter(nn.Module):
         return x, intermediates
 
     def prune_intermediate_layers(
-            self,
-            indices: int | list[int] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
     ) -> list[int]:
         """Drop the encoder stages after the last requested level, and with ``prune_head`` the depth
         decoder and the classifier head; returns the kept level indices."""
         take_indices, max_index = feature_take_indices(len(self.stage_ends), indices)
-        self.encoder = self.encoder[:self.stage_ends[max_index] + 1]
+        self.encoder = self.encoder[: self.stage_ends[max_index] + 1]
         if prune_head:
             self.decoder = None
             self.depth_head = False
@@ -602,9 +660,12 @@ class MeterPretrainedCfg(PretrainedCfg):
     ``weights_published`` is False while ``hf_hub_id`` is only a placeholder (the id the weights will
     have once uploaded): asking for them then raises an error saying how to pass a local file.
     """
+
     depth_unit: str = "m"
     weights_published: bool = False
-    num_classes: int | None = None  # None: the depth model (timm's default, 1000, would build a classifier)
+    num_classes: int | None = (
+        None  # None: the depth model (timm's default, 1000, would build a classifier)
+    )
 
 
 #: the hub repository the converted weights are meant for (placeholder until published)
@@ -615,10 +676,17 @@ HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 def _cfg(**kwargs) -> MeterPretrainedCfg:
     cfg = dict(
-        num_classes=None, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-        interpolation="bilinear", crop_pct=1.0, crop_mode="squash", fixed_input_size=False,
-        min_input_size=(3, MIN_INPUT_SIZE, MIN_INPUT_SIZE), first_conv="encoder.0.spatial",
-        classifier=None, license="see github.com/lorenzopapa5/METER",
+        num_classes=None,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        interpolation="bilinear",
+        crop_pct=1.0,
+        crop_mode="squash",
+        fixed_input_size=False,
+        min_input_size=(3, MIN_INPUT_SIZE, MIN_INPUT_SIZE),
+        first_conv="encoder.0.spatial",
+        classifier=None,
+        license="see github.com/lorenzopapa5/METER",
         paper_name="METER: a mobile vision transformer architecture for monocular depth estimation",
         origin_url="https://github.com/lorenzopapa5/METER",
     )
@@ -627,24 +695,37 @@ def _cfg(**kwargs) -> MeterPretrainedCfg:
 
 
 # pool_size: the stride-32 feature map at input_size
-_NYU = dict(input_size=(3, 192, 256), pool_size=(6, 8), depth_unit="cm",
-            description="NYU Depth V2; raw output in cm")
-_KITTI = dict(input_size=(3, 192, 636), pool_size=(6, 20), depth_unit="dm",
-              description="KITTI Eigen; raw output in dm")
+_NYU = dict(
+    input_size=(3, 192, 256),
+    pool_size=(6, 8),
+    depth_unit="cm",
+    description="NYU Depth V2; raw output in cm",
+)
+_KITTI = dict(
+    input_size=(3, 192, 636),
+    pool_size=(6, 20),
+    depth_unit="dm",
+    description="KITTI Eigen; raw output in dm",
+)
+
 
 def _tagged_cfg(name: str, dataset_cfg: dict[str, Any], author_file: str) -> MeterPretrainedCfg:
     # the hub id makes timm list the tag (list_pretrained); the authors' file name says what to pass
-    return _cfg(**dataset_cfg, hf_hub_id=f"{HUB_ORG}/{name}", notes=(f"weights file: models/{author_file}",))
+    return _cfg(
+        **dataset_cfg, hf_hub_id=f"{HUB_ORG}/{name}", notes=(f"weights file: models/{author_file}",)
+    )
 
 
-default_cfgs = generate_default_cfgs({
-    "meter_xxs.nyu": _tagged_cfg("meter_xxs.nyu", _NYU, "build_model_best_nyu_xxs"),
-    "meter_xxs.kitti": _tagged_cfg("meter_xxs.kitti", _KITTI, "build_model_best_kitti_xxs"),
-    "meter_xs.nyu": _tagged_cfg("meter_xs.nyu", _NYU, "build_model_best_nyu_xs"),
-    "meter_xs.kitti": _tagged_cfg("meter_xs.kitti", _KITTI, "build_model_best_kitti_xs"),
-    "meter_s.nyu": _tagged_cfg("meter_s.nyu", _NYU, "build_model_best_nyu_s"),
-    "meter_s.kitti": _tagged_cfg("meter_s.kitti", _KITTI, "build_model_best_kitti_s"),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        "meter_xxs.nyu": _tagged_cfg("meter_xxs.nyu", _NYU, "build_model_best_nyu_xxs"),
+        "meter_xxs.kitti": _tagged_cfg("meter_xxs.kitti", _KITTI, "build_model_best_kitti_xxs"),
+        "meter_xs.nyu": _tagged_cfg("meter_xs.nyu", _NYU, "build_model_best_nyu_xs"),
+        "meter_xs.kitti": _tagged_cfg("meter_xs.kitti", _KITTI, "build_model_best_kitti_xs"),
+        "meter_s.nyu": _tagged_cfg("meter_s.nyu", _NYU, "build_model_best_nyu_s"),
+        "meter_s.kitti": _tagged_cfg("meter_s.kitti", _KITTI, "build_model_best_kitti_s"),
+    }
+)
 
 
 def resolve_weights_file(path: str | Path) -> Path:
@@ -655,7 +736,9 @@ def resolve_weights_file(path: str | Path) -> Path:
         for name in HUB_WEIGHT_FILES:
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"no weights in folder {path}: expected {' or '.join(HUB_WEIGHT_FILES)}")
+        raise FileNotFoundError(
+            f"no weights in folder {path}: expected {' or '.join(HUB_WEIGHT_FILES)}"
+        )
     return path
 
 
@@ -679,8 +762,10 @@ def _create_meter(variant: str, pretrained: bool = False, **kwargs) -> Meter:
     )
     unit = getattr(pretrained_cfg, "depth_unit", "m")
     if unit not in DEPTH_UNIT_SCALE:
-        raise ValueError(f"{variant}: unknown depth_unit {unit!r} in the pretrained config; "
-                         f"choose one of {sorted(DEPTH_UNIT_SCALE)}")
+        raise ValueError(
+            f"{variant}: unknown depth_unit {unit!r} in the pretrained config; "
+            f"choose one of {sorted(DEPTH_UNIT_SCALE)}"
+        )
     kwargs.setdefault("output_scale", DEPTH_UNIT_SCALE[unit])
     if pretrained and pretrained_cfg.state_dict is None:
         if pretrained_cfg.file:
@@ -688,13 +773,17 @@ def _create_meter(variant: str, pretrained: bool = False, **kwargs) -> Meter:
             # included) instead of timm's loader
             state_dict = load_checkpoint_file(resolve_weights_file(pretrained_cfg.file))
             pretrained_cfg = dataclasses.replace(pretrained_cfg, state_dict=state_dict, source="")
-        elif pretrained_cfg.source != "hf-hub" and not pretrained_cfg.url and (
-                not pretrained_cfg.hf_hub_id or not pretrained_cfg.weights_published):
+        elif (
+            pretrained_cfg.source != "hf-hub"
+            and not pretrained_cfg.url
+            and (not pretrained_cfg.hf_hub_id or not pretrained_cfg.weights_published)
+        ):
             raise ValueError(
                 f"{variant}.{pretrained_cfg.tag}: no published weights yet (hub id "
                 f"{pretrained_cfg.hf_hub_id or 'none'} is a placeholder); pass a local file with "
                 f"pretrained_cfg_overlay=dict(file=PATH) ({', '.join(pretrained_cfg.notes or ())}, or a "
-                f"folder written by `meter-timm convert`)")
+                f"folder written by `meter-timm convert`)"
+            )
     model = build_model_with_cfg(
         Meter,
         variant,
@@ -712,21 +801,32 @@ def _create_meter(variant: str, pretrained: bool = False, **kwargs) -> Meter:
 
 _VARIANTS = {
     "meter_xxs": dict(
-        channels=(16, 16, 24, 24, 48, 48, 64, 64, 80, 80, 160), dims=(64, 80, 96),
-        decoder_widths=(64, 32, 16, 8), expansion=2),
+        channels=(16, 16, 24, 24, 48, 48, 64, 64, 80, 80, 160),
+        dims=(64, 80, 96),
+        decoder_widths=(64, 32, 16, 8),
+        expansion=2,
+    ),
     "meter_xs": dict(
-        channels=(16, 32, 48, 48, 64, 64, 80, 80, 96, 96, 192), dims=(96, 120, 144),
-        decoder_widths=(128, 64, 32, 16), expansion=4),
+        channels=(16, 32, 48, 48, 64, 64, 80, 80, 96, 96, 192),
+        dims=(96, 120, 144),
+        decoder_widths=(128, 64, 32, 16),
+        expansion=4,
+    ),
     "meter_s": dict(
-        channels=(16, 32, 64, 64, 96, 96, 128, 128, 160, 160, 320), dims=(144, 192, 240),
-        decoder_widths=(128, 64, 32, 16), expansion=4),
+        channels=(16, 32, 64, 64, 96, 96, 128, 128, 160, 160, 320),
+        dims=(144, 192, 240),
+        decoder_widths=(128, 64, 32, 16),
+        expansion=4,
+    ),
 }
 
 
 @register_model
 def meter_xxs(pretrained: bool = False, **kwargs) -> Meter:
     """METER xxs (713,464 parameters)."""
-    return _create_meter("meter_xxs", pretrained=pretrained, **dict(_VARIANTS["meter_xxs"], **kwargs))
+    return _create_meter(
+        "meter_xxs", pretrained=pretrained, **dict(_VARIANTS["meter_xxs"], **kwargs)
+    )
 
 
 @register_model

@@ -3,11 +3,13 @@
 Kept apart from the model definition so that ``meter.py`` never knows the foreign names. Files are
 read by :func:`meter_timm.checkpoint.load_checkpoint_file`; this module only renames keys.
 """
+
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -23,7 +25,7 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _ORIGINAL_MARKERS = ("encoder.conv1.", "encoder.mv2.", "encoder.mvit.", "decoder.ups_block_")
 
 
-def _strip_wrappers(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+def _strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     out = OrderedDict()
     for key, value in state_dict.items():
         changed = True
@@ -31,11 +33,13 @@ def _strip_wrappers(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
             changed = False
             for prefix in _WRAPPER_PREFIXES:
                 if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+                    key, changed = key[len(prefix) :], True
         out[key] = value
     # a wrapper (e.g. mmengine's DepthEstimator) holding the model as ``backbone``: keep only it
     if any(k.startswith("backbone.") for k in out):
-        out = OrderedDict((k[len("backbone."):], v) for k, v in out.items() if k.startswith("backbone."))
+        out = OrderedDict(
+            (k[len("backbone.") :], v) for k, v in out.items() if k.startswith("backbone.")
+        )
     return out
 
 
@@ -44,10 +48,16 @@ def is_original_layout(state_dict: Mapping[str, Any]) -> bool:
     return any(k.startswith(_ORIGINAL_MARKERS) for k in state_dict)
 
 
-def _mv2_names(expanded: bool) -> Dict[str, str]:
+def _mv2_names(expanded: bool) -> dict[str, str]:
     if expanded:
-        return {"0": "conv_pw.conv", "1": "conv_pw.bn", "3": "conv_dw.conv", "4": "conv_dw.bn",
-                "6": "conv_pwl.conv", "7": "conv_pwl.bn"}
+        return {
+            "0": "conv_pw.conv",
+            "1": "conv_pw.bn",
+            "3": "conv_dw.conv",
+            "4": "conv_dw.bn",
+            "6": "conv_pwl.conv",
+            "7": "conv_pwl.bn",
+        }
     return {"0": "conv_dw.conv", "1": "conv_dw.bn", "3": "conv_pwl.conv", "4": "conv_pwl.bn"}
 
 
@@ -57,18 +67,30 @@ _MVIT_SUB = [
     (r"conv2\.0\.", lambda m: "conv_1x1.conv."),
     (r"conv2\.1\.", lambda m: "conv_1x1.bn."),
     (r"transformer\.layers\.(\d+)\.0\.norm\.", lambda m: f"transformer.{m.group(1)}.norm1."),
-    (r"transformer\.layers\.(\d+)\.0\.fn\.to_qkv\.", lambda m: f"transformer.{m.group(1)}.attn.qkv."),
-    (r"transformer\.layers\.(\d+)\.0\.fn\.to_out\.0\.", lambda m: f"transformer.{m.group(1)}.attn.proj."),
+    (
+        r"transformer\.layers\.(\d+)\.0\.fn\.to_qkv\.",
+        lambda m: f"transformer.{m.group(1)}.attn.qkv.",
+    ),
+    (
+        r"transformer\.layers\.(\d+)\.0\.fn\.to_out\.0\.",
+        lambda m: f"transformer.{m.group(1)}.attn.proj.",
+    ),
     (r"transformer\.layers\.(\d+)\.1\.norm\.", lambda m: f"transformer.{m.group(1)}.norm2."),
-    (r"transformer\.layers\.(\d+)\.1\.fn\.net\.0\.", lambda m: f"transformer.{m.group(1)}.mlp.fc1."),
-    (r"transformer\.layers\.(\d+)\.1\.fn\.net\.3\.", lambda m: f"transformer.{m.group(1)}.mlp.fc2."),
+    (
+        r"transformer\.layers\.(\d+)\.1\.fn\.net\.0\.",
+        lambda m: f"transformer.{m.group(1)}.mlp.fc1.",
+    ),
+    (
+        r"transformer\.layers\.(\d+)\.1\.fn\.net\.3\.",
+        lambda m: f"transformer.{m.group(1)}.mlp.fc2.",
+    ),
     (r"conv3\.0\.", lambda m: "conv_proj.conv."),
     (r"conv3\.1\.", lambda m: "conv_proj.bn."),
     (r"conv4\.(0\.depthwise|0\.pointwise|1)\.", lambda m: f"conv_fusion.{_SEP[m.group(1)]}."),
 ]
 
 
-def _translate_key(key: str, expanded: Dict[str, bool]) -> str:
+def _translate_key(key: str, expanded: dict[str, bool]) -> str:
     """Authors' key -> this package's key; keys it does not know are returned unchanged."""
     m = re.match(r"encoder\.conv1\.(0\.depthwise|0\.pointwise|1)\.(.+)$", key)
     if m:
@@ -93,16 +115,22 @@ def _translate_key(key: str, expanded: Dict[str, bool]) -> str:
     m = re.match(r"decoder\.conv2d_(in|out)\.(.+)$", key)
     if m:
         return f"decoder.conv_{m.group(1)}.{m.group(2)}"
-    m = re.match(r"decoder\.ups_block_(\d)\.(conv2d_transpose|end_up_layer\.0\.depthwise|"
-                 r"end_up_layer\.0\.pointwise)\.(.+)$", key)
+    m = re.match(
+        r"decoder\.ups_block_(\d)\.(conv2d_transpose|end_up_layer\.0\.depthwise|"
+        r"end_up_layer\.0\.pointwise)\.(.+)$",
+        key,
+    )
     if m:
-        sub = {"conv2d_transpose": "upconv", "end_up_layer.0.depthwise": "conv_fusion.spatial",
-               "end_up_layer.0.pointwise": "conv_fusion.pointwise"}[m.group(2)]
+        sub = {
+            "conv2d_transpose": "upconv",
+            "end_up_layer.0.depthwise": "conv_fusion.spatial",
+            "end_up_layer.0.pointwise": "conv_fusion.pointwise",
+        }[m.group(2)]
         return f"decoder.blocks.{int(m.group(1)) - 1}.{sub}.{m.group(3)}"
     return key
 
 
-def _translate_original(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+def _translate_original(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     # MV2 blocks with expansion 1 have no expand conv: their Sequential has 5 entries, not 8
     expanded = {}
     for key in state_dict:
@@ -112,12 +140,12 @@ def _translate_original(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
     return OrderedDict((_translate_key(k, expanded), v) for k, v in state_dict.items())
 
 
-def _describe(keys: List[str], limit: int = 12) -> str:
+def _describe(keys: list[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def translate_state_dict(checkpoint: Any, model: nn.Module) -> Dict[str, torch.Tensor]:
+def translate_state_dict(checkpoint: Any, model: nn.Module) -> dict[str, torch.Tensor]:
     """This package's state dict for ``model`` from any supported checkpoint; ValueError otherwise.
 
     Supported: the authors' original layout, this package's own state dicts, timm/mmengine
@@ -131,11 +159,15 @@ def translate_state_dict(checkpoint: Any, model: nn.Module) -> Dict[str, torch.T
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    not_tensor = [k for k in state_dict if k in expected and not isinstance(state_dict[k], torch.Tensor)]
+    not_tensor = [
+        k for k in state_dict if k in expected and not isinstance(state_dict[k], torch.Tensor)
+    ]
     mismatched = [
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in expected
-        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != expected[k].shape
+        if k in state_dict
+        and isinstance(state_dict[k], torch.Tensor)
+        and state_dict[k].shape != expected[k].shape
     ]
     if missing or unexpected or mismatched or not_tensor:
         name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__

@@ -17,6 +17,7 @@ that importing :mod:`meter_timm.selectivity.bins` alone, as the strategies do, n
 Nothing here imports mmengine or pluggy; strategy names are resolved through
 :mod:`meter_timm.strategies` only when a loss or a dissection is built.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -6,13 +6,15 @@
 * :func:`ablation_study` - for every bin g, silence the units assigned to g and, as a control,
   the same number of random units; report the change of every bin's error.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +47,10 @@ class _SilenceUnits:
         axis = self.layout.unit_axis(output, self.input_size)
         num_units = output.shape[axis]
         if self.units.numel() and int(self.units.max()) >= num_units:
-            raise ValueError(f"ablate: layer {self.layer!r} has {num_units} units; unit "
-                             f"{int(self.units.max())} is out of range")
+            raise ValueError(
+                f"ablate: layer {self.layer!r} has {num_units} units; unit "
+                f"{int(self.units.max())} is out of range"
+            )
         if self.units.numel() == 0:
             return output
         silenced = output.clone()
@@ -69,11 +73,14 @@ def ablate(model: nn.Module, layer: str, units: Iterable[int] | torch.Tensor, va
     module = resolve_module(model, layer)  # unknown names fail here, listing close ones
     units = torch.as_tensor(list(units) if not torch.is_tensor(units) else units, dtype=torch.long)
     if units.dim() != 1 or (units.numel() and int(units.min()) < 0):
-        raise ValueError(f"ablate: layer {layer!r}: units must be non-negative indices, got "
-                         f"{units.tolist()}")
+        raise ValueError(
+            f"ablate: layer {layer!r}: units must be non-negative indices, got {units.tolist()}"
+        )
     hook = _SilenceUnits(layer, LayerLayout(model, layer), units.unique(), float(value))
-    handles = [unwrap_model(model).register_forward_pre_hook(hook.record_input),
-               module.register_forward_hook(hook)]
+    handles = [
+        unwrap_model(model).register_forward_pre_hook(hook.record_input),
+        module.register_forward_hook(hook),
+    ]
     try:
         yield hook
     finally:
@@ -81,9 +88,13 @@ def ablate(model: nn.Module, layer: str, units: Iterable[int] | torch.Tensor, va
             handle.remove()
 
 
-def per_bin_abs_rel(pred: torch.Tensor, depth: torch.Tensor, edges: torch.Tensor,
-                    min_depth: float = 1e-3, max_depth: float | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def per_bin_abs_rel(
+    pred: torch.Tensor,
+    depth: torch.Tensor,
+    edges: torch.Tensor,
+    min_depth: float = 1e-3,
+    max_depth: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums of ``|pred - gt| / gt`` and pixel counts per depth bin (float64, (N_b,) each).
 
     ``pred`` (B, 1, h, w) is upsampled bilinearly to ``depth`` (B, 1, H, W) and clamped to
@@ -91,8 +102,9 @@ def per_bin_abs_rel(pred: torch.Tensor, depth: torch.Tensor, edges: torch.Tensor
     d when ``edges[d] < gt <= edges[d + 1]`` and ``gt > min_depth``."""
     edges = edges.to(torch.float64).cpu()
     if pred.shape[-2:] != depth.shape[-2:]:
-        pred = F.interpolate(pred.float(), size=depth.shape[-2:], mode="bilinear",
-                             align_corners=False)
+        pred = F.interpolate(
+            pred.float(), size=depth.shape[-2:], mode="bilinear", align_corners=False
+        )
     top = float(edges[-1]) if max_depth is None else float(max_depth)
     pred = pred.double().clamp(min_depth, top).reshape(-1).cpu()
     gt = depth.double().reshape(-1).cpu()
@@ -126,8 +138,7 @@ class AblationResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def _valid_groups(self) -> list[int]:
-        return [g for g, row in enumerate(self.assigned)
-                if row is not None and row[g] is not None]
+        return [g for g, row in enumerate(self.assigned) if row is not None and row[g] is not None]
 
     def summary(self) -> dict[str, Any]:
         """The own-bin figures.
@@ -140,8 +151,13 @@ class AblationResult:
           assigned units and for as many random units."""
         groups = self._valid_groups()
         if not groups:
-            return dict(groups=0, own_bin_ratio=None, own_bin_hit_rate=None,
-                        own_bin_increase=None, own_bin_increase_random=None)
+            return dict(
+                groups=0,
+                own_bin_ratio=None,
+                own_bin_hit_rate=None,
+                own_bin_increase=None,
+                own_bin_increase_random=None,
+            )
         own, other, hits, own_random = [], [], 0, []
         for g in groups:
             row = self.assigned[g]
@@ -156,17 +172,31 @@ class AblationResult:
         ratio = None
         if other_mean is not None and other_mean != 0:
             ratio = mean(own) / other_mean
-        return dict(groups=len(groups), own_bin_ratio=ratio, own_bin_hit_rate=hits / len(groups),
-                    chance_hit_rate=1.0 / sum(1 for c in self.pixel_counts if c > 0),
-                    own_bin_increase=mean(own), other_bins_increase=other_mean,
-                    own_bin_increase_random=mean(own_random))
+        return dict(
+            groups=len(groups),
+            own_bin_ratio=ratio,
+            own_bin_hit_rate=hits / len(groups),
+            chance_hit_rate=1.0 / sum(1 for c in self.pixel_counts if c > 0),
+            own_bin_increase=mean(own),
+            other_bins_increase=other_mean,
+            own_bin_increase_random=mean(own_random),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(layer=self.layer, metric="abs_rel per depth bin", edges=self.edges,
-                    assignment=self.assignment, group_sizes=self.group_sizes,
-                    pixel_counts=self.pixel_counts, baseline=self.baseline,
-                    delta_assigned=self.assigned, delta_random=self.random,
-                    random_draws=self.random_draws, summary=self.summary(), meta=self.meta)
+        return dict(
+            layer=self.layer,
+            metric="abs_rel per depth bin",
+            edges=self.edges,
+            assignment=self.assignment,
+            group_sizes=self.group_sizes,
+            pixel_counts=self.pixel_counts,
+            baseline=self.baseline,
+            delta_assigned=self.assigned,
+            delta_random=self.random,
+            random_draws=self.random_draws,
+            summary=self.summary(),
+            meta=self.meta,
+        )
 
     def save_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -192,11 +222,14 @@ class AblationResult:
         assigned, random = matrix(self.assigned), matrix(self.random)
         plt = _pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-        for ax, data, title in ((axes[0], assigned, "silenced: assigned units"),
-                                (axes[1], assigned - random, "assigned minus random units")):
+        for ax, data, title in (
+            (axes[0], assigned, "silenced: assigned units"),
+            (axes[1], assigned - random, "assigned minus random units"),
+        ):
             limit = np.nanmax(np.abs(data)) if np.isfinite(data).any() else 1.0
-            image = ax.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
-                              origin="lower")
+            image = ax.imshow(
+                data, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", origin="lower"
+            )
             if len(self.edges) <= 17:  # label the bins with their depth range
                 labels = [f"{a:.3g}-{b:.3g}" for a, b in zip(self.edges[:-1], self.edges[1:])]
                 ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
@@ -214,20 +247,29 @@ class AblationResult:
         if not s["groups"]:
             return f"{self.layer}: no group with both units and pixels"
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-        return (f"{self.layer}: {s['groups']} groups; own-bin abs_rel increase "
-                f"{fmt(s['own_bin_increase'])} (random units {fmt(s['own_bin_increase_random'])}, "
-                f"other bins {fmt(s['other_bins_increase'])}); own-bin ratio "
-                f"{fmt(s['own_bin_ratio'])}; own bin hit most in {s['own_bin_hit_rate']:.2f} of "
-                f"groups (chance {s['chance_hit_rate']:.2f})")
+        return (
+            f"{self.layer}: {s['groups']} groups; own-bin abs_rel increase "
+            f"{fmt(s['own_bin_increase'])} (random units {fmt(s['own_bin_increase_random'])}, "
+            f"other bins {fmt(s['other_bins_increase'])}); own-bin ratio "
+            f"{fmt(s['own_bin_ratio'])}; own bin hit most in {s['own_bin_hit_rate']:.2f} of "
+            f"groups (chance {s['chance_hit_rate']:.2f})"
+        )
 
 
 @torch.no_grad()
-def ablation_study(predict: Callable[[torch.Tensor], torch.Tensor],
-                   batches: Sequence[tuple[torch.Tensor, torch.Tensor]], model: nn.Module,
-                   layer: str, assignment: torch.Tensor, edges: torch.Tensor,
-                   random_draws: int = 3, seed: int = 0, min_depth: float = 1e-3,
-                   progress: Callable[[int], None] | None = None,
-                   meta: dict | None = None) -> AblationResult:
+def ablation_study(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    model: nn.Module,
+    layer: str,
+    assignment: torch.Tensor,
+    edges: torch.Tensor,
+    random_draws: int = 3,
+    seed: int = 0,
+    min_depth: float = 1e-3,
+    progress: Callable[[int], None] | None = None,
+    meta: dict | None = None,
+) -> AblationResult:
     """Silence, for every depth bin g, the units that ``assignment`` gives to g, and as many
     random units (``random_draws`` draws over all units), and measure the change of each bin's
     abs_rel over ``batches``.
@@ -276,11 +318,19 @@ def ablation_study(predict: Callable[[torch.Tensor], torch.Tensor],
         assigned.append(as_list(sums / counts.clamp_min(1) - base, counts))
         draws = torch.zeros(num_bins, dtype=torch.float64)
         for _ in range(random_draws):
-            pick = torch.randperm(num_units, generator=generator)[:units.numel()]
+            pick = torch.randperm(num_units, generator=generator)[: units.numel()]
             sums, _ = errors(pick)
             draws += sums / counts.clamp_min(1) - base
         random.append(as_list(draws / max(random_draws, 1), counts) if random_draws else None)
-    return AblationResult(layer=layer, edges=edges.tolist(), assignment=assignment.tolist(),
-                          group_sizes=group_sizes, pixel_counts=[int(c) for c in counts],
-                          baseline=as_list(base, counts), assigned=assigned, random=random,
-                          random_draws=int(random_draws), meta=dict(meta or {}))
+    return AblationResult(
+        layer=layer,
+        edges=edges.tolist(),
+        assignment=assignment.tolist(),
+        group_sizes=group_sizes,
+        pixel_counts=[int(c) for c in counts],
+        baseline=as_list(base, counts),
+        assigned=assigned,
+        random=random,
+        random_draws=int(random_draws),
+        meta=dict(meta or {}),
+    )

@@ -1,9 +1,11 @@
 """Streaming accumulation of Eq. 1 over a data set, across processes, and the dissection report."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -26,20 +28,28 @@ class ResponseAccumulator:
     processes; ``responses(name)`` gives (K, N_b) averages; ``report()`` the dissection.
     """
 
-    def __init__(self, bin_edges: torch.Tensor | Mapping[str, torch.Tensor],
-                 layers: list[str] | None = None, use_abs: bool = True) -> None:
+    def __init__(
+        self,
+        bin_edges: torch.Tensor | Mapping[str, torch.Tensor],
+        layers: list[str] | None = None,
+        use_abs: bool = True,
+    ) -> None:
         if isinstance(bin_edges, Mapping):
             self.bin_edges = {name: _check_edges(e).double().cpu() for name, e in bin_edges.items()}
         else:
             if not layers:
-                raise ValueError("ResponseAccumulator: give layers when bin_edges is a single tensor")
+                raise ValueError(
+                    "ResponseAccumulator: give layers when bin_edges is a single tensor"
+                )
             edges = _check_edges(bin_edges).double().cpu()
             self.bin_edges = {name: edges for name in layers}
         self.layers = list(self.bin_edges)
         self.use_abs = use_abs
-        self.sums: dict[str, torch.Tensor] = {}    # name -> (K, N_b) float64
-        self.counts = {name: torch.zeros(e.numel() - 1, dtype=torch.float64)
-                       for name, e in self.bin_edges.items()}
+        self.sums: dict[str, torch.Tensor] = {}  # name -> (K, N_b) float64
+        self.counts = {
+            name: torch.zeros(e.numel() - 1, dtype=torch.float64)
+            for name, e in self.bin_edges.items()
+        }
         self.num_images = 0
 
     @torch.no_grad()
@@ -48,8 +58,10 @@ class ResponseAccumulator:
         binned: dict[tuple, BinnedDepth] = {}
         for name in self.layers:
             if name not in features:
-                raise KeyError(f"ResponseAccumulator: no activation for layer {name!r} "
-                               f"(got {sorted(features)})")
+                raise KeyError(
+                    f"ResponseAccumulator: no activation for layer {name!r} "
+                    f"(got {sorted(features)})"
+                )
             act = features[name].detach()
             if self.use_abs:
                 act = act.abs()
@@ -60,8 +72,9 @@ class ResponseAccumulator:
             if name not in self.sums:
                 self.sums[name] = torch.zeros_like(sums)
             elif self.sums[name].shape != sums.shape:
-                raise ValueError(f"layer {name!r}: {sums.shape[0]} units now, "
-                                 f"{self.sums[name].shape[0]} before")
+                raise ValueError(
+                    f"layer {name!r}: {sums.shape[0]} units now, {self.sums[name].shape[0]} before"
+                )
             self.sums[name] += sums
             self.counts[name] += binned[key].counts.cpu()
         self.num_images += int(depth.shape[0])
@@ -72,14 +85,20 @@ class ResponseAccumulator:
         Every process must have seen at least one batch (the unit counts come from the data).
         """
         import torch.distributed as dist
+
         if not (dist.is_available() and dist.is_initialized()):
             return
         backend = dist.get_backend(group)
-        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        device = (
+            torch.device("cuda", torch.cuda.current_device())
+            if backend == "nccl"
+            else torch.device("cpu")
+        )
         for name in self.layers:
             if name not in self.sums:
-                raise RuntimeError(f"ResponseAccumulator.all_reduce: layer {name!r} saw no batch "
-                                   "on this process")
+                raise RuntimeError(
+                    f"ResponseAccumulator.all_reduce: layer {name!r} saw no batch on this process"
+                )
             flat = torch.cat([self.sums[name].reshape(-1), self.counts[name]]).to(device)
             dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
             flat = flat.cpu()
@@ -94,8 +113,12 @@ class ResponseAccumulator:
         """(K, N_b) float64 average responses of layer ``name`` so far (0 in empty bins)."""
         return self.sums[name] / self.counts[name].clamp(min=1.0)
 
-    def report(self, assignments: Mapping[str, torch.Tensor] | None = None,
-               eps: float = 1e-8, meta: dict[str, Any] | None = None) -> "DissectionReport":
+    def report(
+        self,
+        assignments: Mapping[str, torch.Tensor] | None = None,
+        eps: float = 1e-8,
+        meta: dict[str, Any] | None = None,
+    ) -> DissectionReport:
         """Per layer and unit: responses per bin, assigned and argmax bin, both selectivities.
 
         ``assignments`` maps layer -> (K,) assigned bins; missing layers use Eq. 2.
@@ -107,11 +130,18 @@ class ResponseAccumulator:
             resp, counts = self.responses(name), self.counts[name]
             num_units, num_bins = resp.shape
             assigned = (assignments or {}).get(name)
-            assigned = eq2_assignment(num_units, num_bins) if assigned is None else \
-                torch.as_tensor(assigned).long().cpu()
-            if assigned.shape != (num_units,) or bool(((assigned < 0) | (assigned >= num_bins)).any()):
-                raise ValueError(f"layer {name!r}: the assignment must give each of the {num_units} "
-                                 f"units a bin in [0, {num_bins}), got shape {tuple(assigned.shape)}")
+            assigned = (
+                eq2_assignment(num_units, num_bins)
+                if assigned is None
+                else torch.as_tensor(assigned).long().cpu()
+            )
+            if assigned.shape != (num_units,) or bool(
+                ((assigned < 0) | (assigned >= num_bins)).any()
+            ):
+                raise ValueError(
+                    f"layer {name!r}: the assignment must give each of the {num_units} "
+                    f"units a bin in [0, {num_bins}), got shape {tuple(assigned.shape)}"
+                )
             best = argmax_bins(resp, counts)
             # a unit whose assigned bin never occurred has no defined index: null in the JSON
             assigned_empty = (counts[assigned] <= 0).tolist()
@@ -119,6 +149,7 @@ class ResponseAccumulator:
             def against_assigned(other_bins: str) -> list:
                 values = selectivity_index(resp, assigned, eps, counts, other_bins).tolist()
                 return [None if empty else v for v, empty in zip(values, assigned_empty)]
+
             layers[name] = {
                 "num_units": num_units,
                 "num_bins": num_bins,
@@ -131,7 +162,9 @@ class ResponseAccumulator:
                 "selectivity_assigned": against_assigned("nonempty"),
                 "selectivity_argmax": selectivity_index(resp, best, eps, counts).tolist(),
                 "selectivity_assigned_all_bins": against_assigned("all"),
-                "selectivity_argmax_all_bins": selectivity_index(resp, best, eps, counts, "all").tolist(),
+                "selectivity_argmax_all_bins": selectivity_index(
+                    resp, best, eps, counts, "all"
+                ).tolist(),
             }
         info = {"num_images": self.num_images, "use_abs": self.use_abs}
         info.update(meta or {})
@@ -153,7 +186,9 @@ class DissectionReport:
     ``summary()`` adds means (over units with a defined index).
     """
 
-    def __init__(self, layers: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, layers: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None
+    ) -> None:
         self.layers = layers
         self.meta = dict(meta or {})
 
@@ -164,16 +199,21 @@ class DissectionReport:
         for name, layer in self.layers.items():
             sel_max = torch.tensor(layer["selectivity_argmax"], dtype=torch.float64)
             agree = torch.tensor(layer["argmax_bin"]) == torch.tensor(layer["assigned_bin"])
-            out[name] = {"units": layer["num_units"], "bins": layer["num_bins"],
-                         "mean_selectivity_argmax": float(sel_max.mean()),
-                         "median_selectivity_argmax": float(sel_max.median()),
-                         "mean_selectivity_assigned": _mean_defined(layer["selectivity_assigned"]),
-                         "fraction_argmax_is_assigned": float(agree.double().mean())}
+            out[name] = {
+                "units": layer["num_units"],
+                "bins": layer["num_bins"],
+                "mean_selectivity_argmax": float(sel_max.mean()),
+                "median_selectivity_argmax": float(sel_max.median()),
+                "mean_selectivity_assigned": _mean_defined(layer["selectivity_assigned"]),
+                "fraction_argmax_is_assigned": float(agree.double().mean()),
+            }
             if "selectivity_assigned_all_bins" in layer:  # reports written before both definitions
                 out[name]["mean_selectivity_assigned_all_bins"] = _mean_defined(
-                    layer["selectivity_assigned_all_bins"])
+                    layer["selectivity_assigned_all_bins"]
+                )
                 out[name]["mean_selectivity_argmax_all_bins"] = _mean_defined(
-                    layer["selectivity_argmax_all_bins"])
+                    layer["selectivity_argmax_all_bins"]
+                )
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,27 +226,38 @@ class DissectionReport:
         return path
 
     @classmethod
-    def load_json(cls, path: str | Path) -> "DissectionReport":
+    def load_json(cls, path: str | Path) -> DissectionReport:
         data = json.loads(Path(path).read_text())
         return cls(data["layers"], data.get("meta"))
 
     def format_summary(self) -> str:
         """A small text table, one line per layer ("-" where an index is undefined)."""
+
         def cell(value, width: int) -> str:
             return f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
 
-        lines = [f"{'layer':<24}{'units':>6}{'bins':>6}{'SI argmax':>11}{'SI assigned':>13}"
-                 f"{'(all bins)':>12}{'argmax=assigned':>17}"]
+        lines = [
+            f"{'layer':<24}{'units':>6}{'bins':>6}{'SI argmax':>11}{'SI assigned':>13}"
+            f"{'(all bins)':>12}{'argmax=assigned':>17}"
+        ]
         for name, s in self.summary().items():
-            lines.append(f"{name:<24}{s['units']:>6}{s['bins']:>6}{cell(s['mean_selectivity_argmax'], 11)}"
-                         f"{cell(s['mean_selectivity_assigned'], 13)}"
-                         f"{cell(s.get('mean_selectivity_assigned_all_bins'), 12)}"
-                         f"{s['fraction_argmax_is_assigned']:>17.2%}")
+            lines.append(
+                f"{name:<24}{s['units']:>6}{s['bins']:>6}{cell(s['mean_selectivity_argmax'], 11)}"
+                f"{cell(s['mean_selectivity_assigned'], 13)}"
+                f"{cell(s.get('mean_selectivity_assigned_all_bins'), 12)}"
+                f"{s['fraction_argmax_is_assigned']:>17.2%}"
+            )
         return "\n".join(lines)
 
-    def plot(self, out_dir: str | Path, units: tuple[int, ...] = (12, 24, 40),
-             prefix: str = "", layers: list[str] | None = None) -> list[Path]:
+    def plot(
+        self,
+        out_dir: str | Path,
+        units: tuple[int, ...] = (12, 24, 40),
+        prefix: str = "",
+        layers: list[str] | None = None,
+    ) -> list[Path]:
         """Write the bar charts, selectivity histograms and heatmaps (see :mod:`.plots`) of
         ``layers`` (default all)."""
         from meter_timm.selectivity.plots import plot_report
+
         return plot_report(self, out_dir, units=units, prefix=prefix, layers=layers)

@@ -3,6 +3,7 @@ edges. The ``uniform`` and ``log`` strategies (:mod:`meter_timm.strategies.fixed
 
 torch is imported on first use, so that ``meter-timm strategies`` lists strategies without it.
 """
+
 from __future__ import annotations
 
 from meter_timm._lazy import lazy_module

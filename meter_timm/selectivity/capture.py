@@ -6,11 +6,12 @@ outputs ``(B, N, K)`` of transformers (ViT, DeiT, ...) lose their prefix tokens 
 distillation, registers: timm's ``num_prefix_tokens``) and are reshaped to the patch grid of the
 model's input.
 """
+
 from __future__ import annotations
 
 import difflib
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -22,8 +23,12 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel / DataParallel / mmengine-style wrappers."""
     # by class name, not mmengine.model.is_model_wrapper: the selectivity core loads no mmengine
     while isinstance(getattr(model, "module", None), nn.Module) and type(model).__name__ in (
-            "DistributedDataParallel", "DataParallel", "MMDistributedDataParallel",
-            "MMFullyShardedDataParallel", "MMSeparateDistributedDataParallel"):
+        "DistributedDataParallel",
+        "DataParallel",
+        "MMDistributedDataParallel",
+        "MMFullyShardedDataParallel",
+        "MMSeparateDistributedDataParallel",
+    ):
         model = model.module
     return model
 
@@ -44,10 +49,13 @@ def resolve_module(model: nn.Module, name: str) -> nn.Module:
     close = difflib.get_close_matches(name, valid, n=8, cutoff=0.5)
     if not close:  # fall back to siblings: same parent prefix, or the top-level children
         parent = name.rsplit(".", 1)[0] if "." in name else ""
-        close = [n for n in valid if parent and n.startswith(parent + ".")][:8] or \
-            [n for n in valid if "." not in n][:8]
-    raise LayerNotFoundError(f"layer {name!r} not found in {type(unwrap_model(model)).__name__}; "
-                   f"close valid names: {', '.join(close) if close else '(none)'}")
+        close = [n for n in valid if parent and n.startswith(parent + ".")][:8] or [
+            n for n in valid if "." not in n
+        ][:8]
+    raise LayerNotFoundError(
+        f"layer {name!r} not found in {type(unwrap_model(model)).__name__}; "
+        f"close valid names: {', '.join(close) if close else '(none)'}"
+    )
 
 
 def _is_grid(h: int, w: int, image_size) -> bool:
@@ -68,8 +76,11 @@ def token_grid(num_tokens: int, image_size, patch_size=None) -> tuple[int, int] 
     candidates = []
     if patch_size is not None:
         ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
-        candidates = [(gh, gw) for gh in {height // ph, -(-height // ph)}
-                      for gw in {width // pw, -(-width // pw)}]
+        candidates = [
+            (gh, gw)
+            for gh in {height // ph, -(-height // ph)}
+            for gw in {width // pw, -(-width // pw)}
+        ]
     stride = math.sqrt(height * width / max(num_tokens, 1))
     for gh in {math.floor(height / stride), math.ceil(height / stride), round(height / stride)}:
         if gh > 0 and num_tokens % gh == 0:
@@ -130,14 +141,17 @@ class LayerLayout:
         if output.dim() != 3:
             return output
         if image_size is None:
-            raise ValueError(f"layer {self.name!r}: token output {tuple(output.shape)} needs the "
-                             "model's input size to find the patch grid (no 4-D input was seen)")
+            raise ValueError(
+                f"layer {self.name!r}: token output {tuple(output.shape)} needs the "
+                "model's input size to find the patch grid (no 4-D input was seen)"
+            )
         prefix = self.num_prefix_tokens or 0
         grid = token_grid(output.shape[1] - prefix, image_size, self.patch_size)
         if grid is None:
             raise ValueError(
                 f"layer {self.name!r}: cannot map {output.shape[1]} tokens ({prefix} prefix) of a "
-                f"{tuple(image_size)} input to a patch grid")
+                f"{tuple(image_size)} input to a patch grid"
+            )
         tokens = output[:, prefix:]
         return tokens.transpose(1, 2).reshape(output.shape[0], output.shape[2], *grid)
 
@@ -161,8 +175,9 @@ class LayerCapture:
     size, which token outputs need, is recorded by a pre-hook on the model.
     """
 
-    def __init__(self, model: nn.Module, names: Iterable[str],
-                 detach_outputs: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, names: Iterable[str], detach_outputs: bool = False
+    ) -> None:
         self.model = model
         self.names = list(dict.fromkeys(names))
         if not self.names:
@@ -178,11 +193,12 @@ class LayerCapture:
     def attached(self) -> bool:
         return bool(self._handles)
 
-    def attach(self) -> "LayerCapture":
+    def attach(self) -> LayerCapture:
         """Register the forward hooks (idempotent)."""
         if not self._handles:
             self._handles.append(
-                unwrap_model(self.model).register_forward_pre_hook(_RecordInputSize(self)))
+                unwrap_model(self.model).register_forward_pre_hook(_RecordInputSize(self))
+            )
             for name, module in self.modules.items():
                 self._handles.append(module.register_forward_hook(self._make_hook(name)))
         return self
@@ -198,10 +214,10 @@ class LayerCapture:
         """Forget the captured outputs (keeps the hooks)."""
         self.outputs.clear()
 
-    def _make_hook(self, name: str) -> "_StoreOutput":
+    def _make_hook(self, name: str) -> _StoreOutput:
         return _StoreOutput(self, name)
 
-    def __enter__(self) -> "LayerCapture":
+    def __enter__(self) -> LayerCapture:
         return self.attach()
 
     def __exit__(self, *exc) -> None:

@@ -21,11 +21,13 @@ Which bins score a layer (:func:`dissection_strategy`):
 Nothing here imports mmengine or pluggy: the strategies are created through
 :mod:`meter_timm.strategies` when the first batch arrives.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -34,8 +36,15 @@ from meter_timm.selectivity.accumulator import DissectionReport, ResponseAccumul
 from meter_timm.selectivity.capture import LayerCapture
 from meter_timm.selectivity.loss import normalize_layers
 
-__all__ = ["Dissection", "TrainedLayer", "ValidationDissector", "default_plot_units",
-           "dissection_strategy", "trained_layers_from_checkpoint", "trained_layers_of"]
+__all__ = [
+    "Dissection",
+    "TrainedLayer",
+    "ValidationDissector",
+    "default_plot_units",
+    "dissection_strategy",
+    "trained_layers_from_checkpoint",
+    "trained_layers_of",
+]
 
 
 @dataclass(frozen=True)
@@ -56,12 +65,15 @@ def trained_layers_of(selectivity: Any) -> dict[str, TrainedLayer]:
     def strategy(name: str) -> Callable[[int], Any]:
         return lambda num_units: selectivity.build_strategy(name, num_units)
 
-    return {spec["name"]: TrainedLayer(dict(spec), strategy(spec["name"]))
-            for spec in getattr(selectivity, "layers", [])}
+    return {
+        spec["name"]: TrainedLayer(dict(spec), strategy(spec["name"]))
+        for spec in getattr(selectivity, "layers", [])
+    }
 
 
-def trained_layers_from_checkpoint(state_dict: Mapping[str, Any], source: str = "checkpoint",
-                                   prefix: str = "selectivity.") -> dict[str, TrainedLayer]:
+def trained_layers_from_checkpoint(
+    state_dict: Mapping[str, Any], source: str = "checkpoint", prefix: str = "selectivity."
+) -> dict[str, TrainedLayer]:
     """The trained layers stored in a checkpoint's state dict by its ``SelectivityLoss`` (empty
     when it holds none), restored by :func:`meter_timm.strategies.trained_strategies`; ``source``
     names the file in errors (including a unit count that does not fit the model)."""
@@ -74,15 +86,26 @@ def trained_layers_from_checkpoint(state_dict: Mapping[str, Any], source: str = 
         def fitting(num_units: int):
             trained = restored[name]
             if trained.num_units != num_units:
-                raise ValueError(f"{source}: layer {name!r} was trained with {trained.num_units} "
-                                 f"units, the model has {num_units}")
+                raise ValueError(
+                    f"{source}: layer {name!r} was trained with {trained.num_units} "
+                    f"units, the model has {num_units}"
+                )
             return trained
+
         return fitting
 
-    return {name: TrainedLayer({"name": name, "num_bins": s.num_bins, "strategy": s.name,
-                                "params": dict(saved.get(name, {}).get("params") or {})},
-                               strategy(name))
-            for name, s in restored.items()}
+    return {
+        name: TrainedLayer(
+            {
+                "name": name,
+                "num_bins": s.num_bins,
+                "strategy": s.name,
+                "params": dict(saved.get(name, {}).get("params") or {}),
+            },
+            strategy(name),
+        )
+        for name, s in restored.items()
+    }
 
 
 def _description(spec: Mapping[str, Any], num_units: int) -> tuple:
@@ -91,20 +114,29 @@ def _description(spec: Mapping[str, Any], num_units: int) -> tuple:
 
     name, params = parse_strategy_spec(spec.get("strategy") or "uniform")
     num_bins = spec.get("num_bins")
-    return (name, {**params, **dict(spec.get("params") or {})},
-            int(num_bins) if num_bins is not None else default_num_bins(num_units))
+    return (
+        name,
+        {**params, **dict(spec.get("params") or {})},
+        int(num_bins) if num_bins is not None else default_num_bins(num_units),
+    )
 
 
-def dissection_strategy(spec: Mapping[str, Any], num_units: int,
-                        trained: Optional[TrainedLayer] = None, min_depth: float = 0.0,
-                        max_depth: float = 10.0):
+def dissection_strategy(
+    spec: Mapping[str, Any],
+    num_units: int,
+    trained: TrainedLayer | None = None,
+    min_depth: float = 0.0,
+    max_depth: float = 10.0,
+):
     """The strategy that scores one layer (see the module docstring); returns
     ``(strategy, from_training)``."""
     from meter_timm.strategies import create_layer_strategy
 
     if trained is not None:
         asked = {k: v for k, v in spec.items() if k != "name" and v is not None}
-        if _description({**trained.spec, **asked}, num_units) == _description(trained.spec, num_units):
+        if _description({**trained.spec, **asked}, num_units) == _description(
+            trained.spec, num_units
+        ):
             return trained.strategy(num_units), True
     return create_layer_strategy(dict(spec), num_units, min_depth, max_depth), False
 
@@ -125,9 +157,14 @@ class Dissection:
     processes; ``report(meta)`` gives the :class:`DissectionReport`.
     """
 
-    def __init__(self, layers: Sequence[Mapping[str, Any] | str], min_depth: float = 0.0,
-                 max_depth: float = 10.0, trained: Optional[Mapping[str, TrainedLayer]] = None,
-                 use_abs: bool = True) -> None:
+    def __init__(
+        self,
+        layers: Sequence[Mapping[str, Any] | str],
+        min_depth: float = 0.0,
+        max_depth: float = 10.0,
+        trained: Mapping[str, TrainedLayer] | None = None,
+        use_abs: bool = True,
+    ) -> None:
         self.layers = normalize_layers(layers)
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.trained = dict(trained or {})
@@ -135,7 +172,7 @@ class Dissection:
         self.strategies: dict[str, Any] = {}
         self.from_training: dict[str, bool] = {}  # layer -> scored with its trained strategy
         self.assignments: dict[str, torch.Tensor] = {}
-        self.accumulator: Optional[ResponseAccumulator] = None
+        self.accumulator: ResponseAccumulator | None = None
 
     @property
     def layer_names(self) -> list[str]:
@@ -145,9 +182,13 @@ class Dissection:
         edges = {}
         for spec in self.layers:
             name = spec["name"]
-            strategy, trained = dissection_strategy(spec, features[name].shape[1],
-                                                    self.trained.get(name), self.min_depth,
-                                                    self.max_depth)
+            strategy, trained = dissection_strategy(
+                spec,
+                features[name].shape[1],
+                self.trained.get(name),
+                self.min_depth,
+                self.max_depth,
+            )
             self.strategies[name], self.from_training[name] = strategy, trained
             edges[name] = strategy.edges()
             self.assignments[name] = strategy.assignment().clone()
@@ -165,14 +206,14 @@ class Dissection:
         if self.accumulator is not None:
             self.accumulator.all_reduce()
 
-    def report(self, meta: Optional[dict] = None) -> DissectionReport:
+    def report(self, meta: dict | None = None) -> DissectionReport:
         """The dissection so far, against each layer's assigned bins."""
         if self.accumulator is None:
             raise RuntimeError("Dissection.report: no batch was added")
         return self.accumulator.report(self.assignments, meta=meta)
 
 
-def default_plot_units(num_units: int, units: Optional[Sequence[int]] = None) -> tuple[int, ...]:
+def default_plot_units(num_units: int, units: Sequence[int] | None = None) -> tuple[int, ...]:
     """``units`` clipped to the layer, or the seed's units 12, 24, 40 of 48 scaled to its width."""
     if units is not None:
         return tuple(u for u in units if 0 <= u < num_units) or (0,)
@@ -192,16 +233,27 @@ class ValidationDissector:
         min_depth, max_depth: depth range of the bins (metres).
     """
 
-    def __init__(self, model: torch.nn.Module, layers: Sequence[dict], min_depth: float = 0.0,
-                 max_depth: float = 10.0) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        layers: Sequence[dict],
+        min_depth: float = 0.0,
+        max_depth: float = 10.0,
+    ) -> None:
         self.model = model
-        self.dissection = Dissection(layers, min_depth, max_depth,
-                                     trained=trained_layers_of(getattr(model, "selectivity", None)))
+        self.dissection = Dissection(
+            layers,
+            min_depth,
+            max_depth,
+            trained=trained_layers_of(getattr(model, "selectivity", None)),
+        )
         target = getattr(model, "backbone", model)
-        self.capture = LayerCapture(target, self.dissection.layer_names, detach_outputs=True).attach()
+        self.capture = LayerCapture(
+            target, self.dissection.layer_names, detach_outputs=True
+        ).attach()
 
     @torch.no_grad()
-    def observe(self, data_batch: Any, outputs: Optional[Sequence] = None) -> None:
+    def observe(self, data_batch: Any, outputs: Sequence | None = None) -> None:
         """Add one validation batch: activations captured by the forward, ground truth from the
         returned data samples (or the batch)."""
         samples = outputs if outputs else (data_batch or {}).get("data_samples", [])
@@ -214,9 +266,14 @@ class ValidationDissector:
         depth = torch.stack([resize_depth_nearest(d.float(), size) for d in depths])
         self.dissection.update(features, depth.to(next(iter(features.values())).device))
 
-    def finish(self, out_dir: str | Path, plot_units: Optional[Sequence[int]] = None,
-               write: bool = True, epoch: Optional[int] = None,
-               metrics: Optional[dict] = None) -> dict:
+    def finish(
+        self,
+        out_dir: str | Path,
+        plot_units: Sequence[int] | None = None,
+        write: bool = True,
+        epoch: int | None = None,
+        metrics: dict | None = None,
+    ) -> dict:
         """Sum over processes, build the report, write JSON + plots (when ``write``); returns a
         summary dict: ``selectivity`` (layer -> mean index against each unit's preferred bin),
         ``selectivity_assigned``, ``fraction_argmax_is_assigned``, ``files``, ``epoch``."""
@@ -226,7 +283,9 @@ class ValidationDissector:
         self.dissection.all_reduce()
         meta = {"epoch": epoch}
         if metrics:
-            meta["metrics"] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            meta["metrics"] = {
+                k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))
+            }
         report = self.dissection.report(meta)
         summary = report.summary()
         files: list[str] = []
@@ -241,6 +300,8 @@ class ValidationDissector:
             "num_images": report.meta.get("num_images"),
             "selectivity": {k: v["mean_selectivity_argmax"] for k, v in summary.items()},
             "selectivity_assigned": {k: v["mean_selectivity_assigned"] for k, v in summary.items()},
-            "fraction_argmax_is_assigned": {k: v["fraction_argmax_is_assigned"] for k, v in summary.items()},
+            "fraction_argmax_is_assigned": {
+                k: v["fraction_argmax_is_assigned"] for k, v in summary.items()
+            },
             "files": files,
         }

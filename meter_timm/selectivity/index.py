@@ -1,4 +1,5 @@
 """Depth-selectivity index of units (the term of Eq. 3; You et al., ICCV 2021)."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,12 @@ __all__ = ["selectivity_index", "argmax_bins", "other_bins_mean", "OTHER_BINS"]
 OTHER_BINS = ("nonempty", "all")
 
 
-def other_bins_mean(responses: torch.Tensor, bins: torch.Tensor,
-                    counts: torch.Tensor | None = None, other_bins: str = "nonempty") -> torch.Tensor:
+def other_bins_mean(
+    responses: torch.Tensor,
+    bins: torch.Tensor,
+    counts: torch.Tensor | None = None,
+    other_bins: str = "nonempty",
+) -> torch.Tensor:
     """Per unit, the mean response over all bins except ``bins[k]`` (R_other of Eq. 3).
 
     ``other_bins="nonempty"`` (with ``counts`` (N_b,)): only bins that hold pixels enter the mean
@@ -27,15 +32,20 @@ def other_bins_mean(responses: torch.Tensor, bins: torch.Tensor,
         total = responses.sum(1)
         n_other = torch.full_like(total, float(num_bins - 1))
     else:
-        present = (counts.to(responses.device) > 0).to(responses.dtype)      # (N_b,)
+        present = (counts.to(responses.device) > 0).to(responses.dtype)  # (N_b,)
         total = responses @ present
         n_other = present.sum() - present[bins]
         chosen = chosen * present[bins]
     return (total - chosen) / n_other.clamp(min=1.0)
 
 
-def selectivity_index(responses: torch.Tensor, bins: torch.Tensor, eps: float = 1e-8,
-                      counts: torch.Tensor | None = None, other_bins: str = "nonempty") -> torch.Tensor:
+def selectivity_index(
+    responses: torch.Tensor,
+    bins: torch.Tensor,
+    eps: float = 1e-8,
+    counts: torch.Tensor | None = None,
+    other_bins: str = "nonempty",
+) -> torch.Tensor:
     """Depth-selectivity index of every unit against a given bin (Eq. 3 term).
 
     ``(|R_d| - |R_other|) / (|R_d| + |R_other| + eps)`` where R_d = ``responses[k, bins[k]]`` and

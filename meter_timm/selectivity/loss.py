@@ -1,15 +1,17 @@
 """The depth-assignment loss L_assign (Eq. 3 of the seed) over several layers of any model."""
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
+from meter_timm.precision import autocast_disabled
 from meter_timm.selectivity.capture import LayerCapture
 from meter_timm.selectivity.index import OTHER_BINS, selectivity_index
-from meter_timm.precision import autocast_disabled
 from meter_timm.selectivity.response import BinnedDepth
 
 __all__ = ["SelectivityLoss", "normalize_layers"]
@@ -18,11 +20,14 @@ __all__ = ["SelectivityLoss", "normalize_layers"]
 def _float32_statistics(forward):
     """Run the loss with autocast off: Eq. 1 and the index in float32 (float64 stays float64),
     whatever the dtype of the captured activations under mixed precision."""
+
     @functools.wraps(forward)
     def wrapper(*args, **kwargs):
         with autocast_disabled():
             return forward(*args, **kwargs)
+
     return wrapper
+
 
 _LAYER_KEYS = ("name", "num_bins", "strategy", "params")
 
@@ -37,13 +42,19 @@ def normalize_layers(layers: Iterable[dict[str, Any] | str]) -> list[dict[str, A
         layer = {"name": layer} if isinstance(layer, str) else dict(layer)
         name = layer.get("name")
         if not isinstance(name, str) or not name:
-            raise ValueError(f"selectivity layers[{i}] needs a module name under 'name', got {layer!r}")
+            raise ValueError(
+                f"selectivity layers[{i}] needs a module name under 'name', got {layer!r}"
+            )
         unknown = sorted(set(layer) - set(_LAYER_KEYS))
         if unknown:
-            raise ValueError(f"selectivity layer {name!r}: unknown key(s) {unknown} "
-                             f"(allowed: {', '.join(_LAYER_KEYS)})")
+            raise ValueError(
+                f"selectivity layer {name!r}: unknown key(s) {unknown} "
+                f"(allowed: {', '.join(_LAYER_KEYS)})"
+            )
         if layer.get("num_bins") is not None and int(layer["num_bins"]) < 1:
-            raise ValueError(f"selectivity layer {name!r}: num_bins must be >= 1, got {layer['num_bins']}")
+            raise ValueError(
+                f"selectivity layer {name!r}: num_bins must be >= 1, got {layer['num_bins']}"
+            )
         if any(o["name"] == name for o in out):
             raise ValueError(f"selectivity layer {name!r} is listed twice")
         out.append(layer)
@@ -88,25 +99,41 @@ class SelectivityLoss(nn.Module):
     lives in this module's state_dict.
     """
 
-    def __init__(self, layers: Iterable[dict[str, Any] | str], lam: float = 0.1,
-                 relative: bool = False, use_abs: bool = True, min_depth: float = 0.0,
-                 max_depth: float = 10.0, eps: float = 1e-8, other_bins: str = "nonempty") -> None:
+    def __init__(
+        self,
+        layers: Iterable[dict[str, Any] | str],
+        lam: float = 0.1,
+        relative: bool = False,
+        use_abs: bool = True,
+        min_depth: float = 0.0,
+        max_depth: float = 10.0,
+        eps: float = 1e-8,
+        other_bins: str = "nonempty",
+    ) -> None:
         super().__init__()
         if other_bins not in OTHER_BINS:
-            raise ValueError(f"SelectivityLoss: other_bins must be one of {OTHER_BINS}, got {other_bins!r}")
+            raise ValueError(
+                f"SelectivityLoss: other_bins must be one of {OTHER_BINS}, got {other_bins!r}"
+            )
         self.other_bins = other_bins
         self.layers = normalize_layers(layers)
         if float(lam) < 0:
-            raise ValueError(f"SelectivityLoss: lam must be >= 0 (Eq. 3 has the minus sign), got {lam}")
+            raise ValueError(
+                f"SelectivityLoss: lam must be >= 0 (Eq. 3 has the minus sign), got {lam}"
+            )
         if not float(min_depth) < float(max_depth):
-            raise ValueError(f"SelectivityLoss: need min_depth < max_depth, got {min_depth}, {max_depth}")
+            raise ValueError(
+                f"SelectivityLoss: need min_depth < max_depth, got {min_depth}, {max_depth}"
+            )
         self.lam, self.relative, self.use_abs = float(lam), bool(relative), bool(use_abs)
         self.min_depth, self.max_depth, self.eps = float(min_depth), float(max_depth), float(eps)
         self.layer_names = [layer["name"] for layer in self.layers]
-        self.strategies: dict[str, Any] = {}          # name -> DepthBinStrategy, built lazily
-        self._pending_state: dict[str, dict] = {}     # loaded before the strategy existed
+        self.strategies: dict[str, Any] = {}  # name -> DepthBinStrategy, built lazily
+        self._pending_state: dict[str, dict] = {}  # loaded before the strategy existed
         self._capture: LayerCapture | None = None
-        self._assignment_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (cpu, device)
+        self._assignment_cache: dict[
+            str, tuple[torch.Tensor, torch.Tensor]
+        ] = {}  # name -> (cpu, device)
         # per-step constants of fixed strategies and layer groups, cleared whenever a strategy
         # may change (creation, refit, loaded state): fewer operations per training step
         self._edges_cache: dict[str, tuple[torch.Tensor, tuple]] = {}
@@ -126,7 +153,7 @@ class SelectivityLoss(nn.Module):
                 raise ValueError(f"selectivity layer {layer['name']!r}: {exc}") from exc
 
     # ---------------------------------------------------------------- hooks
-    def attach(self, model: nn.Module) -> "SelectivityLoss":
+    def attach(self, model: nn.Module) -> SelectivityLoss:
         """Capture the configured layers of ``model`` (replaces any previous attachment)."""
         self.detach()
         self._capture = LayerCapture(model, self.layer_names).attach()
@@ -151,6 +178,7 @@ class SelectivityLoss(nn.Module):
         strategy = self.strategies.get(name)
         if strategy is None:
             from meter_timm.strategies import create_layer_strategy
+
             layer = next(layer for layer in self.layers if layer["name"] == name)
             strategy = create_layer_strategy(layer, num_units, self.min_depth, self.max_depth)
             pending = self._pending_state.pop(name, None)
@@ -159,8 +187,10 @@ class SelectivityLoss(nn.Module):
             self.strategies[name] = strategy
             self._forget_constants()
         elif strategy.num_units != num_units:
-            raise ValueError(f"selectivity layer {name!r}: {num_units} units now, "
-                             f"{strategy.num_units} when its strategy was created")
+            raise ValueError(
+                f"selectivity layer {name!r}: {num_units} units now, "
+                f"{strategy.num_units} when its strategy was created"
+            )
         return strategy
 
     @staticmethod
@@ -168,8 +198,10 @@ class SelectivityLoss(nn.Module):
         for key in ("strategy", "num_units", "num_bins"):
             mine = strategy.name if key == "strategy" else getattr(strategy, key)
             if key in saved and saved[key] != mine:
-                raise ValueError(f"selectivity layer {name!r}: saved {key} {saved[key]!r} does not "
-                                 f"match the configured {mine!r}")
+                raise ValueError(
+                    f"selectivity layer {name!r}: saved {key} {saved[key]!r} does not "
+                    f"match the configured {mine!r}"
+                )
         strategy.load_state_dict(saved.get("state", {}))
 
     def refit(self) -> dict[str, bool]:
@@ -185,8 +217,9 @@ class SelectivityLoss(nn.Module):
             try:
                 changed[name] = bool(strategy.refit())
             except (ValueError, RuntimeError, ArithmeticError) as exc:  # e.g. a solver given NaN
-                raise ValueError(f"selectivity layer {name!r}: strategy {strategy.name!r} could not "
-                                 f"refit: {exc}") from exc
+                raise ValueError(
+                    f"selectivity layer {name!r}: strategy {strategy.name!r} could not refit: {exc}"
+                ) from exc
             if changed[name]:
                 try:
                     validate_strategy(strategy)
@@ -195,8 +228,12 @@ class SelectivityLoss(nn.Module):
         return changed
 
     @torch.no_grad()
-    def calibrate(self, run_model: Callable[[torch.Tensor], Any],
-                  batches: Iterable[tuple[torch.Tensor, torch.Tensor]], rounds: int = 2) -> dict[str, bool]:
+    def calibrate(
+        self,
+        run_model: Callable[[torch.Tensor], Any],
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        rounds: int = 2,
+    ) -> dict[str, bool]:
         """Fit the learnable strategies on data before training.
 
         ``rounds`` passes over ``batches`` (pairs of network input and (B, 1, H, W) depth in
@@ -236,13 +273,16 @@ class SelectivityLoss(nn.Module):
                 self._edges_cache[name] = cached
         return cached
 
-    def _measure(self, name: str, act: torch.Tensor, depth: torch.Tensor,
-                 binned: dict[tuple, BinnedDepth]):
+    def _measure(
+        self, name: str, act: torch.Tensor, depth: torch.Tensor, binned: dict[tuple, BinnedDepth]
+    ):
         """(strategy, responses (K, N_b), counts (N_b,)) of one layer on one batch; learnable
         strategies observe the batch's depth and detached responses."""
         if act.dim() != 4:
-            raise ValueError(f"selectivity layer {name!r}: expected a (B, K, h, w) output, "
-                             f"got shape {tuple(act.shape)}")
+            raise ValueError(
+                f"selectivity layer {name!r}: expected a (B, K, h, w) output, "
+                f"got shape {tuple(act.shape)}"
+            )
         if self.use_abs:
             act = act.abs()
         strategy = self.build_strategy(name, act.shape[1])
@@ -262,11 +302,16 @@ class SelectivityLoss(nn.Module):
 
             spec = next(layer for layer in self.layers if layer["name"] == name)
             _, spec_params = parse_strategy_spec(spec.get("strategy") or "uniform")
-            state[name] = {"strategy": strategy.name, "num_units": strategy.num_units,
-                           "num_bins": strategy.num_bins, "state": strategy.state_dict(),
-                           # enough to rebuild it outside this module (trained_strategies)
-                           "params": {**spec_params, **dict(spec.get("params") or {})},
-                           "min_depth": self.min_depth, "max_depth": self.max_depth}
+            state[name] = {
+                "strategy": strategy.name,
+                "num_units": strategy.num_units,
+                "num_bins": strategy.num_bins,
+                "state": strategy.state_dict(),
+                # enough to rebuild it outside this module (trained_strategies)
+                "params": {**spec_params, **dict(spec.get("params") or {})},
+                "min_depth": self.min_depth,
+                "max_depth": self.max_depth,
+            }
         return {"strategies": state}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
@@ -297,12 +342,18 @@ class SelectivityLoss(nn.Module):
         key = (layout, device)
         if key not in self._segment_cache:
             sizes = torch.tensor([k for _, k in layout])
-            self._segment_cache[key] = torch.repeat_interleave(torch.arange(len(layout)), sizes).to(device)
+            self._segment_cache[key] = torch.repeat_interleave(torch.arange(len(layout)), sizes).to(
+                device
+            )
         return self._segment_cache[key]
 
     @_float32_statistics
-    def forward(self, depth: torch.Tensor, base_loss: torch.Tensor | float | None = None,
-                features: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        depth: torch.Tensor,
+        base_loss: torch.Tensor | float | None = None,
+        features: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Eq. 3 on the latest captured activations (or ``features``) and this batch's depth.
 
         Args:
@@ -318,8 +369,10 @@ class SelectivityLoss(nn.Module):
             self._capture.clear()  # do not keep the graph alive past this step
         missing = [n for n in self.layer_names if n not in features]
         if missing:
-            raise RuntimeError(f"SelectivityLoss: no activation captured for layer(s) {missing}; "
-                               "did the model run a forward pass since the last call?")
+            raise RuntimeError(
+                f"SelectivityLoss: no activation captured for layer(s) {missing}; "
+                "did the model run a forward pass since the last call?"
+            )
         if self.relative and base_loss is None:
             raise ValueError("SelectivityLoss(relative=True) needs base_loss")
 
@@ -346,8 +399,12 @@ class SelectivityLoss(nn.Module):
             if len(group) == 1:
                 scores = ((index * keep).sum() / keep.sum().clamp(min=1.0))[None]
             else:
-                segment = self._segments(tuple((n, r.shape[0]) for n, r, _, _ in group), index.device)
-                sums = index.new_zeros(2, len(group)).index_add_(1, segment, torch.stack([index * keep, keep]))
+                segment = self._segments(
+                    tuple((n, r.shape[0]) for n, r, _, _ in group), index.device
+                )
+                sums = index.new_zeros(2, len(group)).index_add_(
+                    1, segment, torch.stack([index * keep, keep])
+                )
                 scores = sums[0] / sums[1].clamp(min=1.0)
             for name, score in zip(names, scores.detach().unbind()):
                 out[f"sel/{name}"] = score
@@ -359,6 +416,8 @@ class SelectivityLoss(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return (f"layers={self.layers}, lam={self.lam}, relative={self.relative}, "
-                f"use_abs={self.use_abs}, other_bins={self.other_bins!r}, "
-                f"depth=({self.min_depth}, {self.max_depth}]")
+        return (
+            f"layers={self.layers}, lam={self.lam}, relative={self.relative}, "
+            f"use_abs={self.use_abs}, other_bins={self.other_bins!r}, "
+            f"depth=({self.min_depth}, {self.max_depth}]"
+        )

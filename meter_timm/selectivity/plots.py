@@ -1,4 +1,5 @@
 """Matplotlib figures of a dissection report (Agg backend, PNG files)."""
+
 from __future__ import annotations
 
 import re
@@ -7,19 +8,27 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_report", "plot_unit_responses", "plot_selectivity_histogram", "plot_unit_bin_heatmap"]
+__all__ = [
+    "plot_report",
+    "plot_unit_responses",
+    "plot_selectivity_histogram",
+    "plot_unit_bin_heatmap",
+]
 
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
     return plt
 
 
 def matplotlib_colormap(name: str):
     """A private copy of a matplotlib colormap (safe to modify)."""
     import matplotlib
+
     return matplotlib.colormaps[name].copy()
 
 
@@ -42,8 +51,9 @@ def _bin_labels(edges: list[float]) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (edges[:-1] + edges[1:]), np.diff(edges)
 
 
-def plot_unit_responses(layer_name: str, layer: dict[str, Any], units: tuple[int, ...],
-                        path: str | Path) -> Path:
+def plot_unit_responses(
+    layer_name: str, layer: dict[str, Any], units: tuple[int, ...], path: str | Path
+) -> Path:
     """The seed's figure: average response of chosen units per depth bin, one panel per unit.
 
     Bars are drawn at the bins' depth ranges; the assigned bin is orange, the argmax bin outlined.
@@ -61,13 +71,17 @@ def plot_unit_responses(layer_name: str, layer: dict[str, Any], units: tuple[int
         bars[layer["argmax_bin"][unit]].set_linewidth(1.5)
         assigned = layer["selectivity_assigned"][unit]
         assigned = "n/a" if assigned is None else f"{assigned:.2f}"
-        ax.set_title(f"unit {unit}: SI assigned {assigned}, "
-                     f"argmax {layer['selectivity_argmax'][unit]:.2f}", fontsize=9)
+        ax.set_title(
+            f"unit {unit}: SI assigned {assigned}, argmax {layer['selectivity_argmax'][unit]:.2f}",
+            fontsize=9,
+        )
         ax.set_xlabel("depth (m)")
         ax.set_xlim(layer["bin_edges"][0], layer["bin_edges"][-1])
     axes[0][0].set_ylabel("average response")
-    fig.suptitle(f"{layer_name}: average response per depth bin "
-                 f"(orange = assigned bin, outlined = argmax)", fontsize=10)
+    fig.suptitle(
+        f"{layer_name}: average response per depth bin (orange = assigned bin, outlined = argmax)",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
@@ -114,8 +128,13 @@ def plot_unit_bin_heatmap(layer_name: str, layer: dict[str, Any], path: str | Pa
     return _save(fig, path)
 
 
-def plot_report(report, out_dir: str | Path, units: tuple[int, ...] = (12, 24, 40),
-                prefix: str = "", layers: list[str] | None = None) -> list[Path]:
+def plot_report(
+    report,
+    out_dir: str | Path,
+    units: tuple[int, ...] = (12, 24, 40),
+    prefix: str = "",
+    layers: list[str] | None = None,
+) -> list[Path]:
     """All figures of the ``layers`` (default all) of a :class:`DissectionReport`; returns the
     PNG paths."""
     out_dir = Path(out_dir)
@@ -126,6 +145,8 @@ def plot_report(report, out_dir: str | Path, units: tuple[int, ...] = (12, 24, 4
             continue
         stem = f"{prefix}{_filename_part(name)}"
         paths.append(plot_unit_responses(name, layer, tuple(units), out_dir / f"{stem}_units.png"))
-        paths.append(plot_selectivity_histogram(name, layer, out_dir / f"{stem}_selectivity_hist.png"))
+        paths.append(
+            plot_selectivity_histogram(name, layer, out_dir / f"{stem}_selectivity_hist.png")
+        )
         paths.append(plot_unit_bin_heatmap(name, layer, out_dir / f"{stem}_heatmap.png"))
     return paths

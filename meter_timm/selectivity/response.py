@@ -12,6 +12,7 @@ after which all K units are handled by one matrix product. The (B, K, H, W) upsa
 never built. The downsampled masks depend only on the depth map, the bin edges and the activation
 size, so :class:`BinnedDepth` caches them for all layers that share a resolution and bin set.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,13 @@ import torch
 
 from meter_timm.precision import autocast_disabled
 
-__all__ = ["BinnedDepth", "average_response", "bilinear_source_index",
-           "interpolation_matrix", "autocast_disabled"]
+__all__ = [
+    "BinnedDepth",
+    "average_response",
+    "bilinear_source_index",
+    "interpolation_matrix",
+    "autocast_disabled",
+]
 
 
 #: device types where Eq. 1 takes the path with the fewest kernels (one scatter, bucketize); the
@@ -62,8 +68,9 @@ def interpolation_matrix(out_size: int, in_size: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _scatter_tables(size: tuple[int, int], act_size: tuple[int, int], dtype: torch.dtype,
-                    device: torch.device) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+def _scatter_tables(
+    size: tuple[int, int], act_size: tuple[int, int], dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Per depth pixel: its top-left activation cell ``i0 * (w + 1) + j0`` on a grid padded by one
     row and column (in ``dtype``, (H, W)), and the weights of its 4 corners (i0|i0+1, j0|j0+1),
     each (H, W). Cached per size, dtype and device, so nothing is rebuilt or copied per step."""
@@ -72,14 +79,22 @@ def _scatter_tables(size: tuple[int, int], act_size: tuple[int, int], dtype: tor
     ix, lx = bilinear_source_index(W, w)
     cell = (iy[:, None] * (w + 1) + ix[None, :]).to(device=device, dtype=dtype)
     wy, wx = (1.0 - ly, ly), (1.0 - lx, lx)
-    weights = tuple((wy[a][:, None] * wx[b][None, :]).to(device=device, dtype=dtype).contiguous()
-                    for a in (0, 1) for b in (0, 1))  # (0,0), (0,1), (1,0), (1,1)
+    weights = tuple(
+        (wy[a][:, None] * wx[b][None, :]).to(device=device, dtype=dtype).contiguous()
+        for a in (0, 1)
+        for b in (0, 1)
+    )  # (0,0), (0,1), (1,0), (1,1)
     return cell, weights
 
 
 @functools.lru_cache(maxsize=64)
-def _corner_tables(size: tuple[int, int], act_size: tuple[int, int], key_dtype: torch.dtype,
-                   dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _corner_tables(
+    size: tuple[int, int],
+    act_size: tuple[int, int],
+    key_dtype: torch.dtype,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The 4 corners of every depth pixel as one table on the unpadded grid: cells
     (4 * H * W,) ``i * w + j`` in ``key_dtype`` (the +1 corners clamped to the last row/column
     as PyTorch reads them) and their weights (4 * H * W,) in ``dtype``."""
@@ -89,8 +104,12 @@ def _corner_tables(size: tuple[int, int], act_size: tuple[int, int], key_dtype: 
     rows = (iy, (iy + 1).clamp(max=h - 1))
     cols = (ix, (ix + 1).clamp(max=w - 1))
     wy, wx = (1.0 - ly, ly), (1.0 - lx, lx)
-    cells = torch.cat([(rows[a][:, None] * w + cols[b][None, :]).view(-1) for a in (0, 1) for b in (0, 1)])
-    weights = torch.cat([(wy[a][:, None] * wx[b][None, :]).view(-1) for a in (0, 1) for b in (0, 1)])
+    cells = torch.cat(
+        [(rows[a][:, None] * w + cols[b][None, :]).view(-1) for a in (0, 1) for b in (0, 1)]
+    )
+    weights = torch.cat(
+        [(wy[a][:, None] * wx[b][None, :]).view(-1) for a in (0, 1) for b in (0, 1)]
+    )
     return cells.to(device=device, dtype=key_dtype), weights.to(device=device, dtype=dtype)
 
 
@@ -105,16 +124,17 @@ class _EdgeLookup:
     --bucketize``). On a GPU ``bucketize`` is one kernel and this lookup about ten, so there
     ``bucketize`` is used."""
 
-    def __init__(self, edges: torch.Tensor, grid: int, lo_count: torch.Tensor,
-                 candidates: torch.Tensor) -> None:
+    def __init__(
+        self, edges: torch.Tensor, grid: int, lo_count: torch.Tensor, candidates: torch.Tensor
+    ) -> None:
         self.lo = float(edges[0])
         self.scale = grid / (float(edges[-1]) - float(edges[0]))
         self.grid = grid
-        self.lo_count = lo_count          # (G,) int64: edges surely below any depth of the cell
-        self.candidates = candidates      # (T, G): the next T edges (+inf padded) to compare with
+        self.lo_count = lo_count  # (G,) int64: edges surely below any depth of the cell
+        self.candidates = candidates  # (T, G): the next T edges (+inf padded) to compare with
 
     @staticmethod
-    def build(edges: torch.Tensor, max_candidates: int = 3) -> "_EdgeLookup | None":
+    def build(edges: torch.Tensor, max_candidates: int = 3) -> _EdgeLookup | None:
         e64 = edges.double().cpu()
         n_edges = e64.numel()
         lo, hi = float(e64[0]), float(e64[-1])
@@ -123,8 +143,8 @@ class _EdgeLookup:
         for grid in (1024, 4096, 16384, 65536):
             bounds = lo + torch.arange(-1, grid + 2, dtype=torch.float64) * ((hi - lo) / grid)
             # a depth mapped to cell g lies (allowing one cell of rounding) in [b[g-1], b[g+2])
-            below = torch.searchsorted(e64, bounds[:-3], right=False)       # #edges < b[g-1]
-            upto = torch.searchsorted(e64, bounds[3:], right=True)          # #edges <= b[g+2]
+            below = torch.searchsorted(e64, bounds[:-3], right=False)  # #edges < b[g-1]
+            upto = torch.searchsorted(e64, bounds[3:], right=True)  # #edges <= b[g+2]
             below[0] = 0
             upto[-2:] = n_edges
             span = int((upto - below).max())
@@ -134,7 +154,7 @@ class _EdgeLookup:
                 return _EdgeLookup(edges, grid, below, cand)
         return None
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "_EdgeLookup":
+    def to(self, device: torch.device, dtype: torch.dtype) -> _EdgeLookup:
         self.lo_count = self.lo_count.to(device=device, dtype=dtype)  # small integers: exact
         self.candidates = self.candidates.to(device)
         return self
@@ -150,8 +170,9 @@ class _EdgeLookup:
 
 
 @functools.lru_cache(maxsize=32)
-def _edge_lookup(edges: tuple[float, ...], dtype: torch.dtype,
-                 device: torch.device) -> "_EdgeLookup | None":
+def _edge_lookup(
+    edges: tuple[float, ...], dtype: torch.dtype, device: torch.device
+) -> _EdgeLookup | None:
     table = _EdgeLookup.build(torch.tensor(edges, dtype=dtype))
     return None if table is None else table.to(device, dtype)
 
@@ -165,7 +186,9 @@ def _edges_on(edges: tuple[float, ...], dtype: torch.dtype, device: torch.device
 def _check_edges(bin_edges: torch.Tensor | list | tuple) -> torch.Tensor:
     edges = torch.as_tensor(bin_edges).detach()
     if edges.dim() != 1 or edges.numel() < 2:
-        raise ValueError(f"bin_edges must be 1-D with at least 2 values, got shape {tuple(edges.shape)}")
+        raise ValueError(
+            f"bin_edges must be 1-D with at least 2 values, got shape {tuple(edges.shape)}"
+        )
     if not bool(torch.isfinite(edges).all()) or not bool((edges[1:] > edges[:-1]).all()):
         raise ValueError(f"bin_edges must be finite and strictly increasing, got {edges.tolist()}")
     return edges
@@ -200,7 +223,9 @@ class BinnedDepth:
     def __init__(self, depth: torch.Tensor, bin_edges: torch.Tensor | list | tuple) -> None:
         if depth.dim() == 4:
             if depth.shape[1] != 1:
-                raise ValueError(f"depth must be (B, 1, H, W) or (B, H, W), got {tuple(depth.shape)}")
+                raise ValueError(
+                    f"depth must be (B, 1, H, W) or (B, H, W), got {tuple(depth.shape)}"
+                )
             depth = depth[:, 0]
         elif depth.dim() != 3:
             raise ValueError(f"depth must be (B, 1, H, W) or (B, H, W), got {tuple(depth.shape)}")
@@ -219,7 +244,9 @@ class BinnedDepth:
         # them with float arithmetic) and as int64; N_b marks pixels in no bin
         self._bin_float = self._bin_index(depth.contiguous(), edges)
         self.bin_index = self._bin_float.long()
-        ones = torch.ones((), dtype=torch.float64, device=self.device).expand(self.bin_index.numel())
+        ones = torch.ones((), dtype=torch.float64, device=self.device).expand(
+            self.bin_index.numel()
+        )
         counts = torch.zeros(self.num_bins + 1, dtype=torch.float64, device=self.device)
         counts.scatter_add_(0, self.bin_index.view(-1), ones)  # bincount would sync with a GPU
         #: (N_b,) float64 number of depth pixels per bin over the batch
@@ -258,14 +285,15 @@ class BinnedDepth:
         n1 = self.num_bins + 1  # the extra bin collects invalid pixels and is dropped
         # key = bin * block + cell, built in floating point (exact below 2^24 in float32)
         key_dtype = self._bin_float.dtype
-        if key_dtype != torch.float64 and n1 * (h + 1) * (w + 1) >= 2 ** 24:
+        if key_dtype != torch.float64 and n1 * (h + 1) * (w + 1) >= 2**24:
             key_dtype = torch.float64
         bins = self._bin_float.to(key_dtype).view(self.batch_size, 1, -1)
         if self.device.type in LAUNCH_BOUND_DEVICES:
             # GPU: one scatter of all 4 corners' keys on the unpadded grid (launches, not bytes,
             # bound the time here)
-            cells, weights = _corner_tables((self.height, self.width), (h, w), key_dtype, dtype,
-                                            self.device)
+            cells, weights = _corner_tables(
+                (self.height, self.width), (h, w), key_dtype, dtype, self.device
+            )
             keys = torch.add(cells.view(1, 4, -1), bins, alpha=h * w).view(self.batch_size, -1)
             out = torch.zeros(self.batch_size, n1 * h * w, dtype=dtype, device=self.device)
             out.scatter_add_(1, keys.long(), weights.expand(self.batch_size, -1))
@@ -280,7 +308,8 @@ class BinnedDepth:
         out = torch.zeros(self.batch_size, n1 * block, dtype=dtype, device=self.device)
         for offset, weight in zip((0, 1, w + 1, w + 2), weights):
             out.narrow(1, offset, n1 * block - offset).scatter_add_(
-                1, keys, weight.view(1, -1).expand(self.batch_size, -1))
+                1, keys, weight.view(1, -1).expand(self.batch_size, -1)
+            )
         out = out.view(self.batch_size, n1, h + 1, w + 1)
         # at the border PyTorch reads index min(i0 + 1, h - 1) = i0: fold the padding back
         out[:, :, h - 1].add_(out[:, :, h])
@@ -293,9 +322,15 @@ class BinnedDepth:
         Computed in float32 (float64 for float64 activations) with autocast disabled, whatever
         the activations' dtype, so mixed-precision training gets full-precision statistics."""
         if activations.dim() != 4 or activations.shape[0] != self.batch_size:
-            raise ValueError(f"activations must be (B={self.batch_size}, K, h, w), "
-                             f"got {tuple(activations.shape)}")
-        dtype = activations.dtype if activations.dtype in (torch.float32, torch.float64) else torch.float32
+            raise ValueError(
+                f"activations must be (B={self.batch_size}, K, h, w), "
+                f"got {tuple(activations.shape)}"
+            )
+        dtype = (
+            activations.dtype
+            if activations.dtype in (torch.float32, torch.float64)
+            else torch.float32
+        )
         masks = self.masks(activations.shape[-2:], dtype)
         batch, units = activations.shape[:2]
         with autocast_disabled():
@@ -313,8 +348,9 @@ class BinnedDepth:
         return sums / counts.clamp(min=1.0), self.counts
 
 
-def average_response(activations: torch.Tensor, depth: torch.Tensor,
-                     bin_edges: torch.Tensor | list | tuple) -> tuple[torch.Tensor, torch.Tensor]:
+def average_response(
+    activations: torch.Tensor, depth: torch.Tensor, bin_edges: torch.Tensor | list | tuple
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Average response of every unit per depth bin (Eq. 1), differentiable w.r.t. activations.
 
     Args:

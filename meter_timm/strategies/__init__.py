@@ -7,9 +7,8 @@ too: the hook specifications (:mod:`.hookspecs`), the one plugin manager (:mod:`
 through the same hook as any third-party plugin. Importing this package needs neither torch nor
 mmengine.
 """
+
 from meter_timm.strategies.base import DepthBinStrategy
-from meter_timm.strategies.fixed import depth_histogram
-from meter_timm.strategies.plugins import hookimpl
 from meter_timm.strategies.catalog import (
     DEFAULT_NUM_BINS,
     StrategyInfo,
@@ -22,6 +21,8 @@ from meter_timm.strategies.catalog import (
     strategy_table,
     validate_strategy,
 )
+from meter_timm.strategies.fixed import depth_histogram
+from meter_timm.strategies.plugins import hookimpl
 from meter_timm.strategies.saved import trained_strategies
 
 __all__ = [

@@ -12,6 +12,7 @@ Strategies that learn from data (``learnable = True``) receive measured response
 ``observe()`` and change their assignment in ``refit()``; everything they learned is in
 ``state_dict()`` so that a resumed run continues with the same assignment.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -35,10 +36,18 @@ class DepthBinStrategy:
     #: True when observe()/refit() change the assignment
     learnable: ClassVar[bool] = False
 
-    def __init__(self, num_units: int, num_bins: int, min_depth: float = 0.0,
-                 max_depth: float = 10.0, **params: Any) -> None:
+    def __init__(
+        self,
+        num_units: int,
+        num_bins: int,
+        min_depth: float = 0.0,
+        max_depth: float = 10.0,
+        **params: Any,
+    ) -> None:
         if params:
-            raise StrategyParameterError(f"strategy {self.name!r} got unknown parameters {sorted(params)}")
+            raise StrategyParameterError(
+                f"strategy {self.name!r} got unknown parameters {sorted(params)}"
+            )
         self.num_units = int(num_units)
         self.num_bins = int(num_bins)
         self.min_depth = float(min_depth)
@@ -68,5 +77,7 @@ class DepthBinStrategy:
         pass
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(name={self.name!r}, num_units={self.num_units}, "
-                f"num_bins={self.num_bins}, depth=({self.min_depth}, {self.max_depth}])")
+        return (
+            f"{type(self).__name__}(name={self.name!r}, num_units={self.num_units}, "
+            f"num_bins={self.num_bins}, depth=({self.min_depth}, {self.max_depth}])"
+        )

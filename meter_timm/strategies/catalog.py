@@ -1,6 +1,7 @@
 """The catalogue of strategies the plugins register: looking them up by name, creating them per
 layer, and checking what they return. (Not called ``registry``: that name is mmengine's, for
 :mod:`meter_timm.registry` and :mod:`meter_timm.mm.registry`.)"""
+
 from __future__ import annotations
 
 import difflib
@@ -46,29 +47,37 @@ def strategy_table(pm: plugins.PluginManager | None = None) -> dict[str, Strateg
     table: dict[str, StrategyInfo] = {}
     # call each implementation separately to know which plugin registered what; built-ins first,
     # so that a plugin cannot shadow a built-in name
-    impls = sorted(pm.hook.meter_timm_register_strategies.get_hookimpls(),
-                   key=lambda impl: pm.get_name(impl.plugin) not in plugins.BUILTIN_PLUGINS)
+    impls = sorted(
+        pm.hook.meter_timm_register_strategies.get_hookimpls(),
+        key=lambda impl: pm.get_name(impl.plugin) not in plugins.BUILTIN_PLUGINS,
+    )
     for impl in impls:
         record = plugins.plugin_record(pm, impl.plugin)
         origin = f"plugin {record.name!r} ({record.distribution} {record.version})"
 
         def register(cls: Any, _origin: str = origin, _record=record) -> None:
             if not (isinstance(cls, type) and issubclass(cls, DepthBinStrategy)):
-                raise plugins.PluginError(f"{_origin} registered {cls!r}, which is not a "
-                                          "DepthBinStrategy subclass")
+                raise plugins.PluginError(
+                    f"{_origin} registered {cls!r}, which is not a DepthBinStrategy subclass"
+                )
             if not isinstance(cls.name, str) or not cls.name or ":" in cls.name:
-                raise plugins.PluginError(f"{_origin} registered {cls.__name__} with invalid name "
-                                          f"{cls.name!r} (need a non-empty string without ':')")
+                raise plugins.PluginError(
+                    f"{_origin} registered {cls.__name__} with invalid name "
+                    f"{cls.name!r} (need a non-empty string without ':')"
+                )
             if cls.name in table:
                 other = table[cls.name]
                 if other.cls is not cls:
-                    _report_once(f"meter_timm: ignoring strategy {cls.name!r} of {_origin} (class "
-                                 f"{cls.__qualname__}): the name is already registered by plugin "
-                                 f"{other.plugin!r} ({other.distribution} {other.version}, class "
-                                 f"{other.cls.__qualname__}), which is kept")
+                    _report_once(
+                        f"meter_timm: ignoring strategy {cls.name!r} of {_origin} (class "
+                        f"{cls.__qualname__}): the name is already registered by plugin "
+                        f"{other.plugin!r} ({other.distribution} {other.version}, class "
+                        f"{other.cls.__qualname__}), which is kept"
+                    )
                 return
-            table[cls.name] = StrategyInfo(cls.name, cls, _record.name, _record.distribution,
-                                           _record.version)
+            table[cls.name] = StrategyInfo(
+                cls.name, cls, _record.name, _record.distribution, _record.version
+            )
 
         kwargs = {"register": register}
         try:
@@ -76,8 +85,9 @@ def strategy_table(pm: plugins.PluginManager | None = None) -> dict[str, Strateg
         except plugins.PluginError:
             raise
         except Exception as exc:
-            raise plugins.PluginError(f"{origin} failed in meter_timm_register_strategies: "
-                                      f"{type(exc).__name__}: {exc}") from exc
+            raise plugins.PluginError(
+                f"{origin} failed in meter_timm_register_strategies: {type(exc).__name__}: {exc}"
+            ) from exc
     return table
 
 
@@ -95,7 +105,9 @@ def list_strategies(pm: plugins.PluginManager | None = None) -> list[StrategyInf
     return sorted(strategy_table(pm).values(), key=lambda info: info.name)
 
 
-def get_strategy_class(name: str, pm: plugins.PluginManager | None = None) -> type[DepthBinStrategy]:
+def get_strategy_class(
+    name: str, pm: plugins.PluginManager | None = None
+) -> type[DepthBinStrategy]:
     """The class registered as ``name`` (``"log"`` or a spec such as ``"log:alpha=0.5"``).
 
     Unknown names raise ValueError listing close matches and every known name.
@@ -105,8 +117,9 @@ def get_strategy_class(name: str, pm: plugins.PluginManager | None = None) -> ty
     if name not in table:
         close = difflib.get_close_matches(str(name), table, n=3)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown depth-bin strategy {name!r}{hint} "
-                         f"(known: {', '.join(sorted(table))})")
+        raise ValueError(
+            f"unknown depth-bin strategy {name!r}{hint} (known: {', '.join(sorted(table))})"
+        )
     return table[name].cls
 
 
@@ -142,47 +155,69 @@ def validate_strategy(strategy: DepthBinStrategy) -> DepthBinStrategy:
     if not isinstance(edges, torch.Tensor):
         raise ValueError(f"{who}: edges() returned {type(edges).__name__}, expected a tensor")
     if edges.dim() != 1 or edges.numel() != N + 1:
-        raise ValueError(f"{who}: edges() returned shape {tuple(edges.shape)}, expected ({N + 1},) "
-                         f"for num_bins={N}")
+        raise ValueError(
+            f"{who}: edges() returned shape {tuple(edges.shape)}, expected ({N + 1},) "
+            f"for num_bins={N}"
+        )
     if not edges.is_floating_point() or not torch.isfinite(edges).all():
-        raise ValueError(f"{who}: edges() must be finite floating-point values, got {edges.tolist()}")
+        raise ValueError(
+            f"{who}: edges() must be finite floating-point values, got {edges.tolist()}"
+        )
     steps = edges[1:] - edges[:-1]
     if (steps <= 0).any():
         bad = int(torch.nonzero(steps <= 0)[0])
-        raise ValueError(f"{who}: edges() are not strictly increasing: edges[{bad}]="
-                         f"{float(edges[bad])} >= edges[{bad + 1}]={float(edges[bad + 1])}")
+        raise ValueError(
+            f"{who}: edges() are not strictly increasing: edges[{bad}]="
+            f"{float(edges[bad])} >= edges[{bad + 1}]={float(edges[bad + 1])}"
+        )
     # depth is binned in float32 (half-precision depth is upcast): the edges must stay apart there
     steps32 = edges.float()[1:] - edges.float()[:-1]
     if (steps32 <= 0).any():
         bad = int(torch.nonzero(steps32 <= 0)[0])
-        raise ValueError(f"{who}: edges() are not strictly increasing in float32, the dtype depth is "
-                         f"binned in: edges[{bad}]={float(edges[bad])!r} and edges[{bad + 1}]="
-                         f"{float(edges[bad + 1])!r} are both {float(edges.float()[bad])!r} in float32")
+        raise ValueError(
+            f"{who}: edges() are not strictly increasing in float32, the dtype depth is "
+            f"binned in: edges[{bad}]={float(edges[bad])!r} and edges[{bad + 1}]="
+            f"{float(edges[bad + 1])!r} are both {float(edges.float()[bad])!r} in float32"
+        )
     assignment = strategy.assignment()
     if not isinstance(assignment, torch.Tensor):
-        raise ValueError(f"{who}: assignment() returned {type(assignment).__name__}, expected a tensor")
+        raise ValueError(
+            f"{who}: assignment() returned {type(assignment).__name__}, expected a tensor"
+        )
     if assignment.dim() != 1 or assignment.numel() != K:
-        raise ValueError(f"{who}: assignment() returned {assignment.numel()} values with shape "
-                         f"{tuple(assignment.shape)}, expected ({K},) for num_units={K}")
+        raise ValueError(
+            f"{who}: assignment() returned {assignment.numel()} values with shape "
+            f"{tuple(assignment.shape)}, expected ({K},) for num_units={K}"
+        )
     if assignment.is_floating_point() or assignment.is_complex() or assignment.dtype == torch.bool:
         raise ValueError(f"{who}: assignment() must be integer bins, got dtype {assignment.dtype}")
     out_of_range = (assignment < 0) | (assignment >= N)
     if out_of_range.any():
         unit = int(torch.nonzero(out_of_range)[0])
-        raise ValueError(f"{who}: assignment() puts unit {unit} in bin {int(assignment[unit])}, "
-                         f"outside [0, {N}) for num_bins={N}")
+        raise ValueError(
+            f"{who}: assignment() puts unit {unit} in bin {int(assignment[unit])}, "
+            f"outside [0, {N}) for num_bins={N}"
+        )
     if K >= N:
         used = torch.bincount(assignment.long(), minlength=N)
         empty = torch.nonzero(used == 0).flatten().tolist()
         if empty:
-            raise ValueError(f"{who}: assignment() leaves bin(s) {empty} without units "
-                             f"(num_units={K} >= num_bins={N}, so every bin needs one)")
+            raise ValueError(
+                f"{who}: assignment() leaves bin(s) {empty} without units "
+                f"(num_units={K} >= num_bins={N}, so every bin needs one)"
+            )
     return strategy
 
 
-def create_strategy(name: str, num_units: int, num_bins: int, min_depth: float = 0.0,
-                    max_depth: float = 10.0, pm: plugins.PluginManager | None = None,
-                    **params: Any) -> DepthBinStrategy:
+def create_strategy(
+    name: str,
+    num_units: int,
+    num_bins: int,
+    min_depth: float = 0.0,
+    max_depth: float = 10.0,
+    pm: plugins.PluginManager | None = None,
+    **params: Any,
+) -> DepthBinStrategy:
     """Create and validate the strategy ``name`` for one layer.
 
     Args:
@@ -198,11 +233,15 @@ def create_strategy(name: str, num_units: int, num_bins: int, min_depth: float =
     params = {**spec_params, **params}
     cls = get_strategy_class(base_name, pm)
     if int(num_units) < 1 or int(num_bins) < 1:
-        raise ValueError(f"depth-bin strategy {base_name!r}: num_units ({num_units}) and num_bins "
-                         f"({num_bins}) must be >= 1")
+        raise ValueError(
+            f"depth-bin strategy {base_name!r}: num_units ({num_units}) and num_bins "
+            f"({num_bins}) must be >= 1"
+        )
     if not float(min_depth) < float(max_depth):
-        raise ValueError(f"depth-bin strategy {base_name!r}: min_depth ({min_depth}) must be below "
-                         f"max_depth ({max_depth})")
+        raise ValueError(
+            f"depth-bin strategy {base_name!r}: min_depth ({min_depth}) must be below "
+            f"max_depth ({max_depth})"
+        )
     strategy = cls(int(num_units), int(num_bins), float(min_depth), float(max_depth), **params)
     return validate_strategy(strategy)
 
@@ -217,9 +256,14 @@ def default_num_bins(num_units: int) -> int:
     return min(DEFAULT_NUM_BINS, int(num_units))
 
 
-def create_layer_strategy(layer: dict[str, Any] | str, num_units: int, min_depth: float = 0.0,
-                          max_depth: float = 10.0, default_strategy: str = "uniform",
-                          pm: plugins.PluginManager | None = None) -> DepthBinStrategy:
+def create_layer_strategy(
+    layer: dict[str, Any] | str,
+    num_units: int,
+    min_depth: float = 0.0,
+    max_depth: float = 10.0,
+    default_strategy: str = "uniform",
+    pm: plugins.PluginManager | None = None,
+) -> DepthBinStrategy:
     """Create the strategy of one layer entry of a selectivity config.
 
     ``layer`` is ``{"name": "encoder.6", "num_bins": 32, "strategy": "log", "params": {...}}``
@@ -239,7 +283,14 @@ def create_layer_strategy(layer: dict[str, Any] | str, num_units: int, min_depth
     if not isinstance(params, dict):
         raise ValueError(f"{label}: 'params' must be a dict, got {type(params).__name__}")
     try:
-        return create_strategy(layer.get("strategy") or default_strategy, num_units, num_bins,
-                               min_depth, max_depth, pm=pm, **params)
+        return create_strategy(
+            layer.get("strategy") or default_strategy,
+            num_units,
+            num_bins,
+            min_depth,
+            max_depth,
+            pm=pm,
+            **params,
+        )
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"{label}: {exc}") from exc

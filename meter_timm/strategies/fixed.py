@@ -1,5 +1,6 @@
 """Strategies with fixed edges and the fixed assignment of Eq. 2 (the math lives in
 :mod:`meter_timm.selectivity.bins`)."""
+
 from __future__ import annotations
 
 from meter_timm._lazy import lazy_module
@@ -9,8 +10,9 @@ from meter_timm.strategies.base import DepthBinStrategy
 torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
 
 
-def depth_histogram(depth: torch.Tensor, min_depth: float, max_depth: float,
-                    resolution: int) -> torch.Tensor:
+def depth_histogram(
+    depth: torch.Tensor, min_depth: float, max_depth: float, resolution: int
+) -> torch.Tensor:
     """Counts of the valid depths (finite, in (min_depth, max_depth]) in ``resolution`` equal
     cells over that range, float64, shape (resolution,); cell i holds (lo_i, hi_i], as the bins do.
     For strategies that fit their edges to the training depths (``learned``, plugins)."""
@@ -43,19 +45,32 @@ class LogStrategy(DepthBinStrategy):
     """
 
     name = "log"
-    description = "spacing-increasing bins (You et al. 2021: alpha 0.75, beta max_depth); Eq. 2 assignment"
+    description = (
+        "spacing-increasing bins (You et al. 2021: alpha 0.75, beta max_depth); Eq. 2 assignment"
+    )
 
-    def __init__(self, num_units: int, num_bins: int, min_depth: float = 0.0,
-                 max_depth: float = 10.0, alpha: float = 0.75, beta: float | None = None) -> None:
+    def __init__(
+        self,
+        num_units: int,
+        num_bins: int,
+        min_depth: float = 0.0,
+        max_depth: float = 10.0,
+        alpha: float = 0.75,
+        beta: float | None = None,
+    ) -> None:
         super().__init__(num_units, num_bins, min_depth, max_depth)
         self.alpha = float(alpha)
         self.beta = self.max_depth if beta is None else float(beta)
         if self.num_bins > 1 and not self.min_depth < self.alpha < self.beta:
-            raise ValueError(f"depth-bin strategy 'log': need min_depth < alpha < beta, got "
-                             f"{self.min_depth} / {self.alpha} / {self.beta}")
+            raise ValueError(
+                f"depth-bin strategy 'log': need min_depth < alpha < beta, got "
+                f"{self.min_depth} / {self.alpha} / {self.beta}"
+            )
         if not self.min_depth < self.beta:
-            raise ValueError(f"depth-bin strategy 'log': need min_depth < beta, got "
-                             f"{self.min_depth} / {self.beta}")
+            raise ValueError(
+                f"depth-bin strategy 'log': need min_depth < beta, got "
+                f"{self.min_depth} / {self.beta}"
+            )
 
     def edges(self) -> torch.Tensor:
         return log_edges(self.num_bins, self.min_depth, self.alpha, self.beta)

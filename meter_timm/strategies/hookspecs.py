@@ -12,6 +12,7 @@ meter-timm's own built-in strategies are registered through these very hooks
 (``meter_timm.strategies.builtin``), so a plugin can do everything a built-in does.
 Auto-loading of entry points is switched off by setting ``METER_TIMM_DISABLE_PLUGIN_AUTOLOAD``.
 """
+
 from pluggy import HookspecMarker
 
 hookspec = HookspecMarker("meter_timm")

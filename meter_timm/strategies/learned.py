@@ -32,6 +32,7 @@ Life cycle, driven by :meth:`SelectivityLoss.calibrate` (or any caller) through 
 
 Non-finite statistics (a NaN activation) are ignored batch-wise, so they never reach the solver.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,9 +51,13 @@ _UNOBSERVED_SCORE = -2.0  # below any selectivity index (those lie in [-1, 1])
 _TIE_BONUS = 1e-9  # keeps the current bin when scores tie
 
 
-def preference_scores(mean_responses: torch.Tensor, observed: torch.Tensor,
-                      score: str = "selectivity", eps: float = 1e-8,
-                      other_bins: str = "nonempty") -> torch.Tensor:
+def preference_scores(
+    mean_responses: torch.Tensor,
+    observed: torch.Tensor,
+    score: str = "selectivity",
+    eps: float = 1e-8,
+    other_bins: str = "nonempty",
+) -> torch.Tensor:
     """How much each unit prefers each bin, shape (K, N_b), float64.
 
     ``"selectivity"``: the selectivity index the unit would have if assigned to the bin,
@@ -61,7 +66,9 @@ def preference_scores(mean_responses: torch.Tensor, observed: torch.Tensor,
     ``"response"``: the response divided by the unit's largest absolute response, in [-1, 1].
     Bins never observed score -2 (used only when the balance forces it).
     """
-    R = torch.where(observed[None, :], mean_responses.double(), torch.zeros((), dtype=torch.float64))
+    R = torch.where(
+        observed[None, :], mean_responses.double(), torch.zeros((), dtype=torch.float64)
+    )
     if score == "selectivity":
         n_other = (int(observed.sum()) if other_bins == "nonempty" else R.shape[1]) - 1
         others = (R.sum(dim=1, keepdim=True) - R) / max(n_other, 1)
@@ -69,8 +76,10 @@ def preference_scores(mean_responses: torch.Tensor, observed: torch.Tensor,
     elif score == "response":
         scores = R / (R.abs().amax(dim=1, keepdim=True) + eps)
     else:
-        raise ValueError(f"depth-bin strategy 'learned': unknown score {score!r} "
-                         "(known: 'selectivity', 'response')")
+        raise ValueError(
+            f"depth-bin strategy 'learned': unknown score {score!r} "
+            "(known: 'selectivity', 'response')"
+        )
     return torch.where(observed[None, :], scores, torch.full_like(scores, _UNOBSERVED_SCORE))
 
 
@@ -93,14 +102,17 @@ def mass_shares(num_units: int, mass: torch.Tensor) -> torch.Tensor:
     if num_units >= num_bins:
         quota = num_units * mass / total
         while bool((shares == 0).any()):
-            donor = int(torch.where(shares > 1, shares - quota, torch.full_like(quota, -math.inf)).argmax())
+            donor = int(
+                torch.where(shares > 1, shares - quota, torch.full_like(quota, -math.inf)).argmax()
+            )
             shares[donor] -= 1
             shares[int((shares == 0).nonzero()[0])] += 1
     return shares
 
 
-def balanced_assignment(scores: torch.Tensor, current: torch.Tensor | None = None,
-                        shares: torch.Tensor | None = None) -> torch.Tensor:
+def balanced_assignment(
+    scores: torch.Tensor, current: torch.Tensor | None = None, shares: torch.Tensor | None = None
+) -> torch.Tensor:
     """Unit -> bin maximising the summed ``scores`` (K, N_b), bin d taking ``shares[d]`` units.
 
     Exact (Hungarian / Jonker-Volgenant via scipy). Default shares: those of Eq. 2. ``current``
@@ -119,7 +131,9 @@ def balanced_assignment(scores: torch.Tensor, current: torch.Tensor | None = Non
     slot_bins = torch.repeat_interleave(torch.arange(num_bins), shares.long())
     rows, cols = linear_sum_assignment(s[:, slot_bins].numpy(), maximize=True)
     assignment = torch.empty(num_units, dtype=torch.int64)
-    assignment[torch.from_numpy(rows.astype(np.int64))] = slot_bins[torch.from_numpy(cols.astype(np.int64))]
+    assignment[torch.from_numpy(rows.astype(np.int64))] = slot_bins[
+        torch.from_numpy(cols.astype(np.int64))
+    ]
     return assignment
 
 
@@ -129,8 +143,11 @@ def _sum_over_ranks(*tensors: torch.Tensor) -> list[torch.Tensor]:
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return list(tensors)
-    device = (torch.device("cuda", torch.cuda.current_device())
-              if dist.get_backend() == "nccl" else torch.device("cpu"))
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
     summed = []
     for tensor in tensors:
         buffer = tensor.to(device, copy=True)
@@ -139,8 +156,9 @@ def _sum_over_ranks(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return summed
 
 
-def quantile_edges(histogram: torch.Tensor, num_bins: int, min_depth: float,
-                   max_depth: float) -> torch.Tensor:
+def quantile_edges(
+    histogram: torch.Tensor, num_bins: int, min_depth: float, max_depth: float
+) -> torch.Tensor:
     """Equal-frequency edges from a histogram of equal cells over (min_depth, max_depth].
 
     Edges lie on cell boundaries, so pixels of one (quantised) depth value never straddle an
@@ -181,18 +199,31 @@ class LearnedStrategy(DepthBinStrategy):
     """
 
     name = "learned"
-    description = ("equal-frequency bins; each unit matched once to a bin it prefers "
-                   "(balanced Hungarian matching on measured responses), then frozen")
+    description = (
+        "equal-frequency bins; each unit matched once to a bin it prefers "
+        "(balanced Hungarian matching on measured responses), then frozen"
+    )
     learnable = True
 
-    def __init__(self, num_units: int, num_bins: int, min_depth: float = 0.0,
-                 max_depth: float = 10.0, edges: str = "quantile", alpha: float | None = None,
-                 beta: float | None = None, resolution: int = 4096, score: str = "selectivity",
-                 other_bins: str = "nonempty") -> None:
+    def __init__(
+        self,
+        num_units: int,
+        num_bins: int,
+        min_depth: float = 0.0,
+        max_depth: float = 10.0,
+        edges: str = "quantile",
+        alpha: float | None = None,
+        beta: float | None = None,
+        resolution: int = 4096,
+        score: str = "selectivity",
+        other_bins: str = "nonempty",
+    ) -> None:
         super().__init__(num_units, num_bins, min_depth, max_depth)
         where = "depth-bin strategy 'learned'"
         if edges not in ("quantile", "uniform", "log"):
-            raise ValueError(f"{where}: edges must be 'quantile', 'uniform' or 'log', got {edges!r}")
+            raise ValueError(
+                f"{where}: edges must be 'quantile', 'uniform' or 'log', got {edges!r}"
+            )
         if edges != "log" and (alpha is not None or beta is not None):
             raise ValueError(f"{where}: alpha/beta apply only to edges='log'")
         if score not in ("selectivity", "response"):
@@ -200,15 +231,19 @@ class LearnedStrategy(DepthBinStrategy):
         if other_bins not in ("nonempty", "all"):
             raise ValueError(f"{where}: other_bins must be 'nonempty' or 'all', got {other_bins!r}")
         if int(resolution) < self.num_bins:
-            raise ValueError(f"{where}: resolution ({resolution}) must be >= num_bins ({self.num_bins})")
+            raise ValueError(
+                f"{where}: resolution ({resolution}) must be >= num_bins ({self.num_bins})"
+            )
         self.edge_rule, self.score, self.other_bins = edges, score, other_bins
         self.resolution = int(resolution)
         if edges == "log":
             alpha = 0.75 if alpha is None else float(alpha)
             beta = self.max_depth if beta is None else float(beta)
             if self.num_bins > 1 and not self.min_depth < alpha < beta:
-                raise ValueError(f"{where}: need min_depth < alpha < beta, got "
-                                 f"{self.min_depth} / {alpha} / {beta}")
+                raise ValueError(
+                    f"{where}: need min_depth < alpha < beta, got "
+                    f"{self.min_depth} / {alpha} / {beta}"
+                )
             self._edges = log_edges(self.num_bins, self.min_depth, alpha, beta)
         else:  # quantile edges start uniform until depths are seen
             self._edges = uniform_edges(self.num_bins, self.min_depth, self.max_depth)
@@ -242,14 +277,17 @@ class LearnedStrategy(DepthBinStrategy):
         responses = torch.as_tensor(responses).detach().to("cpu", torch.float64)
         counts = torch.as_tensor(counts).detach().to("cpu", torch.float64)
         if responses.shape != (self.num_units, self.num_bins) or counts.shape != (self.num_bins,):
-            raise ValueError(f"depth-bin strategy 'learned': observe() expects responses "
-                             f"({self.num_units}, {self.num_bins}) and counts ({self.num_bins},), got "
-                             f"{tuple(responses.shape)} and {tuple(counts.shape)}")
+            raise ValueError(
+                f"depth-bin strategy 'learned': observe() expects responses "
+                f"({self.num_units}, {self.num_bins}) and counts ({self.num_bins},), got "
+                f"{tuple(responses.shape)} and {tuple(counts.shape)}"
+            )
         if not (bool(torch.isfinite(responses).all()) and bool(torch.isfinite(counts).all())):
             return  # a non-finite activation: this batch says nothing reliable
         has_pixels = counts > 0
-        self.response_sum += torch.where(has_pixels[None, :], responses * counts[None, :],
-                                         torch.zeros((), dtype=torch.float64))
+        self.response_sum += torch.where(
+            has_pixels[None, :], responses * counts[None, :], torch.zeros((), dtype=torch.float64)
+        )
         self.count_sum += torch.where(has_pixels, counts, torch.zeros_like(counts))
 
     def mean_responses(self) -> torch.Tensor:
@@ -264,7 +302,9 @@ class LearnedStrategy(DepthBinStrategy):
                 return False
             old = self._edges
             if self.edge_rule == "quantile":
-                self._edges = quantile_edges(histogram, self.num_bins, self.min_depth, self.max_depth)
+                self._edges = quantile_edges(
+                    histogram, self.num_bins, self.min_depth, self.max_depth
+                )
             self.stage = STAGES.index("profile")
             self._reset_profile()
             return not torch.equal(old, self._edges)
@@ -275,8 +315,9 @@ class LearnedStrategy(DepthBinStrategy):
                 return False
             mean = response_sum / count_sum.clamp_min(1e-300)[None, :]
             scores = preference_scores(mean, observed, self.score, other_bins=self.other_bins)
-            new = balanced_assignment(scores, current=self._assignment,
-                                      shares=mass_shares(self.num_units, count_sum))
+            new = balanced_assignment(
+                scores, current=self._assignment, shares=mass_shares(self.num_units, count_sum)
+            )
             changed = not torch.equal(new, self._assignment)
             self._assignment = new
             self.stage = STAGES.index("frozen")
@@ -284,31 +325,48 @@ class LearnedStrategy(DepthBinStrategy):
         return False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"stage": torch.tensor(self.stage, dtype=torch.int64),
-                "histogram": self.histogram.clone(), "response_sum": self.response_sum.clone(),
-                "count_sum": self.count_sum.clone(), "assignment": self._assignment.clone(),
-                "edges": self._edges.clone()}
+        return {
+            "stage": torch.tensor(self.stage, dtype=torch.int64),
+            "histogram": self.histogram.clone(),
+            "response_sum": self.response_sum.clone(),
+            "count_sum": self.count_sum.clone(),
+            "assignment": self._assignment.clone(),
+            "edges": self._edges.clone(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = {"stage": (), "histogram": (self.resolution,),
-                    "response_sum": (self.num_units, self.num_bins), "count_sum": (self.num_bins,),
-                    "assignment": (self.num_units,), "edges": (self.num_bins + 1,)}
+        expected = {
+            "stage": (),
+            "histogram": (self.resolution,),
+            "response_sum": (self.num_units, self.num_bins),
+            "count_sum": (self.num_bins,),
+            "assignment": (self.num_units,),
+            "edges": (self.num_bins + 1,),
+        }
         for key, shape in expected.items():
             if key not in state:
-                raise ValueError(f"depth-bin strategy 'learned': state is missing {key!r} "
-                                 "(saved by an older version of the strategy?)")
+                raise ValueError(
+                    f"depth-bin strategy 'learned': state is missing {key!r} "
+                    "(saved by an older version of the strategy?)"
+                )
             if tuple(torch.as_tensor(state[key]).shape) != shape:
-                raise ValueError(f"depth-bin strategy 'learned': state[{key!r}] has shape "
-                                 f"{tuple(torch.as_tensor(state[key]).shape)}, expected {shape} "
-                                 f"(num_units={self.num_units}, num_bins={self.num_bins})")
+                raise ValueError(
+                    f"depth-bin strategy 'learned': state[{key!r}] has shape "
+                    f"{tuple(torch.as_tensor(state[key]).shape)}, expected {shape} "
+                    f"(num_units={self.num_units}, num_bins={self.num_bins})"
+                )
         assignment = torch.as_tensor(state["assignment"]).to(torch.int64)
         if ((assignment < 0) | (assignment >= self.num_bins)).any():
-            raise ValueError("depth-bin strategy 'learned': state['assignment'] has bins outside "
-                             f"[0, {self.num_bins})")
+            raise ValueError(
+                "depth-bin strategy 'learned': state['assignment'] has bins outside "
+                f"[0, {self.num_bins})"
+            )
         stage = int(state["stage"])
         if not 0 <= stage < len(STAGES):
-            raise ValueError(f"depth-bin strategy 'learned': state['stage'] {stage} is not one of "
-                             f"0..{len(STAGES) - 1} {STAGES}")
+            raise ValueError(
+                f"depth-bin strategy 'learned': state['stage'] {stage} is not one of "
+                f"0..{len(STAGES) - 1} {STAGES}"
+            )
         self.stage = stage
         self.histogram = torch.as_tensor(state["histogram"]).to(torch.float64).clone()
         self.response_sum = torch.as_tensor(state["response_sum"]).to(torch.float64).clone()

@@ -9,6 +9,7 @@ The manager is built on first use: ``get_plugin_manager()``. Plugin authors deco
 functions with ``hookimpl`` from this module (also ``meter_timm.strategies.hookimpl``); the
 specifications are in :mod:`meter_timm.strategies.hookspecs`.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -45,7 +46,9 @@ class PluginRecord:
     name: str  #: name in the plugin manager
     distribution: str  #: distribution that ships it ("meter-timm" for built-ins)
     version: str  #: that distribution's version ("unknown" when not installed)
-    entry_point: str = ""  #: "module:attr" of its entry point ("" for built-ins and in-memory plugins)
+    entry_point: str = (
+        ""  #: "module:attr" of its entry point ("" for built-ins and in-memory plugins)
+    )
 
 
 class PluginManager(pluggy.PluginManager):
@@ -102,15 +105,21 @@ def load_entry_points(pm: PluginManager, group: str = ENTRY_POINT_GROUP) -> list
         if pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
             other = pm.records.get(ep.name)
             other_text = f" by {other.distribution} {other.version}" if other else ""
-            warnings.warn(f"meter_timm: skipping {where}: the plugin name is already taken{other_text}",
-                          PluginLoadWarning, stacklevel=2)
+            warnings.warn(
+                f"meter_timm: skipping {where}: the plugin name is already taken{other_text}",
+                PluginLoadWarning,
+                stacklevel=2,
+            )
             continue
         try:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
         except Exception as exc:  # a broken plugin must not break the others
-            warnings.warn(f"meter_timm: skipping {where}: {type(exc).__name__}: {exc}",
-                          PluginLoadWarning, stacklevel=2)
+            warnings.warn(
+                f"meter_timm: skipping {where}: {type(exc).__name__}: {exc}",
+                PluginLoadWarning,
+                stacklevel=2,
+            )
             continue
         pm.records[ep.name] = PluginRecord(ep.name, dist_name, version, ep.value)
         loaded.append(ep.name)

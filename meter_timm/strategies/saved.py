@@ -4,9 +4,11 @@ A :class:`~meter_timm.selectivity.SelectivityLoss` keeps every layer's strategy 
 parameters and learned state) in the model's state dict under ``<prefix>_extra_state``; scoring a
 trained layer against anything else (e.g. a fresh Eq. 2 assignment) measures the wrong thing.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from meter_timm.strategies.base import DepthBinStrategy
 from meter_timm.strategies.catalog import create_strategy, validate_strategy
@@ -14,8 +16,9 @@ from meter_timm.strategies.catalog import create_strategy, validate_strategy
 __all__ = ["trained_strategies"]
 
 
-def trained_strategies(state_dict: Mapping[str, Any], prefix: str = "selectivity.",
-                       source: str = "checkpoint") -> dict[str, DepthBinStrategy]:
+def trained_strategies(
+    state_dict: Mapping[str, Any], prefix: str = "selectivity.", source: str = "checkpoint"
+) -> dict[str, DepthBinStrategy]:
     """Layer name -> the strategy restored from ``state_dict`` (empty when it holds none).
 
     ``source`` names the file in error messages (a strategy that cannot be rebuilt or whose state
@@ -26,14 +29,19 @@ def trained_strategies(state_dict: Mapping[str, Any], prefix: str = "selectivity
     for layer, saved in dict(extra.get("strategies") or {}).items():
         name = saved.get("strategy", "?")
         try:
-            strategy = create_strategy(name, int(saved["num_units"]), int(saved["num_bins"]),
-                                       float(saved.get("min_depth", 0.0)),
-                                       float(saved.get("max_depth", 10.0)),
-                                       **dict(saved.get("params") or {}))
+            strategy = create_strategy(
+                name,
+                int(saved["num_units"]),
+                int(saved["num_bins"]),
+                float(saved.get("min_depth", 0.0)),
+                float(saved.get("max_depth", 10.0)),
+                **dict(saved.get("params") or {}),
+            )
             strategy.load_state_dict(saved.get("state") or {})
             validate_strategy(strategy)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: layer {layer!r}: cannot restore its trained strategy "
-                             f"{name!r}: {exc}") from exc
+            raise ValueError(
+                f"{source}: layer {layer!r}: cannot restore its trained strategy {name!r}: {exc}"
+            ) from exc
         restored[layer] = strategy
     return restored

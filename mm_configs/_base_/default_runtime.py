@@ -6,8 +6,9 @@ default_hooks = dict(
     timer=dict(type="IterTimerHook"),
     logger=dict(type="LoggerHook", interval=50),
     param_scheduler=dict(type="ParamSchedulerHook"),
-    checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=3, save_best="rmse",
-                    rule="less"),
+    checkpoint=dict(
+        type="CheckpointHook", interval=1, max_keep_ckpts=3, save_best="rmse", rule="less"
+    ),
     sampler_seed=dict(type="DistSamplerSeedHook"),
 )
 

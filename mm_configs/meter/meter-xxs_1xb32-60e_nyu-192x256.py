@@ -10,6 +10,5 @@ _base_ = [
 ]
 train_dataloader = dict(batch_size=32)
 custom_hooks = [
-    dict(type="SelectivityHook",
-         layers=[dict(name="encoder.6", num_bins=32, strategy="uniform")]),
+    dict(type="SelectivityHook", layers=[dict(name="encoder.6", num_bins=32, strategy="uniform")]),
 ]

@@ -11,11 +11,16 @@ pretrained_weights = "../shared/weights/meter/build_model_best_nyu_xxs"
 input_size = (192, 256)
 
 model = dict(
-    backbone=dict(name="meter_xxs.nyu", pretrained=True,
-                  pretrained_cfg_overlay=dict(file=pretrained_weights)),
+    backbone=dict(
+        name="meter_xxs.nyu", pretrained=True, pretrained_cfg_overlay=dict(file=pretrained_weights)
+    ),
     # relative lambda: the selectivity term is lam x the (detached) depth loss, whatever its scale
-    selectivity=dict(type="SelectivityLoss", lam=1.0, relative=True,
-                     layers=[dict(name="encoder.6", num_bins=32, strategy="learned")]),
+    selectivity=dict(
+        type="SelectivityLoss",
+        lam=1.0,
+        relative=True,
+        layers=[dict(name="encoder.6", num_bins=32, strategy="learned")],
+    ),
 )
 # the learned strategy is matched on 256 training frames with the pretrained weights, then frozen
 custom_hooks = [dict(type="SelectivityHook", calibrate_frames=256)]
@@ -36,14 +41,20 @@ train_dataloader = dict(
     batch_size=8,
     num_workers=0,
     sampler=dict(type="DefaultSampler", shuffle=True),
-    dataset=dict(type="NYUDepthDataset", data_root=f"{data_root}/nyu2_train.csv", pipeline=train_pipeline),
+    dataset=dict(
+        type="NYUDepthDataset", data_root=f"{data_root}/nyu2_train.csv", pipeline=train_pipeline
+    ),
 )
 val_dataloader = dict(
     batch_size=8,
     num_workers=0,
     sampler=dict(type="DefaultSampler", shuffle=False),
-    dataset=dict(type="NYUDepthDataset", data_root=f"{data_root}/nyu2_val.csv", test_mode=True,
-                 pipeline=test_pipeline),
+    dataset=dict(
+        type="NYUDepthDataset",
+        data_root=f"{data_root}/nyu2_val.csv",
+        test_mode=True,
+        pipeline=test_pipeline,
+    ),
 )
 # half-resolution frames (320x240): the Eigen crop of 640x480 does not apply
 val_evaluator = dict(type="DepthMetric", min_depth_eval=1e-3, max_depth_eval=10.0, crop_type=None)

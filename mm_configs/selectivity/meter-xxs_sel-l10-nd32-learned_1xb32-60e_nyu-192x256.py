@@ -4,7 +4,11 @@
 #   meter-timm train mm_configs/selectivity/meter-xxs_sel-l10-nd32-learned_1xb32-60e_nyu-192x256.py
 _base_ = ["../meter/meter-xxs_1xb32-60e_nyu-192x256.py"]
 model = dict(
-    selectivity=dict(type="SelectivityLoss", lam=10.0, relative=False,
-                     layers=[dict(name="encoder.6", num_bins=32, strategy="learned")]),
+    selectivity=dict(
+        type="SelectivityLoss",
+        lam=10.0,
+        relative=False,
+        layers=[dict(name="encoder.6", num_bins=32, strategy="learned")],
+    ),
 )
 custom_hooks = [dict(type="SelectivityHook", refit_interval=500, refit_after=1000)]

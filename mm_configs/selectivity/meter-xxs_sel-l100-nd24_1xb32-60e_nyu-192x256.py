@@ -4,7 +4,11 @@
 #   meter-timm train mm_configs/selectivity/meter-xxs_sel-l100-nd24_1xb32-60e_nyu-192x256.py
 _base_ = ["../meter/meter-xxs_1xb32-60e_nyu-192x256.py"]
 model = dict(
-    selectivity=dict(type="SelectivityLoss", lam=100.0, relative=False,
-                     layers=[dict(name="encoder.6", num_bins=24, strategy="uniform")]),
+    selectivity=dict(
+        type="SelectivityLoss",
+        lam=100.0,
+        relative=False,
+        layers=[dict(name="encoder.6", num_bins=24, strategy="uniform")],
+    ),
 )
 custom_hooks = [dict(type="SelectivityHook")]  # dissects the trained layer with its own bins

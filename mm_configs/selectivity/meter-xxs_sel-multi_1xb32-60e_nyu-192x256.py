@@ -4,9 +4,14 @@
 #   meter-timm train mm_configs/selectivity/meter-xxs_sel-multi_1xb32-60e_nyu-192x256.py
 _base_ = ["../meter/meter-xxs_1xb32-60e_nyu-192x256.py"]
 model = dict(
-    selectivity=dict(type="SelectivityLoss", lam=0.1, relative=True, layers=[
-        dict(name="encoder.6", num_bins=32, strategy="uniform"),
-        dict(name="encoder.8", num_bins=32, strategy="log"),
-    ]),
+    selectivity=dict(
+        type="SelectivityLoss",
+        lam=0.1,
+        relative=True,
+        layers=[
+            dict(name="encoder.6", num_bins=32, strategy="uniform"),
+            dict(name="encoder.8", num_bins=32, strategy="log"),
+        ],
+    ),
 )
 custom_hooks = [dict(type="SelectivityHook", warmup_iters=1500)]

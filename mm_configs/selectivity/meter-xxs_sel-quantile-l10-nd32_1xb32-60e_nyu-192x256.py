@@ -3,7 +3,11 @@
 #   meter-timm train mm_configs/selectivity/meter-xxs_sel-quantile-l10-nd32_1xb32-60e_nyu-192x256.py
 _base_ = ["../meter/meter-xxs_1xb32-60e_nyu-192x256.py"]
 model = dict(
-    selectivity=dict(type="SelectivityLoss", lam=10.0, relative=False,
-                     layers=[dict(name="encoder.6", num_bins=32, strategy="quantile")]),
+    selectivity=dict(
+        type="SelectivityLoss",
+        lam=10.0,
+        relative=False,
+        layers=[dict(name="encoder.6", num_bins=32, strategy="quantile")],
+    ),
 )
 custom_hooks = [dict(type="SelectivityHook", refit_interval=500)]  # refits the quantile edges

@@ -11,8 +11,12 @@ _base_ = [
 model = dict(
     backbone=dict(name="resnet18", pretrained=False, features_only=True),
     depth_loss=dict(type="BalancedLoss"),
-    selectivity=dict(type="SelectivityLoss", lam=10.0, relative=False,
-                     layers=[dict(name="layer3", num_bins=32, strategy="uniform")]),
+    selectivity=dict(
+        type="SelectivityLoss",
+        lam=10.0,
+        relative=False,
+        layers=[dict(name="layer3", num_bins=32, strategy="uniform")],
+    ),
 )
 train_dataloader = dict(batch_size=32)
 custom_hooks = [dict(type="SelectivityHook")]

@@ -18,10 +18,17 @@ test_dataloader = dict(
     persistent_workers=False,
     drop_last=False,
     sampler=dict(type="DefaultSampler", shuffle=False),
-    dataset=dict(type=dataset_type, data_root="data/kitti_raw", depth_root="data/kitti_depth",
-                 split_file="data/eigen_test_files_with_gt.txt", max_depth=80.0, test_mode=True,
-                 pipeline=test_pipeline),
+    dataset=dict(
+        type=dataset_type,
+        data_root="data/kitti_raw",
+        depth_root="data/kitti_depth",
+        split_file="data/eigen_test_files_with_gt.txt",
+        max_depth=80.0,
+        test_mode=True,
+        pipeline=test_pipeline,
+    ),
 )
-test_evaluator = dict(type="DepthMetric", min_depth_eval=1e-3, max_depth_eval=80.0,
-                      crop_type="garg_crop")
+test_evaluator = dict(
+    type="DepthMetric", min_depth_eval=1e-3, max_depth_eval=80.0, crop_type="garg_crop"
+)
 test_cfg = dict(type="TestLoop")

@@ -18,9 +18,11 @@ test_dataloader = dict(
     persistent_workers=False,
     drop_last=False,
     sampler=dict(type="DefaultSampler", shuffle=False),
-    dataset=dict(type=dataset_type, data_root="data/nyu2_test.csv", test_mode=True,
-                 pipeline=test_pipeline),
+    dataset=dict(
+        type=dataset_type, data_root="data/nyu2_test.csv", test_mode=True, pipeline=test_pipeline
+    ),
 )
-test_evaluator = dict(type="DepthMetric", min_depth_eval=1e-3, max_depth_eval=10.0,
-                      crop_type="nyu_crop")
+test_evaluator = dict(
+    type="DepthMetric", min_depth_eval=1e-3, max_depth_eval=10.0, crop_type="nyu_crop"
+)
 test_cfg = dict(type="TestLoop")

@@ -30,11 +30,13 @@ val_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     sampler=dict(type="DefaultSampler", shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, subdir="val", test_mode=True,
-                 pipeline=test_pipeline),
+    dataset=dict(
+        type=dataset_type, data_root=data_root, subdir="val", test_mode=True, pipeline=test_pipeline
+    ),
 )
 test_dataloader = val_dataloader
 
-val_evaluator = dict(type="DepthMetric", min_depth_eval=1e-3, max_depth_eval=10.0,
-                     crop_type="nyu_crop")
+val_evaluator = dict(
+    type="DepthMetric", min_depth_eval=1e-3, max_depth_eval=10.0, crop_type="nyu_crop"
+)
 test_evaluator = val_evaluator

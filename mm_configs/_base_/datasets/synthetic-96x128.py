@@ -20,15 +20,22 @@ train_dataloader = dict(
     batch_size=16,
     num_workers=0,
     sampler=dict(type="DefaultSampler", shuffle=True),
-    dataset=dict(type=dataset_type, data_root=data_root, subdir="train", pipeline=train_pipeline,
-                 **synthetic),
+    dataset=dict(
+        type=dataset_type, data_root=data_root, subdir="train", pipeline=train_pipeline, **synthetic
+    ),
 )
 val_dataloader = dict(
     batch_size=16,
     num_workers=0,
     sampler=dict(type="DefaultSampler", shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, subdir="val/official", test_mode=True,
-                 pipeline=test_pipeline, **synthetic),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        subdir="val/official",
+        test_mode=True,
+        pipeline=test_pipeline,
+        **synthetic,
+    ),
 )
 test_dataloader = val_dataloader
 

@@ -16,6 +16,7 @@ How the edges are fitted:
 
 The histogram and the current edges are the state (tensors), so checkpoints resume exactly.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,19 +39,34 @@ class QuantileStrategy(DepthBinStrategy):
     """
 
     name = "quantile"
-    description = "equal-frequency bins fitted to training depths seen during warm-up; Eq. 2 assignment"
+    description = (
+        "equal-frequency bins fitted to training depths seen during warm-up; Eq. 2 assignment"
+    )
     learnable = True
 
-    def __init__(self, num_units: int, num_bins: int, min_depth: float = 0.0,
-                 max_depth: float = 10.0, resolution: int = 4096, warmup_pixels: int = 1,
-                 mix: float = 0.01) -> None:
+    def __init__(
+        self,
+        num_units: int,
+        num_bins: int,
+        min_depth: float = 0.0,
+        max_depth: float = 10.0,
+        resolution: int = 4096,
+        warmup_pixels: int = 1,
+        mix: float = 0.01,
+    ) -> None:
         super().__init__(num_units, num_bins, min_depth, max_depth)
         if int(resolution) < self.num_bins:
-            raise ValueError(f"depth-bin strategy 'quantile': resolution ({resolution}) must be "
-                             f">= num_bins ({self.num_bins})")
+            raise ValueError(
+                f"depth-bin strategy 'quantile': resolution ({resolution}) must be "
+                f">= num_bins ({self.num_bins})"
+            )
         if not 0.0 < float(mix) <= 1.0:
             raise ValueError(f"depth-bin strategy 'quantile': mix must be in (0, 1], got {mix}")
-        self.resolution, self.warmup_pixels, self.mix = int(resolution), int(warmup_pixels), float(mix)
+        self.resolution, self.warmup_pixels, self.mix = (
+            int(resolution),
+            int(warmup_pixels),
+            float(mix),
+        )
         self.histogram = torch.zeros(self.resolution, dtype=torch.float64)
         self._edges = self._uniform()
 
@@ -78,8 +94,13 @@ class QuantileStrategy(DepthBinStrategy):
         inside = (targets - cdf[cell]) / self.histogram[cell].clamp_min(1e-300)
         width = (self.max_depth - self.min_depth) / self.resolution
         inner = self.min_depth + (cell.double() + inside.clamp(0, 1)) * width
-        quantile = torch.cat([torch.tensor([self.min_depth], dtype=torch.float64), inner,
-                              torch.tensor([self.max_depth], dtype=torch.float64)])
+        quantile = torch.cat(
+            [
+                torch.tensor([self.min_depth], dtype=torch.float64),
+                inner,
+                torch.tensor([self.max_depth], dtype=torch.float64),
+            ]
+        )
         new = (1.0 - self.mix) * quantile + self.mix * self._uniform()
         changed = not torch.equal(new, self._edges)
         self._edges = new
@@ -92,8 +113,9 @@ class QuantileStrategy(DepthBinStrategy):
         for key, shape in (("histogram", (self.resolution,)), ("edges", (self.num_bins + 1,))):
             value = state.get(key)
             if value is None or tuple(torch.as_tensor(value).shape) != shape:
-                raise ValueError(f"depth-bin strategy 'quantile': state[{key!r}] missing or not of "
-                                 f"shape {shape}")
+                raise ValueError(
+                    f"depth-bin strategy 'quantile': state[{key!r}] missing or not of shape {shape}"
+                )
         self.histogram = torch.as_tensor(state["histogram"]).to(torch.float64).clone()
         self._edges = torch.as_tensor(state["edges"]).to(torch.float64).clone()
 
