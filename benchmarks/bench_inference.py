@@ -14,7 +14,7 @@ each "separable" conv merged, channels-last conv weights; identical outputs up t
 rounding), ``fuse(NCHW)`` the same without channels-last; ``compiled`` rows use
 ``torch.compile`` (inductor). Inputs are plain NCHW tensors for every row. mobilevit_xxs is
 shown as built (the yardstick) and with channels-last weights, for a like-for-like view.
-"""
+"""  # noqa: E501 (the first line is the --help description)
 
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     for name in models:
         if name != "mobilevit_xxs (timm)":
             print(
-                f"  {name:28s} {results[(name, 1)] / base1:5.2f}x / {results[(name, 8)] / base8:5.2f}x"
+                f"  {name:28s} {results[(name, 1)] / base1:5.2f}x / "
+                f"{results[(name, 8)] / base8:5.2f}x"
             )
     return 0
 

@@ -125,13 +125,16 @@ def main(argv=None) -> int:
 
     base8 = statistics.median(times[("PyTorch eager", 8)])
     lines = [
-        f"{args.model} at {height}x{width}, CPU, {threads} threads, {args.rounds} rounds round-robin, medians "
+        f"{args.model} at {height}x{width}, CPU, {threads} threads, {args.rounds} rounds "
+        f"round-robin, medians "
         f"({'weights ' + Path(args.weights).name if args.weights else 'random weights'}).",
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; "
+        f"torch {torch.__version__}, "
         f"onnxruntime {onnxruntime.__version__}; load average at the end {os.getloadavg()[0]:.1f} "
         "(other processes on the machine).",
         "",
-        "| variant | batch 1 latency (ms) | batch 8 throughput (img/s) | time vs eager at batch 8 | max rel. diff vs eager |",
+        "| variant | batch 1 latency (ms) | batch 8 throughput (img/s) | time vs eager at batch 8 "
+        "| max rel. diff vs eager |",
         "|---|---|---|---|---|",
     ]
     for name in variants:

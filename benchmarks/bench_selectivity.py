@@ -151,7 +151,8 @@ def bench_train_step(repeats: int, layers: list[str], bins: int, with_reference:
         f"METER xxs train step, batch 8, 192x256: without {base * 1e3:.1f} ms "
         f"(median {base_med * 1e3:.1f}); with SelectivityLoss on {', '.join(layers)} "
         f"({bins} bins) {ours * 1e3:.1f} ms (median {ours_med * 1e3:.1f}) -> "
-        f"overhead {100 * (ours / base - 1):+.1f}% (medians {100 * (ours_med / base_med - 1):+.1f}%)"
+        f"overhead {100 * (ours / base - 1):+.1f}% "
+        f"(medians {100 * (ours_med / base_med - 1):+.1f}%)"
     )
     # the loss alone (forward + backward through the captured activations), for reference
     feats = {}

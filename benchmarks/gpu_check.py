@@ -311,7 +311,8 @@ def section_quickstart(tmp: Path, quick: bool, deadline: float) -> list[str]:
             "val_dataloader.batch_size=4",
             "param_scheduler.0.end=2",
         ]
-    # the data set the runs' SyntheticDepthDataset would write (cwd tmp), written here first to time it
+    # the data set the runs' SyntheticDepthDataset would write (cwd tmp), written here first to
+    # time it
     dataset = Config.fromfile(str(REPO / "mm_configs/quickstart.py")).train_dataloader.dataset
     spec = {
         key: dataset[key]
@@ -322,7 +323,8 @@ def section_quickstart(tmp: Path, quick: bool, deadline: float) -> list[str]:
     start = time.perf_counter()
     ensure_dataset(tmp / dataset.data_root, **spec)
     rows = [
-        f"Built-in data written first ({time.perf_counter() - start:.0f} s), then each run from the "
+        f"Built-in data written first ({time.perf_counter() - start:.0f} s), then each run from "
+        f"the "
         "same data (`meter-timm train mm_configs/quickstart.py [--amp ...]`).",
         "",
         "| command | wall time | abs_rel | rmse (m) | d1 | encoder.6 SI preferred | SI assigned | "
@@ -401,7 +403,8 @@ def section_torchrun(tmp: Path, quick: bool, deadline: float) -> list[str]:
     backend = re.search(r"dist_cfg: (\{[^}]*\})", log)
     wrapper = re.search(r"(MMDistributedDataParallel[^\n]*)", log)
     return [
-        f"`torchrun --nproc_per_node=1 -m meter_timm train mm_configs/quickstart.py --launcher pytorch` "
+        f"`torchrun --nproc_per_node=1 -m meter_timm train mm_configs/quickstart.py "
+        f"--launcher pytorch` "
         f"(1 epoch): exit code {code}, {seconds:.0f} s.",
         "",
         f"- dist_cfg logged by mmengine: `{backend.group(1) if backend else 'not found'}`",
@@ -428,7 +431,8 @@ def section_compile(tmp: Path, quick: bool, deadline: float) -> list[str]:
     rows = [
         f"`torch.compile` of the whole training step (forward, losses, backward, AdamW), "
         f"batch {res.get('batch', '?')}, 192x256: "
-        f"{'finished' if code == 0 else 'timed out' if code is None else 'failed'} after {seconds:.0f} s.",
+        f"{'finished' if code == 0 else 'timed out' if code is None else 'failed'} "
+        f"after {seconds:.0f} s.",
         "",
         "| step | eager | compiled | first call (compilation) |",
         "|---|---|---|---|",
@@ -437,7 +441,8 @@ def section_compile(tmp: Path, quick: bool, deadline: float) -> list[str]:
         if name in res:
             r = res[name]
             rows.append(
-                f"| {'with SelectivityLoss' if name == 'sel' else 'plain'} | {r['eager'] * 1e3:.1f} ms | "
+                f"| {'with SelectivityLoss' if name == 'sel' else 'plain'} "
+                f"| {r['eager'] * 1e3:.1f} ms | "
                 f"{r['compiled'] * 1e3:.1f} ms | {r['compile_s']:.0f} s |"
             )
     if code != 0:
@@ -516,7 +521,8 @@ def main() -> int:
         return 0
     if not quick and not torch.cuda.is_available():
         print(
-            "gpu_check: no CUDA GPU on this machine; nothing measured, results/gpu.md left as it is."
+            "gpu_check: no CUDA GPU on this machine; nothing measured, "
+            "results/gpu.md left as it is."
         )
         return 0
     start = time.monotonic()
@@ -535,12 +541,18 @@ def main() -> int:
         gpu = "CPU DRY RUN (tiny sizes; these numbers say nothing about a GPU)"
     else:
         props = torch.cuda.get_device_properties(0)
-        gpu = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, bf16 {torch.cuda.is_bf16_supported()}"
+        gpu = (
+            f"{props.name}, {props.total_memory / 2**30:.0f} GiB, "
+            f"bf16 {torch.cuda.is_bf16_supported()}"
+        )
     lines = [
         "# meter-timm on a GPU",
         "",
-        f"Written by `python benchmarks/gpu_check.py{' --compile-report' if args.compile_report else ''}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
-        f"{gpu}; torch {torch.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs.",
+        f"Written by `python benchmarks/gpu_check.py"
+        f"{' --compile-report' if args.compile_report else ''}` "
+        f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
+        f"{gpu}; torch {torch.__version__}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs.",
         "",
     ]
 

@@ -301,8 +301,10 @@ def measure_all(records: list[dict], sets: dict) -> None:
                 continue
             measure(record, needs, sets)
             print(
-                f"    measured {record['arm']} seed {seed}: SI assigned {record['si_assigned_val']:.3f}  "
-                f"SI preferred {record['si_preferred_val']:.3f}  abs_rel {record['abs_rel_test']:.4f}  "
+                f"    measured {record['arm']} seed {seed}: "
+                f"SI assigned {record['si_assigned_val']:.3f}  "
+                f"SI preferred {record['si_preferred_val']:.3f}  "
+                f"abs_rel {record['abs_rel_test']:.4f}  "
                 f"rmse {record['rmse_test']:.4f}",
                 flush=True,
             )
@@ -413,7 +415,8 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
             f"| {arm} | {len(runs)} | {cell(row['si_assigned_val'])} | "
             f"{row['units_scored_val'][0]:.0f} of 48 | "
             f"{cell(row['si_assigned_val_all_bins'])} | {cell(row['si_preferred_val'])} | "
-            f"{cell(row['abs_rel_test'], 4)} | {cell(row['rmse_test'], 4)} | {cell(row['d1_test'], 4)} |"
+            f"{cell(row['abs_rel_test'], 4)} | {cell(row['rmse_test'], 4)} | "
+            f"{cell(row['d1_test'], 4)} |"
         )
     lines += [
         "",
@@ -425,7 +428,8 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
         "",
         "## Paired differences against the baseline (mean and 95% CI over seeds)",
         "",
-        "| arm | ΔSI (own assignment) | ΔSI, all-bins R_other | Δabs_rel (test) | relative Δabs_rel | "
+        "| arm | ΔSI (own assignment) | ΔSI, all-bins R_other | Δabs_rel (test) "
+        "| relative Δabs_rel | "
         "selectivity verdict | accuracy verdict |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -529,7 +533,8 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
         lines.append(
             "Reached (on the means) by: "
             + ", ".join(
-                f"{arm} (SI {rows[arm]['si_assigned_val'][0]:.3f}, abs_rel {deltas[arm]['rel_abs_rel'][0]:+.1%})"
+                f"{arm} (SI {rows[arm]['si_assigned_val'][0]:.3f}, "
+                f"abs_rel {deltas[arm]['rel_abs_rel'][0]:+.1%})"
                 for arm in reached
             )
             + "."
@@ -796,8 +801,9 @@ def main(argv: list[str] | None = None) -> int:
     text += (
         f"\n## Headline model\n\n`{headline['selectivity']}` ({head_arm}, seed {seed}) and its "
         f"lambda = 0 pair `{headline['baseline']}` (sha256 in `weights/*.sha256`); both load with "
-        "`meter-timm eval meter_xxs.nyu --weights FILE`, and `meter-timm dissect` on the first uses "
-        "its trained assignment.\n\nFigures: `figures/si_vs_abs_rel.png`, `figures/layer6_units.png`.\n"
+        "`meter-timm eval meter_xxs.nyu --weights FILE`, and `meter-timm dissect` on the first "
+        "uses its trained assignment.\n\nFigures: `figures/si_vs_abs_rel.png`, "
+        "`figures/layer6_units.png`.\n"
     )
     slim = [
         {k: v for k, v in r.items() if not k.startswith("layer6_") and k != "checkpoint"}

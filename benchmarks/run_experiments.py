@@ -17,13 +17,14 @@ and writes:
 
 Default data: the built-in procedural indoor scenes (``mm_configs/quickstart.py``'s data set);
 ``--data-root`` points the same grid at real NYU Depth V2 in the sparse-to-dense h5 layout
-(``train/<scene>/*.h5``, ``val/official/*.h5``). Runs already finished in ``--out`` are reused, so an
-interrupted sweep continues where it stopped.
+(``train/<scene>/*.h5``, ``val/official/*.h5``). Runs already finished in ``--out`` are reused, so
+an interrupted sweep continues where it stopped.
 
     python benchmarks/run_experiments.py                     # the README's figures
     python benchmarks/run_experiments.py --epochs 1 --seeds 0 --only baseline uniform-l10-nd32
-    python benchmarks/run_experiments.py --finetune-weights ../shared/weights/meter/build_model_best_nyu_xxs \\
-        --real-sample ../shared/data/nyu_eigen_test_sample   # + fine-tuning from the authors' weights
+    python benchmarks/run_experiments.py \\
+        --finetune-weights ../shared/weights/meter/build_model_best_nyu_xxs \\
+        --real-sample ../shared/data/nyu_eigen_test_sample # + fine-tuning from the authors' weights
 """
 
 from __future__ import annotations
@@ -395,7 +396,8 @@ def claim(rows: list[dict]) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| experiment | RMSE (cm) | REL | δ1.25 | λ | N_d | strategy | SI assigned | SI argmax (32 bins) |",
+        "| experiment | RMSE (cm) | REL | δ1.25 | λ | N_d | strategy | SI assigned "
+        "| SI argmax (32 bins) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -710,7 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         record = train_one(name, seed, args, iters_per_epoch)
         records.append(record)
         print(
-            f"    abs_rel {record['metrics']['abs_rel']:.4f}  rmse {record['metrics']['rmse']:.4f}  "
+            f"    abs_rel {record['metrics']['abs_rel']:.4f}  "
+            f"rmse {record['metrics']['rmse']:.4f}  "
             f"SI(assigned) {record['selectivity_assigned'].get(LAYER, float('nan')):.3f}  "
             f"SI(argmax, 32 bins) {record['selectivity_argmax_uniform32']:.3f}  "
             f"({record['seconds']:.0f} s)",

@@ -40,7 +40,8 @@ def __getattr__(name: str):
 
 class _RegisterWithTimm(importlib.abc.MetaPathFinder):
     """One-shot import hook: when ``timm`` is first imported, register the METER models right after
-    timm's own module has run, so ``timm.create_model("meter_xxs")`` works whatever the import order."""
+    timm's own module has run, so ``timm.create_model("meter_xxs")`` works whatever the import
+    order."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "timm":

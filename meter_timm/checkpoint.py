@@ -35,7 +35,8 @@ __all__ = [
 
 
 class CheckpointReadError(ValueError):
-    """A file that the one checkpoint reader refuses or cannot read; the message is one line naming it."""
+    """A file that the one checkpoint reader refuses or cannot read; the message is one line
+    naming it."""
 
 
 def _history_buffer_statistic(owner: Any, name: Any) -> Any:
@@ -128,7 +129,8 @@ def _refused_types(path: Path, error: Exception, allowed: list) -> list:
 
 
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
-    """The one checkpoint reader: ``torch.load(weights_only=True)`` with :func:`checkpoint_allowlist`.
+    """The one checkpoint reader: ``torch.load(weights_only=True)`` with
+    :func:`checkpoint_allowlist`.
 
     Used for weight files, ``load_from`` and ``--resume`` alike; nothing is ever fully unpickled and
     no directory is trusted. Raises FileNotFoundError naming a missing file and
@@ -158,7 +160,8 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
             )
             raise CheckpointReadError(
                 f"refused checkpoint {path}: it holds {what}, which meter-timm never unpickles "
-                "(it reads only tensors, numpy values and mmengine's HistoryBuffer); nothing in it was run"
+                "(it reads only tensors, numpy values and mmengine's HistoryBuffer); "
+                "nothing in it was run"
             ) from None
         raise CheckpointReadError(
             f"cannot read checkpoint {path}: not a PyTorch checkpoint ({detail})"
@@ -200,7 +203,8 @@ def refuse_non_finite(checkpoint: Any, path: str | Path) -> None:
 
 
 def _load_safetensors(path: Path, map_location: Any = "cpu") -> dict[str, torch.Tensor]:
-    """A ``.safetensors`` file as a state dict; CheckpointReadError naming the file if it is not one."""
+    """A ``.safetensors`` file as a state dict; CheckpointReadError naming the file if it is not
+    one."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -245,7 +249,8 @@ def _checkpoint_filter(model: nn.Module):
 
 
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> str:
-    """Load the weights file ``path`` into ``model``, in place; returns ``"wrapper"`` or ``"backbone"``.
+    """Load the weights file ``path`` into ``model``, in place; returns ``"wrapper"`` or
+    ``"backbone"``.
 
     ``model`` is a timm network (e.g. a METER model) or a wrapper holding one as ``backbone``
     (``DepthEstimator``). Accepted files: a checkpoint or state dict of the wrapper (keys

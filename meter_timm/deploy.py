@@ -43,8 +43,8 @@ def input_size(
 def export_onnx(
     model: torch.nn.Module, path: str | Path, height: int, width: int
 ) -> dict[str, Any]:
-    """Write ``model`` as ONNX to ``path``: input ``image`` (batch, 3, height, width), output ``depth``
-    (batch, 1, h, w) in metres, dynamic batch; the opset is the exporter's default.
+    """Write ``model`` as ONNX to ``path``: input ``image`` (batch, 3, height, width), output
+    ``depth`` (batch, 1, h, w) in metres, dynamic batch; the opset is the exporter's default.
 
     Returns ``{"path", "opset", "input_shape", "output_shape"}``. ImportError with the install hint
     when onnx / onnxscript are missing.
@@ -116,7 +116,8 @@ def onnx_relative_error(path: str | Path, model: torch.nn.Module, images: torch.
 
 
 def save_hub_folder(model: Meter, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``model.safetensors`` and ``config.json`` in timm's hub layout (timm's ``save_for_hf``).
+    """Write ``model.safetensors`` and ``config.json`` in timm's hub layout (timm's
+    ``save_for_hf``).
 
     The folder loads with ``timm.create_model("local-dir:DIR", pretrained=True)``, from the hub as
     ``hf-hub:ORG/NAME`` once uploaded, or as ``pretrained_cfg_overlay=dict(file=DIR)``. The config

@@ -1,6 +1,6 @@
 # The README's main command: METER xxs with depth selectivity on layer encoder.6 (the seed's
-# "layer 6"), trained on the built-in procedural indoor data (written to data/synthetic on first use)
-# in a few minutes on 2 CPU cores.
+# "layer 6"), trained on the built-in procedural indoor data (written to data/synthetic on first
+# use) in a few minutes on 2 CPU cores.
 #   meter-timm train mm_configs/quickstart.py
 _base_ = [
     "_base_/models/meter_xxs.py",

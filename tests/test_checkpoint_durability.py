@@ -15,7 +15,8 @@ from _training import make_tiny_data, tiny_config
 from meter_timm.checkpoint import load_checkpoint_file
 from meter_timm.cli import main
 
-# runs the real CLI; the second checkpoint write stops halfway and blocks until the process is killed
+# runs the real CLI; the second checkpoint write stops halfway and blocks until the process is
+# killed
 _BLOCK_IN_SECOND_SAVE = """
 import sys, time
 from mmengine.fileio.backends import LocalBackend

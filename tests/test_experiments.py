@@ -1,4 +1,5 @@
-"""benchmarks/run_experiments.py end to end on a tiny budget: trains, dissects, writes table and figures."""
+"""benchmarks/run_experiments.py end to end on a tiny budget: trains, dissects, writes table and
+figures."""
 
 import json
 import subprocess

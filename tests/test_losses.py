@@ -32,8 +32,8 @@ def test_constant_offset_matches_hand_computation_in_centimetres():
         100 * (1 - (2 * p * g + c1) / (p * p + g * g + c1))
     )
     # Sobel of a constant c with zero padding: 0 inside, -/+4c on the left/right columns' 10 edge
-    # pixels, -/+3c at the 4 corners; gy likewise on the top/bottom rows. Per direction, 2 * (10*4 + 2*3)
-    # = 92 units of |gx_p - gx_g| = 92 * 5 over 144 pixels.
+    # pixels, -/+3c at the 4 corners; gy likewise on the top/bottom rows. Per direction,
+    # 2 * (10*4 + 2*3) = 92 units of |gx_p - gx_g| = 92 * 5 over 144 pixels.
     mean_abs = 92 * 5.0 / 144
     assert terms["loss_grad"].item() == pytest.approx((mean_abs + mean_abs) / 0.5)
 

@@ -1,6 +1,7 @@
 """METER as timm models: registration, shapes, gradients, features, weights, parity, export.
 
-Budget: about 20 s on 2 cores (tiny inputs; the parity tests run the xxs model at 192x256 / 192x636).
+Budget: about 20 s on 2 cores (tiny inputs; the parity tests run the xxs model at 192x256 /
+192x636).
 """
 
 from __future__ import annotations
@@ -253,16 +254,24 @@ def test_translation_of_the_authors_key_layout():
         "encoder.mv2.6.conv.7.num_batches_tracked": "encoder.9.conv_pwl.bn.num_batches_tracked",
         "encoder.mvit.0.conv1.0.pointwise.weight": "encoder.6.conv_kxk.pointwise.weight",
         "encoder.mvit.1.conv2.1.weight": "encoder.8.conv_1x1.bn.weight",
-        "encoder.mvit.2.transformer.layers.0.0.fn.to_qkv.weight": "encoder.10.transformer.0.attn.qkv.weight",
-        "encoder.mvit.2.transformer.layers.0.0.fn.to_out.0.bias": "encoder.10.transformer.0.attn.proj.bias",
+        "encoder.mvit.2.transformer.layers.0.0.fn.to_qkv.weight": (
+            "encoder.10.transformer.0.attn.qkv.weight"
+        ),
+        "encoder.mvit.2.transformer.layers.0.0.fn.to_out.0.bias": (
+            "encoder.10.transformer.0.attn.proj.bias"
+        ),
         "encoder.mvit.0.transformer.layers.0.1.norm.bias": "encoder.6.transformer.0.norm2.bias",
-        "encoder.mvit.0.transformer.layers.0.1.fn.net.3.weight": "encoder.6.transformer.0.mlp.fc2.weight",
+        "encoder.mvit.0.transformer.layers.0.1.fn.net.3.weight": (
+            "encoder.6.transformer.0.mlp.fc2.weight"
+        ),
         "encoder.mvit.1.conv4.0.depthwise.weight": "encoder.8.conv_fusion.spatial.weight",
         "encoder.mvit.1.conv3.1.bias": "encoder.8.conv_proj.bn.bias",
         "encoder.conv2.0.weight": "encoder.11.conv.weight",
         "decoder.conv2d_in.weight": "decoder.conv_in.weight",
         "decoder.ups_block_1.conv2d_transpose.weight": "decoder.blocks.0.upconv.weight",
-        "decoder.ups_block_3.end_up_layer.0.pointwise.weight": "decoder.blocks.2.conv_fusion.pointwise.weight",
+        "decoder.ups_block_3.end_up_layer.0.pointwise.weight": (
+            "decoder.blocks.2.conv_fusion.pointwise.weight"
+        ),
         "decoder.conv2d_out.weight": "decoder.conv_out.weight",
     }
     for old, new in expected.items():

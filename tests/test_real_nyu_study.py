@@ -1,6 +1,6 @@
-"""The real-NYU study (benchmarks/real_nyu_study.py): its statistics and verdicts, and a tiny end-to-end
-fine-tune on real frames through the study's own code path (budget: ~90 s on 2 cores; skipped
-without ../shared)."""
+"""The real-NYU study (benchmarks/real_nyu_study.py): its statistics and verdicts, and a tiny
+end-to-end fine-tune on real frames through the study's own code path (budget: ~90 s on 2 cores;
+skipped without ../shared)."""
 
 from __future__ import annotations
 

@@ -102,7 +102,10 @@ def test_parse_spec_and_params():
 def test_unknown_name_lists_close_matches():
     with pytest.raises(
         ValueError,
-        match=r"unknown depth-bin strategy 'unifrom'; did you mean 'uniform'.*known: .*learned.*log",
+        match=(
+            r"unknown depth-bin strategy 'unifrom'; did you mean 'uniform'"
+            r".*known: .*learned.*log"
+        ),
     ):
         create_strategy("unifrom", 8, 4)
 

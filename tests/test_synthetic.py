@@ -1,4 +1,5 @@
-"""The procedural indoor generator: exact geometry, determinism, the NYU h5 layout (budget: < 5 s)."""
+"""The procedural indoor generator: exact geometry, determinism, the NYU h5 layout (budget:
+< 5 s)."""
 
 import json
 

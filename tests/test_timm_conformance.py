@@ -50,7 +50,8 @@ def _fx(model: torch.nn.Module) -> torch.nn.Module:
     )
 
 
-# 64x64 and 192x256 are sizes the original accepts; 70x90 is padded and cropped, 32x32 is the minimum
+# 64x64 and 192x256 are sizes the original accepts; 70x90 is padded and cropped, 32x32 is the
+# minimum
 SIZES = [(64, 64), (70, 90), (32, 32)]
 
 

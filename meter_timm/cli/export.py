@@ -1,7 +1,8 @@
 """``meter-timm export MODEL --weights FILE --onnx OUT.onnx``: ONNX with a dynamic batch, checked in
 ONNX Runtime against PyTorch.
 
-    meter-timm export meter_xxs.nyu --weights build_model_best_nyu_xxs --onnx meter_xxs_nyu.onnx --fuse
+    meter-timm export meter_xxs.nyu --weights build_model_best_nyu_xxs \\
+        --onnx meter_xxs_nyu.onnx --fuse
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 For each IMAGE it writes ``<stem>.npy`` (float32 depth in metres at the image's original size,
 the network output upsampled bilinearly) and ``<stem>.png`` (the same, colour-mapped pixel for
 pixel, with a colour bar in metres on the right). ``--range MIN MAX`` fixes the colour scale so
-that PNGs of different images compare; by default each image uses its 2nd-98th percentiles. The image is resized and normalised as the model's pretrained config says
+that PNGs of different images compare; by default each image uses its 2nd-98th percentiles.
+The image is resized and normalised as the model's pretrained config says
 (``timm.data.resolve_data_config``: 192x256 for ``.nyu``, 192x636 for ``.kitti``, bilinear,
 ImageNet mean/std).
 
-    meter-timm predict room.jpg --model meter_xxs.nyu --weights build_model_best_nyu_xxs --out depth/
+    meter-timm predict room.jpg --model meter_xxs.nyu --weights build_model_best_nyu_xxs \\
+        --out depth/
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def load_model(name: str, weights: str, device: str = "cpu") -> torch.nn.Module:
 
 
 def load_image(path: Path):
-    """The image at ``path`` as an RGB PIL image; ValueError naming the file if it cannot be read."""
+    """The image at ``path`` as an RGB PIL image; ValueError naming the file if it cannot be
+    read."""
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -1,4 +1,5 @@
-"""``meter-timm train CONFIG``: train from an mmengine config with :class:`~meter_timm.mm.runner.MeterRunner`.
+"""``meter-timm train CONFIG``: train from an mmengine config with
+:class:`~meter_timm.mm.runner.MeterRunner`.
 
 Multi-process: ``torchrun --nproc_per_node=N -m meter_timm train CONFIG --launcher pytorch``
 (gloo on CPU, nccl on GPUs, unless the config names a backend). ``--amp [float16|bfloat16]``

@@ -79,7 +79,8 @@ def _sobel_kernel(dtype, device) -> torch.Tensor:
 
 
 def sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sobel gradients ``(gx, gy)`` of ``(B, 1, H, W)`` maps, zero padding (output size = input size).
+    """Sobel gradients ``(gx, gy)`` of ``(B, 1, H, W)`` maps, zero padding (output size = input
+    size).
 
     Cross-correlation kernels ``[[1, 0, -1], [2, 0, -2], [1, 0, -1]]`` and its transpose with the
     sign that makes gy positive where the map decreases downwards, as in METER's code.
@@ -123,7 +124,8 @@ class BalancedLoss(nn.Module):
         ssim_weight (float): Default: 100.0.
         normal_weight (float): Default: 100.0.
         grad_weight (float): the original divides the gradient term by 0.5. Default: 2.0.
-        value_range (float): SSIM's dynamic range L (C1 = (0.01 L)^2, C2 = (0.03 L)^2). Default: 1000.
+        value_range (float): SSIM's dynamic range L (C1 = (0.01 L)^2, C2 = (0.03 L)^2).
+            Default: 1000.
         window_size (int): SSIM window. Default: 11.
         sigma (float): SSIM window's Gaussian sigma. Default: 1.5.
         mask_invalid (bool): True (default) averages every term over valid pixels only: L1 over
@@ -206,7 +208,8 @@ class BalancedLoss(nn.Module):
 
 
 class SiLogLoss(nn.Module):
-    """Scale-invariant log loss: ``sqrt(mean(g^2) - variance_focus * mean(g)^2)``, g = log pred - log gt.
+    """Scale-invariant log loss: ``sqrt(mean(g^2) - variance_focus * mean(g)^2)``,
+    g = log pred - log gt.
 
     Computed per image over its valid pixels, then averaged over the images that have any.
 

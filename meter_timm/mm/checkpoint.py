@@ -11,8 +11,8 @@ Saving. A run killed at any moment keeps a complete checkpoint that ``--resume``
 * :func:`publish_file` / :func:`write_text_atomically`: a file is written under a temporary name in
   the same directory, fsync'ed, renamed over its final name, and the directory fsync'ed
   (:class:`meter_timm.mm.runner.MeterRunner` saves every local checkpoint this way);
-* :class:`DurableCheckpointHook` (what ``MeterRunner`` builds for ``type="CheckpointHook"``): the new
-  checkpoint is complete first, then ``last_checkpoint`` names it, and only then are the
+* :class:`DurableCheckpointHook` (what ``MeterRunner`` builds for ``type="CheckpointHook"``): the
+  new checkpoint is complete first, then ``last_checkpoint`` names it, and only then are the
   checkpoints that ``max_keep_ckpts`` (or a better ``save_best``) makes outdated deleted.
 """
 
@@ -38,7 +38,8 @@ __all__ = [
 
 
 def load_from_local_safe(filename: str, map_location=None):
-    """mmengine's local loader: the package's one reader (mmengine logs the name after ``load_from_``)."""
+    """mmengine's local loader: the package's one reader (mmengine logs the name after
+    ``load_from_``)."""
     return load_checkpoint_file(os.fspath(filename), map_location=map_location)
 
 
@@ -95,11 +96,12 @@ class _DeferredRemovals:
 
 @HOOKS.register_module()
 class DurableCheckpointHook(CheckpointHook):
-    """mmengine's ``CheckpointHook`` that never deletes a checkpoint before its successor is complete.
+    """mmengine's ``CheckpointHook`` that never deletes a checkpoint before its successor is
+    complete.
 
-    Order of a save: the new checkpoint (written atomically by ``MeterRunner.save_checkpoint``), then
-    ``last_checkpoint`` (atomically), then the deletion of outdated checkpoints. Same arguments as
-    ``CheckpointHook``.
+    Order of a save: the new checkpoint (written atomically by ``MeterRunner.save_checkpoint``),
+    then ``last_checkpoint`` (atomically), then the deletion of outdated checkpoints. Same arguments
+    as ``CheckpointHook``.
     """
 
     def _save_checkpoint_with_step(self, runner, step, meta):

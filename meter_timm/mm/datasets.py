@@ -31,7 +31,8 @@ class NYUDepthDataset(BaseDataset):
         data_format (str): ``"auto"`` (default), ``"h5"``, ``"csv"`` or ``"mat"``.
         split_file (str, optional): for ``.mat`` data: ``splits.mat`` (key ``split_key``, 1-based)
             or a text file of 1-based indices. Default: None (all frames).
-        split_key (str): key in ``splits.mat``: ``"testNdxs"`` (Eigen test, default) or ``"trainNdxs"``.
+        split_key (str): key in ``splits.mat``: ``"testNdxs"`` (Eigen test, default) or
+            ``"trainNdxs"``.
         indices (list[int], optional): 0-based frames to keep (overrides ``split_file``).
         max_depth (float): depth above this is invalid. Default: 10.0 m.
         pipeline (list): transforms. Other BaseDataset arguments (``test_mode``, ``indices`` as an
@@ -245,7 +246,8 @@ class DepthFolderDataset(_ImageDepthPairs):
         depth_scale (float): metres per stored depth unit (required): 1/1000 for millimetre
             PNGs, 1/256 for KITTI-style PNGs, 1.0 for float metres.
         image_dir, depth_dir (str, optional): sub-folders (default: the first of ``rgb/depth``,
-            ``image/depth``, ``images/depth(s)``, ``color(s)/depth(s)`` present, else ``data_root``).
+            ``image/depth``, ``images/depth(s)``, ``color(s)/depth(s)`` present, else
+            ``data_root``).
         image_suffix, depth_suffix (str): name endings before the extension (one folder holding
             both needs a depth suffix; default ``"_depth"`` there).
         min_depth, max_depth (float): depth outside ``(min_depth, max_depth]`` is invalid (0).

@@ -1,4 +1,5 @@
-"""mmengine hooks of the selectivity training: :class:`SelectivityHook` and :class:`RandomStateHook`."""
+"""mmengine hooks of the selectivity training: :class:`SelectivityHook` and
+:class:`RandomStateHook`."""
 
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ class RandomStateHook(Hook):
 
 
 def _to_weights_only(state: dict) -> dict:
-    """Random states as tensors, ints and lists only, so the checkpoint stays weights_only-readable."""
+    """Random states as tensors, ints and lists only, so the checkpoint stays
+    weights_only-readable."""
     version, internal, gauss = state["python"]
     kind, keys, pos, has_gauss, cached = state["numpy"]
     out = {
@@ -269,7 +271,8 @@ class SelectivityHook(Hook):
             )
             runner.logger.info(
                 f"SelectivityHook: calibrated {name} ({strategy.name}) on {count} training frames: "
-                f"{'changed' if changed.get(name) else 'unchanged'}, {moved} of {strategy.num_units} "
+                f"{'changed' if changed.get(name) else 'unchanged'}, "
+                f"{moved} of {strategy.num_units} "
                 f"units away from Eq. 2, edges {[round(e, 3) for e in strategy.edges().tolist()]}"
             )
 

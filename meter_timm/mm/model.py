@@ -30,8 +30,8 @@ IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
 @MODELS.register_module()
 class DepthDataPreprocessor(ImgDataPreprocessor):
-    """Stack images, normalise with ImageNet mean/std given on the 0-255 scale (inputs are uint8 or float
-    0-255 from :class:`~meter_timm.mm.transforms.PackDepthInputs`), move everything to the
+    """Stack images, normalise with ImageNet mean/std given on the 0-255 scale (inputs are uint8 or
+    float 0-255 from :class:`~meter_timm.mm.transforms.PackDepthInputs`), move everything to the
     model's device. Arguments as mmengine's ``ImgDataPreprocessor``; defaults to ImageNet."""
 
     def __init__(

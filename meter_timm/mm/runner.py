@@ -83,10 +83,11 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     """mmengine's ``EpochBasedTrainLoop`` that also resumes exactly inside an epoch.
 
     Resumed from an iteration checkpoint saved after batch ``r`` of an epoch, the epoch's loader
-    (same sampler epoch, so the same order) is drawn ``r`` batches further without training on them,
-    then the random states are put back to those of the checkpoint, and training goes on with batch
-    ``r + 1`` under its own index. Drawing the skipped batches costs their loading time. Exact as long
-    as data workers are not persistent (mmengine reseeds non-persistent workers every epoch).
+    (same sampler epoch, so the same order) is drawn ``r`` batches further without training on
+    them, then the random states are put back to those of the checkpoint, and training goes on with
+    batch ``r + 1`` under its own index. Drawing the skipped batches costs their loading time.
+    Exact as long as data workers are not persistent (mmengine reseeds non-persistent workers every
+    epoch).
     """
 
     def run_epoch(self) -> None:
@@ -111,8 +112,8 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
 
 
 class _RestoreStatesAfterSkip:
-    """Wraps a loader iterator so that the first ``skip`` batches are drawn under saved random states:
-    the states before the first of them are put back after the last."""
+    """Wraps a loader iterator so that the first ``skip`` batches are drawn under saved random
+    states: the states before the first of them are put back after the last."""
 
     def __init__(self, iterator, skip: int) -> None:
         self.iterator, self.remaining, self.states = iterator, skip, None
@@ -208,10 +209,12 @@ class MeterRunner(Runner):
             and not isinstance(loop, ResumableEpochBasedTrainLoop)
             and self.iter != self.epoch * len(loop.dataloader)
         ):
-            # mmengine has no sampler position to restore: the epoch starts again from its first batch
+            # mmengine has no sampler position to restore: the epoch starts again from its first
+            # batch
             self.logger.warning(
                 f"{filename} was saved at iteration {self.iter}, inside epoch {self.epoch + 1} "
-                f"({len(loop.dataloader)} iterations each): mmengine restarts that epoch from its first "
+                f"({len(loop.dataloader)} iterations each): mmengine restarts that epoch from its "
+                f"first "
                 "batch, so this run will differ from an uninterrupted one; only epoch checkpoints "
                 "resume exactly"
             )

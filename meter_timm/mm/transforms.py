@@ -139,7 +139,8 @@ class ColorDepthShift(BaseTransform):
     uint8; shifted depth outside ``(0, max_depth]`` becomes invalid (0).
 
     Args:
-        factor_range (tuple[float, float]): range of gamma, brightness and colour. Default (0.9, 1.1).
+        factor_range (tuple[float, float]): range of gamma, brightness and colour.
+            Default (0.9, 1.1).
         shift_cm (tuple[int, int]): inclusive range of the depth shift in cm. Default (-10, 10).
         prob (float): probability. Default 0.5.
     """
@@ -219,9 +220,9 @@ class ResizeDepth(BaseTransform):
 
 @TRANSFORMS.register_module()
 class PackDepthInputs(BaseTransform):
-    """Pack ``img`` into ``inputs`` (``(3, H, W)`` uint8 or float32 tensor, 0-255) and ``gt_depth`` into a
-    :class:`DepthDataSample` (``(1, H, W)`` float32 metres, invalid = 0, values outside
-    ``(0, max_depth]`` forced to 0).
+    """Pack ``img`` into ``inputs`` (``(3, H, W)`` uint8 or float32 tensor, 0-255) and
+    ``gt_depth`` into a :class:`DepthDataSample` (``(1, H, W)`` float32 metres, invalid = 0, values
+    outside ``(0, max_depth]`` forced to 0).
 
     Args:
         meta_keys (tuple[str]): keys of ``results`` copied into the sample's metainfo when present.

@@ -11,8 +11,8 @@ their files load unchanged::
                               pretrained_cfg_overlay=dict(file="build_model_best_nyu_xxs"))
 
 Units: every model returns depth in METRES. The original NYU weights predict centimetres and the
-KITTI weights decimetres; the pretrained config's ``depth_unit`` says which, and the model multiplies
-its raw output by ``output_scale`` (0.01 for ``.nyu``, 0.1 for ``.kitti``). Pass
+KITTI weights decimetres; the pretrained config's ``depth_unit`` says which, and the model
+multiplies its raw output by ``output_scale`` (0.01 for ``.nyu``, 0.1 for ``.kitti``). Pass
 ``output_scale=...`` to ``timm.create_model`` to override it.
 
 Input: RGB in [0, 1] normalised with ImageNet mean/std; 192x256 for NYU, 192x636 for KITTI. The
@@ -122,7 +122,8 @@ class ConvBnAct(nn.Module):
 
 
 class SeparableConvBnAct(nn.Module):
-    """METER's "separable" conv: a FULL kxk conv then a 1x1 conv (both without bias), optional BN, ReLU.
+    """METER's "separable" conv: a FULL kxk conv then a 1x1 conv (both without bias), optional BN,
+    ReLU.
 
     Despite its name in the original code it is not depthwise. ``reparameterize()`` merges the two
     convs (and the BN) into one kxk conv with bias, which is cheaper and gives the same output.
@@ -250,7 +251,8 @@ class MeterViTBlock(nn.Module):
 
 
 class UpsampleBlock(nn.Module):
-    """Decoder stage: 3x3 transposed conv (stride 2) -> concat with the skip -> separable conv -> ReLU.
+    """Decoder stage: 3x3 transposed conv (stride 2) -> concat with the skip -> separable conv ->
+    ReLU.
 
     When the upsampled map is wider than the skip, the skip is zero-padded on the LEFT (then on the
     right), as in the original; this happens at odd stride-4 widths such as 192x636 input.
@@ -269,7 +271,8 @@ class UpsampleBlock(nn.Module):
 
 
 class MeterDecoder(nn.Module):
-    """1x1 conv (no bias) -> 3 upsampling stages with skips (deepest first) -> 3x3 conv to 1 channel."""
+    """1x1 conv (no bias) -> 3 upsampling stages with skips (deepest first) -> 3x3 conv to 1
+    channel."""
 
     def __init__(self, in_chs: int, widths: Sequence[int], skip_chs: Sequence[int]):
         super().__init__()
@@ -330,7 +333,8 @@ def _check_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
 
 @register_notrace_function
 def _pad_to_aligned(x: torch.Tensor) -> torch.Tensor:
-    """``x`` as is when the original network accepts its size, else replicate-padded bottom/right."""
+    """``x`` as is when the original network accepts its size, else replicate-padded
+    bottom/right."""
     height, width = x.shape[-2], x.shape[-1]
     if _original_accepts(height, width):
         return x
@@ -341,7 +345,8 @@ def _pad_to_aligned(x: torch.Tensor) -> torch.Tensor:
 
 @register_notrace_function
 def _crop_to_input(depth: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """The depth map of a padded ``image`` cropped to (ceil(H/4), ceil(W/4)); untouched otherwise."""
+    """The depth map of a padded ``image`` cropped to (ceil(H/4), ceil(W/4)); untouched
+    otherwise."""
     height, width = image.shape[-2], image.shape[-1]
     if _original_accepts(height, width):
         return depth
@@ -509,8 +514,9 @@ class Meter(nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """timm's classifier reset. On the depth model this drops the depth decoder: ``forward`` then
-        returns logits (``num_classes`` > 0) or encoder features (0), as a timm classifier does."""
+        """timm's classifier reset. On the depth model this drops the depth decoder: ``forward``
+        then returns logits (``num_classes`` > 0) or encoder features (0), as a timm classifier
+        does."""
         self.num_classes = num_classes
         self.depth_head = False
         self.decoder = None
@@ -537,7 +543,8 @@ class Meter(nn.Module):
         return self.forward_encoder(x)[0]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """timm's head on ``forward_features`` output: pooled features (``pre_logits``) or logits."""
+        """timm's head on ``forward_features`` output: pooled features (``pre_logits``) or
+        logits."""
         return self.head(x, pre_logits=True) if pre_logits else self.head(x)
 
     def forward_depth(self, x: torch.Tensor) -> torch.Tensor:
@@ -646,19 +653,20 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
 
     Accepts the authors' original state dicts (``encoder.conv1.*``, ``encoder.mv2.*``,
     ``encoder.mvit.*``, ``decoder.ups_block_*``), this package's own state dicts, and mmengine
-    checkpoints of a wrapper holding the model as ``backbone`` (``{"state_dict": {"backbone.*": ...}}``;
-    keys of other modules, e.g. ``selectivity.*``, are dropped). To load a file into an existing
-    model: :func:`meter_timm.checkpoint.load_weights`.
+    checkpoints of a wrapper holding the model as ``backbone``
+    (``{"state_dict": {"backbone.*": ...}}``; keys of other modules, e.g. ``selectivity.*``, are
+    dropped). To load a file into an existing model: :func:`meter_timm.checkpoint.load_weights`.
     """
     return translate_state_dict(state_dict, model)
 
 
 @dataclasses.dataclass
 class MeterPretrainedCfg(PretrainedCfg):
-    """timm's pretrained config plus the unit of the weights' raw output (``m``, ``dm``, ``cm``, ``mm``).
+    """timm's pretrained config plus the unit of the weights' raw output (``m``, ``dm``, ``cm``,
+    ``mm``).
 
-    ``weights_published`` is False while ``hf_hub_id`` is only a placeholder (the id the weights will
-    have once uploaded): asking for them then raises an error saying how to pass a local file.
+    ``weights_published`` is False while ``hf_hub_id`` is only a placeholder (the id the weights
+    will have once uploaded): asking for them then raises an error saying how to pass a local file.
     """
 
     depth_unit: str = "m"
@@ -781,7 +789,8 @@ def _create_meter(variant: str, pretrained: bool = False, **kwargs) -> Meter:
             raise ValueError(
                 f"{variant}.{pretrained_cfg.tag}: no published weights yet (hub id "
                 f"{pretrained_cfg.hf_hub_id or 'none'} is a placeholder); pass a local file with "
-                f"pretrained_cfg_overlay=dict(file=PATH) ({', '.join(pretrained_cfg.notes or ())}, or a "
+                f"pretrained_cfg_overlay=dict(file=PATH) "
+                f"({', '.join(pretrained_cfg.notes or ())}, or a "
                 f"folder written by `meter-timm convert`)"
             )
     model = build_model_with_cfg(

@@ -44,7 +44,8 @@ def _strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def is_original_layout(state_dict: Mapping[str, Any]) -> bool:
-    """Whether the keys follow the authors' ``architecture.py`` (``encoder.mv2.0.conv.0.weight``, ...)."""
+    """Whether the keys follow the authors' ``architecture.py`` (``encoder.mv2.0.conv.0.weight``,
+    ...)."""
     return any(k.startswith(_ORIGINAL_MARKERS) for k in state_dict)
 
 

@@ -7,9 +7,9 @@
 * :class:`SelectivityLoss` - Eq. 3 over several layers, strategies from
   :mod:`meter_timm.strategies`, usable from any training loop.
 * :class:`LayerCapture` - forward hooks on named modules.
-* :class:`ResponseAccumulator` / :class:`DissectionReport` - dissection over a data set (JSON, plots);
-  :class:`Dissection` - the one builder of a dissection (strategies, accumulator, report) behind
-  ``meter-timm dissect`` and the validation dissection of ``SelectivityHook``.
+* :class:`ResponseAccumulator` / :class:`DissectionReport` - dissection over a data set (JSON,
+  plots); :class:`Dissection` - the one builder of a dissection (strategies, accumulator, report)
+  behind ``meter-timm dissect`` and the validation dissection of ``SelectivityHook``.
 * :func:`ablate` / :func:`ablation_study` - silence units and measure the per-bin error change.
 
 The names are imported on first use (``from meter_timm.selectivity import X`` works as usual), so

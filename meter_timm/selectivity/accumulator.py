@@ -54,7 +54,8 @@ class ResponseAccumulator:
 
     @torch.no_grad()
     def update(self, features: Mapping[str, torch.Tensor], depth: torch.Tensor) -> None:
-        """Add one batch: ``features`` maps each layer to (B, K, h, w); depth (B, 1, H, W) metres."""
+        """Add one batch: ``features`` maps each layer to (B, K, h, w); depth (B, 1, H, W)
+        metres."""
         binned: dict[tuple, BinnedDepth] = {}
         for name in self.layers:
             if name not in features:

@@ -162,7 +162,8 @@ class LayerCapture:
     Args:
         model: any ``nn.Module`` (DDP/DataParallel wrappers are looked through).
         names: module names as in ``model.named_modules()``, e.g. ``["encoder.6"]``.
-        detach_outputs: store detached outputs (dissection) instead of graph-connected ones (training).
+        detach_outputs: store detached outputs (dissection) instead of graph-connected ones
+            (training).
 
     Use as a context manager (hooks removed on exit) or call ``attach()`` / ``detach()``::
 

@@ -147,7 +147,8 @@ class Dissection:
     Args:
         layers: layer specs (dicts with ``name`` and optional ``num_bins``/``strategy``/``params``,
             or plain names).
-        min_depth, max_depth: depth range (metres) of the bins of layers scored with a fresh strategy.
+        min_depth, max_depth: depth range (metres) of the bins of layers scored with a fresh
+            strategy.
         trained: layer name -> :class:`TrainedLayer` (:func:`trained_layers_of`,
             :func:`trained_layers_from_checkpoint`).
         use_abs: accumulate ``|activation|`` (the ICCV 2021 dissection) instead of the raw value.
@@ -227,8 +228,8 @@ class ValidationDissector:
     The model's own ``SelectivityLoss`` gives the trained layers (:func:`trained_layers_of`).
 
     Args:
-        model: the unwrapped model (a ``DepthEstimator``: layers are looked up in ``model.backbone``,
-            or in ``model`` itself when it has no ``backbone``).
+        model: the unwrapped model (a ``DepthEstimator``: layers are looked up in
+            ``model.backbone``, or in ``model`` itself when it has no ``backbone``).
         layers: layer specs ``{"name", "num_bins", "strategy", "params"}``.
         min_depth, max_depth: depth range of the bins (metres).
     """

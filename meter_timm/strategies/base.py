@@ -61,7 +61,8 @@ class DepthBinStrategy:
 
     # learned strategies override these
     def observe_depth(self, depth: torch.Tensor) -> None:
-        """See a batch of ground-truth depth in metres (any shape; invalid pixels <= 0 or non-finite)."""
+        """See a batch of ground-truth depth in metres (any shape; invalid pixels <= 0 or
+        non-finite)."""
 
     def observe(self, responses: torch.Tensor, counts: torch.Tensor) -> None:
         """Accumulate measured responses (num_units, num_bins) and bin pixel counts (num_bins,)."""

@@ -84,7 +84,8 @@ def preference_scores(
 
 
 def mass_shares(num_units: int, mass: torch.Tensor) -> torch.Tensor:
-    """Units per bin proportional to the pixel ``mass`` (N_b,) of each bin, summing to ``num_units``.
+    """Units per bin proportional to the pixel ``mass`` (N_b,) of each bin, summing to
+    ``num_units``.
 
     Eq. 2 generalised: unit k goes to the bin whose cumulative mass fraction spans k / K, so equal
     masses give exactly Eq. 2's shares. With num_units >= N_b every bin then keeps at least one
@@ -138,7 +139,8 @@ def balanced_assignment(
 
 
 def _sum_over_ranks(*tensors: torch.Tensor) -> list[torch.Tensor]:
-    """Copies of ``tensors`` summed over torch.distributed ranks (unchanged when not distributed)."""
+    """Copies of ``tensors`` summed over torch.distributed ranks (unchanged when not
+    distributed)."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):

@@ -137,7 +137,8 @@ def get_plugin_manager() -> PluginManager:
 
 
 def plugin_record(pm: pluggy.PluginManager, plugin: object) -> PluginRecord:
-    """Name, distribution and version of a registered plugin (in-memory ones: its ``__version__``)."""
+    """Name, distribution and version of a registered plugin (in-memory ones: its
+    ``__version__``)."""
     name = pm.get_name(plugin) or repr(plugin)
     record = getattr(pm, "records", {}).get(name)
     if record is not None:

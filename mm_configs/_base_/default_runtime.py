@@ -15,7 +15,8 @@ default_hooks = dict(
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-    # no backend named: `meter-timm train` picks nccl with CUDA GPUs, gloo on CPU; name one to force it
+    # no backend named: `meter-timm train` picks nccl with CUDA GPUs, gloo on CPU; name one to
+    # force it
     dist_cfg=dict(),
 )
 

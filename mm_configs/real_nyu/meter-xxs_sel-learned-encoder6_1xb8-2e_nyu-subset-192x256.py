@@ -3,7 +3,7 @@
 # with metrics and the dissection on a 5th scene never trained on (nyu2_val.csv, 126 frames).
 # Paths are relative to the repository root; ../shared holds the data and the weights.
 # The real-data study (benchmarks/run_experiments.py --real) varies strategy, lambda and seed:
-#   meter-timm train mm_configs/real_nyu/meter-xxs_sel-learned-encoder6_1xb8-2e_nyu-subset-192x256.py
+#   meter-timm train mm_configs/real_nyu/meter-xxs_sel-learned-encoder6_1xb8-2e_nyu-subset-192x256.py  # noqa: E501
 _base_ = ["../_base_/models/meter_xxs.py", "../_base_/default_runtime.py"]
 
 data_root = "../shared/data/nyu_train_subset"

@@ -1,7 +1,7 @@
 # Any timm backbone: ResNet-18 features (features_only=True) + the light FPN-like decoder, trained
 # with METER's balanced loss and the selectivity loss on layer3 (256 units at stride 16),
 # lambda 10, N_d 32. Same NYU data and 60-epoch recipe as the METER configs.
-#   meter-timm train mm_configs/selectivity/resnet18-light-decoder_sel-l10-nd32_1xb32-60e_nyu-192x256.py
+#   meter-timm train mm_configs/selectivity/resnet18-light-decoder_sel-l10-nd32_1xb32-60e_nyu-192x256.py  # noqa: E501
 _base_ = [
     "../_base_/models/timm-features_light-decoder.py",
     "../_base_/datasets/nyu_h5-192x256.py",
