@@ -10,6 +10,23 @@ __all__ = ["selectivity_index", "argmax_bins", "other_bins_mean", "OTHER_BINS"]
 OTHER_BINS = ("nonempty", "all")
 
 
+def _own_and_other(
+    responses: torch.Tensor, bins: torch.Tensor, counts: torch.Tensor | None, other_bins: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """R_d and R_other per unit, and (with counts) whether each unit's own bin holds pixels."""
+    if other_bins not in OTHER_BINS:
+        raise ValueError(f"other_bins must be one of {OTHER_BINS}, got {other_bins!r}")
+    num_bins = responses.shape[1]
+    chosen = responses.gather(1, bins[:, None])[:, 0]
+    if counts is None or other_bins == "all":
+        other = (responses.sum(1) - chosen) / float(max(num_bins - 1, 1))
+        return chosen, other, None
+    present = (counts.to(responses.device) > 0).to(responses.dtype)  # (N_b,)
+    own_present = present[bins]
+    n_other = (present.sum() - own_present).clamp(min=1.0)
+    return chosen, (responses @ present - chosen * own_present) / n_other, own_present
+
+
 def other_bins_mean(
     responses: torch.Tensor,
     bins: torch.Tensor,
@@ -23,20 +40,8 @@ def other_bins_mean(
     selective). ``other_bins="all"`` (or no ``counts``): all N_b - 1 other bins count, empty ones
     as 0, as in the ICCV 2021 reference code. A unit with no other bin to average gets 0.
     """
-    if other_bins not in OTHER_BINS:
-        raise ValueError(f"other_bins must be one of {OTHER_BINS}, got {other_bins!r}")
-    num_units, num_bins = responses.shape
     bins = bins.to(device=responses.device, dtype=torch.long)
-    chosen = responses.gather(1, bins[:, None])[:, 0]
-    if counts is None or other_bins == "all":
-        total = responses.sum(1)
-        n_other = torch.full_like(total, float(num_bins - 1))
-    else:
-        present = (counts.to(responses.device) > 0).to(responses.dtype)  # (N_b,)
-        total = responses @ present
-        n_other = present.sum() - present[bins]
-        chosen = chosen * present[bins]
-    return (total - chosen) / n_other.clamp(min=1.0)
+    return _own_and_other(responses, bins, counts, other_bins)[1]
 
 
 def selectivity_index(
@@ -45,7 +50,8 @@ def selectivity_index(
     eps: float = 1e-8,
     counts: torch.Tensor | None = None,
     other_bins: str = "nonempty",
-) -> torch.Tensor:
+    return_own_bin_present: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """Depth-selectivity index of every unit against a given bin (Eq. 3 term).
 
     ``(|R_d| - |R_other|) / (|R_d| + |R_other| + eps)`` where R_d = ``responses[k, bins[k]]`` and
@@ -60,18 +66,22 @@ def selectivity_index(
         counts: optional (N_b,) pixel counts; bins with count 0 are not part of R_other
             unless ``other_bins="all"``.
         other_bins: ``"nonempty"`` (default) or ``"all"`` (the ICCV 2021 code's R_other).
+        return_own_bin_present: also return (K,) 1.0 where the unit's own bin holds pixels, else
+            0.0, in the responses' dtype (None unless ``counts`` is given and other_bins is
+            ``"nonempty"``); the loss reuses it instead of indexing the counts again.
 
     Returns:
-        (K,) index per unit, in [-1, 1].
+        (K,) index per unit, in [-1, 1] (and the presence, see above).
     """
     if responses.dim() != 2:
         raise ValueError(f"responses must be (K, N_b), got {tuple(responses.shape)}")
     if bins.shape != responses.shape[:1]:
         raise ValueError(f"bins must be (K={responses.shape[0]},), got {tuple(bins.shape)}")
     bins = bins.to(device=responses.device, dtype=torch.long)
-    chosen = responses.gather(1, bins[:, None])[:, 0].abs()
-    other = other_bins_mean(responses, bins, counts, other_bins).abs()
-    return (chosen - other) / (chosen + other + eps)
+    chosen, other, own_present = _own_and_other(responses, bins, counts, other_bins)
+    chosen, other = chosen.abs(), other.abs()
+    index = (chosen - other) / (chosen + other + eps)
+    return (index, own_present) if return_own_bin_present else index
 
 
 def argmax_bins(responses: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:

@@ -392,10 +392,13 @@ class SelectivityLoss(nn.Module):
             counts = group[0][2]
             responses = torch.cat([r for _, r, _, _ in group]) if len(group) > 1 else group[0][1]
             bins = torch.cat([b for *_, b in group]) if len(group) > 1 else group[0][3]
-            index = selectivity_index(responses, bins, self.eps, counts, self.other_bins)
+            index, keep = selectivity_index(
+                responses, bins, self.eps, counts, self.other_bins, return_own_bin_present=True
+            )
             # mean over the units whose bin has pixels in this batch; 0 (with a gradient path)
             # when there is none; no host synchronisation
-            keep = (counts.to(responses.device)[bins] > 0).to(index.dtype)
+            if keep is None:  # other_bins="all" does not compute it
+                keep = (counts.to(responses.device)[bins] > 0).to(index.dtype)
             if len(group) == 1:
                 scores = ((index * keep).sum() / keep.sum().clamp(min=1.0))[None]
             else:

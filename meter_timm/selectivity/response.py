@@ -89,28 +89,30 @@ def _scatter_tables(
 
 @functools.lru_cache(maxsize=64)
 def _corner_tables(
-    size: tuple[int, int],
-    act_size: tuple[int, int],
-    key_dtype: torch.dtype,
-    dtype: torch.dtype,
-    device: torch.device,
+    size: tuple[int, int], act_size: tuple[int, int], dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 4 corners of every depth pixel as one table on the unpadded grid: cells
-    (4 * H * W,) ``i * w + j`` in ``key_dtype`` (the +1 corners clamped to the last row/column
-    as PyTorch reads them) and their weights (4 * H * W,) in ``dtype``."""
+    """The 4 corners of every depth pixel as one table on the unpadded grid: int64 cells
+    (4 * H * W,) ``i * w + j`` (the +1 corners clamped to the last row/column as PyTorch reads
+    them) and their weights (4 * H * W,) in ``dtype``."""
     (H, W), (h, w) = size, act_size
     iy, ly = bilinear_source_index(H, h)
     ix, lx = bilinear_source_index(W, w)
     rows = (iy, (iy + 1).clamp(max=h - 1))
     cols = (ix, (ix + 1).clamp(max=w - 1))
     wy, wx = (1.0 - ly, ly), (1.0 - lx, lx)
-    cells = torch.cat(
-        [(rows[a][:, None] * w + cols[b][None, :]).view(-1) for a in (0, 1) for b in (0, 1)]
-    )
-    weights = torch.cat(
-        [(wy[a][:, None] * wx[b][None, :]).view(-1) for a in (0, 1) for b in (0, 1)]
-    )
-    return cells.to(device=device, dtype=key_dtype), weights.to(device=device, dtype=dtype)
+    corners = [(a, b) for a in (0, 1) for b in (0, 1)]
+    cells = torch.cat([(rows[a][:, None] * w + cols[b][None, :]).view(-1) for a, b in corners])
+    weights = torch.cat([(wy[a][:, None] * wx[b][None, :]).view(-1) for a, b in corners])
+    return cells.to(device=device), weights.to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _bin_of_count(num_bins: int, device: torch.device) -> torch.Tensor:
+    """Bin of a pixel from its ``torch.bucketize`` count of edges below it: count 0 (at or below
+    e_0, or -inf) and N_b + 1 (above e_N, or NaN) map to N_b (no bin), count c to bin c - 1."""
+    table = torch.arange(-1, num_bins + 1)
+    table[0] = table[-1] = num_bins
+    return table.to(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,10 +242,15 @@ class BinnedDepth:
         self.num_bins = edges.numel() - 1
         self.batch_size, self.height, self.width = depth.shape
         self.device = depth.device
-        # bin of every pixel as floats (exact small integers; the scatter keys are built from
-        # them with float arithmetic) and as int64; N_b marks pixels in no bin
-        self._bin_float = self._bin_index(depth.contiguous(), edges)
-        self.bin_index = self._bin_float.long()
+        # bin of every pixel as int64 (N_b marks pixels in no bin); on CPU also as floats (exact
+        # small integers: the CPU path builds its scatter keys with float arithmetic)
+        self._bin_float = None
+        if self.device.type in LAUNCH_BOUND_DEVICES:
+            count = torch.bucketize(depth.contiguous(), edges, right=False)
+            self.bin_index = _bin_of_count(self.num_bins, self.device)[count]
+        else:
+            self._bin_float = self._bin_index(depth.contiguous(), edges)
+            self.bin_index = self._bin_float.long()
         ones = torch.ones((), dtype=torch.float64, device=self.device).expand(
             self.bin_index.numel()
         )
@@ -252,14 +259,13 @@ class BinnedDepth:
         #: (N_b,) float64 number of depth pixels per bin over the batch
         self.counts = counts[: self.num_bins]
         self._masks: dict[tuple, torch.Tensor] = {}
+        self._inverse_counts: dict[torch.dtype, torch.Tensor] = {}
 
     def _bin_index(self, depth: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) bin of each pixel in the depth's dtype, N_b for pixels in no bin."""
+        """(B, H, W) bin of each pixel in the depth's dtype, N_b for pixels in no bin (CPU)."""
         n = self.num_bins
         flat = depth.view(-1)
-        table = None
-        if depth.device.type not in LAUNCH_BOUND_DEVICES:
-            table = _edge_lookup(self._edge_key, edges.dtype, edges.device)
+        table = _edge_lookup(self._edge_key, edges.dtype, edges.device)
         if table is not None:
             count = table.count_below(flat)
         else:
@@ -283,21 +289,20 @@ class BinnedDepth:
 
     def _downsample_masks(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
         n1 = self.num_bins + 1  # the extra bin collects invalid pixels and is dropped
+        if self._bin_float is None:
+            # GPU: one scatter of all 4 corners' int64 keys (bin * h * w + cell) on the unpadded
+            # grid (launches, not bytes, bound the time here)
+            cells, weights = _corner_tables((self.height, self.width), (h, w), dtype, self.device)
+            bins = self.bin_index.view(self.batch_size, 1, -1)
+            keys = torch.add(cells.view(1, 4, -1), bins, alpha=h * w).view(self.batch_size, -1)
+            out = torch.zeros(self.batch_size, n1 * h * w, dtype=dtype, device=self.device)
+            out.scatter_add_(1, keys, weights.expand(self.batch_size, -1))
+            return out.view(self.batch_size, n1, h * w)[:, : self.num_bins]
         # key = bin * block + cell, built in floating point (exact below 2^24 in float32)
         key_dtype = self._bin_float.dtype
         if key_dtype != torch.float64 and n1 * (h + 1) * (w + 1) >= 2**24:
             key_dtype = torch.float64
         bins = self._bin_float.to(key_dtype).view(self.batch_size, 1, -1)
-        if self.device.type in LAUNCH_BOUND_DEVICES:
-            # GPU: one scatter of all 4 corners' keys on the unpadded grid (launches, not bytes,
-            # bound the time here)
-            cells, weights = _corner_tables(
-                (self.height, self.width), (h, w), key_dtype, dtype, self.device
-            )
-            keys = torch.add(cells.view(1, 4, -1), bins, alpha=h * w).view(self.batch_size, -1)
-            out = torch.zeros(self.batch_size, n1 * h * w, dtype=dtype, device=self.device)
-            out.scatter_add_(1, keys.long(), weights.expand(self.batch_size, -1))
-            return out.view(self.batch_size, n1, h * w)[:, : self.num_bins]
         # CPU: 4 scatters of one shared key tensor on a grid padded by one row and column, the
         # corners being the same keys shifted by 0, 1, w + 1, w + 2 (measured faster than one
         # scatter of 4x the keys)
@@ -344,8 +349,11 @@ class BinnedDepth:
     def responses(self, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 1: (responses (K, N_b), counts (N_b,)); responses are 0 in empty bins."""
         sums = self.response_sums(activations)
-        counts = self.counts.to(sums.dtype)
-        return sums / counts.clamp(min=1.0), self.counts
+        inverse = self._inverse_counts.get(sums.dtype)
+        if inverse is None:  # once per dtype, shared by every layer of this batch
+            inverse = self.counts.to(sums.dtype).clamp(min=1.0).reciprocal()
+            self._inverse_counts[sums.dtype] = inverse
+        return sums * inverse, self.counts
 
 
 def average_response(
