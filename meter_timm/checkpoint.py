@@ -248,7 +248,9 @@ def _checkpoint_filter(model: nn.Module):
     return getattr(module, "checkpoint_filter_fn", None)
 
 
-def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> str:
+def load_weights(
+    model: nn.Module, path: str | Path, strict: bool = True, state: dict | None = None
+) -> str:
     """Load the weights file ``path`` into ``model``, in place; returns ``"wrapper"`` or
     ``"backbone"``.
 
@@ -258,9 +260,11 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> str
     alone, e.g. the METER authors' files, which goes through the network's timm
     ``checkpoint_filter_fn`` when its module has one (METER's translates the authors' layout and
     also takes wrapper checkpoints). Read by :func:`load_checkpoint_file`: never fully unpickled.
-    ValueError when the weights do not fit.
+    ``state``: the state dict of ``path`` when the caller has already read it (``path`` then only
+    names it in messages). ValueError when the weights do not fit.
     """
-    state = state_dict_of(load_checkpoint_file(path), path)
+    if state is None:
+        state = state_dict_of(load_checkpoint_file(path), path)
     wrapper = isinstance(getattr(model, "backbone", None), nn.Module)
     if wrapper and any(k.startswith("backbone.") for k in state):
         keys = {

@@ -394,3 +394,60 @@ def test_key_value_options_are_mmengine_dict_action():
     assert args.model_arg == {"img_size": (64, 96), "depth": 3}
     assert args.strategy_param == {"alpha": 0.75, "edges": "log", "flag": True}
     assert parser.parse_args(base).model_arg == {} and parser.parse_args(base).strategy_param == {}
+
+
+def test_dissect_and_ablate_read_the_weights_file_once(folder_data, weights, tmp_path, monkeypatch):
+    """The weights and any strategy stored with them come from one read of the file."""
+    import meter_timm.checkpoint as checkpoint
+
+    reads = []
+    real = checkpoint.load_checkpoint_file
+
+    def counting(path, *args, **kwargs):
+        reads.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint_file", counting)
+    assert (
+        main(
+            [
+                "ablate",
+                "meter_xxs",
+                "--weights",
+                weights,
+                "--data",
+                str(folder_data),
+                "--out",
+                str(tmp_path / "a"),
+                *COMMON,
+            ]
+        )
+        == 0
+    )
+    assert reads == [weights]
+    reads.clear()
+    assert (
+        main(
+            [
+                "dissect",
+                "--model",
+                "meter_xxs",
+                "--weights",
+                weights,
+                "--data",
+                str(folder_data),
+                "--out",
+                str(tmp_path / "d"),
+                "--no-plots",
+                "--layers",
+                "encoder.6",
+                "--input-size",
+                "64",
+                "96",
+                "--depth-scale",
+                "0.001",
+            ]
+        )
+        == 0
+    )
+    assert reads == [weights]

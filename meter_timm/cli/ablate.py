@@ -93,9 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_model(
-    spec: str, weights: str | None, features_only: bool, timm_kwargs: dict | None = None
+    spec: str,
+    weights: str | None,
+    features_only: bool,
+    timm_kwargs: dict | None = None,
+    state: dict | None = None,
 ):
-    """A DepthEstimator from a timm name or a config's ``model``, with the weights loaded."""
+    """A DepthEstimator from a timm name or a config's ``model``, with the weights loaded
+    (``state``: the weights file's state dict when already read)."""
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
     from meter_timm.checkpoint import load_weights
     from meter_timm.mm.model import DepthEstimator
@@ -115,18 +120,16 @@ def build_model(
             backbone["features_only"] = True
         model = DepthEstimator(backbone=backbone)
     if weights:
-        load_weights(model, weights)
+        load_weights(model, weights, state=state)
     return model
 
 
-def stored_strategy(weights: str, layer: str, num_units: int):
+def stored_strategy(state: dict, weights: str, layer: str, num_units: int):
     """The strategy that a training checkpoint's ``SelectivityLoss`` stored for ``layer`` (name,
     parameters, bin count and learned state: :func:`meter_timm.strategies.trained_strategies`),
-    or None."""
-    from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
+    or None. ``state``: the state dict read from ``weights``."""
     from meter_timm.strategies import trained_strategies
 
-    state = state_dict_of(load_checkpoint_file(weights), weights)
     strategy = trained_strategies(state, source=weights).get(layer)
     if strategy is not None and strategy.num_units != num_units:
         raise ValueError(
@@ -136,7 +139,7 @@ def stored_strategy(weights: str, layer: str, num_units: int):
     return strategy
 
 
-def choose_groups(args, model, batches, num_units: int, params: dict):
+def choose_groups(args, model, batches, num_units: int, params: dict, state: dict | None = None):
     """(edges, assignment, description of where the groups come from)."""
     import torch
 
@@ -156,8 +159,8 @@ def choose_groups(args, model, batches, num_units: int, params: dict):
                 num_bins=strategy.num_bins,
             ),
         )
-    if args.assign == "auto" and args.weights:
-        stored = stored_strategy(args.weights, args.layer, num_units)
+    if args.assign == "auto" and state is not None:
+        stored = stored_strategy(state, args.weights, args.layer, num_units)
         if stored is not None:
             return (
                 stored.edges(),
@@ -210,8 +213,13 @@ def run(args: argparse.Namespace) -> int:
     if args.random_draws < 0:
         raise ValueError(f"--random-draws must be >= 0, got {args.random_draws}")
     params = dict(args.strategy_param)
+    state = None
+    if args.weights:  # read once: the weights and any strategy stored with them
+        from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
+
+        state = state_dict_of(load_checkpoint_file(args.weights), args.weights)
     model = (
-        build_model(args.model, args.weights, args.features_only, args.model_arg)
+        build_model(args.model, args.weights, args.features_only, args.model_arg, state=state)
         .to(args.device)
         .eval()
     )
@@ -232,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     with capture, torch.no_grad():
         model.predict_depth(batches[0][0][:1])
         num_units = capture.outputs[args.layer].shape[1]
-    edges, assignment, source = choose_groups(args, model, batches, num_units, params)
+    edges, assignment, source = choose_groups(args, model, batches, num_units, params, state)
 
     groups = int((torch.bincount(assignment.cpu(), minlength=edges.numel() - 1) > 0).sum())
     progress = tqdm(total=1 + groups * (1 + args.random_draws), desc="ablate", unit="pass")

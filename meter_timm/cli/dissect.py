@@ -84,9 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_model(
-    name: str, weights: str | None, features_only: bool = False, timm_kwargs: dict | None = None
+    name: str,
+    weights: str | None,
+    features_only: bool = False,
+    timm_kwargs: dict | None = None,
+    state: dict | None = None,
 ):
-    """(model to run: images -> depth, module whose layers are named by --layers)."""
+    """(model to run: images -> depth, module whose layers are named by --layers); ``state``: the
+    weights file's state dict when already read."""
     from meter_timm.checkpoint import load_weights
     from meter_timm.mm.model import DepthEstimator
 
@@ -95,7 +100,7 @@ def build_model(
         backbone["features_only"] = True
     model = DepthEstimator(backbone=backbone)
     if weights:
-        load_weights(model, weights)
+        load_weights(model, weights, state=state)
     return model, model.backbone
 
 
@@ -146,15 +151,18 @@ def run(args: argparse.Namespace) -> int:
     )
     if not len(dataset):
         raise SystemExit(f"{args.data}: no images")
-    model, target = build_model(args.model, args.weights, args.features_only, args.model_arg)
-    model = model.to(args.device).eval()
-    capture = LayerCapture(target, args.layers, detach_outputs=True)  # unknown names fail here
-
-    trained = {}
-    if args.weights:  # the layers a training checkpoint trained, with their strategies
+    state = None
+    if args.weights:  # read once: the weights, and the layers a training checkpoint trained
         from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
 
         state = state_dict_of(load_checkpoint_file(args.weights), args.weights)
+    model, target = build_model(
+        args.model, args.weights, args.features_only, args.model_arg, state=state
+    )
+    model = model.to(args.device).eval()
+    capture = LayerCapture(target, args.layers, detach_outputs=True)  # unknown names fail here
+    trained = {}
+    if state is not None:
         trained = trained_layers_from_checkpoint(state, source=args.weights)
     dissection = Dissection(
         dissection_layers(args, params),
