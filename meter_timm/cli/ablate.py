@@ -97,12 +97,12 @@ def build_model(
     weights: str | None,
     features_only: bool,
     timm_kwargs: dict | None = None,
-    state: dict | None = None,
 ):
-    """A DepthEstimator from a timm name or a config's ``model``, with the weights loaded
-    (``state``: the weights file's state dict when already read)."""
+    """(DepthEstimator from a timm name or a config's ``model`` with the weights loaded, the
+    weights file's state dict or None): the file is read once, for the weights and for any
+    strategy stored with them."""
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
-    from meter_timm.checkpoint import load_weights
+    from meter_timm.checkpoint import load_checkpoint_file, load_weights, state_dict_of
     from meter_timm.mm.model import DepthEstimator
     from meter_timm.mm.registry import MODELS
 
@@ -119,9 +119,11 @@ def build_model(
         if features_only:
             backbone["features_only"] = True
         model = DepthEstimator(backbone=backbone)
+    state = None
     if weights:
+        state = state_dict_of(load_checkpoint_file(weights), weights)
         load_weights(model, weights, state=state)
-    return model
+    return model, state
 
 
 def stored_strategy(state: dict, weights: str, layer: str, num_units: int):
@@ -213,16 +215,8 @@ def run(args: argparse.Namespace) -> int:
     if args.random_draws < 0:
         raise ValueError(f"--random-draws must be >= 0, got {args.random_draws}")
     params = dict(args.strategy_param)
-    state = None
-    if args.weights:  # read once: the weights and any strategy stored with them
-        from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
-
-        state = state_dict_of(load_checkpoint_file(args.weights), args.weights)
-    model = (
-        build_model(args.model, args.weights, args.features_only, args.model_arg, state=state)
-        .to(args.device)
-        .eval()
-    )
+    model, state = build_model(args.model, args.weights, args.features_only, args.model_arg)
+    model = model.to(args.device).eval()
     capture = LayerCapture(model.backbone, [args.layer], detach_outputs=True)  # checks the name
     dataset = build_dataset(
         args,

@@ -84,24 +84,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_model(
-    name: str,
-    weights: str | None,
-    features_only: bool = False,
-    timm_kwargs: dict | None = None,
-    state: dict | None = None,
+    name: str, weights: str | None, features_only: bool = False, timm_kwargs: dict | None = None
 ):
-    """(model to run: images -> depth, module whose layers are named by --layers); ``state``: the
-    weights file's state dict when already read."""
-    from meter_timm.checkpoint import load_weights
+    """(DepthEstimator whose ``backbone`` holds the layers named by --layers, the weights file's
+    state dict or None): the file is read once, for the weights and for what else it stores."""
+    from meter_timm.checkpoint import load_checkpoint_file, load_weights, state_dict_of
     from meter_timm.mm.model import DepthEstimator
 
     backbone = dict(name=name, pretrained=False, **(timm_kwargs or {}))
     if features_only:
         backbone["features_only"] = True
     model = DepthEstimator(backbone=backbone)
+    state = None
     if weights:
+        state = state_dict_of(load_checkpoint_file(weights), weights)
         load_weights(model, weights, state=state)
-    return model, model.backbone
+    return model, state
 
 
 def iterate_batches(model, dataset, batch_size: int):
@@ -151,18 +149,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if not len(dataset):
         raise SystemExit(f"{args.data}: no images")
-    state = None
-    if args.weights:  # read once: the weights, and the layers a training checkpoint trained
-        from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
-
-        state = state_dict_of(load_checkpoint_file(args.weights), args.weights)
-    model, target = build_model(
-        args.model, args.weights, args.features_only, args.model_arg, state=state
-    )
+    model, state = build_model(args.model, args.weights, args.features_only, args.model_arg)
     model = model.to(args.device).eval()
-    capture = LayerCapture(target, args.layers, detach_outputs=True)  # unknown names fail here
+    # unknown names fail here
+    capture = LayerCapture(model.backbone, args.layers, detach_outputs=True)
     trained = {}
-    if state is not None:
+    if state is not None:  # the layers a training checkpoint trained, with their strategies
         trained = trained_layers_from_checkpoint(state, source=args.weights)
     dissection = Dissection(
         dissection_layers(args, params),
