@@ -8,21 +8,31 @@ aten operation dispatched in the third step is counted with a ``TorchDispatchMod
 CPU path of Eq. 1 and through the GPU path forced onto the CPU. On a GPU a small network's step is
 bound by kernel launches, so these counts are what the loss costs there. Views (no kernel) are
 counted apart.
+
+    python benchmarks/count_ops.py --host-time
+
+also times the loss alone, forward and backward, on METER xxs activations of a tiny input (GPU path,
+one thread). At this size the arithmetic is negligible: the time is the host's cost of running the
+loss's Python and dispatching its operations, which is what the loss costs a launch-bound GPU step.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_check import _meter_step  # noqa: E402
+from gpu_check import LAYERS, _meter_step  # noqa: E402
 
 import meter_timm.selectivity.response as response  # noqa: E402
+from meter_timm.selectivity import SelectivityLoss  # noqa: E402
 
 VIEWS = {
     "view",
@@ -64,7 +74,41 @@ def count(selectivity: bool) -> tuple[int, int]:
     return sum(mode.counts.values()) - views, views
 
 
+def host_time(repeats: int = 400) -> float:
+    """Median seconds of SelectivityLoss forward + backward on METER xxs activations of a tiny
+    input (batch 1, 32x32): the loss alone, without the network's noise."""
+    import timm
+
+    captured = {}
+    model = timm.create_model("meter_xxs").eval()
+    for name in LAYERS:
+        model.get_submodule(name).register_forward_hook(
+            lambda module, args, output, name=name: captured.__setitem__(name, output)
+        )
+    with torch.no_grad():
+        model(torch.rand(1, 3, 32, 32))
+    features = {name: act.clone().requires_grad_() for name, act in captured.items()}
+    depth = torch.rand(1, 1, 32, 32) * 9.5 + 0.5
+    loss = SelectivityLoss([{"name": n, "num_bins": 32} for n in LAYERS], lam=0.1, relative=True)
+    base = torch.tensor(2.0)
+
+    def run():
+        loss(depth, base_loss=base, features=features)["loss_selectivity"].backward()
+
+    for _ in range(20):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host-time", action="store_true", help="also time a tiny step")
+    args = parser.parse_args()
     torch.manual_seed(0)
     for path, devices in (("CPU path", ("cuda",)), ("GPU path", ("cuda", "cpu"))):
         response.LAUNCH_BOUND_DEVICES = devices
@@ -74,6 +118,12 @@ def main() -> int:
             f"{path}: plain step {plain} operations (+{plain_views} views); with SelectivityLoss "
             f"(3 layers, 32 bins) {sel} (+{sel_views} views): the loss adds {sel - plain} "
             f"operations ({100 * (sel - plain) / plain:.1f}%) and {sel_views - plain_views} views"
+        )
+    if args.host_time:  # response.LAUNCH_BOUND_DEVICES still selects the GPU path
+        torch.set_num_threads(1)
+        print(
+            f"host time, GPU path: SelectivityLoss forward + backward on METER xxs activations "
+            f"(batch 1, 32x32 input, 1 thread, median of 400): {host_time() * 1e6:.0f} us"
         )
     return 0
 

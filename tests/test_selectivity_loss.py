@@ -321,3 +321,44 @@ def test_layers_sharing_bins_are_scored_together_exactly_as_alone():
         torch.testing.assert_close(act.grad, grads[name])
         total = total + alone["loss_selectivity"]
     torch.testing.assert_close(joint["loss_selectivity"], total)
+
+
+@pytest.mark.parametrize("other_bins", ["nonempty", "all"])
+def test_layer_scores_backward_equals_autograd_of_the_index(other_bins):
+    """The loss's hand-derived backward (layer_scores) against autograd of the composition it
+    replaces: selectivity_index, then per-layer means over units whose bin holds pixels. Dead
+    units (responses 0: the sign's zero) and empty bins (own bin empty, bins left out of R_other)
+    are included, for one layer and for three layers scored together."""
+    from meter_timm.selectivity.index import layer_scores, selectivity_index
+
+    gen = torch.Generator().manual_seed(5)
+    counts = torch.tensor([4.0, 0.0, 7.0, 1.0, 0.0, 9.0], dtype=torch.float64)
+    responses = torch.randn(12, 6, generator=gen, dtype=torch.float64)
+    responses[3] = 0.0  # a dead unit
+    responses[7, 2] = 0.0  # a unit whose own response is exactly 0
+    bins = torch.tensor([0, 1, 2, 3, 4, 5, 0, 2, 1, 3, 5, 4])
+    segment = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2])
+
+    def reference(r, seg, num_layers):
+        index = selectivity_index(r, bins, 1e-8, counts, other_bins)
+        keep = (counts[bins] > 0).to(r.dtype)
+        sums = r.new_zeros(2, num_layers).index_add_(1, seg, torch.stack([index * keep, keep]))
+        return sums[0] / sums[1].clamp(min=1.0)
+
+    for seg, num_layers in ((None, 1), (segment, 3)):
+        ref_seg = torch.zeros(12, dtype=torch.long) if seg is None else seg
+        weights = torch.randn(num_layers, generator=gen, dtype=torch.float64)
+        r1 = responses.clone().requires_grad_()
+        r2 = responses.clone().requires_grad_()
+        got = layer_scores(r1, bins, counts, seg, num_layers, 1e-8, other_bins)
+        want = reference(r2, ref_seg, num_layers)
+        torch.testing.assert_close(got, want)
+        (got * weights).sum().backward()
+        (want * weights).sum().backward()
+        torch.testing.assert_close(r1.grad, r2.grad)
+        assert r1.grad.abs().sum() > 0 and torch.all(r1.grad[3] == 0)
+        # and against finite differences (away from the kinks of |.| at 0)
+        smooth = (responses + 3.0).requires_grad_()
+        assert torch.autograd.gradcheck(
+            lambda r: layer_scores(r, bins, counts, seg, num_layers, 1e-8, other_bins), (smooth,)
+        )

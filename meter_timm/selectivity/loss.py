@@ -11,7 +11,7 @@ from torch import nn
 
 from meter_timm.precision import autocast_disabled
 from meter_timm.selectivity.capture import LayerCapture
-from meter_timm.selectivity.index import OTHER_BINS, selectivity_index
+from meter_timm.selectivity.index import OTHER_BINS, layer_scores
 from meter_timm.selectivity.response import BinnedDepth
 
 __all__ = ["SelectivityLoss", "normalize_layers"]
@@ -386,36 +386,29 @@ class SelectivityLoss(nn.Module):
         total = None
         out: dict[str, torch.Tensor] = {}
         for group in groups.values():
-            # one index computation for all layers of a group (units concatenated), then the
+            # one index computation for all layers of a group (units concatenated), the
             # per-layer means as segment sums: the operation count does not grow with layers
             names = [name for name, *_ in group]
             counts = group[0][2]
             responses = torch.cat([r for _, r, _, _ in group]) if len(group) > 1 else group[0][1]
             bins = torch.cat([b for *_, b in group]) if len(group) > 1 else group[0][3]
-            index, keep = selectivity_index(
-                responses, bins, self.eps, counts, self.other_bins, return_own_bin_present=True
-            )
-            # mean over the units whose bin has pixels in this batch; 0 (with a gradient path)
-            # when there is none; no host synchronisation
-            if keep is None:  # other_bins="all" does not compute it
-                keep = (counts.to(responses.device)[bins] > 0).to(index.dtype)
-            if len(group) == 1:
-                scores = ((index * keep).sum() / keep.sum().clamp(min=1.0))[None]
-            else:
+            segment = None
+            if len(group) > 1:
                 segment = self._segments(
-                    tuple((n, r.shape[0]) for n, r, _, _ in group), index.device
+                    tuple((n, r.shape[0]) for n, r, _, _ in group), responses.device
                 )
-                sums = index.new_zeros(2, len(group)).index_add_(
-                    1, segment, torch.stack([index * keep, keep])
-                )
-                scores = sums[0] / sums[1].clamp(min=1.0)
+            # mean index over the units whose bin has pixels in this batch (0 for a layer with
+            # none), with a hand-derived backward; no host synchronisation
+            scores = layer_scores(
+                responses, bins, counts, segment, len(group), self.eps, self.other_bins
+            )
             for name, score in zip(names, scores.detach().unbind()):
                 out[f"sel/{name}"] = score
             total = scores.sum() if total is None else total + scores.sum()
-        weight = self.lam
+        weight = -self.lam  # the minus sign of Eq. 3
         if self.relative:
-            weight = self.lam * torch.as_tensor(base_loss).detach().to(total)
-        out["loss_selectivity"] = -weight * total
+            weight = torch.as_tensor(base_loss).detach().to(total) * weight
+        out["loss_selectivity"] = total * weight
         return out
 
     def extra_repr(self) -> str:

@@ -326,6 +326,13 @@ class BinnedDepth:
 
         Computed in float32 (float64 for float64 activations) with autocast disabled, whatever
         the activations' dtype, so mixed-precision training gets full-precision statistics."""
+        return self._product(activations, scaled=False)
+
+    def responses(self, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 1: (responses (K, N_b), counts (N_b,)); responses are 0 in empty bins."""
+        return self._product(activations, scaled=True), self.counts
+
+    def _product(self, activations: torch.Tensor, scaled: bool) -> torch.Tensor:
         if activations.dim() != 4 or activations.shape[0] != self.batch_size:
             raise ValueError(
                 f"activations must be (B={self.batch_size}, K, h, w), "
@@ -336,7 +343,22 @@ class BinnedDepth:
             if activations.dtype in (torch.float32, torch.float64)
             else torch.float32
         )
-        masks = self.masks(activations.shape[-2:], dtype)
+        size = tuple(activations.shape[-2:])
+        if scaled:  # masks divided by the bin counts: the product is then the mean, and its
+            # backward needs no extra operation (masks are shared by the layers of a resolution)
+            key = (*size, dtype, "mean")
+            if key not in self._masks:
+                inverse = self._inverse_counts.get(dtype)
+                if inverse is None:  # once per dtype, shared by every resolution of this batch
+                    inverse = self.counts.to(dtype).clamp(min=1.0).reciprocal()[:, None]
+                    self._inverse_counts[dtype] = inverse
+                plain = self._masks.get((*size, dtype))  # kept only if response_sums built it
+                if plain is None:
+                    plain = self._downsample_masks(*size, dtype)
+                self._masks[key] = plain * inverse
+            masks = self._masks[key]
+        else:
+            masks = self.masks(size, dtype)
         batch, units = activations.shape[:2]
         with autocast_disabled():
             act = activations.to(dtype)
@@ -345,15 +367,6 @@ class BinnedDepth:
             else:
                 rows = act.reshape(batch, units, -1)
             return torch.bmm(rows, masks.transpose(1, 2)).sum(0)  # (B, K, N_b) summed over B
-
-    def responses(self, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 1: (responses (K, N_b), counts (N_b,)); responses are 0 in empty bins."""
-        sums = self.response_sums(activations)
-        inverse = self._inverse_counts.get(sums.dtype)
-        if inverse is None:  # once per dtype, shared by every layer of this batch
-            inverse = self.counts.to(sums.dtype).clamp(min=1.0).reciprocal()
-            self._inverse_counts[sums.dtype] = inverse
-        return sums * inverse, self.counts
 
 
 def average_response(
