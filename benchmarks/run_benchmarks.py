@@ -5,7 +5,7 @@ runs each script ``--runs`` times in a row, keeps every output, and writes
 ``results/benchmarks.md``: the machine (CPU model, cores, torch and thread count) followed by the
 output of each run, so the README's performance section can quote figures that anyone can rerun.
 
-    python benchmarks/run_benchmarks.py                 # all three, 1 run each
+    python benchmarks/run_benchmarks.py                 # all four, 1 run each
     python benchmarks/run_benchmarks.py --runs 3 --only selectivity
 """
 
@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "inference": ["bench_inference.py"],
     "selectivity": ["bench_selectivity.py"],
+    "ops": ["count_ops.py", "--host-time"],
     "data": ["bench_data.py"],
 }
 
@@ -45,6 +46,17 @@ def machine() -> str:
     )
 
 
+def code_version() -> str:
+    """The commit the benchmarks ran on, marked when the working tree has changes."""
+    try:
+        run = dict(cwd=HERE, capture_output=True, text=True, check=True)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **run).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], **run).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1, help="times each benchmark script is run")
@@ -53,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sections = [
         f"# meter-timm benchmarks\n\nMachine: {machine()}\n"
-        f"Date: {time.strftime('%Y-%m-%d %H:%M')}\n"
+        f"Date: {time.strftime('%Y-%m-%d %H:%M')}\nCode: {code_version()}\n"
     ]
     for name in args.only or list(BENCHMARKS):
         script = [sys.executable, str(HERE / BENCHMARKS[name][0]), *BENCHMARKS[name][1:]]
@@ -65,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(proc.stderr[-4000:], file=sys.stderr)
                 raise SystemExit(f"benchmark {name} failed with exit code {proc.returncode}")
             sections.append(
-                f"## {name}, run {run}\n\n`python benchmarks/{BENCHMARKS[name][0]}`\n\n"
+                f"## {name}, run {run}\n\n`python benchmarks/{' '.join(BENCHMARKS[name])}`\n\n"
                 f"```\n{proc.stdout.strip()}\n```\n"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
