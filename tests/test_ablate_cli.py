@@ -451,3 +451,42 @@ def test_dissect_and_ablate_read_the_weights_file_once(folder_data, weights, tmp
         == 0
     )
     assert reads == [weights]
+
+
+def test_dissect_and_ablate_share_the_config_model_builder(folder_data, tmp_path, capsys):
+    """`dissect --model CONFIG.py` builds the config's model, as ablate does (one builder): the
+    checkpoint's trained log strategy scores its layer, with the log assignment."""
+    config = tmp_path / "sel_log.py"
+    config.write_text(
+        "model = dict(type='DepthEstimator', backbone=dict(name='meter_xxs', pretrained=False),\n"
+        "             selectivity=dict(type='SelectivityLoss', lam=1.0, layers=[\n"
+        "                 dict(name='encoder.6', num_bins=6, strategy='log')]))\n"
+    )
+    from mmengine.config import Config
+
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(str(config)).model)
+    model.loss(
+        torch.randn(1, 3, 64, 96), [DepthDataSample(gt_depth=torch.rand(1, 64, 96) * 9 + 0.5)]
+    )
+    weights = tmp_path / "trained.pth"
+    torch.save({"state_dict": model.state_dict()}, weights)
+    args = ["--data", str(folder_data), "--input-size", "64", "96", "--depth-scale", "0.001"]
+    out = tmp_path / "dissect"
+    code = main(
+        ["dissect", "--model", str(config), "--weights", str(weights), "--out", str(out)]
+        + ["--no-plots", "--layers", "encoder.6", *args]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["strategy"]["encoder.6"] == "log (trained, from the checkpoint)"
+    assert report["layers"]["encoder.6"]["assigned_bin"] == (
+        create_strategy("log", 48, 6).assignment().tolist()
+    )
+    capsys.readouterr()
+    code = main(
+        ["dissect", "--model", str(config), "--features-only", "--out", str(out)]
+        + ["--layers", "encoder.6", *args]
+    )
+    assert code != 0
+    assert "--features-only applies to a timm model name" in capsys.readouterr().err

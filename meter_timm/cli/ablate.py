@@ -27,6 +27,7 @@ import argparse
 from pathlib import Path
 
 from meter_timm.cli._data import DATA_HELP, add_folder_arguments, build_dataset
+from meter_timm.cli._model import build_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,40 +91,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="use only the first N images")
     parser.add_argument("--device", default="cpu")
     add_folder_arguments(parser)
-
-
-def build_model(
-    spec: str,
-    weights: str | None,
-    features_only: bool,
-    timm_kwargs: dict | None = None,
-):
-    """(DepthEstimator from a timm name or a config's ``model`` with the weights loaded, the
-    weights file's state dict or None): the file is read once, for the weights and for any
-    strategy stored with them."""
-    import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
-    from meter_timm.checkpoint import load_checkpoint_file, load_weights, state_dict_of
-    from meter_timm.mm.model import DepthEstimator
-    from meter_timm.mm.registry import MODELS
-
-    if spec.endswith(".py"):
-        from mmengine.config import Config
-
-        if not Path(spec).is_file():
-            raise FileNotFoundError(f"config file not found: {spec}")
-        if timm_kwargs:
-            raise ValueError("--model-arg applies to a timm model name, not to a config")
-        model = MODELS.build(Config.fromfile(spec).model)
-    else:
-        backbone = dict(name=spec, pretrained=False, **(timm_kwargs or {}))
-        if features_only:
-            backbone["features_only"] = True
-        model = DepthEstimator(backbone=backbone)
-    state = None
-    if weights:
-        state = state_dict_of(load_checkpoint_file(weights), weights)
-        load_weights(model, weights, state=state)
-    return model, state
 
 
 def stored_strategy(state: dict, weights: str, layer: str, num_units: int):

@@ -17,12 +17,18 @@ import argparse
 from pathlib import Path
 
 from meter_timm.cli._data import DATA_HELP, add_folder_arguments, build_dataset
+from meter_timm.cli._model import build_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from meter_timm.cli._key_value import add_key_value_argument
 
-    parser.add_argument("--model", required=True, help="timm model name, e.g. meter_xxs.nyu")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="timm model name (e.g. meter_xxs.nyu) or a training config (.py) whose model "
+        "is built (any backbone and decoder it names)",
+    )
     parser.add_argument(
         "--weights",
         help="raw state dict or mmengine checkpoint (weights_only load); "
@@ -81,25 +87,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "timm keyword argument of the model (repeatable), e.g. img_size=(192,256)",
     )
     add_folder_arguments(parser)
-
-
-def build_model(
-    name: str, weights: str | None, features_only: bool = False, timm_kwargs: dict | None = None
-):
-    """(DepthEstimator whose ``backbone`` holds the layers named by --layers, the weights file's
-    state dict or None): the file is read once, for the weights and for what else it stores."""
-    from meter_timm.checkpoint import load_checkpoint_file, load_weights, state_dict_of
-    from meter_timm.mm.model import DepthEstimator
-
-    backbone = dict(name=name, pretrained=False, **(timm_kwargs or {}))
-    if features_only:
-        backbone["features_only"] = True
-    model = DepthEstimator(backbone=backbone)
-    state = None
-    if weights:
-        state = state_dict_of(load_checkpoint_file(weights), weights)
-        load_weights(model, weights, state=state)
-    return model, state
 
 
 def iterate_batches(model, dataset, batch_size: int):
