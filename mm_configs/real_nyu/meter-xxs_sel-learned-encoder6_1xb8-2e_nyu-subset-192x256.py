@@ -4,11 +4,14 @@
 # Paths are relative to the repository root; ../shared holds the data and the weights.
 # The real-data study (benchmarks/run_experiments.py --real) varies strategy, lambda and seed:
 #   meter-timm train mm_configs/real_nyu/meter-xxs_sel-learned-encoder6_1xb8-2e_nyu-subset-192x256.py  # noqa: E501
-_base_ = ["../_base_/models/meter_xxs.py", "../_base_/default_runtime.py"]
+_base_ = [
+    "../_base_/models/meter_xxs.py",
+    "../_base_/datasets/meter_augmentation-192x256.py",
+    "../_base_/default_runtime.py",
+]
 
 data_root = "../shared/data/nyu_train_subset"
 pretrained_weights = "../shared/weights/meter/build_model_best_nyu_xxs"
-input_size = (192, 256)
 
 model = dict(
     backbone=dict(
@@ -25,24 +28,14 @@ model = dict(
 # the learned strategy is matched on 256 training frames with the pretrained weights, then frozen
 custom_hooks = [dict(type="SelectivityHook", calibrate_frames=256)]
 
-train_pipeline = [  # METER's augmentations, each with p = 0.5
-    dict(type="RandomMirror", prob=0.5),
-    dict(type="RandomChannelSwap", prob=0.5),
-    dict(type="RandomDepthCrop", crop_ratio=0.9, prob=0.5),
-    dict(type="ColorDepthShift", factor_range=(0.9, 1.1), shift_cm=(-10, 10), prob=0.5),
-    dict(type="ResizeDepth", scale=input_size, resize_depth=True),
-    dict(type="PackDepthInputs"),
-]
-test_pipeline = [
-    dict(type="ResizeDepth", scale=input_size, resize_depth=False),
-    dict(type="PackDepthInputs"),
-]
 train_dataloader = dict(
     batch_size=8,
     num_workers=0,
     sampler=dict(type="DefaultSampler", shuffle=True),
     dataset=dict(
-        type="NYUDepthDataset", data_root=f"{data_root}/nyu2_train.csv", pipeline=train_pipeline
+        type="NYUDepthDataset",
+        data_root=f"{data_root}/nyu2_train.csv",
+        pipeline={{_base_.train_pipeline}},
     ),
 )
 val_dataloader = dict(
@@ -53,7 +46,7 @@ val_dataloader = dict(
         type="NYUDepthDataset",
         data_root=f"{data_root}/nyu2_val.csv",
         test_mode=True,
-        pipeline=test_pipeline,
+        pipeline={{_base_.test_pipeline}},
     ),
 )
 # half-resolution frames (320x240): the Eigen crop of 640x480 does not apply
