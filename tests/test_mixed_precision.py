@@ -157,6 +157,8 @@ def test_amp_option_picks_the_wrapper_and_dtype():
     )
     assert cfg.compile is True
     assert build_config(parser.parse_args([str(QUICKSTART)])).get("compile") is None
+    network = build_config(parser.parse_args([str(QUICKSTART), "--compile", "network"]))
+    assert network.model.compile_network is True and network.get("compile") is None
     assert resolve_amp_dtype(None, "cpu") == "bfloat16"
     with mock.patch("torch.cuda.is_bf16_supported", return_value=False):
         assert resolve_amp_dtype(None, "cuda") == "float16"
@@ -261,4 +263,56 @@ def test_train_with_channels_last_and_compile(tiny_data, tmp_path, capsys):
     out = capsys.readouterr().out
     assert counters["stats"]["unique_graphs"] > 0  # dynamo compiled frames of the training step
     assert math.isfinite(float(re.search(r"\| abs_rel \| ([0-9.]+) \|", out).group(1)))
+    torch._dynamo.reset()
+
+
+def test_train_with_compile_network(tiny_data, tmp_path, capsys):
+    """``--compile network`` compiles the network only: dynamo compiles its frames, the
+    selectivity hooks inside it still capture (the loss is logged and non-zero), and the
+    checkpoint's parameter names are the uncompiled ones."""
+    from torch._dynamo.utils import counters
+
+    from meter_timm.checkpoint import load_checkpoint_file
+
+    cfg = tiny_config(
+        tiny_data, tmp_path / "work", epochs=1, batch_size=4, mirror=False, checkpoint_interval=1
+    )
+    cfg.custom_hooks = []
+    path = tmp_path / "cfg.py"
+    cfg.dump(str(path))
+    counters.clear()
+    capsys.readouterr()
+    args = ["train", str(path), "--compile", "network"]
+    args += ["--cfg-options", "model.compile_network.backend=eager", "model.selectivity.lam=1.0"]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert counters["stats"]["unique_graphs"] > 0
+    assert math.isfinite(float(re.search(r"\| abs_rel \| ([0-9.]+) \|", out).group(1)))
+    scalars = [
+        json.loads(line)
+        for line in next((tmp_path / "work").glob("*/vis_data/scalars.json"))
+        .read_text()
+        .splitlines()
+        if "loss_selectivity" in line
+    ]
+    assert scalars and all(row["loss_selectivity"] != 0.0 for row in scalars)
+    state = load_checkpoint_file(tmp_path / "work" / "epoch_1.pth")["state_dict"]
+    assert any(key.startswith("backbone.encoder.6.") for key in state)
+    assert not any("_orig_mod" in key for key in state)
+    torch._dynamo.reset()
+
+
+def test_compile_network_gives_the_same_depth():
+    from meter_timm.mm.model import DepthEstimator
+
+    torch.manual_seed(0)
+    plain = DepthEstimator(backbone=dict(name="meter_xxs", pretrained=False)).eval()
+    compiled = DepthEstimator(
+        backbone=dict(name="meter_xxs", pretrained=False), compile_network=dict(backend="eager")
+    ).eval()
+    compiled.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x, mode="tensor"), plain(x, mode="tensor"))
+    assert compiled.state_dict().keys() == plain.state_dict().keys()
     torch._dynamo.reset()

@@ -60,8 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compile",
-        action="store_true",
-        help="torch.compile the training step (mmengine's compile option)",
+        nargs="?",
+        const="step",
+        default=None,
+        choices=["step", "network"],
+        help="torch.compile: the whole training step (without a value: mmengine's compile "
+        "option) or the network only (model.compile_network=True; a fraction of the compile "
+        "time, losses and optimizer eager)",
     )
     parser.add_argument(
         "--channels-last",
@@ -119,8 +124,10 @@ def build_config(args: argparse.Namespace):
         wrapper.dtype = None if args.amp == "auto" else args.amp
     if getattr(args, "channels_last", False):
         cfg.model.channels_last = True
-    if getattr(args, "compile", False):
+    if getattr(args, "compile", None) == "step":
         cfg.compile = cfg.get("compile") or True
+    elif getattr(args, "compile", None) == "network":
+        cfg.model.compile_network = cfg.model.get("compile_network") or True
     if args.launcher != "none":
         from meter_timm.distributed import choose_backend
 

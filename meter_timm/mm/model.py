@@ -85,6 +85,11 @@ class DepthEstimator(BaseModel):
         data_preprocessor (dict, optional): default :class:`DepthDataPreprocessor`.
         channels_last (bool): keep the network's weights and inputs in channels-last memory
             layout (faster convolutions on GPUs with tensor cores). Default False.
+        compile_network (bool or dict): ``torch.compile`` the network only (the backbone, and
+            the decoder if any, through ``nn.Module.compile``; a dict gives its arguments, e.g.
+            ``dict(backend="eager")``). Backward is compiled with it; the losses and the
+            optimizer step stay eager, and parameter names do not change. The top-level
+            ``compile`` option of mmengine compiles the whole training step instead.
         init_cfg (dict, optional): mmengine init config.
 
     Modes: ``"loss"`` -> dict of losses; ``"predict"`` -> the data samples with ``pred_depth``
@@ -100,6 +105,7 @@ class DepthEstimator(BaseModel):
         selectivity: dict | None = None,
         data_preprocessor: dict | None = None,
         channels_last: bool = False,
+        compile_network: bool | dict = False,
         init_cfg: dict | None = None,
     ):
         if data_preprocessor is None:
@@ -128,6 +134,11 @@ class DepthEstimator(BaseModel):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        if compile_network:  # after the selectivity hooks: dynamo traces them with the network
+            options = dict(compile_network) if isinstance(compile_network, dict) else {}
+            for module in (self.backbone, self.decoder):
+                if module is not None:
+                    module.compile(**options)
 
     # ------------------------------------------------------------------------------ forward
     def predict_depth(self, inputs: torch.Tensor) -> torch.Tensor:
