@@ -58,7 +58,11 @@ def test_the_detector_sees_host_reads():
         _ = x[x > 2]
         if x.max() > 3:
             pass
-    assert reads.found == ["_local_scalar_dense", "index with a boolean mask", "_local_scalar_dense"]
+    assert reads.found == [
+        "_local_scalar_dense",
+        "index with a boolean mask",
+        "_local_scalar_dense",
+    ]
 
 
 @pytest.mark.parametrize("other_bins", ["nonempty", "all"])
