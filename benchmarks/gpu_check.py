@@ -12,7 +12,9 @@ order, each skipped (and reported as such) when the 5-minute budget would be exc
    memory-bound limit (bytes read / measured copy bandwidth);
 3. METER xxs training step (192x256, AdamW) with and without SelectivityLoss on 3 layers / 32
    bins, interleaved, medians, at batch 8 and 64: float32, bfloat16 autocast, channels-last;
-4. inference throughput next to timm's mobilevit_xxs (batch 64, 192x256);
+4. SelectivityLoss alone at batch 64: wall time against the profiler's kernel time, on random
+   and on smooth depth (launch-bound or kernel-bound, and whether scatter contention matters);
+   then inference throughput next to timm's mobilevit_xxs (batch 64, 192x256);
 5. a 1-process ``torchrun ... --launcher pytorch`` run and the backend it used;
 6. the quickstart command with and without ``--amp`` (wall time, metrics).
 
@@ -214,6 +216,95 @@ def section_steps(device, quick: bool, deadline: float) -> list[str]:
             del steps
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    return rows
+
+
+def kernel_profile(fn, device, calls: int = 5) -> tuple[float, float, list] | None:
+    """(kernel time per call in s, kernels per call, [(name, s per call, count per call)] by time)
+    of ``fn`` on a GPU, from the profiler's kernel events; None on CPU or without the profiler."""
+    if device.type != "cuda":
+        return None
+    from collections import defaultdict
+
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        fn()
+        _sync(device)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                fn()
+            _sync(device)
+        per_name = defaultdict(lambda: [0.0, 0])
+        for event in prof.events():
+            if event.device_type == torch.autograd.DeviceType.CUDA:
+                entry = per_name[event.name]
+                entry[0] += event.time_range.elapsed_us() * 1e-6 / calls
+                entry[1] += 1 / calls
+    except Exception:  # the profiler is optional: the wall times are the point
+        return None
+    ranked = sorted(((n, t, c) for n, (t, c) in per_name.items()), key=lambda r: -r[1])
+    return sum(t for _, t, _ in ranked), sum(c for _, _, c in ranked), ranked
+
+
+def section_loss_time(device, quick: bool) -> list[str]:
+    """SelectivityLoss alone at batch 64: its wall time against the GPU's kernel time (kernel
+    time far below the wall time: launches bound it; close to it: the kernels, e.g. the atomics
+    of the scatters, do), on random and on smooth depth (long runs of one bin per row)."""
+    import timm
+
+    import meter_timm  # noqa: F401
+    from meter_timm.selectivity import SelectivityLoss
+
+    batch, size = (2, (64, 64)) if quick else (64, (192, 256))
+    model = timm.create_model("meter_xxs").to(device).eval()
+    captured = {}
+    hooks = [
+        model.get_submodule(n).register_forward_hook(
+            lambda module, args, output, n=n: captured.__setitem__(n, output)
+        )
+        for n in LAYERS
+    ]
+    with torch.no_grad():
+        model(torch.rand(batch, 3, *size, device=device))
+    for hook in hooks:
+        hook.remove()
+    features = {n: a.detach().clone().requires_grad_() for n, a in captured.items()}
+    ramp = torch.linspace(0.5, 10.0, size[0], device=device)[None, None, :, None]
+    depths = {
+        "random": torch.rand(batch, 1, *size, device=device) * 9.5 + 0.5,
+        "smooth": ramp.expand(batch, 1, *size).contiguous(),
+    }
+    loss = SelectivityLoss([{"name": n, "num_bins": 32} for n in LAYERS], lam=0.1, relative=True)
+    base = torch.tensor(2.0, device=device)
+    rows = [
+        f"SelectivityLoss forward + backward alone on METER xxs activations (batch {batch}, "
+        f"{size[0]}x{size[1]}, {', '.join(LAYERS)}, 32 bins); wall time: median of interleaved "
+        "calls; kernel time: the profiler's kernels, per call.",
+        "",
+        "| depth | wall time | kernel time | kernels | slowest kernels (time per call) |",
+        "|---|---|---|---|---|",
+    ]
+    calls = {
+        name: (
+            lambda d: (
+                lambda: loss(d, base_loss=base, features=features)["loss_selectivity"].backward()
+            )
+        )(depth)
+        for name, depth in depths.items()
+    }
+    wall = time_calls(calls, device, repeats=5 if quick else 50)
+    for name, fn in calls.items():
+        profiled = kernel_profile(fn, device)
+        if profiled is None:
+            rows.append(f"| {name} | {wall[name] * 1e3:.2f} ms | - | - | - |")
+            continue
+        kernel_s, kernels, ranked = profiled
+        top = "; ".join(f"{n[:40]} {t * 1e6:.0f} us" for n, t, _ in ranked[:3])
+        rows.append(
+            f"| {name} | {wall[name] * 1e3:.2f} ms | {kernel_s * 1e3:.2f} ms | {kernels:.0f} | "
+            f"{top} |"
+        )
     return rows
 
 
@@ -595,6 +686,7 @@ def main() -> int:
                 quick,
                 deadline - 150,
             )
+            add("SelectivityLoss alone: wall and kernel time", section_loss_time, device, quick)
             add("Inference", section_inference, device, quick)
             add("Multi-process launch (1 process)", section_torchrun, tmp, quick, deadline - 110)
             add("Quickstart with and without --amp", section_quickstart, tmp, quick, deadline)
