@@ -332,7 +332,24 @@ class BinnedDepth:
         """Eq. 1: (responses (K, N_b), counts (N_b,)); responses are 0 in empty bins."""
         return self._product(activations, scaled=True), self.counts
 
+    def _mean_masks(self, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        """The masks divided by the bin counts: the product with them is the mean, and its
+        backward costs no extra operation. Cached like the masks (a resolution's layers share
+        them); the plain masks are kept only if ``response_sums`` built them."""
+        key = (*size, dtype, "mean")
+        if key not in self._masks:
+            inverse = self._inverse_counts.get(dtype)
+            if inverse is None:  # once per dtype, shared by every resolution of this batch
+                inverse = self.counts.to(dtype).clamp(min=1.0).reciprocal()[:, None]
+                self._inverse_counts[dtype] = inverse
+            plain = self._masks.get((*size, dtype))
+            if plain is None:
+                plain = self._downsample_masks(*size, dtype)
+            self._masks[key] = plain * inverse
+        return self._masks[key]
+
     def _product(self, activations: torch.Tensor, scaled: bool) -> torch.Tensor:
+        """(K, N_b) sum over the batch of activations x (mean if ``scaled``) masks."""
         if activations.dim() != 4 or activations.shape[0] != self.batch_size:
             raise ValueError(
                 f"activations must be (B={self.batch_size}, K, h, w), "
@@ -344,21 +361,7 @@ class BinnedDepth:
             else torch.float32
         )
         size = tuple(activations.shape[-2:])
-        if scaled:  # masks divided by the bin counts: the product is then the mean, and its
-            # backward needs no extra operation (masks are shared by the layers of a resolution)
-            key = (*size, dtype, "mean")
-            if key not in self._masks:
-                inverse = self._inverse_counts.get(dtype)
-                if inverse is None:  # once per dtype, shared by every resolution of this batch
-                    inverse = self.counts.to(dtype).clamp(min=1.0).reciprocal()[:, None]
-                    self._inverse_counts[dtype] = inverse
-                plain = self._masks.get((*size, dtype))  # kept only if response_sums built it
-                if plain is None:
-                    plain = self._downsample_masks(*size, dtype)
-                self._masks[key] = plain * inverse
-            masks = self._masks[key]
-        else:
-            masks = self.masks(size, dtype)
+        masks = self._mean_masks(size, dtype) if scaled else self.masks(size, dtype)
         batch, units = activations.shape[:2]
         with autocast_disabled():
             act = activations.to(dtype)
