@@ -65,8 +65,12 @@ def test_the_detector_sees_host_reads():
     ]
 
 
-@pytest.mark.parametrize("other_bins", ["nonempty", "all"])
-def test_loss_forward_and_backward_read_nothing_on_the_host(monkeypatch, other_bins):
+@pytest.mark.parametrize(
+    "other_bins, strategy",
+    [("nonempty", "uniform"), ("all", "log"), ("nonempty", "learned:edges=uniform")],
+)
+def test_loss_forward_and_backward_read_nothing_on_the_host(monkeypatch, other_bins, strategy):
+    """Fixed strategies, and a learned one once calibrated (frozen), as in the real-NYU study."""
     import meter_timm.mm  # noqa: F401
     import meter_timm.selectivity.response as response
     from meter_timm.mm.registry import MODELS
@@ -84,7 +88,10 @@ def test_loss_forward_and_backward_read_nothing_on_the_host(monkeypatch, other_b
                 lam=0.1,
                 relative=True,
                 other_bins=other_bins,
-                layers=[dict(name=n, num_bins=16) for n in ("encoder.4", "encoder.6", "encoder.8")],
+                layers=[
+                    dict(name=n, num_bins=16, strategy=strategy)
+                    for n in ("encoder.4", "encoder.6", "encoder.8")
+                ],
             ),
         )
     ).train()
@@ -94,6 +101,9 @@ def test_loss_forward_and_backward_read_nothing_on_the_host(monkeypatch, other_b
     depth[:, :, :3] = 0.0  # invalid rows
     samples = [DepthDataSample(gt_depth=d) for d in depth]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if strategy.startswith("learned"):
+        model.selectivity.calibrate(model.backbone, [(images, depth)])
+        assert all(s.frozen for s in model.selectivity.strategies.values())
 
     for _ in range(2):  # warm-up: bin tables, edges and assignments are cached after it
         optimizer.zero_grad(set_to_none=True)

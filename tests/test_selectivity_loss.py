@@ -362,3 +362,42 @@ def test_layer_scores_backward_equals_autograd_of_the_index(other_bins):
         assert torch.autograd.gradcheck(
             lambda r: layer_scores(r, bins, counts, seg, num_layers, 1e-8, other_bins), (smooth,)
         )
+
+
+def test_a_frozen_learned_strategy_is_kept_between_steps_until_a_state_is_loaded():
+    """Once calibrated (frozen), a learned strategy's edges and assignment are cached like a
+    fixed strategy's, and it observes nothing more; a loaded state replaces the cached ones."""
+    net = TinyNet()
+    loss = SelectivityLoss(
+        [{"name": "encoder.3", "num_bins": 4, "strategy": "learned:edges=uniform"}], lam=1.0
+    ).attach(net)
+    torch.manual_seed(0)
+    batches = [(torch.rand(2, 3, 16, 16), torch.rand(2, 1, 16, 16) * 10) for _ in range(3)]
+    loss.calibrate(net, batches)
+    strategy = loss.strategy("encoder.3")
+    assert strategy.frozen
+    images, depth = batches[0]
+    net(images)
+    loss(depth)
+    state = {k: v.clone() for k, v in strategy.state_dict().items()}
+    calls = []
+    strategy.assignment = lambda: calls.append("assignment") or state["assignment"].clone()
+    strategy.edges = lambda: calls.append("edges") or state["edges"].clone()
+    net(images)
+    before = loss(depth)["sel/encoder.3"]
+    assert calls == []  # cached: neither asked again
+    # a loaded state (units moved to other bins) is used from the next step on
+    saved = loss.get_extra_state()
+    moved = saved["strategies"]["encoder.3"]["state"]["assignment"]
+    saved["strategies"]["encoder.3"]["state"]["assignment"] = (moved + 1) % 4
+    loss.set_extra_state(saved)
+    del strategy.assignment, strategy.edges  # back to the class's methods
+    net(images)
+    after = loss(depth)["sel/encoder.3"]
+    fresh = SelectivityLoss(
+        [{"name": "encoder.3", "num_bins": 4, "strategy": "learned:edges=uniform"}], lam=1.0
+    ).attach(net)
+    fresh.set_extra_state(saved)
+    net(images)
+    torch.testing.assert_close(after, fresh(depth)["sel/encoder.3"])
+    assert not torch.equal(after, before)

@@ -264,12 +264,12 @@ class SelectivityLoss(nn.Module):
         self._assignment_cache.clear()
 
     def _edges(self, name: str, strategy) -> tuple[torch.Tensor, tuple]:
-        """The strategy's edges and their tuple key; kept between steps for a fixed strategy."""
+        """The strategy's edges and their tuple key; kept between steps while it is frozen."""
         cached = self._edges_cache.get(name)
-        if cached is None or strategy.learnable:
+        if cached is None or not strategy.frozen:
             edges = strategy.edges()
             cached = (edges, tuple(edges.tolist()))
-            if not strategy.learnable:
+            if strategy.frozen:
                 self._edges_cache[name] = cached
         return cached
 
@@ -290,7 +290,7 @@ class SelectivityLoss(nn.Module):
         if key not in binned:
             binned[key] = BinnedDepth(depth.to(act.device), key)
         responses, counts = binned[key].responses(act)
-        if strategy.learnable:
+        if not strategy.frozen:
             strategy.observe_depth(depth.detach())
             strategy.observe(responses.detach(), counts)
         return strategy, responses, counts
@@ -329,8 +329,8 @@ class SelectivityLoss(nn.Module):
         """The strategy's assignment on ``device``, copied there only when it changed (a copy to
         a GPU every step would synchronise with the host)."""
         cached = self._assignment_cache.get(name)
-        if cached is not None and not strategy.learnable and cached[1].device == device:
-            return cached[1]  # a fixed strategy's assignment changes only through _forget_constants
+        if cached is not None and strategy.frozen and cached[1].device == device:
+            return cached[1]  # a frozen strategy's assignment changes only via _forget_constants
         assignment = strategy.assignment()
         if cached is None or cached[1].device != device or not torch.equal(cached[0], assignment):
             cached = (assignment.clone(), assignment.to(device))

@@ -53,6 +53,14 @@ class DepthBinStrategy:
         self.min_depth = float(min_depth)
         self.max_depth = float(max_depth)
 
+    @property
+    def frozen(self) -> bool:
+        """True while ``observe_depth()``/``observe()``/``refit()`` would change nothing: the
+        selectivity loss then keeps the edges and assignment between steps (and skips the
+        observations) until a refit or a loaded state. A fixed strategy is always frozen; a
+        learnable one that stops learning says so by overriding this."""
+        return not self.learnable
+
     def edges(self) -> torch.Tensor:
         raise NotImplementedError
 

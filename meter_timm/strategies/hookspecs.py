@@ -31,7 +31,9 @@ def meter_timm_register_strategies(register):
     * ``description``: one line, shown by ``meter-timm strategies``;
     * ``learnable``: True when ``observe_depth()``/``observe()``/``refit()`` change the
       edges or the assignment (then ``state_dict()`` must hold what was learned, as tensors,
-      so that a checkpoint resumes with the same bins).
+      so that a checkpoint resumes with the same bins). A learnable strategy that stops
+      learning overrides the ``frozen`` property to say so: the loss then keeps its edges and
+      assignment between steps, as for a fixed strategy.
 
     The class is instantiated per layer as ``cls(num_units, num_bins, min_depth, max_depth,
     **params)`` where ``params`` are the user's keyword parameters; reject unknown ones with a
