@@ -18,19 +18,22 @@ OTHER_BINS = ("nonempty", "all")
 
 def _own_and_other(
     responses: torch.Tensor, bins: torch.Tensor, counts: torch.Tensor | None, other_bins: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """R_d and R_other per unit, and (with counts) whether each unit's own bin holds pixels."""
+):
+    """Per unit: R_d, R_other, and how R_other was taken: ``present`` (N_b,) the bins it averages
+    (None: all but the unit's own), ``own`` (K,) whether the unit's own bin is one of them (1.0
+    without ``present``) and ``n_other`` the number averaged (a tensor, or a float)."""
     if other_bins not in OTHER_BINS:
         raise ValueError(f"other_bins must be one of {OTHER_BINS}, got {other_bins!r}")
     num_bins = responses.shape[1]
     chosen = responses.gather(1, bins[:, None])[:, 0]
     if counts is None or other_bins == "all":
-        other = (responses.sum(1) - chosen) / float(max(num_bins - 1, 1))
-        return chosen, other, None
+        n_other = float(max(num_bins - 1, 1))
+        return chosen, (responses.sum(1) - chosen) / n_other, None, 1.0, n_other
     present = (counts.to(responses.device) > 0).to(responses.dtype)  # (N_b,)
-    own_present = present[bins]
-    n_other = (present.sum() - own_present).clamp(min=1.0)
-    return chosen, (responses @ present - chosen * own_present) / n_other, own_present
+    own = present[bins]
+    n_other = (present.sum() - own).clamp(min=1.0)
+    other = torch.addcmul(responses @ present, chosen, own, value=-1.0) / n_other
+    return chosen, other, present, own, n_other
 
 
 def other_bins_mean(
@@ -84,10 +87,12 @@ def selectivity_index(
     if bins.shape != responses.shape[:1]:
         raise ValueError(f"bins must be (K={responses.shape[0]},), got {tuple(bins.shape)}")
     bins = bins.to(device=responses.device, dtype=torch.long)
-    chosen, other, own_present = _own_and_other(responses, bins, counts, other_bins)
+    chosen, other, present, own, _ = _own_and_other(responses, bins, counts, other_bins)
     chosen, other = chosen.abs(), other.abs()
     index = (chosen - other) / (chosen + other + eps)
-    return (index, own_present) if return_own_bin_present else index
+    if return_own_bin_present:
+        return index, (own if present is not None else None)
+    return index
 
 
 def argmax_bins(responses: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,17 +111,11 @@ class _LayerScores(torch.autograd.Function):
     against autograd of the composition (``tests/test_selectivity_loss.py``)."""
 
     @staticmethod
-    def forward(ctx, responses, bins, present, keep, segment, num_layers, eps):
-        # present: (N_b,) bins that enter R_other (None: all of them); keep: (K,) units that count
-        # (with present, keep is present[bins], whether the unit's own bin is one of them)
-        chosen = responses.gather(1, bins[:, None])[:, 0]
-        if present is None:
-            own, n_other = 1.0, float(max(responses.shape[1] - 1, 1))
-            other = (responses.sum(1) - chosen) / n_other
-        else:
-            own = keep
-            n_other = (present.sum() - own).clamp(min=1.0)
-            other = torch.addcmul(responses @ present, chosen, own, value=-1.0) / n_other
+    def forward(ctx, responses, bins, counts, segment, num_layers, eps, other_bins):
+        chosen, other, present, own, n_other = _own_and_other(responses, bins, counts, other_bins)
+        # the units that count: those whose own bin holds pixels of the batch
+        keep = own if present is not None else (counts.to(responses.device)[bins] > 0)
+        keep = keep.to(responses.dtype)
         abs_chosen, abs_other = chosen.abs(), other.abs()
         total = abs_chosen + abs_other + eps
         index = (abs_chosen - abs_other) / total
@@ -181,17 +180,12 @@ def layer_scores(
     Returns:
         (num_layers,) mean index per layer, differentiable w.r.t. ``responses`` (once).
     """
-    if other_bins not in OTHER_BINS:
-        raise ValueError(f"other_bins must be one of {OTHER_BINS}, got {other_bins!r}")
     if responses.dim() != 2 or bins.shape != responses.shape[:1]:
         raise ValueError(
             f"responses must be (K, N_b) and bins (K,), got {tuple(responses.shape)} and "
             f"{tuple(bins.shape)}"
         )
     bins = bins.to(device=responses.device, dtype=torch.long)
-    filled = counts.to(responses.device) > 0
-    present = filled.to(responses.dtype)
-    keep = present[bins]
-    if other_bins == "all":
-        present = None
-    return _LayerScores.apply(responses, bins, present, keep, segment, int(num_layers), float(eps))
+    return _LayerScores.apply(
+        responses, bins, counts, segment, int(num_layers), float(eps), other_bins
+    )
