@@ -29,7 +29,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_check import LAYERS, _meter_step  # noqa: E402
+from gpu_check import LAYERS, _meter_step, meter_features  # noqa: E402
 
 import meter_timm.selectivity.response as response  # noqa: E402
 from meter_timm.selectivity import SelectivityLoss  # noqa: E402
@@ -77,17 +77,7 @@ def count(selectivity: bool) -> tuple[int, int]:
 def host_time(repeats: int = 400) -> float:
     """Median seconds of SelectivityLoss forward + backward on METER xxs activations of a tiny
     input (batch 1, 32x32): the loss alone, without the network's noise."""
-    import timm
-
-    captured = {}
-    model = timm.create_model("meter_xxs").eval()
-    for name in LAYERS:
-        model.get_submodule(name).register_forward_hook(
-            lambda module, args, output, name=name: captured.__setitem__(name, output)
-        )
-    with torch.no_grad():
-        model(torch.rand(1, 3, 32, 32))
-    features = {name: act.clone().requires_grad_() for name, act in captured.items()}
+    features = meter_features(torch.device("cpu"), 1, (32, 32))
     depth = torch.rand(1, 1, 32, 32) * 9.5 + 0.5
     loss = SelectivityLoss([{"name": n, "num_bins": 32} for n in LAYERS], lam=0.1, relative=True)
     base = torch.tensor(2.0)

@@ -247,29 +247,28 @@ def kernel_profile(fn, device, calls: int = 5) -> tuple[float, float, list] | No
     return sum(t for _, t, _ in ranked), sum(c for _, _, c in ranked), ranked
 
 
+def meter_features(device, batch: int, size: tuple[int, int]) -> dict:
+    """METER xxs activations of LAYERS on random images, as leaves that take a gradient: the
+    SelectivityLoss inputs without the network."""
+    import timm
+
+    import meter_timm  # noqa: F401
+    from meter_timm.selectivity import LayerCapture
+
+    model = timm.create_model("meter_xxs").to(device).eval()
+    with LayerCapture(model, LAYERS, detach_outputs=True) as capture, torch.no_grad():
+        model(torch.rand(batch, 3, *size, device=device))
+        return {name: act.clone().requires_grad_() for name, act in capture.outputs.items()}
+
+
 def section_loss_time(device, quick: bool) -> list[str]:
     """SelectivityLoss alone at batch 64: its wall time against the GPU's kernel time (kernel
     time far below the wall time: launches bound it; close to it: the kernels, e.g. the atomics
     of the scatters, do), on random and on smooth depth (long runs of one bin per row)."""
-    import timm
-
-    import meter_timm  # noqa: F401
     from meter_timm.selectivity import SelectivityLoss
 
     batch, size = (2, (64, 64)) if quick else (64, (192, 256))
-    model = timm.create_model("meter_xxs").to(device).eval()
-    captured = {}
-    hooks = [
-        model.get_submodule(n).register_forward_hook(
-            lambda module, args, output, n=n: captured.__setitem__(n, output)
-        )
-        for n in LAYERS
-    ]
-    with torch.no_grad():
-        model(torch.rand(batch, 3, *size, device=device))
-    for hook in hooks:
-        hook.remove()
-    features = {n: a.detach().clone().requires_grad_() for n, a in captured.items()}
+    features = meter_features(device, batch, size)
     ramp = torch.linspace(0.5, 10.0, size[0], device=device)[None, None, :, None]
     depths = {
         "random": torch.rand(batch, 1, *size, device=device) * 9.5 + 0.5,
