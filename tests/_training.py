@@ -120,3 +120,43 @@ def build_runner(cfg: Config):
     from meter_timm.mm.runner import MeterRunner
 
     return MeterRunner.from_cfg(cfg)
+
+
+SELECTIVITY_LAYERS = ("encoder.4", "encoder.6", "encoder.8")
+
+
+def selectivity_estimator(bins: int = 32, strategy: str = "uniform", other_bins: str = "nonempty"):
+    """METER xxs DepthEstimator (train mode, CPU) with the balanced loss and SelectivityLoss on
+    SELECTIVITY_LAYERS: the training step of the GPU and host-sync tests."""
+    import torch
+
+    import meter_timm.mm  # noqa: F401
+    from meter_timm.mm.registry import MODELS
+
+    torch.manual_seed(0)
+    layers = [dict(name=n, num_bins=bins, strategy=strategy) for n in SELECTIVITY_LAYERS]
+    selectivity = dict(
+        type="SelectivityLoss", lam=0.1, relative=True, other_bins=other_bins, layers=layers
+    )
+    return MODELS.build(
+        dict(
+            type="DepthEstimator",
+            backbone=dict(name="meter_xxs"),
+            depth_loss=dict(type="BalancedLoss"),
+            selectivity=selectivity,
+        )
+    ).train()
+
+
+def depth_batch(batch: int, height: int, width: int, device="cpu", seed: int = 0):
+    """(images, depth (B, 1, H, W) metres with 3 invalid rows, data samples) on ``device``."""
+    import torch
+
+    from meter_timm.mm.structures import DepthDataSample
+
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, height, width, generator=gen)
+    depth = torch.rand(batch, 1, height, width, generator=gen) * 9.5 + 0.3
+    depth[:, :, :3] = 0.0  # invalid rows
+    images, depth = images.to(device), depth.to(device)
+    return images, depth, [DepthDataSample(gt_depth=d) for d in depth]

@@ -13,53 +13,12 @@ import math
 
 import pytest
 import torch
+from _training import depth_batch, selectivity_estimator
 
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
-
-LAYERS = ("encoder.4", "encoder.6", "encoder.8")
-
-
-def _depth_batch(batch, height, width, device, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, 3, height, width, generator=gen)
-    depth = torch.rand(batch, 1, height, width, generator=gen) * 9.5 + 0.3
-    depth[:, :, :3] = 0.0  # invalid rows
-    return images.to(device), depth.to(device)
-
-
-def _model(device, bins=32):
-    import meter_timm.mm  # noqa: F401
-    from meter_timm.mm.registry import MODELS
-
-    torch.manual_seed(0)
-    model = MODELS.build(
-        dict(
-            type="DepthEstimator",
-            backbone=dict(name="meter_xxs"),
-            depth_loss=dict(type="BalancedLoss"),
-            selectivity=dict(
-                type="SelectivityLoss",
-                lam=0.1,
-                relative=True,
-                layers=[dict(name=n, num_bins=bins) for n in LAYERS],
-            ),
-        )
-    )
-    return model.to(device).train()
-
-
-def _samples(depth):
-    from meter_timm.mm.structures import DepthDataSample
-
-    samples = []
-    for d in depth:
-        sample = DepthDataSample()
-        sample.gt_depth = d
-        samples.append(sample)
-    return samples
 
 
 def _step(model, optimizer, images, samples, autocast_dtype=None):
@@ -105,10 +64,9 @@ def test_eq1_on_gpu_equals_cpu():
 def test_training_step_makes_no_host_sync(autocast_dtype):
     if autocast_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         pytest.skip("no bfloat16 on this GPU")
-    model = _model("cuda")
+    model = selectivity_estimator().to("cuda")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    images, depth = _depth_batch(4, 128, 192, "cuda")
-    samples = _samples(depth)
+    images, _, samples = depth_batch(4, 128, 192, "cuda")
     for _ in range(2):  # warm-up: caches of bin tables and assignments, cuDNN, allocator
         _step(model, optimizer, images, samples, autocast_dtype)
     torch.cuda.synchronize()
@@ -126,15 +84,14 @@ def test_mixed_precision_wrapper_trains_on_gpu(dtype):
 
     if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
         pytest.skip("no bfloat16 on this GPU")
-    model = _model("cuda", bins=16)
+    model = selectivity_estimator(bins=16).to("cuda")
     wrapper = MixedPrecisionOptimWrapper(
         dtype=dtype, optimizer=torch.optim.AdamW(model.parameters(), lr=2e-3)
     )
     assert wrapper.device_type == "cuda" and (wrapper.loss_scaler is not None) == (
         dtype == "float16"
     )
-    images, depth = _depth_batch(8, 64, 96, "cuda", seed=1)
-    samples = _samples(depth)
+    images, _, samples = depth_batch(8, 64, 96, "cuda", seed=1)
     before = [p.detach().clone() for p in model.parameters()]
     totals = []
     for _ in range(12):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _training import depth_batch, selectivity_estimator
 from torch.utils._python_dispatch import TorchDispatchMode
 
 #: aten operations whose CUDA kernels copy a result to the host (or size an output from data)
@@ -71,35 +72,11 @@ def test_the_detector_sees_host_reads():
 )
 def test_loss_forward_and_backward_read_nothing_on_the_host(monkeypatch, other_bins, strategy):
     """Fixed strategies, and a learned one once calibrated (frozen), as in the real-NYU study."""
-    import meter_timm.mm  # noqa: F401
     import meter_timm.selectivity.response as response
-    from meter_timm.mm.registry import MODELS
-    from meter_timm.mm.structures import DepthDataSample
 
     monkeypatch.setattr(response, "LAUNCH_BOUND_DEVICES", ("cuda", "cpu"))  # the GPU path
-    torch.manual_seed(0)
-    model = MODELS.build(
-        dict(
-            type="DepthEstimator",
-            backbone=dict(name="meter_xxs"),
-            depth_loss=dict(type="BalancedLoss"),
-            selectivity=dict(
-                type="SelectivityLoss",
-                lam=0.1,
-                relative=True,
-                other_bins=other_bins,
-                layers=[
-                    dict(name=n, num_bins=16, strategy=strategy)
-                    for n in ("encoder.4", "encoder.6", "encoder.8")
-                ],
-            ),
-        )
-    ).train()
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randn(2, 3, 64, 96, generator=gen)
-    depth = torch.rand(2, 1, 64, 96, generator=gen) * 9.5 + 0.3
-    depth[:, :, :3] = 0.0  # invalid rows
-    samples = [DepthDataSample(gt_depth=d) for d in depth]
+    model = selectivity_estimator(bins=16, strategy=strategy, other_bins=other_bins)
+    images, depth, samples = depth_batch(2, 64, 96)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     if strategy.startswith("learned"):
         model.selectivity.calibrate(model.backbone, [(images, depth)])
