@@ -149,7 +149,11 @@ def test_ablate_preferred_groups_are_the_dissection_argmax(folder_data, weights,
     assert report["meta"]["source"].startswith("preferred")
 
 
-def test_ablate_uses_the_trained_strategy_of_a_config(folder_data, tmp_path):
+def log_config_and_checkpoint(tmp_path):
+    """A training config with SelectivityLoss on encoder.6 (6 log bins) and a checkpoint of its
+    model after one loss call (so the strategy is stored with the weights)."""
+    from mmengine.config import Config
+
     config = tmp_path / "sel_log.py"
     config.write_text(
         "model = dict(type='DepthEstimator', backbone=dict(name='meter_xxs', pretrained=False),\n"
@@ -157,14 +161,17 @@ def test_ablate_uses_the_trained_strategy_of_a_config(folder_data, tmp_path):
         "                 dict(name='encoder.6', num_bins=6, strategy='log')]))\n"
     )
     torch.manual_seed(0)
-    from mmengine.config import Config
-
     model = MODELS.build(Config.fromfile(str(config)).model)
     model.loss(
         torch.randn(1, 3, 64, 96), [DepthDataSample(gt_depth=torch.rand(1, 64, 96) * 9 + 0.5)]
     )
     weights = tmp_path / "trained.pth"
     torch.save({"state_dict": model.state_dict()}, weights)
+    return config, weights
+
+
+def test_ablate_uses_the_trained_strategy_of_a_config(folder_data, tmp_path):
+    config, weights = log_config_and_checkpoint(tmp_path)
 
     code = main(
         [
@@ -456,21 +463,7 @@ def test_dissect_and_ablate_read_the_weights_file_once(folder_data, weights, tmp
 def test_dissect_and_ablate_share_the_config_model_builder(folder_data, tmp_path, capsys):
     """`dissect --model CONFIG.py` builds the config's model, as ablate does (one builder): the
     checkpoint's trained log strategy scores its layer, with the log assignment."""
-    config = tmp_path / "sel_log.py"
-    config.write_text(
-        "model = dict(type='DepthEstimator', backbone=dict(name='meter_xxs', pretrained=False),\n"
-        "             selectivity=dict(type='SelectivityLoss', lam=1.0, layers=[\n"
-        "                 dict(name='encoder.6', num_bins=6, strategy='log')]))\n"
-    )
-    from mmengine.config import Config
-
-    torch.manual_seed(0)
-    model = MODELS.build(Config.fromfile(str(config)).model)
-    model.loss(
-        torch.randn(1, 3, 64, 96), [DepthDataSample(gt_depth=torch.rand(1, 64, 96) * 9 + 0.5)]
-    )
-    weights = tmp_path / "trained.pth"
-    torch.save({"state_dict": model.state_dict()}, weights)
+    config, weights = log_config_and_checkpoint(tmp_path)
     args = ["--data", str(folder_data), "--input-size", "64", "96", "--depth-scale", "0.001"]
     out = tmp_path / "dissect"
     code = main(
