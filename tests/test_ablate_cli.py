@@ -48,38 +48,26 @@ def weights(tmp_path_factory):
     return str(path)
 
 
-COMMON = [
-    "--layer",
-    "encoder.6",
-    "--bins",
-    "4",
-    "--random-draws",
-    "1",
-    "--input-size",
-    "64",
-    "96",
-    "--depth-scale",
-    "0.001",
-]
+SMALL = "--input-size 64 96 --depth-scale 0.001".split()  # tiny inputs, millimetre PNGs
+COMMON = ["--layer", "encoder.6", "--bins", "4", "--random-draws", "1", *SMALL]
+
+
+def run(command, model, data, out, *extra, weights=None):
+    """``meter-timm ablate|dissect`` on ``model`` (a timm name or a config) and folder data;
+    returns the exit code."""
+    model_args = [str(model)] if command == "ablate" else ["--model", str(model)]
+    weight_args = ["--weights", str(weights)] if weights is not None else []
+    data_args = ["--data", str(data), "--out", str(out)]
+    return main([command, *model_args, *weight_args, *data_args, *map(str, extra)])
+
+
+TINY_VIT = ["--model-arg", "img_size=(64,96)", "--model-arg", "depth=3"]  # 3 blocks at 64x96
 
 
 def test_ablate_folder_data_eq2_groups(folder_data, weights, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(
-        [
-            "ablate",
-            "meter_xxs",
-            "--weights",
-            weights,
-            "--data",
-            str(folder_data),
-            "--out",
-            str(out),
-            "--json",
-            str(tmp_path / "a.json"),
-            *COMMON,
-        ]
-    )
+    args = ["--json", tmp_path / "a.json", *COMMON]
+    code = run("ablate", "meter_xxs", folder_data, out, *args, weights=weights)
     assert code == 0
     report = json.loads((tmp_path / "a.json").read_text())
     assert report["layer"] == "encoder.6" and report["meta"]["num_images"] == 2
@@ -101,50 +89,14 @@ def test_ablate_folder_data_eq2_groups(folder_data, weights, tmp_path, capsys):
 
 
 def test_ablate_preferred_groups_are_the_dissection_argmax(folder_data, weights, tmp_path):
-    code = main(
-        [
-            "ablate",
-            "meter_xxs",
-            "--weights",
-            weights,
-            "--data",
-            str(folder_data),
-            "--out",
-            str(tmp_path),
-            "--assign",
-            "preferred",
-            *COMMON,
-        ]
-    )
+    args = ["--assign", "preferred", *COMMON]
+    code = run("ablate", "meter_xxs", folder_data, tmp_path, *args, weights=weights)
     assert code == 0
     report = json.loads((tmp_path / "ablation.json").read_text())
-    assert (
-        main(
-            [
-                "dissect",
-                "--model",
-                "meter_xxs",
-                "--weights",
-                weights,
-                "--data",
-                str(folder_data),
-                "--out",
-                str(tmp_path / "dissect"),
-                "--no-plots",
-                "--layers",
-                "encoder.6",
-                "--bins",
-                "4",
-                "--input-size",
-                "64",
-                "96",
-                "--depth-scale",
-                "0.001",
-            ]
-        )
-        == 0
-    )
-    dissection = json.loads((tmp_path / "dissect" / "report.json").read_text())
+    dissect_args = ["--no-plots", "--layers", "encoder.6", "--bins", "4", *SMALL]
+    code = run("dissect", "meter_xxs", folder_data, tmp_path / "d", *dissect_args, weights=weights)
+    assert code == 0
+    dissection = json.loads((tmp_path / "d" / "report.json").read_text())
     assert report["assignment"] == dissection["layers"]["encoder.6"]["argmax_bin"]
     assert report["meta"]["source"].startswith("preferred")
 
@@ -173,19 +125,8 @@ def log_config_and_checkpoint(tmp_path):
 def test_ablate_uses_the_trained_strategy_of_a_config(folder_data, tmp_path):
     config, weights = log_config_and_checkpoint(tmp_path)
 
-    code = main(
-        [
-            "ablate",
-            str(config),
-            "--weights",
-            str(weights),
-            "--data",
-            str(folder_data),
-            "--out",
-            str(tmp_path),
-            *COMMON,
-        ]
-    )  # --bins 4 is not used: the config says 6, log
+    code = run("ablate", config, folder_data, tmp_path, *COMMON, weights=weights)
+    # (--bins 4 is not used: the config says 6, log)
     assert code == 0
     report = json.loads((tmp_path / "ablation.json").read_text())
     log = create_strategy("log", 48, 6)
@@ -196,20 +137,7 @@ def test_ablate_uses_the_trained_strategy_of_a_config(folder_data, tmp_path):
 
 
 def test_ablate_unknown_layer_is_one_line(folder_data, tmp_path, capsys):
-    code = main(
-        [
-            "ablate",
-            "meter_xxs",
-            "--data",
-            str(folder_data),
-            "--out",
-            str(tmp_path),
-            "--layer",
-            "encoder.66",
-            "--depth-scale",
-            "0.001",
-        ]
-    )
+    code = run("ablate", "meter_xxs", folder_data, tmp_path, "--layer", "encoder.66", *SMALL)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("meter-timm ablate: error: layer 'encoder.66' not found")
@@ -241,44 +169,14 @@ def test_ablate_uses_the_learned_assignment_stored_with_the_weights(folder_data,
     torch.save({"state_dict": model.state_dict()}, weights)
 
     fast = [*COMMON, "--limit", "1", "--random-draws", "0"]  # only the groups matter here
-    assert (
-        main(
-            [
-                "ablate",
-                str(config),
-                "--weights",
-                str(weights),
-                "--data",
-                str(folder_data),
-                "--out",
-                str(tmp_path),
-                *fast,
-            ]
-        )
-        == 0
-    )
+    assert run("ablate", config, folder_data, tmp_path, *fast, weights=weights) == 0
     report = json.loads((tmp_path / "ablation.json").read_text())
     assert report["meta"]["strategy"] == "learned"
     assert report["assignment"] == trained.assignment().tolist()
     assert report["edges"] == pytest.approx(trained.edges().tolist())
 
     # the same checkpoint with the plain timm name: the strategy stored in it is used
-    assert (
-        main(
-            [
-                "ablate",
-                "meter_xxs",
-                "--weights",
-                str(weights),
-                "--data",
-                str(folder_data),
-                "--out",
-                str(tmp_path / "plain"),
-                *fast,
-            ]
-        )
-        == 0
-    )
+    assert run("ablate", "meter_xxs", folder_data, tmp_path / "plain", *fast, weights=weights) == 0
     plain = json.loads((tmp_path / "plain" / "ablation.json").read_text())
     assert plain["meta"]["source"].startswith("trained strategy (from the weights")
     assert plain["assignment"] == trained.assignment().tolist()
@@ -288,31 +186,9 @@ def test_ablate_uses_the_learned_assignment_stored_with_the_weights(folder_data,
 def test_ablate_a_transformer_layer(folder_data, tmp_path):
     """Token outputs of a ViT block: 192 units in groups, the run goes through."""
     torch.manual_seed(0)
-    code = main(
-        [
-            "ablate",
-            "vit_tiny_patch16_224",
-            "--features-only",
-            "--model-arg",
-            "img_size=(64,96)",
-            "--model-arg",
-            "depth=3",
-            "--layer",
-            "model.blocks.1",
-            "--data",
-            str(folder_data),
-            "--out",
-            str(tmp_path),
-            "--bins",
-            "4",
-            "--random-draws",
-            "1",
-            "--input-size",
-            "64",
-            "96",
-            "--depth-scale",
-            "0.001",
-        ]
+    args = ["--features-only", *TINY_VIT, "--layer", "model.blocks.1", "--bins", "4", *SMALL]
+    code = run(
+        "ablate", "vit_tiny_patch16_224", folder_data, tmp_path, *args, "--random-draws", "1"
     )
     assert code == 0
     report = json.loads((tmp_path / "ablation.json").read_text())
@@ -321,54 +197,15 @@ def test_ablate_a_transformer_layer(folder_data, tmp_path):
 
 def test_dissect_a_transformer_layer(folder_data, tmp_path, capsys):
     """`meter-timm dissect` on a DeiT block (two prefix tokens): 192 units on the 4x6 patch grid."""
-    assert (
-        main(
-            [
-                "dissect",
-                "--model",
-                "deit_tiny_distilled_patch16_224",
-                "--features-only",
-                "--model-arg",
-                "img_size=(64,96)",
-                "--model-arg",
-                "depth=3",
-                "--layers",
-                "model.blocks.1",
-                "--data",
-                str(folder_data),
-                "--out",
-                str(tmp_path),
-                "--no-plots",
-                "--bins",
-                "4",
-                "--input-size",
-                "64",
-                "96",
-                "--depth-scale",
-                "0.001",
-            ]
-        )
-        == 0
-    )
+    deit = "deit_tiny_distilled_patch16_224"
+    args = ["--features-only", *TINY_VIT, "--layers", "model.blocks.1", "--bins", "4", *SMALL]
+    code = run("dissect", deit, folder_data, tmp_path, *args, "--no-plots")
+    assert code == 0
     layer = json.loads((tmp_path / "report.json").read_text())["layers"]["model.blocks.1"]
     assert len(layer["argmax_bin"]) == 192
     # an item without '=' is a usage error (argparse: exit code 2, the option named)
     with pytest.raises(SystemExit) as exc:
-        main(
-            [
-                "dissect",
-                "--model",
-                "deit_tiny_distilled_patch16_224",
-                "--model-arg",
-                "img_size",
-                "--data",
-                str(folder_data),
-                "--out",
-                str(tmp_path),
-                "--depth-scale",
-                "0.001",
-            ]
-        )
+        run("dissect", deit, folder_data, tmp_path, "--model-arg", "img_size", *SMALL)
     assert exc.value.code == 2
     assert "argument --model-arg: expected KEY=VALUE, got 'img_size'" in capsys.readouterr().err
 
@@ -415,48 +252,12 @@ def test_dissect_and_ablate_read_the_weights_file_once(folder_data, weights, tmp
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint, "load_checkpoint_file", counting)
-    assert (
-        main(
-            [
-                "ablate",
-                "meter_xxs",
-                "--weights",
-                weights,
-                "--data",
-                str(folder_data),
-                "--out",
-                str(tmp_path / "a"),
-                *COMMON,
-            ]
-        )
-        == 0
-    )
+    assert run("ablate", "meter_xxs", folder_data, tmp_path / "a", *COMMON, weights=weights) == 0
     assert reads == [weights]
     reads.clear()
-    assert (
-        main(
-            [
-                "dissect",
-                "--model",
-                "meter_xxs",
-                "--weights",
-                weights,
-                "--data",
-                str(folder_data),
-                "--out",
-                str(tmp_path / "d"),
-                "--no-plots",
-                "--layers",
-                "encoder.6",
-                "--input-size",
-                "64",
-                "96",
-                "--depth-scale",
-                "0.001",
-            ]
-        )
-        == 0
-    )
+    dissect_args = ["--no-plots", "--layers", "encoder.6", *SMALL]
+    code = run("dissect", "meter_xxs", folder_data, tmp_path / "d", *dissect_args, weights=weights)
+    assert code == 0
     assert reads == [weights]
 
 
@@ -464,12 +265,9 @@ def test_dissect_and_ablate_share_the_config_model_builder(folder_data, tmp_path
     """`dissect --model CONFIG.py` builds the config's model, as ablate does (one builder): the
     checkpoint's trained log strategy scores its layer, with the log assignment."""
     config, weights = log_config_and_checkpoint(tmp_path)
-    args = ["--data", str(folder_data), "--input-size", "64", "96", "--depth-scale", "0.001"]
     out = tmp_path / "dissect"
-    code = main(
-        ["dissect", "--model", str(config), "--weights", str(weights), "--out", str(out)]
-        + ["--no-plots", "--layers", "encoder.6", *args]
-    )
+    args = ["--layers", "encoder.6", *SMALL]
+    code = run("dissect", config, folder_data, out, "--no-plots", *args, weights=weights)
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["meta"]["strategy"]["encoder.6"] == "log (trained, from the checkpoint)"
@@ -477,9 +275,6 @@ def test_dissect_and_ablate_share_the_config_model_builder(folder_data, tmp_path
         create_strategy("log", 48, 6).assignment().tolist()
     )
     capsys.readouterr()
-    code = main(
-        ["dissect", "--model", str(config), "--features-only", "--out", str(out)]
-        + ["--layers", "encoder.6", *args]
-    )
+    code = run("dissect", config, folder_data, out, "--features-only", *args)
     assert code != 0
     assert "--features-only applies to a timm model name" in capsys.readouterr().err
