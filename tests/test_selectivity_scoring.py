@@ -28,6 +28,14 @@ def _report(work_dir, epoch=1):
     return json.loads((work_dir / "dissection" / f"epoch_{epoch}" / "report.json").read_text())
 
 
+def _dissect_checkpoint(weights, data, out, *extra) -> dict:
+    """``meter-timm dissect`` of a checkpoint of meter_xxs on LAYER at 64x64: the layer's report."""
+    args = ["--model", "meter_xxs", "--weights", str(weights), "--data", str(data)]
+    args += ["--layers", LAYER, "--input-size", "64", "64", "--out", str(out), "--no-plots"]
+    assert cli_main(["dissect", *args, *extra]) == 0
+    return json.loads((out / "report.json").read_text())["layers"][LAYER]
+
+
 class _RngAtTrainStart:
     """Records the torch random state when training starts (after the selectivity hook)."""
 
@@ -64,63 +72,16 @@ def test_learned_run_is_scored_against_its_own_matching(tiny_data, tmp_path):
     assert not torch.allclose(strategy.edges(), uniform_edges(8, 0.0, 10.0))  # equal-frequency
 
     # the same scores from the checkpoint, through the command line
-    out = tmp_path / "dissect"
-    assert (
-        cli_main(
-            [
-                "dissect",
-                "--model",
-                "meter_xxs",
-                "--weights",
-                str(tmp_path / "learned" / "epoch_1.pth"),
-                "--data",
-                str(tiny_data / "val" / "official"),
-                "--layers",
-                LAYER,
-                "--input-size",
-                "64",
-                "64",
-                "--out",
-                str(out),
-                "--no-plots",
-            ]
-        )
-        == 0
-    )
-    cli_layer = json.loads((out / "report.json").read_text())["layers"][LAYER]
+    checkpoint, val = tmp_path / "learned" / "epoch_1.pth", tiny_data / "val" / "official"
+    cli_layer = _dissect_checkpoint(checkpoint, val, tmp_path / "dissect")
     assert cli_layer["assigned_bin"] == trained.tolist()
     assert cli_layer["bin_edges"] == layer["bin_edges"]
     assert cli_layer["selectivity_assigned"] == pytest.approx(
         layer["selectivity_assigned"], abs=1e-5
     )
     # asking for other bins explicitly still gives them
-    assert (
-        cli_main(
-            [
-                "dissect",
-                "--model",
-                "meter_xxs",
-                "--weights",
-                str(tmp_path / "learned" / "epoch_1.pth"),
-                "--data",
-                str(tiny_data / "val" / "official"),
-                "--layers",
-                LAYER,
-                "--bins",
-                "8",
-                "--strategy",
-                "uniform",
-                "--input-size",
-                "64",
-                "64",
-                "--out",
-                str(out / "eq2"),
-                "--no-plots",
-            ]
-        )
-        == 0
-    )
-    eq2 = json.loads((out / "eq2" / "report.json").read_text())["layers"][LAYER]
+    uniform = ["--bins", "8", "--strategy", "uniform"]
+    eq2 = _dissect_checkpoint(checkpoint, val, tmp_path / "eq2", *uniform)
     assert eq2["assigned_bin"] == eq2_assignment(48, 8).tolist()
 
 
@@ -210,32 +171,8 @@ def test_third_party_stateful_strategy_is_scored_against_its_own_state(tiny_data
         assert layer["assigned_bin"] == strategy.assignment().tolist()
         assert layer["assigned_bin"] != eq2_assignment(48, 8).tolist()
 
-        out = tmp_path / "dissect"
-        assert (
-            cli_main(
-                [
-                    "dissect",
-                    "--model",
-                    "meter_xxs",
-                    "--weights",
-                    str(tmp_path / "shift" / "epoch_1.pth"),
-                    "--data",
-                    str(tiny_data / "val" / "official"),
-                    "--layers",
-                    LAYER,
-                    "--input-size",
-                    "64",
-                    "64",
-                    "--out",
-                    str(out),
-                    "--no-plots",
-                ]
-            )
-            == 0
-        )
-        assert (
-            json.loads((out / "report.json").read_text())["layers"][LAYER]["assigned_bin"]
-            == strategy.assignment().tolist()
-        )
+        checkpoint = tmp_path / "shift" / "epoch_1.pth"
+        cli_layer = _dissect_checkpoint(checkpoint, tiny_data / "val" / "official", tmp_path / "d")
+        assert cli_layer["assigned_bin"] == strategy.assignment().tolist()
     finally:
         pm.unregister(name="test-shifting-plugin")
