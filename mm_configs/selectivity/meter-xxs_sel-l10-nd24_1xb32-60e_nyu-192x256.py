@@ -1,14 +1,5 @@
-# exp17 of the seed: METER xxs + selectivity loss, lambda 10, N_d 24 uniform bins (Eq. 2).
-# Layer encoder.6 = the seed's "layer 6" (first MobileViT block, 48 units at stride 8; see
-# meter-facts.md); lambda is absolute, on the balanced loss in centimetres as in the seed.
+# exp17 of the seed: exp15 (METER xxs + selectivity loss on encoder.6, lambda 10) with N_d 24
+# uniform bins (Eq. 2).
 #   meter-timm train mm_configs/selectivity/meter-xxs_sel-l10-nd24_1xb32-60e_nyu-192x256.py
-_base_ = ["../meter/meter-xxs_1xb32-60e_nyu-192x256.py"]
-model = dict(
-    selectivity=dict(
-        type="SelectivityLoss",
-        lam=10.0,
-        relative=False,
-        layers=[dict(name="encoder.6", num_bins=24, strategy="uniform")],
-    ),
-)
-custom_hooks = [dict(type="SelectivityHook")]  # dissects the trained layer with its own bins
+_base_ = ["./meter-xxs_sel-l10-nd32_1xb32-60e_nyu-192x256.py"]
+model = dict(selectivity=dict(layers=[dict(name="encoder.6", num_bins=24, strategy="uniform")]))
