@@ -10,7 +10,16 @@ DATA_HELP = (
 )
 
 
-def add_folder_arguments(parser: argparse.ArgumentParser) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data``, ``--split-file`` and the folder-data options."""
+    parser.add_argument("--data", required=True, help=DATA_HELP)
+    parser.add_argument(
+        "--split-file", help="for .mat data: splits.mat (testNdxs) or 1-based index list"
+    )
+    _add_folder_arguments(parser)
+
+
+def _add_folder_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of folder data (``--data DIR --depth-scale S``)."""
     group = parser.add_argument_group("folder data (images + depth maps matched by name)")
     group.add_argument(

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+WEIGHTS_HELP = (
+    "raw state dict or mmengine checkpoint (weights_only load); "
+    "without it the model is randomly initialised"
+)
+
 
 def build_model(
     spec: str,

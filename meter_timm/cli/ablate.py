@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from meter_timm.cli._data import DATA_HELP, add_folder_arguments, build_dataset
-from meter_timm.cli._model import build_model
+from meter_timm.cli._data import add_data_arguments, build_dataset
+from meter_timm.cli._model import WEIGHTS_HELP, build_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,13 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="timm model name (e.g. meter_xxs.nyu) or a training config "
         "(.py) whose SelectivityLoss holds the layer's strategy",
     )
-    parser.add_argument(
-        "--weights",
-        help="raw state dict or mmengine checkpoint (weights_only load); "
-        "without it the model is randomly initialised",
-    )
-    parser.add_argument("--data", required=True, help=DATA_HELP)
-    parser.add_argument("--split-file", help="for .mat data: splits.mat (testNdxs) or index list")
+    parser.add_argument("--weights", help=WEIGHTS_HELP)
+    add_data_arguments(parser)
     parser.add_argument(
         "--layer",
         default="encoder.6",
@@ -90,7 +85,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
     parser.add_argument("--limit", type=int, help="use only the first N images")
     parser.add_argument("--device", default="cpu")
-    add_folder_arguments(parser)
 
 
 def stored_strategy(state: dict, weights: str, layer: str, num_units: int):

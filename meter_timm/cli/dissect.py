@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from meter_timm.cli._data import DATA_HELP, add_folder_arguments, build_dataset
-from meter_timm.cli._model import build_model
+from meter_timm.cli._data import add_data_arguments, build_dataset
+from meter_timm.cli._model import WEIGHTS_HELP, build_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,13 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="timm model name (e.g. meter_xxs.nyu) or a training config (.py) whose model "
         "is built (any backbone and decoder it names)",
     )
-    parser.add_argument(
-        "--weights",
-        help="raw state dict or mmengine checkpoint (weights_only load); "
-        "without it the model is randomly initialised",
-    )
-    parser.add_argument("--data", required=True, help=DATA_HELP)
-    parser.add_argument("--split-file", help="for .mat data: splits.mat (testNdxs) or index list")
+    parser.add_argument("--weights", help=WEIGHTS_HELP)
+    add_data_arguments(parser)
     parser.add_argument(
         "--layers",
         nargs="+",
@@ -86,7 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-arg",
         "timm keyword argument of the model (repeatable), e.g. img_size=(192,256)",
     )
-    add_folder_arguments(parser)
 
 
 def iterate_batches(model, dataset, batch_size: int):

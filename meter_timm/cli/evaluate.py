@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from meter_timm.cli._data import DATA_HELP, add_folder_arguments, build_dataset
+from meter_timm.cli._data import add_data_arguments, build_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,10 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "output cm: the .nyu tag converts to metres)",
     )
     parser.add_argument("--weights", required=True, help="raw state dict or mmengine checkpoint")
-    parser.add_argument("--data", required=True, help=DATA_HELP)
-    parser.add_argument(
-        "--split-file", help="for .mat data: splits.mat (testNdxs) or 1-based index list"
-    )
+    add_data_arguments(parser)
     parser.add_argument("--json", help="write the metrics to this JSON file")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-workers", type=int, default=0)
@@ -41,7 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="MODEL is a timm backbone + the light decoder (weights of the wrapper)",
     )
-    add_folder_arguments(parser)
 
 
 def evaluate(
