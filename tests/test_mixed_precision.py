@@ -233,9 +233,9 @@ def test_channels_last_model_matches_the_default_layout():
         torch.testing.assert_close(fast(x), default(x), rtol=1e-4, atol=1e-5)
 
 
-def test_train_with_channels_last_and_compile(tiny_data, tmp_path, capsys):
-    """``--compile`` reaches mmengine's compile option and the step really runs through dynamo
-    (the cheap ``eager`` backend: the wiring is under test here, not inductor's speed)."""
+def _train_compiled(tiny_data, tmp_path, capsys, *options) -> str:
+    """``meter-timm train`` of a one-epoch tiny config with ``options``, dynamo's counters
+    cleared first; asserts that dynamo compiled frames and abs_rel is finite; returns stdout."""
     from torch._dynamo.utils import counters
 
     cfg = tiny_config(
@@ -246,48 +246,31 @@ def test_train_with_channels_last_and_compile(tiny_data, tmp_path, capsys):
     cfg.dump(str(path))
     counters.clear()
     capsys.readouterr()
-    assert (
-        cli_main(
-            [
-                "train",
-                str(path),
-                "--channels-last",
-                "--compile",
-                "--cfg-options",
-                "compile.backend=eager",
-                "model.selectivity.lam=1.0",
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
-    assert counters["stats"]["unique_graphs"] > 0  # dynamo compiled frames of the training step
+    try:
+        assert cli_main(["train", str(path), *options]) == 0
+        out = capsys.readouterr().out
+        assert counters["stats"]["unique_graphs"] > 0  # dynamo compiled frames of the step
+    finally:
+        torch._dynamo.reset()
     assert math.isfinite(float(re.search(r"\| abs_rel \| ([0-9.]+) \|", out).group(1)))
-    torch._dynamo.reset()
+    return out
+
+
+def test_train_with_channels_last_and_compile(tiny_data, tmp_path, capsys):
+    """``--compile`` reaches mmengine's compile option and the step really runs through dynamo
+    (the cheap ``eager`` backend: the wiring is under test here, not inductor's speed)."""
+    options = ["--channels-last", "--compile", "--cfg-options", "compile.backend=eager"]
+    _train_compiled(tiny_data, tmp_path, capsys, *options, "model.selectivity.lam=1.0")
 
 
 def test_train_with_compile_network(tiny_data, tmp_path, capsys):
     """``--compile network`` compiles the network only: dynamo compiles its frames, the
     selectivity hooks inside it still capture (the loss is logged and non-zero), and the
     checkpoint's parameter names are the uncompiled ones."""
-    from torch._dynamo.utils import counters
-
     from meter_timm.checkpoint import load_checkpoint_file
 
-    cfg = tiny_config(
-        tiny_data, tmp_path / "work", epochs=1, batch_size=4, mirror=False, checkpoint_interval=1
-    )
-    cfg.custom_hooks = []
-    path = tmp_path / "cfg.py"
-    cfg.dump(str(path))
-    counters.clear()
-    capsys.readouterr()
-    args = ["train", str(path), "--compile", "network"]
-    args += ["--cfg-options", "model.compile_network.backend=eager", "model.selectivity.lam=1.0"]
-    assert cli_main(args) == 0
-    out = capsys.readouterr().out
-    assert counters["stats"]["unique_graphs"] > 0
-    assert math.isfinite(float(re.search(r"\| abs_rel \| ([0-9.]+) \|", out).group(1)))
+    options = ["--compile", "network", "--cfg-options", "model.compile_network.backend=eager"]
+    _train_compiled(tiny_data, tmp_path, capsys, *options, "model.selectivity.lam=1.0")
     scalars = [
         json.loads(line)
         for line in next((tmp_path / "work").glob("*/vis_data/scalars.json"))
@@ -299,7 +282,6 @@ def test_train_with_compile_network(tiny_data, tmp_path, capsys):
     state = load_checkpoint_file(tmp_path / "work" / "epoch_1.pth")["state_dict"]
     assert any(key.startswith("backbone.encoder.6.") for key in state)
     assert not any("_orig_mod" in key for key in state)
-    torch._dynamo.reset()
 
 
 def test_compile_network_gives_the_same_depth():
