@@ -307,6 +307,43 @@ def section_loss_time(device, quick: bool) -> list[str]:
     return rows
 
 
+def section_counts(device, quick: bool) -> list[str]:
+    """Pixels per depth bin, as ``BinnedDepth`` counts them (a histogram per image row, summed)
+    next to one histogram for the whole batch: on a GPU the latter queues every pixel's atomic
+    add on N_b + 1 addresses."""
+    batch, size, bins = (2, (24, 32), 8) if quick else (64, (192, 256), 32)
+    ramp = torch.linspace(0.0, 1.0, size[0], device=device)[None, :, None]
+    index = {
+        "random": torch.randint(0, bins + 1, (batch, *size), device=device),
+        "smooth": (ramp * bins).long().expand(batch, *size).contiguous(),
+    }
+
+    def one_histogram(bin_index):
+        counts = torch.zeros(bins + 1, dtype=torch.float64, device=device)
+        ones = torch.ones((), dtype=torch.float64, device=device).expand(bin_index.numel())
+        return counts.scatter_add_(0, bin_index.view(-1), ones)
+
+    def per_row(bin_index):
+        rows = bin_index.view(-1, size[1])
+        counts = torch.zeros(rows.shape[0], bins + 1, device=device)
+        counts.scatter_add_(1, rows, torch.ones((), device=device).expand(rows.shape))
+        return counts.sum(0, dtype=torch.float64)
+
+    rows = [
+        f"Batch {batch}, {size[0]}x{size[1]}, {bins} bins: median of interleaved calls.",
+        "",
+        "| bin map | one histogram (float64) | a histogram per row, summed (BinnedDepth) | equal |",
+        "|---|---|---|---|",
+    ]
+    for name, bin_index in index.items():
+        fns = {"one": lambda b=bin_index: one_histogram(b), "rows": lambda b=bin_index: per_row(b)}
+        t = time_calls(fns, device, repeats=5 if quick else 50)
+        same = torch.equal(fns["one"](), fns["rows"]())
+        equal = "yes" if same else "NO"
+        rows.append(f"| {name} | {t['one'] * 1e6:.0f} us | {t['rows'] * 1e6:.0f} us | {equal} |")
+    return rows
+
+
 def section_inference(device, quick: bool) -> list[str]:
     import timm
 
@@ -686,6 +723,7 @@ def main() -> int:
                 deadline - 150,
             )
             add("SelectivityLoss alone: wall and kernel time", section_loss_time, device, quick)
+            add("Pixel counts per bin", section_counts, device, quick)
             add("Inference", section_inference, device, quick)
             add("Multi-process launch (1 process)", section_torchrun, tmp, quick, deadline - 110)
             add("Quickstart with and without --amp", section_quickstart, tmp, quick, deadline)

@@ -251,13 +251,14 @@ class BinnedDepth:
         else:
             self._bin_float = self._bin_index(depth.contiguous(), edges)
             self.bin_index = self._bin_float.long()
-        ones = torch.ones((), dtype=torch.float64, device=self.device).expand(
-            self.bin_index.numel()
-        )
-        counts = torch.zeros(self.num_bins + 1, dtype=torch.float64, device=self.device)
-        counts.scatter_add_(0, self.bin_index.view(-1), ones)  # bincount would sync with a GPU
+        # pixels per bin: a histogram per image row (exact in float32), then float64 sums. One
+        # histogram of N_b + 1 slots for the whole batch would queue every pixel's GPU atomic
+        # add on a few addresses; bincount would synchronise with the host
+        rows = self.bin_index.view(-1, self.width)
+        per_row = torch.zeros(rows.shape[0], self.num_bins + 1, device=self.device)
+        per_row.scatter_add_(1, rows, torch.ones((), device=self.device).expand(rows.shape))
         #: (N_b,) float64 number of depth pixels per bin over the batch
-        self.counts = counts[: self.num_bins]
+        self.counts = per_row.sum(0, dtype=torch.float64)[: self.num_bins]
         self._masks: dict[tuple, torch.Tensor] = {}
         self._inverse_counts: dict[torch.dtype, torch.Tensor] = {}
 
