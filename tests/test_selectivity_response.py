@@ -129,6 +129,41 @@ def test_gradcheck_wrt_activations():
     assert torch.autograd.gradcheck(idx_fn, (act,))
 
 
+def test_channels_last_activations_take_no_copy(eq1_path):
+    """Channels-last activations (``--channels-last`` training): the same responses and gradient
+    as contiguous ones, with no copy in the forward or the backward (the gradient comes back
+    channels-last as it is computed)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    gen = torch.Generator().manual_seed(3)
+    depth = torch.rand(2, 1, 24, 32, generator=gen) * 10
+    binned = BinnedDepth(depth, torch.linspace(0, 10, 9))
+    weights = torch.rand(6, 8, generator=gen)
+    contiguous = torch.randn(2, 6, 6, 8, generator=gen, dtype=torch.float64).float()
+    channels_last = contiguous.to(memory_format=torch.channels_last)
+    assert not channels_last.is_contiguous()
+    results = []
+    for act in (contiguous.requires_grad_(), channels_last.requires_grad_()):
+        binned.responses(act)  # masks built outside the count
+        with Ops() as ops:
+            responses, _ = binned.responses(act)
+            (responses * weights).sum().backward()
+        results.append((responses.detach(), act.grad))
+        assert not {"copy_", "clone", "contiguous", "_to_copy"} & set(ops.names), ops.names
+    torch.testing.assert_close(results[1][0], results[0][0])
+    torch.testing.assert_close(results[1][1], results[0][1])
+    assert results[1][1].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_float32_and_mask_sharing():
     gen = torch.Generator().manual_seed(2)
     depth = torch.rand(3, 1, 48, 64, generator=gen) * 10

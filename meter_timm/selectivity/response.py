@@ -367,9 +367,10 @@ class BinnedDepth:
         with autocast_disabled():
             act = activations.to(dtype)
             if act.is_contiguous(memory_format=torch.channels_last) and not act.is_contiguous():
-                rows = act.permute(0, 2, 3, 1).reshape(batch, -1, units).transpose(1, 2)  # a view
-            else:
-                rows = act.reshape(batch, units, -1)
+                # (B, h*w, K) is a view here, and the gradient comes back in this layout uncopied
+                cells = act.permute(0, 2, 3, 1).reshape(batch, -1, units)
+                return torch.bmm(masks, cells).sum(0).t()  # (B, N_b, K) summed over B
+            rows = act.reshape(batch, units, -1)
             return torch.bmm(rows, masks.transpose(1, 2)).sum(0)  # (B, K, N_b) summed over B
 
 
