@@ -174,11 +174,13 @@ def nyu_dataset(csv: Path, limit: int | None = None):
     )
 
 
-def test_metrics(model, test_set) -> dict:
+def depth_metrics(model, dataset, crop_type: str | None) -> dict:
+    """The NYU metrics of ``model`` on ``dataset``: the test images with the Eigen crop, the val
+    scene uncropped (as the study's config validates it)."""
     from meter_timm.cli.evaluate import evaluate
     from meter_timm.mm.metrics import DepthMetric
 
-    return evaluate(model, test_set, metric=DepthMetric(crop_type="nyu_crop"), progress=False)
+    return evaluate(model, dataset, metric=DepthMetric(crop_type=crop_type), progress=False)
 
 
 def dissect(model, val_set, strategies: dict) -> dict:
@@ -226,14 +228,17 @@ def measure(record: dict, arm_strategies: dict, sets: dict) -> None:
 
     checkpoint = Path(record["checkpoint"])
     model = load_model(checkpoint)
-    if "abs_rel_test" not in record:
-        metrics = test_metrics(model, sets["test"])
-        record.update(
-            abs_rel_test=metrics["abs_rel"],
-            rmse_test=metrics["rmse"],
-            d1_test=metrics["d1"],
-            test_metrics=metrics,
-        )
+    for split, crop_type in (("test", "nyu_crop"), ("val", None)):
+        if f"abs_rel_{split}" not in record:
+            metrics = depth_metrics(model, sets[split], crop_type)
+            record.update(
+                {
+                    f"abs_rel_{split}": metrics["abs_rel"],
+                    f"rmse_{split}": metrics["rmse"],
+                    f"d1_{split}": metrics["d1"],
+                    f"{split}_metrics": metrics,
+                }
+            )
     wanted = {
         "own": own_strategy(checkpoint),
         "common": create_strategy("uniform", 48, COMMON_BINS),
@@ -297,14 +302,15 @@ def measure_all(records: list[dict], sets: dict) -> None:
         }
         for record in runs:
             needs = arms if record["strategy"] == "none" else {}
-            if "si_assigned_val" in record and set(record.get("si_under", {})) >= set(needs):
+            measured = "si_assigned_val" in record and "abs_rel_val" in record
+            if measured and set(record.get("si_under", {})) >= set(needs):
                 continue
             measure(record, needs, sets)
             print(
                 f"    measured {record['arm']} seed {seed}: "
                 f"SI assigned {record['si_assigned_val']:.3f}  "
                 f"SI preferred {record['si_preferred_val']:.3f}  "
-                f"abs_rel {record['abs_rel_test']:.4f}  "
+                f"abs_rel {record['abs_rel_test']:.4f} (test), {record['abs_rel_val']:.4f} (val)  "
                 f"rmse {record['rmse_test']:.4f}",
                 flush=True,
             )
@@ -373,20 +379,21 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
         f"METER's balanced loss + selectivity (relative lambda) on {LAYER} with {NUM_BINS} bins; "
         f"seeds {sorted(set(r['seed'] for r in records))}, paired across arms (same data order). "
         "Selectivity is measured on `nyu2_val.csv` (126 frames of a scene never trained on), "
-        "accuracy on the 10 real Eigen test images (standard protocol). "
+        "accuracy on the 10 real Eigen test images (standard protocol) and on the 126 val "
+        "frames (uncropped; one scene, so more frames but less variety). "
         "Written by `python benchmarks/run_experiments.py --real`.",
         "",
         "## Per arm (mean and 95% CI over seeds)",
         "",
         "| arm | seeds | SI assigned (val) | units scored | SI assigned, all-bins R_other "
-        "| SI preferred (32 uniform bins) | abs_rel (test) | rmse (m) | d1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| SI preferred (32 uniform bins) | abs_rel (test) | rmse (m) | d1 | abs_rel (val) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = {}
     for arm in arms:
         runs = [r for r in records if r["arm"] == arm]
         row = {
-            key: mean_ci([r[key] for r in runs])
+            key: mean_ci([r.get(key) for r in runs])
             for key in (
                 "si_assigned_val",
                 "units_scored_val",
@@ -395,6 +402,7 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
                 "abs_rel_test",
                 "rmse_test",
                 "d1_test",
+                "abs_rel_val",
             )
         }
         rows[arm] = row
@@ -416,7 +424,7 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
             f"{row['units_scored_val'][0]:.0f} of 48 | "
             f"{cell(row['si_assigned_val_all_bins'])} | {cell(row['si_preferred_val'])} | "
             f"{cell(row['abs_rel_test'], 4)} | {cell(row['rmse_test'], 4)} | "
-            f"{cell(row['d1_test'], 4)} |"
+            f"{cell(row['d1_test'], 4)} | {cell(row['abs_rel_val'], 4)} |"
         )
     lines += [
         "",
@@ -429,9 +437,9 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
         "## Paired differences against the baseline (mean and 95% CI over seeds)",
         "",
         "| arm | ΔSI (own assignment) | ΔSI, all-bins R_other | Δabs_rel (test) "
-        "| relative Δabs_rel | "
-        "selectivity verdict | accuracy verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| relative Δabs_rel | selectivity verdict | accuracy verdict (test) "
+        "| Δabs_rel (val) | accuracy verdict (val) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     base_abs = {r["seed"]: r["abs_rel_test"] for r in records if r["arm"] == "baseline"}
     deltas = {}
@@ -462,16 +470,19 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
                 if r["arm"] == arm and r["seed"] in base_abs
             ]
         )
+        d_abs_val = mean_ci(paired(records, arm, lambda r: r.get("abs_rel_val")))
         deltas[arm] = {
             "d_si": d_si,
             "d_si_all_bins": d_si_all,
             "d_abs_rel": d_abs,
             "rel_abs_rel": rel,
+            "d_abs_rel_val": d_abs_val,
         }
         lines.append(
             f"| {arm} | {fmt_ci(d_si)} | {fmt_ci(d_si_all)} | {fmt_ci(d_abs, 4)} | "
             f"{fmt_ci(rel, 3)} | {verdict(d_si, 'more selective', 'less selective')} | "
-            f"{verdict(d_abs, 'less accurate', 'more accurate')} |"
+            f"{verdict(d_abs, 'less accurate', 'more accurate')} | {fmt_ci(d_abs_val, 4)} | "
+            f"{verdict(d_abs_val, 'less accurate', 'more accurate')} |"
         )
     # strategy comparison: each strategy arm at LAM against the others, seed by seed
     lines += [
@@ -479,18 +490,21 @@ def summarize(records: list[dict], sweep_strategy: str | None, args) -> tuple[st
         f"## Does the assignment matter? (paired differences between strategies at lambda {LAM:g})",
         "",
         "| comparison | ΔSI (own assignments) | Δabs_rel (test) | verdict (SI) "
-        "| verdict (abs_rel) |",
-        "|---|---|---|---|---|",
+        "| verdict (abs_rel, test) | Δabs_rel (val) | verdict (abs_rel, val) |",
+        "|---|---|---|---|---|---|---|",
     ]
     main = [arm_name(s, LAM) for s in STRATEGIES if arm_name(s, LAM) in arms]
     for i, a in enumerate(main):
         for b in main[i + 1 :]:
             d_si = mean_ci(paired(records, a, lambda r: r["si_assigned_val"], other=b))
             d_abs = mean_ci(paired(records, a, lambda r: r["abs_rel_test"], other=b))
+            d_val = mean_ci(paired(records, a, lambda r: r.get("abs_rel_val"), other=b))
             lines.append(
                 f"| {a} - {b} | {fmt_ci(d_si)} | {fmt_ci(d_abs, 4)} | "
                 f"{verdict(d_si, a + ' more selective', b + ' more selective')} | "
-                f"{verdict(d_abs, b + ' more accurate', a + ' more accurate')} |"
+                f"{verdict(d_abs, b + ' more accurate', a + ' more accurate')} | "
+                f"{fmt_ci(d_val, 4)} | "
+                f"{verdict(d_val, b + ' more accurate', a + ' more accurate')} |"
             )
     learned = [
         r

@@ -174,7 +174,35 @@ def test_tiny_real_fine_tune_end_to_end(tmp_path):
         baseline["assigned_bins"] == eq2_assignment(48, 32).tolist()
     )  # no trained strategy: Eq. 2
     assert "learned-lam1" in baseline["si_under"]
+    # abs_rel (val) is measured on the val scene's first 8 frames, uncropped: recomputed here
+    # from the depth PNGs (8-bit, 255 = 10 m) and the model's depth at their size
+    assert baseline["abs_rel_val"] == pytest.approx(_val_abs_rel(out / headline["baseline"], 8))
+    assert baseline["abs_rel_val"] != pytest.approx(baseline["abs_rel_test"])
     text = (out / "results.md").read_text()
     assert "inconclusive (one seed)" in text
     assert (out / "figures" / "si_vs_abs_rel.png").stat().st_size > 10_000
     assert (out / "figures" / "layer6_units.png").stat().st_size > 10_000
+
+
+def _val_abs_rel(weights: Path, frames: int) -> float:
+    """Mean per-image abs_rel of ``weights`` on the first ``frames`` of nyu2_val.csv, every pixel
+    with 1 mm < depth < 10 m counted (no crop), depth read from the PNGs here."""
+    import numpy as np
+    import torch
+    from mmengine.dataset import pseudo_collate
+    from PIL import Image
+
+    model = study.load_model(weights)
+    dataset = study.nyu_dataset(SHARED / "data" / "nyu_train_subset" / "nyu2_val.csv", frames)
+    lines = (SHARED / "data" / "nyu_train_subset" / "nyu2_val.csv").read_text().split()
+    errors = []
+    for i, line in enumerate(lines[:frames]):
+        png = SHARED / "data" / "nyu_train_subset" / line.split(",")[1]
+        gt = torch.from_numpy(np.asarray(Image.open(png), dtype=np.float64) * 10.0 / 255.0)
+        with torch.no_grad():
+            pred = model.test_step(pseudo_collate([dataset[i]]))[0].pred_depth.data[0].double()
+        assert pred.shape == gt.shape
+        valid = (gt > 1e-3) & (gt < 10.0)
+        pred = pred.clamp(1e-3, 10.0)[valid]
+        errors.append(float(((pred - gt[valid]).abs() / gt[valid]).mean()))
+    return sum(errors) / len(errors)
