@@ -10,7 +10,8 @@ the learned strategy leaves the random states as it found them), so arms are com
 After training, in this process:
 
 * accuracy on the 10 real Eigen test images (``nyu_eigen_test_sample``) under the standard
-  protocol (``meter-timm eval``'s code: 480x640 ground truth, Eigen crop, [1e-3, 10] m);
+  protocol (``meter-timm eval``'s code: 480x640 ground truth, Eigen crop, [1e-3, 10] m), and on
+  the 126 val frames (uncropped);
 * selectivity of ``encoder.6`` on the validation scene (``nyu2_val.csv``, never trained on):
   against each unit's assigned bin with the run's own trained strategy (restored from its
   checkpoint), against each unit's preferred bin on one common grid (32 uniform bins), both with
@@ -24,7 +25,7 @@ and the two headline weight files under ``weights/`` with their sha256. Finished
 so an interrupted study continues where it stopped.
 
     python benchmarks/run_experiments.py --real            # the README's figures (same as below)
-    python benchmarks/real_nyu_study.py --epochs 2 --seeds 0 1 2
+    python benchmarks/real_nyu_study.py --epochs 2 --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
@@ -717,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         "--shared", type=Path, default=SHARED, help="the shared folder (data, weights)"
     )
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--train-limit", type=int, help="train on the first N frames only (tests)")
     parser.add_argument("--val-limit", type=int, help="dissect the first N val frames only (tests)")
     parser.add_argument("--calibrate-frames", type=int, default=256)
