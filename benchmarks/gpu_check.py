@@ -362,6 +362,12 @@ def section_inference(device, quick: bool) -> list[str]:
     for name, model in models.items():
         fns[name] = (lambda m: lambda: m(x))(model)
         fns[name + ", bf16 autocast"] = (lambda m: lambda: _autocast_call(m, x, device))(model)
+    # bfloat16 weights and input: no cast kernels around every op, as autocast launches
+    fused_bf16 = timm.create_model("meter_xxs").to(device).eval()
+    fused_bf16.fuse()
+    fused_bf16.to(torch.bfloat16)
+    x_bf16 = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    fns["meter_xxs fuse(), bf16 weights"] = lambda: fused_bf16(x_bf16)
     with torch.inference_mode():
         t = time_calls(fns, device, repeats=3 if quick else 30)
     base = t["mobilevit_xxs (timm)"]
