@@ -341,7 +341,67 @@ def section_counts(device, quick: bool) -> list[str]:
         same = torch.equal(fns["one"](), fns["rows"]())
         equal = "yes" if same else "NO"
         rows.append(f"| {name} | {t['one'] * 1e6:.0f} us | {t['rows'] * 1e6:.0f} us | {equal} |")
+    rows += _mask_rows(device, quick, index, bins)
     return rows
+
+
+def _mask_rows(device, quick: bool, index: dict, bins: int) -> list[str]:
+    """The masks of Eq. 1 per layer resolution: BinnedDepth's GPU path (one scatter of the 4
+    corners) against :func:`separable_masks`, with their largest difference."""
+    import meter_timm.selectivity.response as response
+
+    sizes = [(6, 8)] if quick else [(48, 64), (24, 32), (12, 16)]  # encoder.4 / 6 / 8
+    rows = [
+        "",
+        "Bin masks at each layer's resolution (adjoint of bilinear upsampling, float32):",
+        "",
+        "| bin map | activation size | 4-corner scatter (BinnedDepth) | row scatter + matmul "
+        "| max abs diff |",
+        "|---|---|---|---|---|",
+    ]
+    saved = response.LAUNCH_BOUND_DEVICES
+    response.LAUNCH_BOUND_DEVICES = (device.type,)  # the GPU path, also in a CPU dry run
+    try:
+        for name, bin_index in index.items():
+            binned = response.BinnedDepth.__new__(response.BinnedDepth)
+            binned.num_bins, binned._bin_float, binned.bin_index = bins, None, bin_index
+            binned.batch_size, binned.height, binned.width = bin_index.shape
+            binned.device = bin_index.device
+            for size in sizes:
+                fns = {
+                    "scatter": lambda s=size: binned._downsample_masks(*s, torch.float32),
+                    "separable": lambda s=size, b=bin_index: separable_masks(b, bins, s),
+                }
+                t = time_calls(fns, device, repeats=5 if quick else 50)
+                diff = float((fns["scatter"]() - fns["separable"]()).abs().max())
+                rows.append(
+                    f"| {name} | {size[0]}x{size[1]} | {t['scatter'] * 1e6:.0f} us | "
+                    f"{t['separable'] * 1e6:.0f} us | {diff:.1e} |"
+                )
+    finally:
+        response.LAUNCH_BOUND_DEVICES = saved
+    return rows
+
+
+def separable_masks(bin_index, num_bins: int, act_size: tuple[int, int]) -> torch.Tensor:
+    """A candidate for BinnedDepth's GPU masks, timed against them here: the 2 horizontal corners
+    of every pixel scattered into a histogram per image row (few pixels share an address), then
+    the vertical interpolation as one dense matmul. (B, N_b, h * w) like ``BinnedDepth.masks``."""
+    from meter_timm.selectivity.response import bilinear_source_index, interpolation_matrix
+
+    (batch, height, width), (h, w) = bin_index.shape, act_size
+    n1 = num_bins + 1
+    j0, right = bilinear_source_index(width, w)  # left corner and the right one's weight
+    device = bin_index.device
+    j = torch.cat([j0, (j0 + 1).clamp(max=w - 1)]).to(device)
+    weights = torch.cat([1.0 - right, right]).to(device=device, dtype=torch.float32)
+    rows = bin_index.view(batch * height, 1, width) * w
+    keys = (rows + j.view(2, width)).view(batch * height, 2 * width)
+    per_row = torch.zeros(batch * height, n1 * w, device=device)
+    per_row.scatter_add_(1, keys, weights.expand(batch * height, -1))
+    ry = interpolation_matrix(height, h).t().to(device=device, dtype=torch.float32)  # (h, H)
+    out = torch.matmul(ry, per_row.view(batch, height, n1 * w))  # (B, h, N_b + 1, w)
+    return out.view(batch, h, n1, w)[:, :, :num_bins].permute(0, 2, 1, 3).reshape(batch, -1, h * w)
 
 
 def section_inference(device, quick: bool) -> list[str]:
@@ -729,7 +789,7 @@ def main() -> int:
                 deadline - 150,
             )
             add("SelectivityLoss alone: wall and kernel time", section_loss_time, device, quick)
-            add("Pixel counts per bin", section_counts, device, quick)
+            add("Eq. 1 building blocks at batch 64", section_counts, device, quick)
             add("Inference", section_inference, device, quick)
             add("Multi-process launch (1 process)", section_torchrun, tmp, quick, deadline - 110)
             add("Quickstart with and without --amp", section_quickstart, tmp, quick, deadline)
