@@ -368,9 +368,12 @@ def _mask_rows(device, quick: bool, index: dict, bins: int) -> list[str]:
             binned.batch_size, binned.height, binned.width = bin_index.shape
             binned.device = bin_index.device
             for size in sizes:
+                tables = separable_tables(tuple(bin_index.shape[1:]), size, device)
                 fns = {
                     "scatter": lambda s=size: binned._downsample_masks(*s, torch.float32),
-                    "separable": lambda s=size, b=bin_index: separable_masks(b, bins, s),
+                    "separable": lambda s=size, b=bin_index, t=tables: separable_masks(
+                        b, bins, s, t
+                    ),
                 }
                 t = time_calls(fns, device, repeats=5 if quick else 50)
                 diff = float((fns["scatter"]() - fns["separable"]()).abs().max())
@@ -383,23 +386,31 @@ def _mask_rows(device, quick: bool, index: dict, bins: int) -> list[str]:
     return rows
 
 
-def separable_masks(bin_index, num_bins: int, act_size: tuple[int, int]) -> torch.Tensor:
+def separable_tables(size: tuple[int, int], act_size: tuple[int, int], device) -> tuple:
+    """The constants of :func:`separable_masks` for one depth and activation size, on ``device``
+    (built once, outside the timed calls, as BinnedDepth caches its own)."""
+    from meter_timm.selectivity.response import bilinear_source_index, interpolation_matrix
+
+    (height, width), (h, w) = size, act_size
+    j0, right = bilinear_source_index(width, w)  # left corner and the right one's weight
+    j = torch.cat([j0, (j0 + 1).clamp(max=w - 1)]).to(device)
+    weights = torch.cat([1.0 - right, right]).to(device=device, dtype=torch.float32)
+    ry = interpolation_matrix(height, h).t().to(device=device, dtype=torch.float32)  # (h, H)
+    return j, weights, ry
+
+
+def separable_masks(bin_index, num_bins: int, act_size: tuple[int, int], tables) -> torch.Tensor:
     """A candidate for BinnedDepth's GPU masks, timed against them here: the 2 horizontal corners
     of every pixel scattered into a histogram per image row (few pixels share an address), then
     the vertical interpolation as one dense matmul. (B, N_b, h * w) like ``BinnedDepth.masks``."""
-    from meter_timm.selectivity.response import bilinear_source_index, interpolation_matrix
-
     (batch, height, width), (h, w) = bin_index.shape, act_size
+    j, weights, ry = tables
     n1 = num_bins + 1
-    j0, right = bilinear_source_index(width, w)  # left corner and the right one's weight
-    device = bin_index.device
-    j = torch.cat([j0, (j0 + 1).clamp(max=w - 1)]).to(device)
-    weights = torch.cat([1.0 - right, right]).to(device=device, dtype=torch.float32)
-    rows = bin_index.view(batch * height, 1, width) * w
-    keys = (rows + j.view(2, width)).view(batch * height, 2 * width)
-    per_row = torch.zeros(batch * height, n1 * w, device=device)
+    keys = (bin_index.view(batch * height, 1, width) * w + j.view(2, width)).view(
+        batch * height, -1
+    )
+    per_row = torch.zeros(batch * height, n1 * w, device=bin_index.device)
     per_row.scatter_add_(1, keys, weights.expand(batch * height, -1))
-    ry = interpolation_matrix(height, h).t().to(device=device, dtype=torch.float32)  # (h, H)
     out = torch.matmul(ry, per_row.view(batch, height, n1 * w))  # (B, h, N_b + 1, w)
     return out.view(batch, h, n1, w)[:, :, :num_bins].permute(0, 2, 1, 3).reshape(batch, -1, h * w)
 
