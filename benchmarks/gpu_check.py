@@ -80,19 +80,8 @@ def copy_bandwidth(device, megabytes: int = 1024) -> float:
 
 def count_kernels(fn, device) -> int | None:
     """Number of GPU kernels one call of ``fn`` launches (None on CPU or without profiler)."""
-    if device.type != "cuda":
-        return None
-    from torch.profiler import ProfilerActivity, profile
-
-    try:
-        fn()
-        _sync(device)
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn()
-            _sync(device)
-        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-    except Exception:  # the profiler is optional here: the timings are the point
-        return None
+    profiled = kernel_profile(fn, device, calls=1)
+    return None if profiled is None else round(profiled[1])
 
 
 # ------------------------------------------------------------------------------ sections
@@ -308,82 +297,73 @@ def section_loss_time(device, quick: bool) -> list[str]:
 
 
 def section_counts(device, quick: bool) -> list[str]:
-    """Pixels per depth bin, as ``BinnedDepth`` counts them (a histogram per image row, summed)
-    next to one histogram for the whole batch: on a GPU the latter queues every pixel's atomic
-    add on N_b + 1 addresses."""
+    """Eq. 1's building blocks on the GPU path at batch 64, each next to an alternative: the
+    pixels per bin as ``BinnedDepth`` counts them (a histogram per image row, summed) against one
+    histogram for the whole batch (every pixel's atomic add on N_b + 1 addresses), and the bin
+    masks per layer resolution against :func:`separable_masks`."""
+    import meter_timm.selectivity.response as response
+
     batch, size, bins = (2, (24, 32), 8) if quick else (64, (192, 256), 32)
-    ramp = torch.linspace(0.0, 1.0, size[0], device=device)[None, :, None]
-    index = {
-        "random": torch.randint(0, bins + 1, (batch, *size), device=device),
-        "smooth": (ramp * bins).long().expand(batch, *size).contiguous(),
+    sizes = [(6, 8)] if quick else [(48, 64), (24, 32), (12, 16)]  # encoder.4 / 6 / 8
+    ramp = torch.linspace(0.05, 10.5, size[0], device=device)[None, None, :, None]
+    depths = {
+        "random": torch.rand(batch, 1, *size, device=device) * 10.0,
+        "smooth": ramp.expand(batch, 1, *size).contiguous(),  # one bin per row, the last none
     }
+    edges = torch.linspace(0.0, 10.0, bins + 1).tolist()
 
     def one_histogram(bin_index):
         counts = torch.zeros(bins + 1, dtype=torch.float64, device=device)
         ones = torch.ones((), dtype=torch.float64, device=device).expand(bin_index.numel())
-        return counts.scatter_add_(0, bin_index.view(-1), ones)
+        return counts.scatter_add_(0, bin_index.view(-1), ones)[:bins]
 
-    def per_row(bin_index):
-        rows = bin_index.view(-1, size[1])
-        counts = torch.zeros(rows.shape[0], bins + 1, device=device)
-        counts.scatter_add_(1, rows, torch.ones((), device=device).expand(rows.shape))
-        return counts.sum(0, dtype=torch.float64)
-
-    rows = [
+    counts_rows = [
         f"Batch {batch}, {size[0]}x{size[1]}, {bins} bins: median of interleaved calls.",
         "",
-        "| bin map | one histogram (float64) | a histogram per row, summed (BinnedDepth) | equal |",
+        "| depth | one histogram (float64) | a histogram per row, summed (BinnedDepth) | equal |",
         "|---|---|---|---|",
     ]
-    for name, bin_index in index.items():
-        fns = {"one": lambda b=bin_index: one_histogram(b), "rows": lambda b=bin_index: per_row(b)}
-        t = time_calls(fns, device, repeats=5 if quick else 50)
-        same = torch.equal(fns["one"](), fns["rows"]())
-        equal = "yes" if same else "NO"
-        rows.append(f"| {name} | {t['one'] * 1e6:.0f} us | {t['rows'] * 1e6:.0f} us | {equal} |")
-    rows += _mask_rows(device, quick, index, bins)
-    return rows
-
-
-def _mask_rows(device, quick: bool, index: dict, bins: int) -> list[str]:
-    """The masks of Eq. 1 per layer resolution: BinnedDepth's GPU path (one scatter of the 4
-    corners) against :func:`separable_masks`, with their largest difference."""
-    import meter_timm.selectivity.response as response
-
-    sizes = [(6, 8)] if quick else [(48, 64), (24, 32), (12, 16)]  # encoder.4 / 6 / 8
-    rows = [
+    mask_rows = [
         "",
         "Bin masks at each layer's resolution (adjoint of bilinear upsampling, float32):",
         "",
-        "| bin map | activation size | 4-corner scatter (BinnedDepth) | row scatter + matmul "
+        "| depth | activation size | 4-corner scatter (BinnedDepth) | row scatter + matmul "
         "| max abs diff |",
         "|---|---|---|---|---|",
     ]
+    repeats = 5 if quick else 50
     saved = response.LAUNCH_BOUND_DEVICES
     response.LAUNCH_BOUND_DEVICES = (device.type,)  # the GPU path, also in a CPU dry run
     try:
-        for name, bin_index in index.items():
-            binned = response.BinnedDepth.__new__(response.BinnedDepth)
-            binned.num_bins, binned._bin_float, binned.bin_index = bins, None, bin_index
-            binned.batch_size, binned.height, binned.width = bin_index.shape
-            binned.device = bin_index.device
-            for size in sizes:
-                tables = separable_tables(tuple(bin_index.shape[1:]), size, device)
+        for name, depth in depths.items():
+            binned = response.BinnedDepth(depth, edges)
+            index = binned.bin_index
+            fns = {
+                "one": lambda b=index: one_histogram(b),
+                "rows": lambda b=index: response._pixel_counts(b, bins),
+            }
+            t = time_calls(fns, device, repeats=repeats)
+            equal = "yes" if torch.equal(fns["one"](), fns["rows"]()) else "NO"
+            counts_rows.append(
+                f"| {name} | {t['one'] * 1e6:.0f} us | {t['rows'] * 1e6:.0f} us | {equal} |"
+            )
+            for act_size in sizes:
+                tables = separable_tables(size, act_size, device)
                 fns = {
-                    "scatter": lambda s=size: binned._downsample_masks(*s, torch.float32),
-                    "separable": lambda s=size, b=bin_index, t=tables: separable_masks(
-                        b, bins, s, t
+                    "scatter": lambda s=act_size: binned._downsample_masks(*s, torch.float32),
+                    "separable": lambda s=act_size, b=index, tb=tables: separable_masks(
+                        b, bins, s, tb
                     ),
                 }
-                t = time_calls(fns, device, repeats=5 if quick else 50)
+                t = time_calls(fns, device, repeats=repeats)
                 diff = float((fns["scatter"]() - fns["separable"]()).abs().max())
-                rows.append(
-                    f"| {name} | {size[0]}x{size[1]} | {t['scatter'] * 1e6:.0f} us | "
+                mask_rows.append(
+                    f"| {name} | {act_size[0]}x{act_size[1]} | {t['scatter'] * 1e6:.0f} us | "
                     f"{t['separable'] * 1e6:.0f} us | {diff:.1e} |"
                 )
     finally:
         response.LAUNCH_BOUND_DEVICES = saved
-    return rows
+    return counts_rows + mask_rows
 
 
 def separable_tables(size: tuple[int, int], act_size: tuple[int, int], device) -> tuple:

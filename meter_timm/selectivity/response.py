@@ -115,6 +115,17 @@ def _bin_of_count(num_bins: int, device: torch.device) -> torch.Tensor:
     return table.to(device)
 
 
+def _pixel_counts(bin_index: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """(N_b,) float64 pixels per bin of a (B, H, W) bin map (N_b: no bin): a histogram per image
+    row (exact in float32), then float64 sums. One histogram of N_b + 1 slots for the whole batch
+    would queue every pixel's GPU atomic add on a few addresses; bincount would synchronise with
+    the host."""
+    rows = bin_index.view(-1, bin_index.shape[-1])
+    per_row = torch.zeros(rows.shape[0], num_bins + 1, device=bin_index.device)
+    per_row.scatter_add_(1, rows, torch.ones((), device=bin_index.device).expand(rows.shape))
+    return per_row.sum(0, dtype=torch.float64)[:num_bins]
+
+
 # --------------------------------------------------------------------------------------------
 # depth -> bin index, exactly as torch.bucketize(depth, edges, right=False) - 1
 # --------------------------------------------------------------------------------------------
@@ -251,14 +262,8 @@ class BinnedDepth:
         else:
             self._bin_float = self._bin_index(depth.contiguous(), edges)
             self.bin_index = self._bin_float.long()
-        # pixels per bin: a histogram per image row (exact in float32), then float64 sums. One
-        # histogram of N_b + 1 slots for the whole batch would queue every pixel's GPU atomic
-        # add on a few addresses; bincount would synchronise with the host
-        rows = self.bin_index.view(-1, self.width)
-        per_row = torch.zeros(rows.shape[0], self.num_bins + 1, device=self.device)
-        per_row.scatter_add_(1, rows, torch.ones((), device=self.device).expand(rows.shape))
         #: (N_b,) float64 number of depth pixels per bin over the batch
-        self.counts = per_row.sum(0, dtype=torch.float64)[: self.num_bins]
+        self.counts = _pixel_counts(self.bin_index, self.num_bins)
         self._masks: dict[tuple, torch.Tensor] = {}
         self._inverse_counts: dict[torch.dtype, torch.Tensor] = {}
 
