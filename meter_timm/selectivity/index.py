@@ -59,8 +59,7 @@ def selectivity_index(
     eps: float = 1e-8,
     counts: torch.Tensor | None = None,
     other_bins: str = "nonempty",
-    return_own_bin_present: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+) -> torch.Tensor:
     """Depth-selectivity index of every unit against a given bin (Eq. 3 term).
 
     ``(|R_d| - |R_other|) / (|R_d| + |R_other| + eps)`` where R_d = ``responses[k, bins[k]]`` and
@@ -75,24 +74,18 @@ def selectivity_index(
         counts: optional (N_b,) pixel counts; bins with count 0 are not part of R_other
             unless ``other_bins="all"``.
         other_bins: ``"nonempty"`` (default) or ``"all"`` (the ICCV 2021 code's R_other).
-        return_own_bin_present: also return (K,) 1.0 where the unit's own bin holds pixels, else
-            0.0, in the responses' dtype (None unless ``counts`` is given and other_bins is
-            ``"nonempty"``); the loss reuses it instead of indexing the counts again.
 
     Returns:
-        (K,) index per unit, in [-1, 1] (and the presence, see above).
+        (K,) index per unit, in [-1, 1].
     """
     if responses.dim() != 2:
         raise ValueError(f"responses must be (K, N_b), got {tuple(responses.shape)}")
     if bins.shape != responses.shape[:1]:
         raise ValueError(f"bins must be (K={responses.shape[0]},), got {tuple(bins.shape)}")
     bins = bins.to(device=responses.device, dtype=torch.long)
-    chosen, other, present, own, _ = _own_and_other(responses, bins, counts, other_bins)
+    chosen, other, *_ = _own_and_other(responses, bins, counts, other_bins)
     chosen, other = chosen.abs(), other.abs()
-    index = (chosen - other) / (chosen + other + eps)
-    if return_own_bin_present:
-        return index, (own if present is not None else None)
-    return index
+    return (chosen - other) / (chosen + other + eps)
 
 
 def argmax_bins(responses: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
