@@ -280,11 +280,16 @@ def test_a_strategy_that_cannot_refit_is_named_with_its_layer():
         loss.refit()
 
 
-def test_nan_activations_do_not_reach_the_learned_matching():
-    net = TinyNet()
-    loss = SelectivityLoss(
+def _learned_loss(net):
+    """SelectivityLoss on TinyNet's encoder.3: 4 bins, the learned strategy with uniform edges."""
+    return SelectivityLoss(
         [{"name": "encoder.3", "num_bins": 4, "strategy": "learned:edges=uniform"}], lam=1.0
     ).attach(net)
+
+
+def test_nan_activations_do_not_reach_the_learned_matching():
+    net = TinyNet()
+    loss = _learned_loss(net)
     torch.manual_seed(0)
     clean = [(torch.rand(2, 3, 16, 16), torch.rand(2, 1, 16, 16) * 10) for _ in range(3)]
     poisoned = torch.rand(2, 3, 16, 16)
@@ -368,9 +373,7 @@ def test_a_frozen_learned_strategy_is_kept_between_steps_until_a_state_is_loaded
     """Once calibrated (frozen), a learned strategy's edges and assignment are cached like a
     fixed strategy's, and it observes nothing more; a loaded state replaces the cached ones."""
     net = TinyNet()
-    loss = SelectivityLoss(
-        [{"name": "encoder.3", "num_bins": 4, "strategy": "learned:edges=uniform"}], lam=1.0
-    ).attach(net)
+    loss = _learned_loss(net)
     torch.manual_seed(0)
     batches = [(torch.rand(2, 3, 16, 16), torch.rand(2, 1, 16, 16) * 10) for _ in range(3)]
     loss.calibrate(net, batches)
@@ -394,9 +397,7 @@ def test_a_frozen_learned_strategy_is_kept_between_steps_until_a_state_is_loaded
     del strategy.assignment, strategy.edges  # back to the class's methods
     net(images)
     after = loss(depth)["sel/encoder.3"]
-    fresh = SelectivityLoss(
-        [{"name": "encoder.3", "num_bins": 4, "strategy": "learned:edges=uniform"}], lam=1.0
-    ).attach(net)
+    fresh = _learned_loss(net)
     fresh.set_extra_state(saved)
     net(images)
     torch.testing.assert_close(after, fresh(depth)["sel/encoder.3"])
