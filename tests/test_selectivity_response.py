@@ -90,6 +90,15 @@ def test_edge_values_and_invalid_pixels_exactly(eq1_path):
     assert binned.bin_index[0].tolist() == [[3, 0, 1, 1], [2, 3, 3, 3]]
 
 
+def test_edges_given_as_a_list_keep_float64_precision(eq1_path):
+    # float64 depths 1e-9 either side of an edge that float32 cannot represent (0.1): a list of
+    # Python floats must bin them like the float64 tensor, not like its float32 rounding
+    edges = [0.0, 0.1, 0.7, 10.0]
+    depth = torch.tensor([0.1, 0.1 + 1e-9, 0.7, 0.7 + 1e-9], dtype=torch.float64).view(1, 1, 4)
+    for given in (edges, tuple(edges), torch.tensor(edges, dtype=torch.float64)):
+        assert BinnedDepth(depth, given).bin_index.view(-1).tolist() == [0, 1, 1, 2], given
+
+
 def test_log_edges_and_fine_edges_use_exact_binning(eq1_path):
     # very uneven edges (lookup grid falls back to bucketize) and ICCV-style log edges
     gen = torch.Generator().manual_seed(1)

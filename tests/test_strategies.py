@@ -196,6 +196,19 @@ def test_learned_quantile_edges_give_every_bin_its_share_of_pixels():
     assert bool((uniform == 0).any())
 
 
+def test_learned_quantile_edges_with_depth_at_the_top_stay_strictly_increasing():
+    # fewer distinct depths than bins, one of them max_depth: the top cell must not close a bin
+    # at max_depth (that gave edges [0, 3.x, 10, 10, 10])
+    depth = torch.cat([torch.full((500,), 3.0), torch.full((500,), 10.0)])
+    s = create_strategy("learned", 8, 4)
+    s.observe_depth(depth)
+    assert s.refit() is True
+    edges = s.edges()
+    assert edges[0] == 0.0 and edges[-1] == 10.0 and bool((edges.diff() > 0).all())
+    bins = torch.bucketize(depth.double(), edges) - 1
+    assert int(bins[0]) == 0 and int(bins[-1]) == 3  # 3 m in the first bin, 10 m in the last
+
+
 def test_mass_shares_generalise_eq2():
     for K, N in [(48, 32), (48, 24), (16, 4), (80, 64), (12, 4)]:
         assert torch.equal(mass_shares(K, torch.full((N,), 7.0)), eq2_shares(K, N))

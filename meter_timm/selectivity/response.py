@@ -197,7 +197,10 @@ def _edges_on(edges: tuple[float, ...], dtype: torch.dtype, device: torch.device
 
 
 def _check_edges(bin_edges: torch.Tensor | list | tuple) -> torch.Tensor:
-    edges = torch.as_tensor(bin_edges).detach()
+    if isinstance(bin_edges, torch.Tensor):
+        edges = bin_edges.detach()
+    else:  # a list of Python floats: float64, not torch's default float32
+        edges = torch.as_tensor(bin_edges, dtype=torch.float64)
     if edges.dim() != 1 or edges.numel() < 2:
         raise ValueError(
             f"bin_edges must be 1-D with at least 2 values, got shape {tuple(edges.shape)}"

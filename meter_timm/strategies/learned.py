@@ -167,14 +167,15 @@ def quantile_edges(
     edge. Walking up the cells, a bin closes once it holds its fair share of the pixels still
     to be binned (so a single depth value heavier than 1/N_b gets its own bin and the rest
     share out evenly), or when closing later would leave a later bin without any non-empty
-    cell. With fewer non-empty cells than bins the missing top edges are spread evenly.
+    cell. With fewer non-empty cells than bins, the missing edges are spread evenly between the
+    last edge placed and ``max_depth`` (empty bins below the top one).
     """
     resolution = histogram.numel()
     counts = histogram.double().tolist()
     nonempty_after = (histogram > 0).flip(0).long().cumsum(0).flip(0).tolist()[1:] + [0]
     width = (max_depth - min_depth) / resolution
     edges, acc, remaining, bins_left = [float(min_depth)], 0.0, float(sum(counts)), num_bins
-    for cell, count in enumerate(counts):
+    for cell, count in enumerate(counts[:-1]):  # an edge at the top cell's end would be max_depth
         if bins_left == 1:
             break
         acc += count
