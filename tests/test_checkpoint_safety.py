@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import builtins
 import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import torch
 from _training import build_runner, make_tiny_data, tiny_config
 from mmengine.logging import MessageHub
+from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
 from meter_timm.checkpoint import CheckpointReadError, load_checkpoint_file
 from meter_timm.cli import main
@@ -79,6 +82,63 @@ def test_bad_files_are_named_in_one_line(tmp_path):
         assert "\n" not in str(info.value)
 
 
+@pytest.fixture
+def http_files(tmp_path, monkeypatch):
+    """(folder, base URL): files put in the folder are served over HTTP on 127.0.0.1; torch's hub
+    cache (where mmengine's http loader keeps downloads) is tmp_path / "hub"."""
+
+    class QuietHandler(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path / "served"), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    (tmp_path / "served").mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    yield tmp_path / "served", f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_every_checkpoint_scheme_goes_through_the_one_reader(tmp_path, http_files, monkeypatch):
+    served, url = http_files
+    marker = tmp_path / "created_by_payload"
+    torch.save({"state_dict": {"w": torch.ones(3)}}, served / "honest.pth")
+    torch.save({"meta": {"x": _CreatesFile(marker)}}, served / "payload.pth")
+    # http(s): downloaded into the hub cache, then read by the one reader
+    loaded = CheckpointLoader.load_checkpoint(f"{url}/honest.pth")
+    assert torch.equal(loaded["state_dict"]["w"], torch.ones(3))
+    assert (tmp_path / "hub" / "checkpoints" / "honest.pth").is_file()
+    with pytest.raises(CheckpointReadError, match="refused checkpoint .*payload.pth.*io.open"):
+        _load_checkpoint(f"{url}/payload.pth")  # mmengine's init_cfg / load_from entry point
+    # a payload planted in the hub cache is read by the same rules (mmengine would unpickle it)
+    torch.save({"meta": {"x": _CreatesFile(marker)}}, tmp_path / "hub" / "checkpoints" / "p2.pth")
+    with pytest.raises(CheckpointReadError, match="refused checkpoint .*p2.pth"):
+        CheckpointLoader.load_checkpoint(f"{url}/p2.pth")
+    with pytest.raises(CheckpointReadError, match=f"cannot download checkpoint {url}/absent.pth"):
+        CheckpointLoader.load_checkpoint(f"{url}/absent.pth")
+    # every other scheme, mmengine's own and one a third party registers later, is refused
+    monkeypatch.setattr(CheckpointLoader, "_schemes", dict(CheckpointLoader._schemes))
+    CheckpointLoader.register_scheme("evil://", loader=lambda name, map_location=None: 1 / 0)
+    for path in (
+        "open-mmlab://resnet50_v1c",
+        "torchvision://resnet18",
+        "modelzoo://resnet18",
+        "mmcls://resnet50",
+        "s3://bucket/epoch_1.pth",
+        "pavi://model/1",
+        "ftp://host/epoch_1.pth",
+        "evil://x",
+    ):
+        with pytest.raises(CheckpointReadError, match="local files and http.s. URLs only") as info:
+            CheckpointLoader.load_checkpoint(path)
+        assert path in str(info.value)
+    assert not marker.exists()
+
+
 def _write_config(tmp_path, work_dir, epochs):
     data = make_tiny_data(tmp_path / "data", train=8, val=4)
     cfg = tiny_config(data, work_dir, epochs=epochs, batch_size=4, hook=dict(dissect=False))
@@ -95,7 +155,9 @@ def _cli_error(capsys, argv):
     return code, err[-1] if err else ""
 
 
-def test_payload_in_the_work_dir_never_runs_and_honest_checkpoints_resume(tmp_path, capsys):
+def test_payload_in_the_work_dir_never_runs_and_honest_checkpoints_resume(
+    tmp_path, capsys, http_files
+):
     work_dir = tmp_path / "run"
     cfg, _ = _write_config(tmp_path, work_dir, epochs=1)
     build_runner(cfg).train()
@@ -125,6 +187,12 @@ def test_payload_in_the_work_dir_never_runs_and_honest_checkpoints_resume(tmp_pa
     (work_dir / "last_checkpoint").write_text(str(elsewhere))
     code, last = _cli_error(capsys, ["train", str(config), "--work-dir", str(work_dir), "--resume"])
     assert code == 2 and not marker.exists() and str(elsewhere) in last and "io.open" in last
+    # ... also when it names a URL (mmengine would fully unpickle the download)
+    served, url = http_files
+    shutil.copy(elsewhere, served / "elsewhere.pth")
+    (work_dir / "last_checkpoint").write_text(f"{url}/elsewhere.pth")
+    code, last = _cli_error(capsys, ["train", str(config), "--work-dir", str(work_dir), "--resume"])
+    assert code == 2 and not marker.exists() and "elsewhere.pth" in last and "io.open" in last
 
     # a state dict is not a training checkpoint
     torch.save(checkpoint["state_dict"], tmp_path / "weights.pth")

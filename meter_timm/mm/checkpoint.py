@@ -1,10 +1,14 @@
-"""mmengine checkpoints: the one reader installed as mmengine's local loader, and durable saves.
+"""mmengine checkpoints: the one reader behind every mmengine checkpoint load, and durable saves.
 
-Reading. mmengine 0.10.7 reads local checkpoints with a bare ``torch.load``. Importing this module
-replaces that loader (the ``''`` scheme of :class:`mmengine.runner.CheckpointLoader`) with
-:func:`meter_timm.checkpoint.load_checkpoint_file`, the package's one reader (``weights_only=True``
-with an explicit allowlist of what mmengine writes). ``--resume``, ``load_from`` and weight files
-all go through it; no file and no directory is ever trusted with full unpickling.
+Reading. mmengine 0.10.7 reads checkpoints with a bare ``torch.load`` (local files,
+``open-mmlab://``, ``s3://``, ...) or with ``torch.hub``'s full unpickling (``http(s)://``, which
+also trusts whatever lies in the hub cache). Importing this module routes every path given to
+:class:`mmengine.runner.CheckpointLoader` to :func:`meter_timm.checkpoint.load_checkpoint_file`, the
+package's one reader (``weights_only=True`` with an explicit allowlist of what mmengine writes):
+local files directly, http(s) URLs once downloaded, and any other scheme (also one registered
+later) is refused with an error naming the path. ``--resume`` (also through a ``last_checkpoint``
+file), ``load_from``, ``init_cfg=dict(type="Pretrained")`` and weight files all go through it; no
+file, URL or directory is ever trusted with full unpickling.
 
 Saving. A run killed at any moment keeps a complete checkpoint that ``--resume`` finds:
 
@@ -19,17 +23,23 @@ Saving. A run killed at any moment keeps a complete checkpoint that ``--resume``
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlparse
 
-from mmengine.dist import is_main_process
+import torch
+from mmengine.dist import barrier, get_dist_info, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from meter_timm.checkpoint import load_checkpoint_file
+from meter_timm.checkpoint import CheckpointReadError, load_checkpoint_file
 from meter_timm.mm.registry import HOOKS
 
 __all__ = [
     "load_from_local_safe",
+    "load_from_http_safe",
+    "load_from_unsupported_scheme",
     "publish_file",
     "write_text_atomically",
     "partial_name",
@@ -43,7 +53,62 @@ def load_from_local_safe(filename: str, map_location=None):
     return load_checkpoint_file(os.fspath(filename), map_location=map_location)
 
 
+def load_from_http_safe(filename: str, map_location=None):
+    """mmengine's http(s) loader: the file is downloaded into torch's hub cache (by rank 0 first,
+    as mmengine does), then read by the package's one reader like any local file. A copy already
+    in the cache is reused and read by the same rules: a cache directory is no proof of trust."""
+    name = os.path.basename(urlparse(filename).path)
+    if not name:
+        raise CheckpointReadError(f"cannot read checkpoint {filename}: the URL names no file")
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        _download(filename, path)
+    if world_size > 1:
+        barrier()
+        if rank > 0:  # processes of other nodes, without the shared file system
+            _download(filename, path)
+    return load_checkpoint_file(path, map_location=map_location)
+
+
+def _download(url: str, path: Path) -> None:
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+    except Exception as err:  # URLError, HTTPError, timeouts, ...
+        raise CheckpointReadError(
+            f"cannot download checkpoint {url}: {type(err).__name__}: {err}"
+        ) from None
+
+
+def load_from_unsupported_scheme(filename: str, map_location=None):
+    """Every scheme but local files and http(s) (``open-mmlab://``, ``s3://``, ``pavi://``, ...):
+    mmengine reads those with full unpickling, so they are refused."""
+    raise CheckpointReadError(
+        f"cannot read checkpoint {filename}: meter-timm reads checkpoints from local files and "
+        "http(s) URLs only (nothing else is read without full unpickling); download it and "
+        "pass the local path"
+    )
+
+
+def _safe_checkpoint_loader(cls, path) -> Callable:
+    """Replaces ``CheckpointLoader._get_checkpoint_loader``: only the package's own loaders, so a
+    scheme that mmengine or a third party registers later cannot bypass the one reader."""
+    path = str(path)
+    if re.match(r"https?://", path):
+        return load_from_http_safe
+    if "://" in path or any(prefix and re.match(prefix, path) for prefix in cls._schemes):
+        return load_from_unsupported_scheme
+    return load_from_local_safe
+
+
 CheckpointLoader.register_scheme(prefixes="", loader=load_from_local_safe, force=True)
+CheckpointLoader.register_scheme(
+    prefixes=("http://", "https://"), loader=load_from_http_safe, force=True
+)
+CheckpointLoader._get_checkpoint_loader = classmethod(_safe_checkpoint_loader)
 
 
 def partial_name(filename: str) -> str:
