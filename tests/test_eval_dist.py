@@ -56,8 +56,16 @@ def _evaluate(data_dir: str, weights: str, world_size: int = 1) -> dict:
 
 
 def _worker(rank: int, world_size: int, init_file: str, data_dir: str, weights: str, out: str):
+    import mmengine.evaluator.metric
     import torch.distributed as dist
 
+    def pickled(*args, **kwargs):
+        raise AssertionError("DepthMetric used mmengine's pickling collection")
+
+    # mmengine's collection writes part_<rank>.pkl files and unpickles them; its broadcast of the
+    # metrics pickles too: DepthMetric must use neither
+    mmengine.evaluator.metric.collect_results = pickled
+    mmengine.evaluator.metric.broadcast_object_list = pickled
     dist.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
     )

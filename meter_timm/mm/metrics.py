@@ -7,6 +7,8 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import torch
+from mmengine.dist import all_gather, get_world_size
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
@@ -29,12 +31,15 @@ class DepthMetric(BaseMetric):
             the KITTI cap.
         crop_type (str, optional): ``"nyu_crop"`` (Eigen crop, default), ``"garg_crop"`` or
             ``"eigen_crop"`` (KITTI), or None.
-        collect_device (str): device for gathering results across processes. Default "cpu".
+        collect_device (str): kept for mmengine's interface; results are gathered as tensors on
+            the process group's device whatever its value.
         prefix (str, optional): prefix of the metric names in logs.
 
     Each processed sample must carry ``pred_depth`` and ``gt_depth`` (``(1, H, W)`` metres); the
     prediction is upsampled bilinearly to the ground truth's size. The results list holds one
-    entry per image, so mmengine's collection across processes averages exactly as one process.
+    entry per image; across processes the entries travel as tensors (``all_gather``), in the
+    sampler's order and without its padding, so the average is exactly that of one process, and
+    nothing is pickled (mmengine's own collection writes and unpickles files on CPU).
     Images without a valid pixel are left out with a warning naming them; a metric with no valid
     image (or with non-finite predictions) is None.
     """
@@ -88,6 +93,43 @@ class DepthMetric(BaseMetric):
             else:
                 self.results.append({"image": name, **{k: errors[k] for k in self.metric_names}})
 
+    def evaluate(self, size: int) -> dict:
+        """The metrics over the ``size`` images of the dataset, on every process."""
+        if get_world_size() == 1:
+            return super().evaluate(size)
+        metrics = self.compute_metrics(self._gather_results(size))
+        self.results.clear()
+        if self.prefix:
+            metrics = {f"{self.prefix}/{k}": v for k, v in metrics.items()}
+        return metrics
+
+    def _gather_results(self, size: int) -> list[dict]:
+        """Every process's results, interleaved as mmengine's samplers deal images out (image i
+        on process i % world_size) and cut to ``size`` (dropping the sampler's padding), as
+        mmengine's ``collect_results`` orders them; sent as tensors, never pickled."""
+        names = [r.get("image", r.get(_NO_VALID_PIXEL)) for r in self.results]
+        columns = len(self.metric_names) + 1  # the metrics, then 1.0 for "no valid pixel"
+        values = torch.tensor(
+            [
+                [r.get(k, math.nan) for k in self.metric_names] + [float(_NO_VALID_PIXEL in r)]
+                for r in self.results
+            ],
+            dtype=torch.float64,
+        ).view(-1, columns)
+        encoded = torch.tensor(list("\0".join(names).encode()), dtype=torch.uint8)
+        per_process = []
+        for rows, text in zip(_all_gather_rows(values), _all_gather_rows(encoded)):
+            image_names = bytes(text.tolist()).decode().split("\0") if len(rows) else []
+            per_process.append(
+                [
+                    {_NO_VALID_PIXEL: name}
+                    if row[-1] == 1.0
+                    else {"image": name, **dict(zip(self.metric_names, row[:-1]))}
+                    for name, row in zip(image_names, rows.tolist())
+                ]
+            )
+        return [result for group in zip(*per_process) for result in group][:size]
+
     def compute_metrics(self, results: list) -> dict[str, float | None]:
         """Per-image averages. Images without a valid pixel are left out with a warning naming
         them; a metric that cannot be computed (no valid image, non-finite predictions) is None,
@@ -123,6 +165,14 @@ class DepthMetric(BaseMetric):
 
 
 _NO_VALID_PIXEL = "no_valid_pixel"  # a result entry naming an image without valid ground truth
+
+
+def _all_gather_rows(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every process's ``tensor`` (the first dimension may differ between processes), on CPU."""
+    lengths = [int(n) for n in all_gather(torch.tensor([tensor.shape[0]]))]
+    padded = tensor.new_zeros((max(max(lengths), 1), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    return [rows[:n].cpu() for rows, n in zip(all_gather(padded), lengths)]
 
 
 def _name_some(names: Sequence[str], limit: int = 5) -> str:
