@@ -218,3 +218,48 @@ def test_payload_in_the_work_dir_never_runs_and_honest_checkpoints_resume(
     resumed = load_checkpoint_file(work_dir / "epoch_2.pth")
     assert resumed["meta"]["epoch"] == 2 and resumed["meta"]["iter"] == 4
     assert not marker.exists()
+
+
+def test_resume_refuses_incomplete_training_state_naming_file_and_part(tmp_path, capsys):
+    # each file lacks one part of the training state: mmengine resumed silently (no weights, no
+    # optimizer, no schedulers: not the run it was) or failed with an unexplained error
+    work_dir = tmp_path / "run"
+    cfg, _ = _write_config(tmp_path, work_dir, epochs=1)
+    build_runner(cfg).train()
+    honest = load_checkpoint_file(work_dir / "epoch_1.pth")
+    _, config = _write_config(tmp_path, work_dir, epochs=2)
+    first_key = next(iter(honest["state_dict"]))
+    edits = {
+        "no_hub": (lambda c: c.update(message_hub={}), "no 'message_hub' with log_scalars"),
+        "epoch_text": (lambda c: c["meta"].update(epoch="one"), "meta['epoch'] is 'one'"),
+        "no_optimizer": (lambda c: c.pop("optimizer"), "no 'optimizer' state"),
+        "no_schedulers": (lambda c: c.pop("param_schedulers"), "no 'param_schedulers' state"),
+        "no_random": (lambda c: c.pop("random_state"), "no 'random_state'"),
+        "no_weights": (lambda c: c.pop("state_dict"), "no 'state_dict'"),
+        "missing_key": (lambda c: c["state_dict"].pop(first_key), f"missing {first_key}"),
+        "bad_shape": (
+            lambda c: c["state_dict"].update({first_key: torch.zeros(1, 2, 3)}),
+            f"{first_key} has shape (1, 2, 3), the model",
+        ),
+    }
+    for name, (edit, expected) in edits.items():
+        checkpoint = load_checkpoint_file(work_dir / "epoch_1.pth")
+        edit(checkpoint)
+        torch.save(checkpoint, tmp_path / f"{name}.pth")
+        code, last = _cli_error(
+            capsys,
+            [
+                "train",
+                str(config),
+                "--work-dir",
+                str(work_dir),
+                "--resume",
+                f"{tmp_path / name}.pth",
+            ],
+        )
+        assert code == 2 and f"cannot resume from {tmp_path / name}.pth: " in last, (name, last)
+        assert expected in last, (name, last)
+    (work_dir / "last_checkpoint").write_text("\n")
+    code, last = _cli_error(capsys, ["train", str(config), "--work-dir", str(work_dir), "--resume"])
+    assert code == 2 and f"{work_dir / 'last_checkpoint'} is empty" in last
+    assert not (work_dir / "epoch_2.pth").exists() and honest["meta"]["epoch"] == 1

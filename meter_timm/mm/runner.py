@@ -2,7 +2,9 @@
 
 1. Safe resume: every checkpoint, the run's own included, is read with ``weights_only=True`` and
    an explicit allowlist of what mmengine writes (see :mod:`meter_timm.mm.checkpoint`); a file
-   given to resume must be a training checkpoint (``meta`` with epoch and iteration). Saves are
+   given to resume must hold the whole training state (meta data, message hub, weights that fit
+   the model exactly, optimizer, schedulers and random states), checked before anything of it is
+   loaded, or the run stops with one line naming the file and what is missing. Saves are
    atomic and durable, and ``type="CheckpointHook"`` builds a
    :class:`~meter_timm.mm.checkpoint.DurableCheckpointHook`, so a killed run keeps a checkpoint.
 2. Exact resume: a :class:`~meter_timm.mm.hooks.RandomStateHook` stores the Python, numpy and torch
@@ -21,6 +23,7 @@ from __future__ import annotations
 import datetime
 import os
 import random
+import re
 
 import numpy as np
 import torch
@@ -29,6 +32,7 @@ from mmengine.dist import broadcast, is_distributed, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper, revert_sync_batchnorm
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, Runner
+from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 
 from meter_timm.mm.checkpoint import DurableCheckpointHook, partial_name, publish_file
 from meter_timm.mm.registry import LOOPS, MODEL_WRAPPERS, RUNNERS
@@ -154,6 +158,7 @@ class MeterRunner(Runner):
 
     def __init__(self, *args, **kwargs) -> None:
         self._resuming_from: str | None = None
+        self._resume_parts = (True, True)  # resume_optimizer, resume_param_scheduler
         super().__init__(*args, **kwargs)
         from meter_timm.mm.hooks import RandomStateHook
 
@@ -197,10 +202,22 @@ class MeterRunner(Runner):
         super().save_checkpoint(out_dir, partial_name(filename), *args, **kwargs)
         publish_file(os.path.join(out_dir, partial_name(filename)), os.path.join(out_dir, filename))
 
-    def resume(self, filename: str, *args, **kwargs) -> None:
+    def resume(
+        self,
+        filename: str,
+        resume_optimizer: bool = True,
+        resume_param_scheduler: bool = True,
+        map_location="default",
+    ) -> None:
+        if not str(filename).strip():
+            raise ValueError(
+                f"cannot resume: {os.path.join(self.work_dir, 'last_checkpoint')} is empty; "
+                "pass --resume PATH, or delete that file to start afresh"
+            )
         self._resuming_from = str(filename)
+        self._resume_parts = (resume_optimizer, resume_param_scheduler)
         try:
-            super().resume(filename, *args, **kwargs)
+            super().resume(filename, resume_optimizer, resume_param_scheduler, map_location)
         finally:
             self._resuming_from = None
         loop = self.train_loop
@@ -219,21 +236,77 @@ class MeterRunner(Runner):
                 "resume exactly"
             )
 
-    def load_checkpoint(self, filename: str, *args, **kwargs):
-        checkpoint = super().load_checkpoint(filename, *args, **kwargs)
-        if self._resuming_from is not None:  # mmengine's resume reads meta/message_hub next
-            meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
-            if (
-                not isinstance(meta, dict)
-                or not {"epoch", "iter"} <= meta.keys()
-                or "message_hub" not in checkpoint
-            ):
-                raise ValueError(
-                    f"cannot resume from {filename}: not a training checkpoint (no 'meta' with "
-                    "epoch and iter, or no 'message_hub'); to start from its weights use "
-                    "--cfg-options load_from=PATH without --resume"
-                )
+    def load_checkpoint(
+        self,
+        filename: str,
+        map_location="cpu",
+        strict: bool = False,
+        revise_keys=((r"^module.", ""),),
+    ):
+        if self._resuming_from is None:  # load_from: weights only, as mmengine loads them
+            return super().load_checkpoint(filename, map_location, strict, revise_keys)
+        # resume: as mmengine, but the whole training state is checked before anything is loaded,
+        # and the weights must fit the model exactly
+        checkpoint = _load_checkpoint(filename, map_location=map_location)
+        self._check_training_state(filename, checkpoint, revise_keys)
+        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        checkpoint = _load_checkpoint_to_model(model, checkpoint, True, revise_keys=revise_keys)
+        self._has_loaded = True
+        self.logger.info(f"Load checkpoint from {filename}")
         return checkpoint
+
+    def _check_training_state(self, filename: str, checkpoint, revise_keys) -> None:
+        """ValueError naming ``filename`` and the first part of the training state that is missing
+        or malformed: mmengine would raise an unexplained error, or resume silently inexactly."""
+
+        def refuse(why: str, hint: str = "") -> None:
+            raise ValueError(
+                f"cannot resume from {filename}: {why}" + (f"; {hint}" if hint else "")
+            )
+
+        from_weights = "to start from its weights use --cfg-options load_from=PATH without --resume"
+        meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+        if not isinstance(meta, dict) or not {"epoch", "iter"} <= meta.keys():
+            refuse("not a training checkpoint (no 'meta' with epoch and iter)", from_weights)
+        for key in ("epoch", "iter"):
+            value = meta[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                refuse(f"meta[{key!r}] is {value!r}, not a count of {key}s")
+        hub = checkpoint.get("message_hub")
+        hub_keys = ("log_scalars", "runtime_info", "resumed_keys")
+        if not isinstance(hub, dict) or not set(hub_keys) <= hub.keys():
+            refuse(f"no 'message_hub' with {', '.join(hub_keys)}", from_weights)
+        resume_optimizer, resume_schedulers = self._resume_parts
+        if resume_optimizer and "optimizer" not in checkpoint:
+            refuse("no 'optimizer' state (saved with save_optimizer=False?)", from_weights)
+        if resume_schedulers and self.param_schedulers and "param_schedulers" not in checkpoint:
+            refuse("no 'param_schedulers' state", from_weights)
+        if "random_state" not in checkpoint:
+            refuse(
+                "no 'random_state' (not saved by meter-timm), so the run could not continue as it "
+                "would have",
+                from_weights,
+            )
+        state = checkpoint.get("state_dict")
+        if not isinstance(state, dict):
+            refuse("no 'state_dict'", from_weights)
+        for pattern, replacement in revise_keys:
+            state = {re.sub(pattern, replacement, key): value for key, value in state.items()}
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        expected = model.state_dict()
+        problems = [f"missing {key}" for key in expected if key not in state]
+        problems += [f"unexpected {key}" for key in state if key not in expected]
+        problems += [
+            f"{key} has shape {tuple(state[key].shape)}, the model {tuple(value.shape)}"
+            for key, value in expected.items()
+            if torch.is_tensor(value)
+            and torch.is_tensor(state.get(key))
+            and state[key].shape != value.shape
+        ]
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            refuse(f"its weights do not fit the model: {'; '.join(problems[:3])}{more}")
 
     def setup_env(self, env_cfg: dict) -> None:
         if (
