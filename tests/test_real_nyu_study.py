@@ -21,13 +21,17 @@ import real_nyu_study as study  # noqa: E402
 
 def test_mean_ci_is_the_student_t_interval():
     mean, lo, hi = study.mean_ci([1.0, 2.0, 3.0])
-    # sd = 1, n = 3, t(0.975, 2) = 4.303: half width 4.303 / sqrt(3) = 2.4844
+    # sd = 1, n = 3, t(0.975, 2) = 4.30265: half width 4.30265 / sqrt(3) = 2.48414
     assert (
         mean == 2.0
-        and hi - mean == pytest.approx(2.4844, abs=1e-4)
-        and mean - lo == pytest.approx(2.4844, abs=1e-4)
+        and hi - mean == pytest.approx(2.48414, abs=1e-5)
+        and mean - lo == pytest.approx(2.48414, abs=1e-5)
     )
     assert math.isnan(study.mean_ci([5.0])[1])
+    # 11 seeds: t(0.975, 10) = 2.228, not the normal 1.96 (a table up to 9 degrees fell back to it)
+    values = [float(v) for v in range(11)]  # sd = sqrt(11)
+    mean, lo, hi = study.mean_ci(values)
+    assert hi - mean == pytest.approx(2.2281, abs=1e-4)
 
 
 def test_verdicts_say_inconclusive_when_the_interval_contains_zero():
@@ -88,6 +92,43 @@ def test_selectivity_gain_is_measured_on_the_arms_own_assignment():
     _, stats = study.summarize(records, None, type("A", (), {"epochs": 1, "train_limit": None})())
     mean, lo, hi = stats["deltas"]["learned-lam1"]["d_si"]
     assert mean == pytest.approx(0.10) and lo == pytest.approx(0.10) and hi == pytest.approx(0.10)
+
+
+def test_learned_matching_transfer_pairs_each_seeds_matching():
+    # per seed: the same matching scored on the calibration frames, other training frames and the
+    # val scene with the pretrained weights, and on the val scene after the lambda = 0 fine-tune
+    records = [
+        {"arm": "learned-lam1", "seed": s, "si_assigned_calibration": 0.12} for s in (0, 1, 2)
+    ] + [
+        {"arm": "baseline", "seed": s, "si_under": {"learned-lam1": v}}
+        for s, v in ((0, 0.00), (1, 0.06), (2, 0.00))
+    ]
+    transfer = {
+        "key": {"seeds": ["0", "1", "2"]},
+        "frames": {"calibration": 4, "other_training": 12, "val": 6},
+        "si": {
+            "calibration": {"0": 0.11, "1": 0.12, "2": 0.13},
+            "other_training": {"0": 0.10, "1": 0.20, "2": 0.30},
+            "val": {"0": 0.00, "1": 0.05, "2": 0.10},
+        },
+    }
+    lines = study.transfer_section(records, transfer)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ")}
+    # other - calibration: -0.01, +0.08, +0.17 (mean +0.08); val - other: -0.1, -0.15, -0.2
+    assert rows["other frames of the training scenes"].split(" | ")[1].startswith("+0.080 [")
+    scene = study.mean_ci([-0.10, -0.15, -0.20])
+    assert rows["the val scene instead of the training scenes"].split(" | ")[1:] == [
+        study.fmt_ci(scene),
+        "lower |",
+    ]
+    # fine-tuning, paired with the pretrained val score of the same seed: 0, +0.01, -0.1
+    assert rows["fine-tuning (lambda = 0), on the val scene"].split(" | ")[1] == study.fmt_ci(
+        study.mean_ci([0.0, 0.01, -0.10])
+    )
+    assert any(
+        line.startswith("| pretrained | the other 12 training frames (same 4 scenes) | +0.200 [")
+        for line in lines
+    )
 
 
 @pytest.mark.slow
@@ -180,6 +221,14 @@ def test_tiny_real_fine_tune_end_to_end(tmp_path):
     assert baseline["abs_rel_val"] != pytest.approx(baseline["abs_rel_test"])
     text = (out / "results.md").read_text()
     assert "inconclusive (one seed)" in text
+    # the matching scored with the pretrained weights: the 8 training frames are all calibration
+    # frames here (no other training frames), then the 8 val frames
+    transfer = results["learned_matching_transfer"]
+    assert transfer["frames"] == {"calibration": 8, "val": 8}
+    assert all(
+        -1 <= v <= 1 for name in ("calibration", "val") for v in transfer["si"][name].values()
+    )
+    assert "| pretrained | the val scene (8 frames) |" in text
     assert (out / "figures" / "si_vs_abs_rel.png").stat().st_size > 10_000
     assert (out / "figures" / "layer6_units.png").stat().st_size > 10_000
 

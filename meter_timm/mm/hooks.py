@@ -17,7 +17,7 @@ from mmengine.model import is_model_wrapper
 from meter_timm.mm.registry import HOOKS
 from meter_timm.selectivity.bins import eq2_assignment
 
-__all__ = ["SelectivityHook", "RandomStateHook", "find_selectivity_module"]
+__all__ = ["SelectivityHook", "RandomStateHook", "find_selectivity_module", "calibration_indices"]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -28,6 +28,13 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def find_selectivity_module(model: torch.nn.Module):
     """The ``selectivity`` module of a (possibly DDP-wrapped) model, or None."""
     return getattr(_unwrap(model), "selectivity", None)
+
+
+def calibration_indices(num_frames: int, calibrate_frames: int) -> list[int]:
+    """The training frames that ``SelectivityHook`` calibrates on: ``calibrate_frames`` of the
+    ``num_frames`` (all of them if fewer), evenly spaced from the first to the last."""
+    count = min(calibrate_frames, num_frames)
+    return [round(i * (num_frames - 1) / max(count - 1, 1)) for i in range(count)]
 
 
 @HOOKS.register_module()
@@ -236,8 +243,8 @@ class SelectivityHook(Hook):
             return
         model = _unwrap(runner.model)
         dataset = runner.train_dataloader.dataset
-        count = min(self.calibrate_frames, len(dataset))
-        indices = [round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(count)]
+        indices = calibration_indices(len(dataset), self.calibrate_frames)
+        count = len(indices)
         states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
         was_training = model.training
         try:

@@ -1,6 +1,7 @@
 # Fine-tune the authors' METER xxs NYU weights on real NYU frames with depth selectivity on
 # encoder.6 (the seed's "layer 6"): 1,048 frames of 4 training scenes (nyu2_train.csv), validation
-# with metrics and the dissection on a 5th scene never trained on (nyu2_val.csv, 126 frames).
+# with metrics and the dissection on a 5th scene left out of the fine-tuning (nyu2_val.csv, 126
+# frames; the authors' weights were trained on it, with all of NYU's training scenes).
 # Paths are relative to the repository root; ../shared holds the data and the weights.
 # The real-data study (benchmarks/run_experiments.py --real) varies strategy, lambda and seed:
 #   meter-timm train mm_configs/real_nyu/meter-xxs_sel-learned-encoder6_1xb8-2e_nyu-subset-192x256.py  # noqa: E501
