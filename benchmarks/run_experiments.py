@@ -701,6 +701,12 @@ def main(argv: list[str] | None = None) -> int:
         "--real-sample", help="folder of the real NYU sample (nyu2_test.csv) for the fine-tuning"
     )
     parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="run the real-NYU study instead (benchmarks/real_nyu_study.py); the other arguments "
+        "are then that script's (--real --help lists them)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(EXPERIMENTS)
