@@ -13,13 +13,19 @@ import pytest
 import torch
 
 from meter_timm.selectivity.bins import eq2_assignment, eq2_shares
+from meter_timm.selectivity.index import selectivity_index
 from meter_timm.strategies import (
     create_strategy,
     get_strategy_class,
     parse_strategy_spec,
     validate_strategy,
 )
-from meter_timm.strategies.learned import STAGES, balanced_assignment, mass_shares
+from meter_timm.strategies.learned import (
+    STAGES,
+    balanced_assignment,
+    mass_shares,
+    preference_scores,
+)
 
 
 def eq2_by_fractions(K: int, N: int) -> list[int]:
@@ -207,6 +213,24 @@ def test_learned_quantile_edges_with_depth_at_the_top_stay_strictly_increasing()
     assert edges[0] == 0.0 and edges[-1] == 10.0 and bool((edges.diff() > 0).all())
     bins = torch.bucketize(depth.double(), edges) - 1
     assert int(bins[0]) == 0 and int(bins[-1]) == 3  # 3 m in the first bin, 10 m in the last
+
+
+@pytest.mark.parametrize("other_bins", ["nonempty", "all"])
+def test_learned_preference_is_the_index_the_unit_would_be_scored_with(other_bins):
+    # signed responses (use_abs=False) and an unobserved bin: the score of (unit k, bin d) is the
+    # selectivity index of unit k assigned to d, which the study and the loss then measure
+    gen = torch.Generator().manual_seed(0)
+    responses = torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    counts = torch.tensor([10.0, 0.0, 3.0, 7.0, 1.0], dtype=torch.float64)
+    responses[:, 1] = 0.0  # Eq. 1 gives 0 in an empty bin
+    scores = preference_scores(responses, counts > 0, other_bins=other_bins)
+    for d in range(5):
+        bins = torch.full((6,), d)
+        if counts[d] > 0:
+            index = selectivity_index(responses, bins, counts=counts, other_bins=other_bins)
+            assert torch.allclose(scores[:, d], index, atol=1e-12), d
+        else:
+            assert bool((scores[:, d] < -1).all())  # never observed: below any index
 
 
 def test_mass_shares_generalise_eq2():

@@ -60,9 +60,11 @@ def preference_scores(
 ) -> torch.Tensor:
     """How much each unit prefers each bin, shape (K, N_b), float64.
 
-    ``"selectivity"``: the selectivity index the unit would have if assigned to the bin,
-    (R_d - R_other) / (|R_d| + |R_other| + eps), in [-1, 1], with R_other the mean over the other
-    observed bins (``other_bins="nonempty"``) or over all other bins (``"all"``, empty ones 0).
+    ``"selectivity"``: the selectivity index the unit would have if assigned to the bin (as
+    :func:`~meter_timm.selectivity.index.selectivity_index` computes it),
+    (|R_d| - |R_other|) / (|R_d| + |R_other| + eps), in [-1, 1], with R_other the mean over the
+    other observed bins (``other_bins="nonempty"``) or over all other bins (``"all"``, empty ones
+    0).
     ``"response"``: the response divided by the unit's largest absolute response, in [-1, 1].
     Bins never observed score -2 (used only when the balance forces it).
     """
@@ -72,7 +74,7 @@ def preference_scores(
     if score == "selectivity":
         n_other = (int(observed.sum()) if other_bins == "nonempty" else R.shape[1]) - 1
         others = (R.sum(dim=1, keepdim=True) - R) / max(n_other, 1)
-        scores = (R - others) / (R.abs() + others.abs() + eps)
+        scores = (R.abs() - others.abs()) / (R.abs() + others.abs() + eps)
     elif score == "response":
         scores = R / (R.abs().amax(dim=1, keepdim=True) + eps)
     else:
