@@ -133,12 +133,24 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
     :func:`checkpoint_allowlist`.
 
     Used for weight files, ``load_from`` and ``--resume`` alike; nothing is ever fully unpickled and
-    no directory is trusted. Raises FileNotFoundError naming a missing file and
+    no directory is trusted. Raises FileNotFoundError naming a missing file, IsADirectoryError
+    naming a folder (and the hub weights file inside it, if any), and
     :class:`CheckpointReadError` (a ValueError) naming the file and the refused type, or saying
     that the file is not a PyTorch checkpoint (truncated, text, random bytes), or naming a weight
     tensor with NaN/inf values.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        from meter_timm.models.meter import HUB_WEIGHT_FILES
+
+        inside = [path / name for name in HUB_WEIGHT_FILES if (path / name).is_file()]
+        hint = (
+            f"give the weights file inside it, {inside[0]}"
+            if inside
+            else f"give a weights file (a hub folder holds {' or '.join(HUB_WEIGHT_FILES)}, "
+            "this one has neither)"
+        )
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file: {hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":  # tensors only, no pickle at all (timm's hub format)
@@ -284,9 +296,13 @@ def load_weights(
         return "wrapper"
     network = model.backbone if wrapper else model
     filter_fn = _checkpoint_filter(network)
-    if filter_fn is not None:
-        state = filter_fn(state, network)
-    result = network.load_state_dict(state, strict=strict)
+    # keys or shapes that do not fit: a ValueError (filter) or RuntimeError (torch) naming the file
+    try:
+        if filter_fn is not None:
+            state = filter_fn(state, network)
+        result = network.load_state_dict(state, strict=strict)
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
     if not strict and (result.missing_keys or result.unexpected_keys):
         from mmengine.logging import print_log  # the run's log, when there is one
 

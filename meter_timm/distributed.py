@@ -16,7 +16,22 @@ import logging
 import os
 import sys
 
-__all__ = ["choose_backend", "exit_process_group"]
+__all__ = ["check_torchrun_environment", "choose_backend", "exit_process_group"]
+
+#: what torchrun tells every process it starts, and ``--launcher pytorch`` reads
+TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def check_torchrun_environment(command: str = "train CONFIG") -> None:
+    """ValueError when this process was not started by torchrun (a variable of
+    :data:`TORCHRUN_VARIABLES` is missing), which ``--launcher pytorch`` needs."""
+    missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
+    if missing:
+        raise ValueError(
+            f"--launcher pytorch needs torchrun, which sets {', '.join(missing)} (not set here): "
+            f"run `torchrun --nproc_per_node=N -m meter_timm {command} --launcher pytorch`, "
+            "or leave --launcher out for one process"
+        )
 
 
 def choose_backend(dist_cfg: dict | None = None, cuda_available: bool | None = None) -> str:

@@ -41,10 +41,29 @@ class _EdgesEqualInFloat32(DepthBinStrategy):
         return torch.arange(self.num_units) * self.num_bins // self.num_units
 
 
+class _Raises(DepthBinStrategy):
+    """A plugin strategy with explicit parameters whose edges() or assignment() raises."""
+
+    name = "test-raises"
+
+    def __init__(self, num_units, num_bins, min_depth=0.0, max_depth=10.0, which="edges"):
+        super().__init__(num_units, num_bins, min_depth, max_depth)
+        self.which = which
+
+    def edges(self):
+        if self.which == "edges":
+            return 1 / 0
+        return torch.linspace(self.min_depth, self.max_depth, self.num_bins + 1).double()
+
+    def assignment(self):
+        raise RuntimeError("the plugin's own bug")
+
+
 class _Plugin:
     @hookimpl
     def meter_timm_register_strategies(self, register):
         register(_EdgesEqualInFloat32)
+        register(_Raises)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +90,17 @@ def inputs(tmp_path_factory):
     Image.fromarray(rgb).save(root / "0_colors.png")
     Image.fromarray(np.full((48, 64), 2000, dtype=np.uint16)).save(root / "0_depth.png")
     (root / "swapped.csv").write_text("0_depth.png,0_colors.png\n")
+    torch.save({"conv.weight": torch.zeros(1)}, root / "wrong_keys.pth")
+    (root / "hub").mkdir()
+    (root / "hub" / "model.safetensors").write_bytes(b"")
+    # a bad h5 file, read in a DataLoader worker process
+    import shutil
+
+    shutil.copytree(data, root / "bad_h5")
+    first = sorted((root / "bad_h5").rglob("*.h5"))[0]
+    first.write_text("not an h5 file\n")
+    (root / "syntax.py").write_text("model = dict(\n    lam=0.1,\n    lam=,\n)\n")
+    (root / "child.py").write_text("_base_ = ['syntax.py']\n")
     bad_config = root / "bad_type.py"
     bad_config.write_text(
         f"_base_ = [{str(QUICKSTART)!r}]\ncustom_hooks = [dict(type='NoSuchHook')]\n"
@@ -115,6 +145,34 @@ def _eval(inputs, weights="weights.pth", *extra, data=None):
         "64",
         *extra,
     ]
+
+
+def _ablate(inputs, *extra):
+    return [
+        "ablate",
+        "meter_xxs",
+        "--weights",
+        str(inputs["weights"]),
+        "--data",
+        str(inputs["data"]),
+        "--input-size",
+        "64",
+        "64",
+        "--limit",
+        "1",
+        "--bins",
+        "4",
+        "--random-draws",
+        "0",
+        "--out",
+        str(inputs["root"] / "ablate"),
+        *extra,
+    ]
+
+
+def _train(inputs, *options, extra=()):
+    work_dir = str(inputs["root"] / "train_work")
+    return ["train", str(QUICKSTART), "--work-dir", work_dir, *extra, "--cfg-options", *options]
 
 
 # (id, argv from the fixture, words the error line must hold)
@@ -169,6 +227,69 @@ CASES = [
         ["strategy 'uniform' got unknown parameters ['gamma']"],
     ),
     (
+        "unknown parameter of a strategy with explicit parameters",
+        lambda i: _dissect(i, "--strategy", "log", "--strategy-param", "alpah=0.5"),
+        [
+            "layer 'encoder.6'",
+            "strategy 'log' got unknown parameters ['alpah']",
+            "did you mean 'alpha'",
+            "accepted: alpha, beta",
+        ],
+    ),
+    (
+        "unknown strategy parameter in ablate",
+        lambda i: _ablate(i, "--strategy", "log", "--strategy-param", "alpah=0.5"),
+        ["strategy 'log' got unknown parameters ['alpah']", "did you mean 'alpha'"],
+    ),
+    (
+        "unknown parameter of a plugin strategy",
+        lambda i: _dissect(i, "--strategy", "test-raises", "--strategy-param", "whihc=edges"),
+        ["'test-raises' got unknown parameters ['whihc']", "did you mean 'which'"],
+    ),
+    (
+        "unknown strategy parameter in a config",
+        lambda i: _train(
+            i,
+            "model.selectivity.layers.0.strategy=log",
+            "model.selectivity.layers.0.params.alpah=1",
+        ),
+        ["layer 'encoder.6'", "'log' got unknown parameters ['alpah']", "did you mean 'alpha'"],
+    ),
+    (
+        "plugin strategy whose edges() raises",
+        lambda i: _dissect(i, "--strategy", "test-raises"),
+        [
+            "layer 'encoder.6'",
+            "'test-raises' of plugin 'test-bad-inputs'",
+            "edges() raised ZeroDivisionError",
+        ],
+    ),
+    (
+        "plugin strategy whose assignment() raises",
+        lambda i: _dissect(i, "--strategy", "test-raises", "--strategy-param", "which=none"),
+        ["layer 'encoder.6'", "plugin 'test-bad-inputs'", "assignment() raised RuntimeError"],
+    ),
+    (
+        "unknown backbone in a config",
+        lambda i: _train(i, "model.backbone.name=meter_xxxs"),
+        ["unknown model 'meter_xxxs'", "did you mean 'meter_xxs'"],
+    ),
+    (
+        "--launcher pytorch outside torchrun",
+        lambda i: _train(i, "train_cfg.max_epochs=1", extra=("--launcher", "pytorch")),
+        ["--launcher pytorch needs torchrun", "RANK", "WORLD_SIZE"],
+    ),
+    (
+        "syntax error in a config",
+        lambda i: ["train", str(i["root"] / "syntax.py")],
+        ["syntax.py:3: syntax error in the config", "lam=,"],
+    ),
+    (
+        "syntax error in a config's base",
+        lambda i: _dissect(i, "--model", str(i["root"] / "child.py")),
+        ["syntax.py:3: syntax error in the config"],
+    ),
+    (
         "edges equal in float32",
         lambda i: _dissect(i, "--strategy", "test-float32-edges"),
         ["'test-float32-edges'", "not strictly increasing in float32", "edges[1]"],
@@ -187,6 +308,55 @@ CASES = [
         "truncated weights",
         lambda i: _eval(i, "truncated.pth"),
         ["cannot read checkpoint", "truncated.pth", "not a complete PyTorch checkpoint"],
+    ),
+    (
+        "weights that do not fit",
+        lambda i: _eval(i, "wrong_keys.pth"),
+        ["wrong_keys.pth: checkpoint does not fit meter_xxs", "missing keys"],
+    ),
+    (
+        "folder as weights",
+        lambda i: _eval(i, "hub"),
+        [
+            "is a folder, not a checkpoint file",
+            "give the weights file inside it",
+            "model.safetensors",
+        ],
+    ),
+    (
+        "device without a GPU in eval",
+        lambda i: _eval(i, "weights.pth", "--device", "cuda:99"),
+        ["cannot use device 'cuda:99'"],
+    ),
+    (
+        "device without a GPU in dissect",
+        lambda i: _dissect(i, "--device", "cuda:99"),
+        ["cannot use device 'cuda:99'"],
+    ),
+    (
+        "bad h5 file read by a DataLoader worker",
+        lambda i: _eval(i, "weights.pth", "--num-workers", "1", data=i["root"] / "bad_h5"),
+        ["bad_h5/official/00000.h5", "cannot read h5 file"],
+    ),
+    (
+        "unreadable and missing images to predict",
+        lambda i: [
+            "predict",
+            str(i["root"] / "notes.pth"),
+            str(i["root"] / "missing.png"),
+            "--model",
+            "meter_xxs.nyu",
+            "--weights",
+            str(i["weights"]),
+            "--out",
+            str(i["root"] / "predicted"),
+        ],
+        ["cannot read 2 of 2 image(s)", "notes.pth (cannot identify", "missing.png (no such file)"],
+    ),
+    (
+        "no frames to make",
+        lambda i: ["make-data", str(i["root"] / "made"), "--train", "0", "--val", "0"],
+        ["--train and --val are both 0"],
     ),
     (
         "all-NaN weights",
@@ -266,6 +436,7 @@ def test_user_mistake_is_one_line_with_exit_code_2(inputs, argv, expected, capsy
     assert lines[0].startswith(prefix), lines[0]
     for words in expected:
         assert words in lines[0], (words, lines[0])
+    assert len(lines[0]) < 600, lines[0]
     assert not (inputs["root"] / "created_by_payload").exists()
 
 
@@ -328,3 +499,36 @@ def test_dissection_without_valid_depth_fails_and_writes_strict_json(inputs, cap
         parse_constant=lambda c: pytest.fail(f"bare {c} in report.json"),
     )
     assert sum(report["layers"]["encoder.6"]["counts"]) == 0
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        ('model.selectivity.layers=[dict(name="encoder.6",num_bins=8)]', "not dict(...)"),
+        ("model.lam=[1,2", "unbalanced brackets"),
+        ("model.lam", "expected KEY=VALUE, got 'model.lam'"),
+    ],
+)
+def test_unreadable_cfg_options_are_a_usage_error(option, expected, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(QUICKSTART), "--cfg-options", option])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("meter-timm train: error: argument --cfg-options: ")
+    assert expected in err.splitlines()[-1]
+
+
+def test_resume_without_a_checkpoint_warns_that_training_starts_afresh(inputs, capsys, monkeypatch):
+    from meter_timm.mm.runner import MeterRunner
+
+    def stop(cfg):
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(MeterRunner, "from_cfg", stop)
+    work_dir = inputs["root"] / "empty_work_dir"
+    assert main(["train", str(QUICKSTART), "--work-dir", str(work_dir), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"meter-timm train: warning: --resume found no checkpoint in {work_dir} "
+        "(no last_checkpoint file): training starts from scratch"
+    ) in err

@@ -293,3 +293,55 @@ def test_hook_that_raises_names_the_plugin():
     pm.register(Exploding(), name="exploding-plugin")
     with pytest.raises(PluginError, match="'exploding-plugin'.*KeyError"):
         strategy_table(pm)
+
+
+class _ForwardsKwargs(ConstantStrategy):
+    """Takes ``scale`` and passes any other keyword on to its base class."""
+
+    name = "test-forwards"
+
+    def __init__(self, num_units, num_bins, min_depth=0.0, max_depth=10.0, scale=1.0, **kw):
+        super().__init__(num_units, num_bins, min_depth, max_depth, **kw)
+        self.scale = scale
+
+
+@pytest.mark.parametrize(
+    "cls, params, message",
+    [
+        (ConstantStrategy, {"gamma": 2}, r"'test-constant' got unknown parameters \['gamma'\] "),
+        (_ForwardsKwargs, {"scael": 2}, r"\['scael'\]; did you mean 'scale'\? \(accepted: scale\)"),
+        (_ForwardsKwargs, {"num_bins": 2}, r"\['num_bins'\] \(accepted: scale\)"),
+    ],
+)
+def test_unknown_parameters_of_any_plugin_strategy_name_the_accepted_ones(cls, params, message):
+    from meter_timm.strategies import create_layer_strategy
+    from meter_timm.strategies.base import StrategyParameterError
+
+    pm = new_plugin_manager(autoload=False)
+    pm.register(InMemoryPlugin(cls), name="params-plugin")
+    spec = f"{cls.name}:" + ",".join(f"{k}={v}" for k, v in params.items())
+    with pytest.raises(StrategyParameterError, match=message):
+        create_strategy(spec, 6, 3, pm=pm)
+    layer = dict(name="encoder.6", strategy=cls.name, params=params)
+    with pytest.raises(StrategyParameterError, match="layer 'encoder.6'.*" + message):
+        create_layer_strategy(layer, 6, pm=pm)
+    assert create_strategy(cls.name, 6, 3, pm=pm).num_bins == 3
+
+
+def test_unknown_parameter_of_the_example_plugin():
+    pytest.importorskip("meter_timm_quantile")
+    pm = new_plugin_manager(autoload=True)
+    with pytest.raises(ValueError, match=r"'quantile'.*\['warmup'\]; did you mean 'warmup_pixels'"):
+        create_strategy("quantile", 8, 4, pm=pm, warmup=5)
+
+
+def test_a_strategy_method_that_raises_names_the_plugin():
+    broken = _bad("test-broken", edges=lambda s: [][0])
+    pm = new_plugin_manager(autoload=False)
+    pm.register(InMemoryPlugin(broken), name="broken-plugin")
+    with pytest.raises(
+        PluginError,
+        match=r"'test-broken' of plugin 'broken-plugin' \(\(in memory\) "
+        r"9.9\): edges\(\) raised IndexError",
+    ):
+        create_strategy("test-broken", 6, 3, pm=pm)

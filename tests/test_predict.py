@@ -73,26 +73,22 @@ def test_predict_many_images_progress_and_bad_image(tmp_path, random_weights, ca
     images = [_write_png(tmp_path / f"img{i}.png", 40 + 8 * i, 60, seed=i) for i in range(2)]
     bad = tmp_path / "broken.png"
     bad.write_text("not an image")
+    argv = ["--model", "meter_xxs.kitti", "--weights", str(random_weights)]
+    out = tmp_path / "o"
+    # images that cannot be read: one error line naming them all, before any work
     rc = main(
-        [
-            "predict",
-            *map(str, images),
-            str(bad),
-            str(tmp_path / "missing.jpg"),
-            "--model",
-            "meter_xxs.kitti",
-            "--weights",
-            str(random_weights),
-            "--out",
-            str(tmp_path / "o"),
-        ]
+        ["predict", *map(str, images), str(bad), str(tmp_path / "missing.jpg"), *argv]
+        + ["--out", str(out)]
     )
-    err = capsys.readouterr().err
-    assert rc == 1  # some images failed, the others were written
-    assert f"cannot read image {bad}" in err and "missing.jpg: no such file" in err
-    assert "4/4" in err  # tqdm progress bar
-    assert np.load(tmp_path / "o" / "img1.npy").shape == (48, 60)
-    assert not (tmp_path / "o" / "broken.npy").exists()
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert rc == 2 and len(errors) == 1 and "wrote" not in captured.out
+    assert errors[0].startswith("meter-timm predict: error: cannot read 2 of 4 image(s): ")
+    assert f"{bad} (cannot identify" in errors[0] and "missing.jpg (no such file)" in errors[0]
+    assert not out.exists()
+    rc = main(["predict", *map(str, images), *argv, "--out", str(out)])
+    assert rc == 0 and "2/2" in capsys.readouterr().err  # tqdm progress bar
+    assert np.load(out / "img1.npy").shape == (48, 60)
 
 
 def test_predict_bad_weights_file(tmp_path, capsys):

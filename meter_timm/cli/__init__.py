@@ -15,7 +15,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model from an mmengine config"),
     "test": ("test", "run mmengine's test loop of a config on a checkpoint"),
-    "eval": ("evaluate", "evaluate a model's weights on NYU data without a config"),
+    "eval": (
+        "evaluate",
+        "evaluate a model's weights on depth data (NYU, image folders, KITTI) without a config",
+    ),
     "predict": ("predict", "predict metric depth for images"),
     "dissect": ("dissect", "measure the depth selectivity of a model's units"),
     "ablate": (

@@ -8,16 +8,12 @@ a programming error and keeps its traceback.
 
 from __future__ import annotations
 
-import difflib
+import re
 from pathlib import Path
 
+from meter_timm._names import check_model_name, did_you_mean
+
 FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
-
-
-def did_you_mean(name: str, choices, n: int = 3, cutoff: float = 0.6) -> str:
-    """``"; did you mean 'a' or 'b'?"`` for the choices close to ``name``, else ``""``."""
-    close = difflib.get_close_matches(str(name), list(choices), n=n, cutoff=cutoff)
-    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
 def _raised_by_mmengine_registry(exc: BaseException) -> bool:
@@ -36,6 +32,25 @@ def one_line(text: str) -> str:
     return f"{lines[0]} {'; '.join(lines[1:])}"
 
 
+_WORKER_ERROR = re.compile(
+    r"Caught (\w+) in DataLoader worker process \d+\.\n"
+    r"Original Traceback \(most recent call last\):\n"
+)
+
+
+def _unwrap_worker_error(text: str) -> str:
+    """The original message of an exception that torch re-raised from a DataLoader worker (whose
+    message is then "Caught X in DataLoader worker process N." and the worker's whole traceback);
+    any other text unchanged."""
+    match = _WORKER_ERROR.match(text)
+    if match is None:
+        return text
+    # the traceback ends with the exception as "[module.]X: message", possibly on several lines
+    last = re.compile(rf"^(?:[\w.]+\.)?{match.group(1)}(?:: |$)", re.MULTILINE)
+    found = list(last.finditer(text, match.end()))
+    return text[found[-1].end() :] if found else text
+
+
 def user_error_message(exc: BaseException) -> str | None:
     """The one-line message of a user mistake; None for a programming error (to be re-raised)."""
     from meter_timm.strategies.plugins import PluginError
@@ -49,7 +64,7 @@ def user_error_message(exc: BaseException) -> str | None:
         )
     if isinstance(exc, (ValueError, PluginError, *FILE_ERRORS)):
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        return one_line(str(message)) or type(exc).__name__
+        return one_line(_unwrap_worker_error(str(message))) or type(exc).__name__
     return None
 
 
@@ -67,23 +82,45 @@ def check_config_path(value: str) -> None:
     )
 
 
-def check_model_name(name: str) -> None:
-    """ValueError with a "did you mean" for an unknown timm model name or pretrained tag."""
-    import timm
+def _config_syntax_error(path: Path) -> SyntaxError | None:
+    """The syntax error of config ``path`` or of one of its ``_base_`` files, naming that file
+    (mmengine parses them without a file name)."""
+    import ast
 
-    base, _, tag = name.partition(".")
-    if not timm.is_model(base):
+    if not path.is_file():
+        return None
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as exc:
+        return exc
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_base_" for t in node.targets
+        ):
+            try:
+                bases = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            for base in [bases] if isinstance(bases, str) else bases:
+                found = _config_syntax_error(path.parent / str(base))
+                if found is not None:
+                    return found
+    return None
+
+
+def load_config(path):
+    """``mmengine.config.Config.fromfile(path)``; a syntax error in the config or one of its
+    ``_base_`` files is a ValueError naming ``file:line``."""
+    from mmengine.config import Config
+
+    try:
+        return Config.fromfile(str(path))
+    except SyntaxError as exc:
+        found = _config_syntax_error(Path(path)) or exc
+        text = f": {found.text.strip()}" if found.text else ""
         raise ValueError(
-            f"unknown model {name!r}{did_you_mean(base, timm.list_models())} "
-            "(timm.list_models() lists every name)"
-        )
-    if tag:
-        tags = [full.partition(".")[2] for full in timm.list_pretrained(f"{base}.*")]
-        if tag not in tags:
-            known = ", ".join(f"{base}.{t}" for t in tags) or "none"
-            raise ValueError(
-                f"unknown pretrained tag {tag!r} of {base}{did_you_mean(tag, tags)} (tags: {known})"
-            )
+            f"{found.filename}:{found.lineno}: syntax error in the config ({found.msg}){text}"
+        ) from exc
 
 
 def check_arguments(args) -> None:

@@ -1,4 +1,5 @@
-"""The model of the commands that look inside one (dissect, ablate): a timm name or a config."""
+"""The model of the commands that look inside one (dissect, ablate): a timm name or a config;
+and the ``--device`` every command that runs a model moves it to."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def build_model(
     from meter_timm.mm.registry import MODELS
 
     if spec.endswith(".py"):
-        from mmengine.config import Config
+        from meter_timm.cli._errors import load_config
 
         if not Path(spec).is_file():
             raise FileNotFoundError(f"config file not found: {spec}")
@@ -33,7 +34,7 @@ def build_model(
             raise ValueError("--model-arg applies to a timm model name, not to a config")
         if features_only:
             raise ValueError("--features-only applies to a timm model name, not to a config")
-        model = MODELS.build(Config.fromfile(spec).model)
+        model = MODELS.build(load_config(spec).model)
     else:
         backbone = dict(name=spec, pretrained=False, **(timm_kwargs or {}))
         if features_only:
@@ -44,3 +45,14 @@ def build_model(
         state = state_dict_of(load_checkpoint_file(weights), weights)
         load_weights(model, weights, state=state)
     return model, state
+
+
+def to_device(model, device: str):
+    """``model`` moved to ``device``; ValueError naming the device when it cannot be used (no GPU,
+    torch built without CUDA, a misspelt name)."""
+    import torch
+
+    try:
+        return model.to(torch.device(device))
+    except (RuntimeError, AssertionError) as err:
+        raise ValueError(f"cannot use device {device!r}: {err}") from err

@@ -6,13 +6,15 @@ selectivity raises the error most in the group's own bin.
 
 Which units belong to which bin:
 
-* MODEL is a training config (``.py``) whose ``SelectivityLoss`` trains ``--layer``: the
-  strategy stored with the weights (edges and assignment, learned ones included);
-* the weights are a training checkpoint whose ``SelectivityLoss`` trained ``--layer``: the
-  strategy stored there (its parameters, which are not stored, at their defaults over
-  ``--min-depth``/``--max-depth``);
-* otherwise ``--assign strategy`` (default): ``--strategy`` (default ``uniform``: Eq. 2) with
-  ``--bins``; or ``--assign preferred``: each unit's argmax bin, measured on the same data.
+* ``--assign auto`` (default), MODEL a training config (``.py``) whose ``SelectivityLoss``
+  trains ``--layer``: the config's strategy with the state stored in the weights (edges and
+  assignment, learned ones included);
+* ``--assign auto``, the weights a training checkpoint whose ``SelectivityLoss`` trained
+  ``--layer`` (MODEL a timm name): the strategy stored there, as trained (name, parameters, bin
+  count, depth range and learned state);
+* otherwise, and with ``--assign strategy``: ``--strategy`` (default ``uniform``: Eq. 2) with
+  ``--bins`` (default 16); or ``--assign preferred``: each unit's argmax bin, measured on the same
+  data.
 
 Example::
 
@@ -27,7 +29,7 @@ import argparse
 from pathlib import Path
 
 from meter_timm.cli._data import add_data_arguments, build_dataset
-from meter_timm.cli._model import WEIGHTS_HELP, build_model
+from meter_timm.cli._model import WEIGHTS_HELP, build_model, to_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--assign",
         choices=("auto", "strategy", "preferred"),
         default="auto",
-        help="unit groups: auto = the trained strategy when the config has one for "
-        "the layer, else 'strategy'; strategy = --strategy's assignment; "
-        "preferred = each unit's argmax bin on this data",
+        help="unit groups: auto = the trained strategy when the config, or else the "
+        "training checkpoint given as --weights, has one for the layer, else 'strategy'; "
+        "strategy = --strategy's assignment; preferred = each unit's argmax bin on this data",
     )
     parser.add_argument("--bins", type=int, default=16, help="depth bins (default 16)")
     parser.add_argument(
@@ -107,7 +109,7 @@ def choose_groups(args, model, batches, num_units: int, params: dict, state: dic
     import torch
 
     from meter_timm.selectivity import LayerCapture, ResponseAccumulator, argmax_bins
-    from meter_timm.strategies import create_strategy
+    from meter_timm.strategies import create_layer_strategy
 
     selectivity = getattr(model, "selectivity", None)
     trained = selectivity is not None and args.layer in getattr(selectivity, "layer_names", [])
@@ -134,9 +136,8 @@ def choose_groups(args, model, batches, num_units: int, params: dict, state: dic
                     num_bins=stored.num_bins,
                 ),
             )
-    strategy = create_strategy(
-        args.strategy, num_units, args.bins, args.min_depth, args.max_depth, **params
-    )
+    layer = dict(name=args.layer, num_bins=args.bins, strategy=args.strategy, params=params)
+    strategy = create_layer_strategy(layer, num_units, args.min_depth, args.max_depth)
     edges = strategy.edges()
     if args.assign in ("auto", "strategy"):
         return (
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--random-draws must be >= 0, got {args.random_draws}")
     params = dict(args.strategy_param)
     model, state = build_model(args.model, args.weights, args.features_only, args.model_arg)
-    model = model.to(args.device).eval()
+    model = to_device(model, args.device).eval()
     capture = LayerCapture(model.backbone, [args.layer], detach_outputs=True)  # checks the name
     dataset = build_dataset(
         args,

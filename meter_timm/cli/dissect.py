@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from meter_timm.cli._data import add_data_arguments, build_dataset
-from meter_timm.cli._model import WEIGHTS_HELP, build_model
+from meter_timm.cli._model import WEIGHTS_HELP, build_model, to_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if not len(dataset):
         raise SystemExit(f"{args.data}: no images")
     model, state = build_model(args.model, args.weights, args.features_only, args.model_arg)
-    model = model.to(args.device).eval()
+    model = to_device(model, args.device).eval()
     # unknown names fail here
     capture = LayerCapture(model.backbone, args.layers, detach_outputs=True)
     trained = {}

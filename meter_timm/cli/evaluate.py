@@ -1,6 +1,8 @@
-"""``meter-timm eval MODEL --weights FILE --data CSV_OR_DIR``: the standard NYU protocol without a
-config: resize RGB to the input size (bilinear, antialiased), ImageNet normalisation, predict,
-upsample bilinearly to the ground truth, clamp to [min, max], Eigen crop, per-image average."""
+"""``meter-timm eval MODEL --weights FILE --data CSV_OR_DIR``: the standard protocol without a
+config, on NYU data or, with ``--depth-scale``, a folder of images and depth maps (e.g. KITTI):
+resize RGB to the input size (bilinear, antialiased), ImageNet normalisation, predict, upsample
+bilinearly to the ground truth, clamp to [min, max], crop (NYU's Eigen crop by default, KITTI's
+Garg or Eigen crop with ``--crop``), per-image average."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from meter_timm.cli._data import add_data_arguments, build_dataset
+from meter_timm.cli._model import to_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         backbone["features_only"] = True
     model = DepthEstimator(backbone=backbone)
     kind = load_weights(model, args.weights)
+    model = to_device(model, args.device)
     if kind == "backbone" and args.model.startswith("meter_") and "." not in args.model:
         print(
             f"note: {args.model} has no pretrained tag, so its output is taken as metres; the "

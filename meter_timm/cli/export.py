@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     ok = rel <= 1e-4
     print(
-        f"ONNX Runtime vs PyTorch (batch 3, random input, seed 0): max relative difference {rel:.2e} "
-        f"({'ok' if ok else 'ABOVE'} 1e-4)"
+        "ONNX Runtime vs PyTorch (batch 3, random input, seed 0): max relative difference "
+        f"{rel:.2e} ({'ok' if ok else 'ABOVE'} 1e-4)"
     )
     return 0 if ok else 1

@@ -44,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.train < 0 or args.val < 0:
         raise SystemExit("make-data: --train and --val must be >= 0")
+    if args.train + args.val == 0:
+        raise SystemExit("make-data: --train and --val are both 0: there is nothing to write")
+    if args.frames_per_scene < 1:
+        raise SystemExit("make-data: --frames-per-scene must be >= 1")
     start = time.perf_counter()
     out = generate_dataset(
         args.out,

@@ -184,37 +184,51 @@ def _output_stems(paths: Sequence[Path]) -> list[str]:
     return [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]
 
 
+def check_images(paths: Sequence[Path]) -> None:
+    """ValueError naming every image that cannot be opened (missing, not an image), before any
+    work: the header only, so this is fast."""
+    from PIL import Image, UnidentifiedImageError
+
+    bad = []
+    for path in paths:
+        try:
+            Image.open(path).close()
+        except FileNotFoundError:
+            bad.append(f"{path} (no such file)")
+        except IsADirectoryError:
+            bad.append(f"{path} (a directory)")
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            bad.append(f"{path} ({err})")
+    if bad:
+        raise ValueError(f"cannot read {len(bad)} of {len(paths)} image(s): {'; '.join(bad)}")
+
+
 def run(args: argparse.Namespace) -> int:
     import matplotlib
     from tqdm import tqdm
 
+    from meter_timm.cli._errors import did_you_mean
+    from meter_timm.cli._model import to_device
+
     if args.cmap not in matplotlib.colormaps:
-        print(f"error: unknown matplotlib colormap {args.cmap!r}", file=sys.stderr)
-        return 2
+        hint = did_you_mean(args.cmap, matplotlib.colormaps)
+        raise ValueError(f"unknown matplotlib colormap {args.cmap!r}{hint}")
     vmin, vmax = args.range if args.range else (args.vmin, args.vmax)
     if vmin is not None and vmax is not None and not vmin < vmax:
-        print(f"error: --range MIN MAX needs MIN < MAX, got {vmin:g} {vmax:g}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--range MIN MAX needs MIN < MAX, got {vmin:g} {vmax:g}")
+    paths = [Path(p) for p in args.images]
+    check_images(paths)
     try:
         model = load_model(args.model, args.weights)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(
-            f"error: cannot build {args.model} with weights {args.weights}: {err}", file=sys.stderr
-        )
-        return 2
-    try:
-        device = torch.device(args.device)
-        model = model.to(device)
-    except (RuntimeError, AssertionError) as err:
-        print(f"error: cannot use device {args.device!r}: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"cannot build {args.model} with weights {args.weights}: {err}") from err
+    model = to_device(model, args.device)
+    device = torch.device(args.device)
     import timm
 
     data_config = timm.data.resolve_data_config({}, model=model)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [Path(p) for p in args.images]
-    failed = 0
     for path, stem in tqdm(
         list(zip(paths, _output_stems(paths))),
         desc="predict",
@@ -222,18 +236,11 @@ def run(args: argparse.Namespace) -> int:
         disable=len(paths) < 2,
         file=sys.stderr,
     ):
-        try:
-            image = load_image(path)
-        except ValueError as err:
-            tqdm.write(f"error: {err}", file=sys.stderr)
-            failed += 1
-            continue
-        depth = image_depth_map(model, image, data_config)
+        depth = image_depth_map(model, load_image(path), data_config)
         np.save(out_dir / f"{stem}.npy", depth.astype(np.float32))
         save_depth_png(out_dir / f"{stem}.png", depth, args.cmap, vmin, vmax)
-    done = len(paths) - failed
     print(
-        f"wrote depth (metres, .npy) and colour maps (.png) of {done} image(s) to {out_dir} "
-        f"[{args.model} on {device}]"
+        f"wrote depth (metres, .npy) and colour maps (.png) of {len(paths)} image(s) to "
+        f"{out_dir} [{args.model} on {device}]"
     )
-    return 1 if failed else 0
+    return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mmengine.config import DictAction
+    from meter_timm.cli._key_value import ConfigOptionsAction
 
     parser.add_argument("config", help="mmengine config file")
     parser.add_argument(
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cfg-options",
         nargs="+",
-        action=DictAction,
+        action=ConfigOptionsAction,
         default={},
         help="override config entries, e.g. test_dataloader.batch_size=4",
     )
@@ -40,10 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmengine.config import Config
-
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
     from meter_timm.checkpoint import load_weights
+    from meter_timm.cli._errors import load_config
     from meter_timm.evaluation import format_table, metrics_to_json
     from meter_timm.mm.runner import MeterRunner
 
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"meter-timm test: config file not found: {config}")
     if not Path(args.checkpoint).is_file():
         raise SystemExit(f"meter-timm test: checkpoint not found: {args.checkpoint}")
-    cfg = Config.fromfile(str(config))
+    cfg = load_config(config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     if args.data:
@@ -62,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
             dataset.data_format = "auto"
             dataset.pop("subdir", None)
     cfg.launcher = args.launcher
+    if args.launcher == "pytorch":
+        from meter_timm.distributed import check_torchrun_environment
+
+        check_torchrun_environment("test CONFIG --checkpoint FILE")
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / config.stem)
     cfg.load_from = None  # weights are loaded below, weights_only=True
     cfg.resume = False

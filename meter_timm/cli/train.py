@@ -13,11 +13,13 @@ the built-in data), the per-layer selectivity and the paths of the dissection pl
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mmengine.config import DictAction
+    from meter_timm.cli._key_value import ConfigOptionsAction
 
     parser.add_argument("config", help="mmengine config file (e.g. mm_configs/quickstart.py)")
     parser.add_argument(
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cfg-options",
         nargs="+",
-        action=DictAction,
+        action=ConfigOptionsAction,
         default=None,
         metavar="KEY=VALUE",
         help="override config entries, e.g. train_cfg.max_epochs=2 model.selectivity.lam=10",
@@ -84,12 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The config with the command line applied (public for tests and scripts)."""
-    from mmengine.config import Config
+    from meter_timm.cli._errors import load_config
 
     path = Path(args.config)
     if not path.is_file():
         raise SystemExit(f"meter-timm train: config file not found: {path}")
-    cfg = Config.fromfile(str(path))
+    cfg = load_config(path)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
@@ -198,8 +200,26 @@ def summarize(runner, cfg) -> str:
     return "\n".join(lines)
 
 
+def warn_if_nothing_to_resume(args: argparse.Namespace, cfg) -> None:
+    """``--resume`` without a path resumes from the work dir's ``last_checkpoint`` as mmengine
+    does, and, when there is none, trains from scratch: say so (once, on rank 0)."""
+    last = Path(cfg.work_dir) / "last_checkpoint"
+    if args.resume == "auto" and not last.exists() and os.environ.get("RANK", "0") == "0":
+        print(
+            f"meter-timm train: warning: --resume found no checkpoint in {cfg.work_dir} "
+            f"(no {last.name} file): training starts from scratch",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.launcher == "pytorch":
+        from meter_timm.distributed import check_torchrun_environment
+
+        check_torchrun_environment()
     cfg = build_config(args)
+    warn_if_nothing_to_resume(args, cfg)
     from mmengine.dist import is_main_process
 
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)

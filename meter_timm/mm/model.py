@@ -62,6 +62,13 @@ def create_backbone(backbone: dict) -> nn.Module:
     name = kwargs.pop("name", None) or kwargs.pop("model_name", None)
     if not name:
         raise ValueError("DepthEstimator: backbone needs a 'name' (a timm model name)")
+    if ":" not in name:  # hf-hub:, local-dir: ... names are timm's to resolve
+        from meter_timm._names import check_model_name
+
+        try:
+            check_model_name(name)
+        except ValueError as exc:
+            raise ValueError(f"DepthEstimator backbone: {exc}") from None
     return timm.create_model(name, **kwargs)
 
 

@@ -141,14 +141,23 @@ class SelectivityLoss(nn.Module):
         self._check_strategy_names()
 
     def _check_strategy_names(self) -> None:
+        """Unknown strategies and strategy parameters fail here, not at the first forward."""
         try:
-            from meter_timm.strategies import get_strategy_class
+            from meter_timm.strategies.catalog import (
+                check_strategy_parameters,
+                get_strategy_class,
+                parse_strategy_spec,
+            )
         except ImportError:  # pragma: no cover - strategies package always ships
             return
         for layer in self.layers:
             name = layer.get("strategy") or "uniform"
+            params = layer.get("params") or {}
             try:
-                get_strategy_class(name)
+                cls = get_strategy_class(name)
+                if isinstance(params, dict):  # else create_layer_strategy says what is wrong
+                    base, spec_params = parse_strategy_spec(name)
+                    check_strategy_parameters(base, cls, {**spec_params, **params})
             except (KeyError, ValueError) as exc:
                 raise ValueError(f"selectivity layer {layer['name']!r}: {exc}") from exc
 
@@ -210,6 +219,7 @@ class SelectivityLoss(nn.Module):
         A strategy that changed is validated again, so a plugin that refits into invalid edges or
         assignments fails here with a ValueError naming it, not later in the loss."""
         from meter_timm.strategies import validate_strategy
+        from meter_timm.strategies.plugins import PluginError
 
         self._forget_constants()
         changed = {}
@@ -223,8 +233,9 @@ class SelectivityLoss(nn.Module):
             if changed[name]:
                 try:
                     validate_strategy(strategy)
-                except ValueError as exc:
-                    raise ValueError(f"selectivity layer {name!r}, after refit: {exc}") from exc
+                except (ValueError, PluginError) as exc:
+                    kind = PluginError if isinstance(exc, PluginError) else ValueError
+                    raise kind(f"selectivity layer {name!r}, after refit: {exc}") from exc
         return changed
 
     @torch.no_grad()

@@ -4,14 +4,15 @@ layer, and checking what they return. (Not called ``registry``: that name is mme
 
 from __future__ import annotations
 
-import difflib
+import inspect
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from meter_timm._lazy import lazy_module
+from meter_timm._names import did_you_mean
 from meter_timm.strategies import plugins
-from meter_timm.strategies.base import DepthBinStrategy
+from meter_timm.strategies.base import DepthBinStrategy, StrategyParameterError
 
 torch = lazy_module("torch")  # imported on first use: listing strategies stays fast
 
@@ -115,12 +116,51 @@ def get_strategy_class(
     name = parse_strategy_spec(name)[0] if ":" in str(name) else name
     table = strategy_table(pm)
     if name not in table:
-        close = difflib.get_close_matches(str(name), table, n=3)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ValueError(
-            f"unknown depth-bin strategy {name!r}{hint} (known: {', '.join(sorted(table))})"
+            f"unknown depth-bin strategy {name!r}{did_you_mean(name, table)} "
+            f"(known: {', '.join(sorted(table))})"
         )
     return table[name].cls
+
+
+#: the arguments every strategy gets from its layer, not from the strategy's parameters
+LAYER_ARGUMENTS = ("num_units", "num_bins", "min_depth", "max_depth")
+
+
+def strategy_parameters(cls: type[DepthBinStrategy]) -> list[str] | None:
+    """The parameters strategy class ``cls`` takes besides :data:`LAYER_ARGUMENTS`: the keyword
+    arguments of its ``__init__`` and, while an ``__init__`` passes ``**kwargs`` on, of its base
+    classes' up to :class:`DepthBinStrategy` (which takes none). None if that chain never
+    reaches it (the class then checks its parameters itself)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        if klass is DepthBinStrategy:
+            return names
+        arguments = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        names += [
+            a.name
+            for a in arguments
+            if a.kind in (a.POSITIONAL_OR_KEYWORD, a.KEYWORD_ONLY)
+            and a.name not in LAYER_ARGUMENTS
+            and a.name not in names
+        ]
+        if not any(a.kind is a.VAR_KEYWORD for a in arguments):
+            return names
+    return None
+
+
+def check_strategy_parameters(name: str, cls: type[DepthBinStrategy], params) -> None:
+    """StrategyParameterError naming the strategy, the parameters ``cls`` does not take and the
+    ones it does (with a "did you mean")."""
+    accepted = strategy_parameters(cls)
+    unknown = sorted(set(params) - set(accepted)) if accepted is not None else []
+    if unknown:
+        raise StrategyParameterError(
+            f"depth-bin strategy {name!r} got unknown parameters {unknown}"
+            f"{did_you_mean(unknown[0], accepted)} (accepted: {', '.join(accepted) or 'none'})"
+        )
 
 
 def parse_strategy_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -144,14 +184,42 @@ def parse_strategy_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), params
 
 
-def validate_strategy(strategy: DepthBinStrategy) -> DepthBinStrategy:
-    """Check ``edges()`` and ``assignment()`` of a strategy; return it or raise ValueError.
+def _call_strategy(
+    strategy: DepthBinStrategy, method: str, pm: plugins.PluginManager | None = None
+) -> Any:
+    """``strategy.<method>()``. Anything but a ValueError raised by a plugin's strategy is a
+    PluginError naming the plugin (those of meter_timm's own strategies keep their traceback)."""
+    try:
+        return getattr(strategy, method)()
+    except ValueError:
+        raise
+    except Exception as exc:
+        cls = type(strategy)
+        if cls.__module__.partition(".")[0] == "meter_timm":
+            raise
+        try:
+            info = next(i for i in strategy_table(pm).values() if i.cls is cls)
+            origin = f"plugin {info.plugin!r} ({info.distribution} {info.version})"
+        except (StopIteration, plugins.PluginError):
+            origin = f"class {cls.__module__}.{cls.__qualname__}"
+        raise plugins.PluginError(
+            f"depth-bin strategy {strategy.name!r} of {origin}: {method}() raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
-    Call again after ``refit()`` of a learnable strategy. The message names the strategy.
+
+def validate_strategy(
+    strategy: DepthBinStrategy, pm: plugins.PluginManager | None = None
+) -> DepthBinStrategy:
+    """Check ``edges()`` and ``assignment()`` of a strategy; return it or raise ValueError (a
+    PluginError when a plugin's method raises).
+
+    Call again after ``refit()`` of a learnable strategy. The message names the strategy (and
+    the plugin, looked up in ``pm``).
     """
     who = f"depth-bin strategy {strategy.name or type(strategy).__name__!r}"
     K, N = strategy.num_units, strategy.num_bins
-    edges = strategy.edges()
+    edges = _call_strategy(strategy, "edges", pm)
     if not isinstance(edges, torch.Tensor):
         raise ValueError(f"{who}: edges() returned {type(edges).__name__}, expected a tensor")
     if edges.dim() != 1 or edges.numel() != N + 1:
@@ -179,7 +247,7 @@ def validate_strategy(strategy: DepthBinStrategy) -> DepthBinStrategy:
             f"binned in: edges[{bad}]={float(edges[bad])!r} and edges[{bad + 1}]="
             f"{float(edges[bad + 1])!r} are both {float(edges.float()[bad])!r} in float32"
         )
-    assignment = strategy.assignment()
+    assignment = _call_strategy(strategy, "assignment", pm)
     if not isinstance(assignment, torch.Tensor):
         raise ValueError(
             f"{who}: assignment() returned {type(assignment).__name__}, expected a tensor"
@@ -242,8 +310,9 @@ def create_strategy(
             f"depth-bin strategy {base_name!r}: min_depth ({min_depth}) must be below "
             f"max_depth ({max_depth})"
         )
+    check_strategy_parameters(base_name, cls, params)
     strategy = cls(int(num_units), int(num_bins), float(min_depth), float(max_depth), **params)
-    return validate_strategy(strategy)
+    return validate_strategy(strategy, pm)
 
 
 #: depth bins of a layer whose spec gives no ``num_bins`` (capped at its unit count), in training
@@ -282,9 +351,13 @@ def create_layer_strategy(
     params = layer.get("params") or {}
     if not isinstance(params, dict):
         raise ValueError(f"{label}: 'params' must be a dict, got {type(params).__name__}")
+    strategy = layer.get("strategy") or default_strategy
     try:
+        # checked here too: a parameter named like an argument of create_strategy would clash
+        base, spec_params = parse_strategy_spec(strategy)
+        check_strategy_parameters(base, get_strategy_class(base, pm), {**spec_params, **params})
         return create_strategy(
-            layer.get("strategy") or default_strategy,
+            strategy,
             num_units,
             num_bins,
             min_depth,
@@ -292,5 +365,5 @@ def create_layer_strategy(
             pm=pm,
             **params,
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, plugins.PluginError) as exc:
         raise type(exc)(f"{label}: {exc}") from exc
