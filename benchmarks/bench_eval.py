@@ -39,6 +39,7 @@ def main() -> int:
     import meter_timm.mm  # noqa: F401
     from meter_timm.checkpoint import load_weights
     from meter_timm.cli._data import build_dataset
+    from meter_timm.cli._model import input_size
     from meter_timm.cli.evaluate import add_arguments, evaluate
     from meter_timm.mm.model import DepthEstimator
 
@@ -48,7 +49,7 @@ def main() -> int:
     model = DepthEstimator(backbone=dict(name="meter_xxs.nyu", pretrained=False))
     load_weights(model, str(WEIGHTS))
     model.eval()
-    height, width = eval_args.input_size
+    height, width = input_size(model, eval_args.input_size)
     pipeline = [
         dict(type="ResizeDepth", scale=(height, width), resize_depth=False),
         dict(type="PackDepthInputs"),

@@ -109,6 +109,27 @@ def test_silog_hand_values():
     )
 
 
+def test_non_finite_targets_outside_the_valid_mask_change_nothing():
+    # raw depth with NaN / inf holes, marked invalid: the losses equal those of the same maps with
+    # the holes set to any finite value (a masked NaN times 0 would still be NaN)
+    from meter_timm.losses import L1DepthLoss
+
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.rand(2, 1, 8, 8, generator=gen) * 5 + 0.5
+    target = torch.rand(2, 1, 8, 8, generator=gen) * 5 + 0.5
+    holes = torch.zeros_like(target, dtype=torch.bool)
+    holes[0, 0, 0, 0] = holes[1, 0, 3, 4] = True
+    raw = target.masked_fill(holes, math.nan)
+    raw[1, 0, 3, 4] = math.inf
+    valid = torch.isfinite(raw) & (raw > 0)
+    for loss in (L1DepthLoss(), SiLogLoss()):
+        (name, value), (_, finite) = (
+            *loss(pred, raw, valid).items(),
+            *loss(pred, target.masked_fill(holes, 1.0), valid).items(),
+        )
+        assert torch.isfinite(value) and torch.equal(value, finite), name
+
+
 def test_losses_build_from_the_registry_and_check_shapes():
     loss = MODELS.build(dict(type="BalancedLoss", mask_invalid=False))
     assert isinstance(loss, BalancedLoss) and not loss.mask_invalid

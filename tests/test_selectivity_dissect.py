@@ -162,3 +162,10 @@ def test_dissect_cli_on_tiny_csv(tmp_path, capsys):
     assert (out / "encoder.6_units.png").is_file() and (out / "encoder.8_heatmap.png").is_file()
     printed = capsys.readouterr().out
     assert "report.json" in printed and "encoder.8" in printed
+    # without --input-size the METER tag's own size: .kitti weights were trained at 192x636
+    rc = main(
+        ["dissect", "--model", "meter_xxs.kitti", "--data", str(tmp_path / "test.csv")]
+        + ["--layers", "encoder.8", "--bins", "4", "--out", str(tmp_path / "kitti"), "--limit", "1"]
+    )
+    kitti = json.loads((tmp_path / "kitti" / "report.json").read_text())
+    assert rc == 0 and kitti["meta"]["input_size"] == [192, 636]

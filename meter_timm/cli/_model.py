@@ -47,6 +47,28 @@ def build_model(
     return model, state
 
 
+#: the network input size of models without a METER tag to take it from
+DEFAULT_INPUT_SIZE = (192, 256)
+INPUT_SIZE_HELP = (
+    "network input size (default: the METER tag's own, 192x256 for .nyu and 192x636 for .kitti; "
+    "192x256 for other models)"
+)
+
+
+def input_size(model, given=None) -> tuple[int, int]:
+    """``--input-size`` when given, else the input size of the METER model's pretrained config
+    (the size its weights were trained at: 192x636 for ``.kitti``), else 192x256."""
+    from meter_timm.models.meter import Meter
+
+    if given:
+        return int(given[0]), int(given[1])
+    backbone = getattr(model, "backbone", model)
+    if isinstance(backbone, Meter):
+        height, width = backbone.pretrained_cfg["input_size"][-2:]
+        return int(height), int(width)
+    return DEFAULT_INPUT_SIZE
+
+
 def to_device(model, device: str):
     """``model`` moved to ``device``; ValueError naming the device when it cannot be used (no GPU,
     torch built without CUDA, a misspelt name)."""

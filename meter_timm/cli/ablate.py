@@ -29,7 +29,13 @@ import argparse
 from pathlib import Path
 
 from meter_timm.cli._data import add_data_arguments, build_dataset
-from meter_timm.cli._model import WEIGHTS_HELP, build_model, to_device
+from meter_timm.cli._model import (
+    INPUT_SIZE_HELP,
+    WEIGHTS_HELP,
+    build_model,
+    input_size,
+    to_device,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "timm keyword argument of MODEL (repeatable), e.g. img_size=(192,256)",
     )
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help=INPUT_SIZE_HELP)
     parser.add_argument("--limit", type=int, help="use only the first N images")
     parser.add_argument("--device", default="cpu")
 
@@ -180,10 +186,11 @@ def run(args: argparse.Namespace) -> int:
     model, state = build_model(args.model, args.weights, args.features_only, args.model_arg)
     model = to_device(model, args.device).eval()
     capture = LayerCapture(model.backbone, [args.layer], detach_outputs=True)  # checks the name
+    size = input_size(model, args.input_size)
     dataset = build_dataset(
         args,
         [
-            dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
+            dict(type="ResizeDepth", scale=size, resize_depth=False),
             dict(type="PackDepthInputs"),
         ],
         limit=args.limit,
@@ -205,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         data=str(args.data),
         num_images=len(dataset),
-        input_size=list(args.input_size),
+        input_size=list(size),
         **source,
     )
     result = ablation_study(

@@ -17,7 +17,13 @@ import argparse
 from pathlib import Path
 
 from meter_timm.cli._data import add_data_arguments, build_dataset
-from meter_timm.cli._model import WEIGHTS_HELP, build_model, to_device
+from meter_timm.cli._model import (
+    INPUT_SIZE_HELP,
+    WEIGHTS_HELP,
+    build_model,
+    input_size,
+    to_device,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help=INPUT_SIZE_HELP)
     parser.add_argument("--limit", type=int, help="use only the first N images")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-abs", action="store_true", help="average raw activations, not |a|")
@@ -120,18 +126,19 @@ def run(args: argparse.Namespace) -> int:
     from meter_timm.selectivity.dissection import Dissection, trained_layers_from_checkpoint
 
     params = dict(args.strategy_param)
+    model, state = build_model(args.model, args.weights, args.features_only, args.model_arg)
+    model = to_device(model, args.device).eval()
+    size = input_size(model, args.input_size)
     dataset = build_dataset(
         args,
         [
-            dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
+            dict(type="ResizeDepth", scale=size, resize_depth=False),
             dict(type="PackDepthInputs"),
         ],
         limit=args.limit,
     )
     if not len(dataset):
         raise SystemExit(f"{args.data}: no images")
-    model, state = build_model(args.model, args.weights, args.features_only, args.model_arg)
-    model = to_device(model, args.device).eval()
     # unknown names fail here
     capture = LayerCapture(model.backbone, args.layers, detach_outputs=True)
     trained = {}
@@ -165,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "strategy": used,
         "strategy_params": params,
-        "input_size": list(args.input_size),
+        "input_size": list(size),
     }
     report = dissection.report(meta)
     out = Path(args.out)

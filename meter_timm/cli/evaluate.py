@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from meter_timm.cli._data import add_data_arguments, build_dataset
-from meter_timm.cli._model import to_device
+from meter_timm.cli._model import INPUT_SIZE_HELP, input_size, to_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("H", "W"))
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help=INPUT_SIZE_HELP)
     parser.add_argument("--min-depth", type=float, default=1e-3)
     parser.add_argument("--max-depth", type=float, default=10.0)
     parser.add_argument("--no-crop", action="store_true", help="evaluate without the Eigen crop")
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = build_dataset(
         args,
         [
-            dict(type="ResizeDepth", scale=tuple(args.input_size), resize_depth=False),
+            dict(type="ResizeDepth", scale=input_size(model, args.input_size), resize_depth=False),
             dict(type="PackDepthInputs"),
         ],
     )

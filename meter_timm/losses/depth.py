@@ -239,10 +239,10 @@ class SiLogLoss(nn.Module):
         _check_inputs(type(self).__name__, pred, target, valid)
         if valid is None:
             valid = target > 0
-        mask = (valid.bool() & (target > 0)).flatten(1).to(pred.dtype)
+        keep = (valid.bool() & (target > 0)).flatten(1)
         g = torch.log(pred.clamp_min(self.min_depth)) - torch.log(target.clamp_min(self.min_depth))
-        g = g.flatten(1) * mask
-        n = mask.sum(1)
+        g = torch.where(keep, g.flatten(1), 0.0)  # selected, not multiplied: NaN targets stay out
+        n = keep.sum(1).to(pred.dtype)
         has = n > 0
         mean = g.sum(1) / n.clamp_min(1)
         mean_sq = (g * g).sum(1) / n.clamp_min(1)
@@ -265,5 +265,5 @@ class L1DepthLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> dict:
         valid = valid.bool()
         count = valid.sum().clamp_min(1)
-        loss = ((pred - target).abs() * valid).sum() / count
+        loss = torch.where(valid, (pred - target).abs(), 0.0).sum() / count  # NaN targets stay out
         return {"loss_l1": self.loss_weight * loss}
