@@ -260,6 +260,27 @@ def _checkpoint_filter(model: nn.Module):
     return getattr(module, "checkpoint_filter_fn", None)
 
 
+def _adapt_input_convs(state: dict, network: nn.Module) -> dict:
+    """RGB weights of the network's first conv(s) (timm's ``pretrained_cfg["first_conv"]``)
+    adapted to its input channels, as timm does when it loads pretrained weights."""
+    names = getattr(network, "pretrained_cfg", {}).get("first_conv") or ()
+    expected = network.state_dict()
+    for name in [names] if isinstance(names, str) else names:
+        key = f"{name}.weight"
+        weight, target = state.get(key), expected.get(key)
+        if (
+            isinstance(weight, torch.Tensor)
+            and target is not None
+            and weight.dim() == 4
+            and weight.shape[1] == 3
+            and target.shape[1] != 3
+        ):
+            from timm.models import adapt_input_conv
+
+            state = {**state, key: adapt_input_conv(target.shape[1], weight)}
+    return state
+
+
 def load_weights(
     model: nn.Module, path: str | Path, strict: bool = True, state: dict | None = None
 ) -> str:
@@ -300,7 +321,7 @@ def load_weights(
     try:
         if filter_fn is not None:
             state = filter_fn(state, network)
-        result = network.load_state_dict(state, strict=strict)
+        result = network.load_state_dict(_adapt_input_convs(state, network), strict=strict)
     except (ValueError, RuntimeError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
     if not strict and (result.missing_keys or result.unexpected_keys):

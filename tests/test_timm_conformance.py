@@ -235,3 +235,36 @@ def test_safetensors_and_hub_folder_load(xxs, tmp_path):
             pretrained=True,
             pretrained_cfg_overlay=dict(file=str(tmp_path / "bad.safetensors")),
         )
+
+
+@pytest.mark.parametrize("in_chans", [1, 4])
+def test_rgb_weights_load_into_other_input_channels(in_chans, tmp_path):
+    # as timm does for its own models: the first conv's RGB kernels are adapted (summed for 1
+    # channel, repeated and rescaled for more), through timm's loader and through load_weights
+    from timm.models import adapt_input_conv
+
+    from meter_timm.checkpoint import load_weights
+
+    rgb = timm.create_model("meter_xxs.nyu")
+    torch.save(rgb.state_dict(), tmp_path / "rgb.pth")
+    adapted = adapt_input_conv(in_chans, rgb.state_dict()["encoder.0.spatial.weight"])
+    through_timm = timm.create_model(
+        "meter_xxs.nyu",
+        in_chans=in_chans,
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(tmp_path / "rgb.pth")),
+    )
+    through_load_weights = timm.create_model("meter_xxs.nyu", in_chans=in_chans)
+    load_weights(through_load_weights, tmp_path / "rgb.pth")
+    for model in (through_timm, through_load_weights):
+        state = model.state_dict()
+        assert torch.equal(state["encoder.0.spatial.weight"], adapted)
+        assert torch.equal(
+            state["decoder.conv_out.weight"], rgb.state_dict()["decoder.conv_out.weight"]
+        )
+    # any other shape of the first conv still does not fit
+    wrong = dict(rgb.state_dict())
+    wrong["encoder.0.spatial.weight"] = torch.zeros(8, 3, 3, 3)
+    torch.save(wrong, tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match="encoder.0.spatial.weight: checkpoint \\(8, 3, 3, 3\\)"):
+        load_weights(timm.create_model("meter_xxs.nyu", in_chans=in_chans), tmp_path / "wrong.pth")

@@ -146,6 +146,16 @@ def _describe(keys: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def _adaptable_input_conv(weight: torch.Tensor, expected: torch.Tensor) -> bool:
+    """An RGB conv weight (O, 3, kh, kw) that timm's ``adapt_input_conv`` turns into ``expected``
+    (O, C, kh, kw) for C input channels."""
+    return (
+        weight.dim() == 4
+        and weight.shape[1] == 3
+        and weight.shape[:1] + weight.shape[2:] == expected.shape[:1] + expected.shape[2:]
+    )
+
+
 def translate_state_dict(checkpoint: Any, model: nn.Module) -> dict[str, torch.Tensor]:
     """This package's state dict for ``model`` from any supported checkpoint; ValueError otherwise.
 
@@ -163,12 +173,16 @@ def translate_state_dict(checkpoint: Any, model: nn.Module) -> dict[str, torch.T
     not_tensor = [
         k for k in state_dict if k in expected and not isinstance(state_dict[k], torch.Tensor)
     ]
+    # RGB weights of the first conv for a model with other input channels: left as they are for
+    # timm's adapt_input_conv (which timm applies after this filter; load_weights does too)
+    first_conv = f"{getattr(model, 'pretrained_cfg', {}).get('first_conv')}.weight"
     mismatched = [
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in expected
         if k in state_dict
         and isinstance(state_dict[k], torch.Tensor)
         and state_dict[k].shape != expected[k].shape
+        and not (k == first_conv and _adaptable_input_conv(state_dict[k], expected[k]))
     ]
     if missing or unexpected or mismatched or not_tensor:
         name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
