@@ -114,3 +114,14 @@ def test_a_better_checkpoint_replaces_the_best_one_only_once_complete(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "run").glob("best_*.pth")) == [
         "best_abs_rel_epoch_1.pth"
     ]
+
+
+def test_validation_outside_training_runs_with_the_durable_checkpoint_hook(tmp_path):
+    # mmengine's val-only workflow (runner.val()) calls the checkpoint hook's after_val_epoch
+    # before any training set up its file backend
+    from _training import build_runner
+
+    cfg = tiny_config(make_tiny_data(tmp_path / "data", train=4, val=2), tmp_path / "run", epochs=1)
+    metrics = build_runner(cfg).val()
+    assert set(metrics) >= {"abs_rel", "rmse"}
+    assert not list((tmp_path / "run").glob("*.pth"))  # no checkpoint without save_best

@@ -169,3 +169,22 @@ def test_dissect_cli_on_tiny_csv(tmp_path, capsys):
     )
     kitti = json.loads((tmp_path / "kitti" / "report.json").read_text())
     assert rc == 0 and kitti["meta"]["input_size"] == [192, 636]
+
+
+@pytest.mark.parametrize("use_abs", [True, False])
+def test_validation_dissection_averages_activations_as_the_loss_does(use_abs):
+    # a model trained on signed responses (use_abs=False) is dissected on signed responses
+    from meter_timm.mm.model import DepthEstimator
+    from meter_timm.selectivity.dissection import ValidationDissector
+
+    model = DepthEstimator(
+        backbone=dict(name="meter_xxs"),
+        selectivity=dict(
+            type="SelectivityLoss", layers=[dict(name="encoder.6", num_bins=4)], use_abs=use_abs
+        ),
+    )
+    dissector = ValidationDissector(model, [dict(name="encoder.6", num_bins=4)])
+    try:
+        assert dissector.dissection.use_abs is use_abs
+    finally:
+        dissector.capture.detach()

@@ -201,6 +201,8 @@ class DurableCheckpointHook(CheckpointHook):
                 self.file_backend.rmtree(path)
 
     def _save_best_checkpoint(self, runner, metrics) -> None:
+        if not self.save_best:  # also when validating outside training (no file backend yet)
+            return
         # mmengine removes the previous best before writing the new one: defer the removal
         backend, deferred = self.file_backend, []
         self.file_backend = _DeferredRemovals(backend, deferred)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from mmengine.dist import all_reduce, is_distributed, is_main_process
+from mmengine.dist import all_reduce, get_dist_info, is_distributed, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
@@ -356,8 +356,15 @@ class SelectivityHook(Hook):
             return
         from meter_timm.selectivity.dissection import ValidationDissector
 
+        rank, world_size = get_dist_info()
         self._dissector = ValidationDissector(
-            _unwrap(runner.model), layers, self.min_depth, self.max_depth
+            _unwrap(runner.model),
+            layers,
+            self.min_depth,
+            self.max_depth,
+            dataset_size=len(runner.val_dataloader.dataset) if world_size > 1 else None,
+            rank=rank,
+            world_size=world_size,
         )
 
     def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:

@@ -15,7 +15,9 @@
    process group is created with gloo (``env_cfg.dist_cfg.backend``, default gloo without CUDA) and
    the model is wrapped without ``device_ids``. With CUDA, mmengine's own path (nccl) is unchanged.
    The initial weights are broadcast tensor by tensor (mmengine also tries to broadcast
-   non-tensor extra state, such as the selectivity strategies', and fails).
+   non-tensor extra state, such as the selectivity strategies', and fails). With several
+   processes a ``SyncBuffersHook`` averages the BatchNorm statistics after each training epoch,
+   so validation, the dissection and the checkpoint all see the same model.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 from mmengine.dist import broadcast, is_distributed, is_main_process
-from mmengine.hooks import CheckpointHook
+from mmengine.hooks import CheckpointHook, SyncBuffersHook
 from mmengine.model import is_model_wrapper, revert_sync_batchnorm
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, Runner
 from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
@@ -164,6 +166,10 @@ class MeterRunner(Runner):
 
         if not any(isinstance(hook, RandomStateHook) for hook in self.hooks):
             self.register_hook(RandomStateHook())
+        if self.distributed and not any(isinstance(hook, SyncBuffersHook) for hook in self.hooks):
+            # each process's BatchNorm statistics drift apart (DDP does not broadcast buffers):
+            # averaged before each validation and checkpoint, so both see the same model
+            self.register_hook(SyncBuffersHook())
 
     def register_default_hooks(self, hooks=None) -> None:
         hooks = dict(hooks or {})

@@ -232,6 +232,13 @@ class ValidationDissector:
             ``model.backbone``, or in ``model`` itself when it has no ``backbone``).
         layers: layer specs ``{"name", "num_bins", "strategy", "params"}``.
         min_depth, max_depth: depth range of the bins (metres).
+        dataset_size, rank, world_size: with several processes, the images a sampler adds to
+            even out the processes' shares are left out: mmengine's samplers deal image i to
+            process i % world_size and pad the end with repeats (as mmengine's result
+            collection assumes), so this process's k-th image is a repeat when
+            k * world_size + rank >= dataset_size. None: every image counts.
+
+    Activations are averaged as the model's ``SelectivityLoss`` averages them (``use_abs``).
     """
 
     def __init__(
@@ -240,14 +247,21 @@ class ValidationDissector:
         layers: Sequence[dict],
         min_depth: float = 0.0,
         max_depth: float = 10.0,
+        dataset_size: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.model = model
+        loss = getattr(model, "selectivity", None)
         self.dissection = Dissection(
             layers,
             min_depth,
             max_depth,
-            trained=trained_layers_of(getattr(model, "selectivity", None)),
+            trained=trained_layers_of(loss),
+            use_abs=getattr(loss, "use_abs", True),
         )
+        self.dataset_size, self.rank, self.world_size = dataset_size, rank, world_size
+        self.seen = 0  # images this process was given so far, repeats included
         target = getattr(model, "backbone", model)
         self.capture = LayerCapture(
             target, self.dissection.layer_names, detach_outputs=True
@@ -258,11 +272,18 @@ class ValidationDissector:
         """Add one validation batch: activations captured by the forward, ground truth from the
         returned data samples (or the batch)."""
         samples = outputs if outputs else (data_batch or {}).get("data_samples", [])
-        depths = [s.gt_depth for s in samples if "gt_depth" in s]
         features = dict(self.capture.outputs)
         self.capture.clear()
-        if not depths or len(features) < len(self.dissection.layers):
+        first, self.seen = self.seen, self.seen + len(samples)
+        keep = len(samples)
+        if self.dataset_size is not None:  # the sampler's repeats at the end are left out
+            positions = range(first, first + len(samples))
+            keep = sum(k * self.world_size + self.rank < self.dataset_size for k in positions)
+        depths = [s.gt_depth for s in samples[:keep] if "gt_depth" in s]
+        if not depths or len(depths) < keep or len(features) < len(self.dissection.layers):
             return
+        if keep < len(samples):
+            features = {name: f[:keep] for name, f in features.items()}
         size = depths[0].shape[-2:]
         depth = torch.stack([resize_depth_nearest(d.float(), size) for d in depths])
         self.dissection.update(features, depth.to(next(iter(features.values())).device))
