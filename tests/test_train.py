@@ -120,6 +120,14 @@ def test_losses_and_selectivity_are_logged_and_finite(tiny_data, tmp_path):
     assert math.isfinite(hub.get_scalar("val/abs_rel").current())
     report = hub.get_info("selectivity_report")
     assert set(report["selectivity"]) == {"encoder.6"}
+    # validation logs what training logs under the same name (against the assigned bins), and
+    # the preferred-bin index under its own
+    assert hub.get_scalar("val/sel/encoder.6").current() == pytest.approx(
+        report["selectivity_assigned"]["encoder.6"]
+    )
+    assert hub.get_scalar("val/sel_preferred/encoder.6").current() == pytest.approx(
+        report["selectivity"]["encoder.6"]
+    )
     assert all(p.endswith((".png", ".json")) for p in report["files"])
     assert all(
         (tmp_path / "run" / "dissection" / "epoch_1").joinpath(p.rsplit("/", 1)[-1]).is_file()

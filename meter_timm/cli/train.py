@@ -149,7 +149,7 @@ def summarize(runner, cfg) -> str:
         key[4:]: buf.current()
         for key, buf in hub.log_scalars.items()
         if key.startswith("val/")
-        and not key.startswith("val/sel/")
+        and not key.startswith(("val/sel/", "val/sel_preferred/"))
         and key not in ("val/time", "val/data_time")
     }
     from meter_timm.mm.datasets import SyntheticDepthDataset

@@ -386,8 +386,13 @@ class SelectivityHook(Hook):
         )
         self.last_report = report
         runner.message_hub.update_info("selectivity_report", report)
+        # val/sel/<layer> is what training logs as sel/<layer> (the index against the assigned
+        # bins); val/sel_preferred/<layer> the index against each unit's preferred bin
+        for layer, value in report.get("selectivity_assigned", {}).items():
+            if value is not None:
+                runner.message_hub.update_scalar(f"val/sel/{layer}", value)
         for layer, value in report.get("selectivity", {}).items():
-            runner.message_hub.update_scalar(f"val/sel/{layer}", value)
+            runner.message_hub.update_scalar(f"val/sel_preferred/{layer}", value)
         if is_main_process():
             summary = ", ".join(f"{k} {v:.4f}" for k, v in report.get("selectivity", {}).items())
             runner.logger.info(f"SelectivityHook: dissection of epoch {runner.epoch}: {summary}")
