@@ -33,7 +33,8 @@ class _Model(torch.nn.Module):
 
 def _runner(iteration=0, resume=True, name="hooktest"):
     hub = MessageHub.get_instance(f"{name}_{random.random()}")
-    logger = SimpleNamespace(info=lambda *a, **k: None)
+    warnings = []
+    logger = SimpleNamespace(info=lambda *a, **k: None, warning=warnings.append, warnings=warnings)
     return SimpleNamespace(
         model=_Model(), iter=iteration, message_hub=hub, logger=logger, _resume=resume
     )
@@ -85,6 +86,12 @@ def test_hook_state_survives_a_checkpoint_round_trip(tmp_path):
     fresh = SelectivityHook(warmup_iters=10)
     fresh.after_load_checkpoint(_runner(resume=True), loaded)
     assert fresh.target_lambda == 2.0 and fresh.refits == 4 and fresh.val_epochs == 2
+    # a config with another lambda: the checkpoint's is used, and the log says so
+    resumed = _runner(resume=True)
+    resumed.model.selectivity.lam = 5.0
+    fresh.before_train(resumed)
+    assert fresh.target_lambda == 2.0
+    assert any("checkpoint's lambda 2; the config's 5" in w for w in resumed.logger.warnings)
     assert fresh.last_report == {
         "selectivity": {"encoder.6": 0.25},
         "files": [str(tmp_path / "a.png")],

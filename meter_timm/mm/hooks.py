@@ -223,6 +223,12 @@ class SelectivityHook(Hook):
         module = find_selectivity_module(runner.model)
         if module is not None and self.target_lambda is None:
             self.target_lambda = float(module.lam)
+        elif module is not None and float(module.lam) != self.target_lambda:
+            runner.logger.warning(
+                f"SelectivityHook: resuming with the checkpoint's lambda {self.target_lambda:g}; "
+                f"the config's {float(module.lam):g} is not used (the warm-up goes on towards "
+                "the checkpoint's)"
+            )
         if module is not None and not self.calibrated and self.calibrate_frames:
             self._calibrate(runner, module)
         self.calibrated = True
