@@ -8,7 +8,8 @@ data_root = "data/nyudepthv2"
 train_dataloader = dict(
     batch_size=8,
     num_workers=2,
-    persistent_workers=True,
+    # False: each epoch's workers start from seeded random streams, so --resume is exact
+    persistent_workers=False,
     sampler=dict(type="DefaultSampler", shuffle=True),
     dataset=dict(
         type=dataset_type, data_root=data_root, subdir="train", pipeline={{_base_.train_pipeline}}
