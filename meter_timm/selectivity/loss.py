@@ -73,9 +73,9 @@ class SelectivityLoss(nn.Module):
     with no such unit contributes 0, never NaN).
 
     Weight ``w``: ``lam`` (``relative=False``, the seed's lambda; the ICCV 2021 code used 0.1), or
-    ``lam * base_loss.detach()`` (``relative=True``): the selectivity term then stays a fixed
-    fraction ``lam`` of the depth loss whatever the depth unit (m, cm) or loss magnitude, the
-    re-tuning that the seed found necessary.
+    ``lam * base_loss.detach()`` (``relative=True``): the selectivity term, ``-w`` times the
+    layers' summed mean index, then scales with the depth loss whatever the depth unit (m, cm)
+    or loss magnitude, which spares the re-tuning of lambda that the seed found necessary.
 
     Args:
         layers: list of ``{"name": "encoder.6", "num_bins": 32, "strategy": "uniform",
