@@ -65,7 +65,7 @@ def test_two_process_gloo_run(tmp_path):
     # apart, are averaged before validation and saving; without that they differed by 13%)
     dissect = [sys.executable, "-m", "meter_timm", "dissect", "--model", str(QUICKSTART)]
     dissect += ["--weights", str(work_dir / "epoch_1.pth"), "--data", str(data / "val")]
-    dissect += ["--layers", "encoder.6", "--input-size", "96", "128", "--out", str(tmp_path / "d")]
+    dissect += ["--layers", "encoder.6", "--out", str(tmp_path / "d")]  # the config's 96x128
     proc = subprocess.run(
         dissect, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )

@@ -50,18 +50,30 @@ def build_model(
 #: the network input size of models without a METER tag to take it from
 DEFAULT_INPUT_SIZE = (192, 256)
 INPUT_SIZE_HELP = (
-    "network input size (default: the METER tag's own, 192x256 for .nyu and 192x636 for .kitti; "
-    "192x256 for other models)"
+    "network input size (default: a config's test pipeline size; the METER tag's own, 192x256 "
+    "for .nyu and 192x636 for .kitti; 192x256 for other models)"
 )
 
 
-def input_size(model, given=None) -> tuple[int, int]:
-    """``--input-size`` when given, else the input size of the METER model's pretrained config
-    (the size its weights were trained at: 192x636 for ``.kitti``), else 192x256."""
+def input_size(model, given=None, spec: str | None = None) -> tuple[int, int]:
+    """``--input-size`` when given; else the ``ResizeDepth`` scale of the test (or validation)
+    pipeline when the model comes from a config ``spec``; else the input size of the METER
+    model's pretrained config (the size its weights were trained at: 192x636 for ``.kitti``);
+    else 192x256."""
     from meter_timm.models.meter import Meter
 
     if given:
         return int(given[0]), int(given[1])
+    if spec and str(spec).endswith(".py"):
+        from meter_timm.cli._errors import load_config
+
+        cfg = load_config(spec)
+        for loader in ("test_dataloader", "val_dataloader"):
+            dataset = (cfg.get(loader) or {}).get("dataset") or {}
+            for step in dataset.get("pipeline") or []:
+                if step.get("type") == "ResizeDepth" and step.get("scale"):
+                    height, width = step["scale"]
+                    return int(height), int(width)
     backbone = getattr(model, "backbone", model)
     if isinstance(backbone, Meter):
         height, width = backbone.pretrained_cfg["input_size"][-2:]

@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     model, state = build_model(args.model, args.weights, args.features_only, args.model_arg)
     model = to_device(model, args.device).eval()
     capture = LayerCapture(model.backbone, [args.layer], detach_outputs=True)  # checks the name
-    size = input_size(model, args.input_size)
+    size = input_size(model, args.input_size, args.model)
     dataset = build_dataset(
         args,
         [

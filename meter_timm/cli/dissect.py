@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     params = dict(args.strategy_param)
     model, state = build_model(args.model, args.weights, args.features_only, args.model_arg)
     model = to_device(model, args.device).eval()
-    size = input_size(model, args.input_size)
+    size = input_size(model, args.input_size, args.model)
     dataset = build_dataset(
         args,
         [
