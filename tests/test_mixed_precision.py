@@ -298,3 +298,27 @@ def test_compile_network_gives_the_same_depth():
         torch.testing.assert_close(compiled(x, mode="tensor"), plain(x, mode="tensor"))
     assert compiled.state_dict().keys() == plain.state_dict().keys()
     torch._dynamo.reset()
+
+
+def test_compiled_step_does_not_recompile_for_each_batchs_metadata():
+    # mmengine's --compile compiles train_step; moving the data samples deep-copies their
+    # metadata, which dynamo guarded object by object (file name, flip flag, scale factor): a
+    # recompile at nearly every batch. The data preprocessor runs eagerly.
+    from meter_timm.mm.model import DepthDataPreprocessor
+    from meter_timm.mm.structures import DepthDataSample
+
+    preprocessor = DepthDataPreprocessor()
+    step = torch.compile(lambda data: preprocessor(data, True)["inputs"].sum(), backend="eager")
+
+    def batch(i: int) -> dict:
+        meta = dict(img_path=f"frame_{i}.h5", flip=bool(i % 2), scale_factor=(1.0 + i, 1.0))
+        image = torch.full((3, 8, 8), i, dtype=torch.uint8)
+        return dict(inputs=[image], data_samples=[DepthDataSample(metainfo=meta)])
+
+    torch._dynamo.reset()
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            sums = [float(step(batch(i))) for i in range(4)]
+    finally:
+        torch._dynamo.reset()
+    assert sums[0] < sums[1] < sums[2] < sums[3]  # each batch's own image

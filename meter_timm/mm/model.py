@@ -54,6 +54,13 @@ class DepthDataPreprocessor(ImgDataPreprocessor):
             non_blocking=non_blocking,
         )
 
+    @torch.compiler.disable
+    def forward(self, data: dict, training: bool = False) -> dict:
+        """As mmengine's, always eager. mmengine's ``--compile`` compiles the whole ``train_step``,
+        and moving the data samples copies their metadata (file names, flip flags), which dynamo
+        would guard object by object: a recompile at nearly every batch until it gives up."""
+        return super().forward(data, training)
+
 
 def create_backbone(backbone: dict) -> nn.Module:
     """``timm.create_model`` from a config dict whose ``name`` (or ``model_name``) is the timm
