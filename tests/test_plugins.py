@@ -345,3 +345,58 @@ def test_a_strategy_method_that_raises_names_the_plugin():
         r"9.9\): edges\(\) raised IndexError",
     ):
         create_strategy("test-broken", 6, 3, pm=pm)
+
+
+def _raising_init(name, error):
+    def __init__(self, *args, **kwargs):
+        raise error
+
+    return type(name, (_bad(name),), {"__init__": __init__})
+
+
+def test_a_strategy_constructor_that_raises_names_the_plugin_and_the_layer():
+    import json
+
+    from meter_timm.strategies import create_layer_strategy
+
+    try:
+        json.loads("{bad")
+    except ValueError as exc:  # a ValueError subclass that cannot be built from a message alone
+        decode_error = exc
+    pm = new_plugin_manager(autoload=False)
+    pm.register(
+        InMemoryPlugin(
+            _raising_init("test-init-runtime", RuntimeError("no device")),
+            _raising_init("test-init-json", decode_error),
+        ),
+        name="init-plugin",
+    )
+    with pytest.raises(
+        PluginError,
+        match=r"'test-init-runtime' of plugin 'init-plugin' .*__init__\(\) raised RuntimeError: "
+        "no device",
+    ):
+        create_strategy("test-init-runtime", 6, 3, pm=pm)
+    with pytest.raises(ValueError) as info:
+        create_layer_strategy(dict(name="encoder.6", strategy="test-init-json"), 6, pm=pm)
+    message = str(info.value)
+    assert message.startswith("selectivity layer 'encoder.6': depth-bin strategy 'test-init-json'")
+    assert "plugin 'init-plugin'" in message and "Expecting property name" in message
+
+
+def test_restoring_a_plugin_strategy_that_raises_names_the_file_and_the_layer():
+    from meter_timm.strategies import trained_strategies
+
+    broken = _bad("test-broken-restore", edges=lambda s: {}["edges"])
+    pm = plugins.get_plugin_manager()
+    pm.register(InMemoryPlugin(broken), name="restore-plugin")
+    saved = {"strategy": "test-broken-restore", "num_units": 6, "num_bins": 3, "state": {}}
+    state = {"selectivity._extra_state": {"strategies": {"encoder.6": saved}}}
+    try:
+        with pytest.raises(PluginError) as info:
+            trained_strategies(state, source="run/epoch_1.pth")
+    finally:
+        pm.unregister(name="restore-plugin")
+    message = str(info.value)
+    assert message.startswith("run/epoch_1.pth: layer 'encoder.6': cannot restore")
+    assert "plugin 'restore-plugin'" in message and "edges() raised KeyError" in message

@@ -184,28 +184,33 @@ def parse_strategy_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), params
 
 
-def _call_strategy(
-    strategy: DepthBinStrategy, method: str, pm: plugins.PluginManager | None = None
-) -> Any:
-    """``strategy.<method>()``. Anything but a ValueError raised by a plugin's strategy is a
-    PluginError naming the plugin (those of meter_timm's own strategies keep their traceback)."""
+def _plugin_origin(cls: type, pm: plugins.PluginManager | None = None) -> str | None:
+    """``"plugin 'x' (dist version)"`` for a strategy class a plugin registered, ``"class
+    module.Name"`` for an unregistered outside class, None for meter_timm's own."""
+    if cls.__module__.partition(".")[0] == "meter_timm":
+        return None
     try:
-        return getattr(strategy, method)()
-    except ValueError:
-        raise
+        info = next(i for i in strategy_table(pm).values() if i.cls is cls)
+        return f"plugin {info.plugin!r} ({info.distribution} {info.version})"
+    except (StopIteration, plugins.PluginError):
+        return f"class {cls.__module__}.{cls.__qualname__}"
+
+
+def _run_strategy_code(
+    cls: type, name: str, what: str, call, pm: plugins.PluginManager | None = None
+) -> Any:
+    """``call()``, which runs code of strategy class ``cls`` (its constructor or a method). What a
+    plugin's code raises names the plugin: a ValueError stays a ValueError (bad input), anything
+    else becomes a PluginError. meter_timm's own strategies' exceptions pass unchanged."""
+    try:
+        return call()
     except Exception as exc:
-        cls = type(strategy)
-        if cls.__module__.partition(".")[0] == "meter_timm":
+        origin = _plugin_origin(cls, pm)
+        if origin is None:
             raise
-        try:
-            info = next(i for i in strategy_table(pm).values() if i.cls is cls)
-            origin = f"plugin {info.plugin!r} ({info.distribution} {info.version})"
-        except (StopIteration, plugins.PluginError):
-            origin = f"class {cls.__module__}.{cls.__qualname__}"
-        raise plugins.PluginError(
-            f"depth-bin strategy {strategy.name!r} of {origin}: {method}() raised "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+        message = f"depth-bin strategy {name!r} of {origin}: {what} raised {type(exc).__name__}"
+        message += f": {exc}" if str(exc) else ""
+        raise (ValueError if isinstance(exc, ValueError) else plugins.PluginError)(message) from exc
 
 
 def validate_strategy(
@@ -217,9 +222,11 @@ def validate_strategy(
     Call again after ``refit()`` of a learnable strategy. The message names the strategy (and
     the plugin, looked up in ``pm``).
     """
-    who = f"depth-bin strategy {strategy.name or type(strategy).__name__!r}"
+    name = strategy.name or type(strategy).__name__
+    origin = _plugin_origin(type(strategy), pm)
+    who = f"depth-bin strategy {name!r}" + (f" of {origin}" if origin else "")
     K, N = strategy.num_units, strategy.num_bins
-    edges = _call_strategy(strategy, "edges", pm)
+    edges = _run_strategy_code(type(strategy), name, "edges()", strategy.edges, pm)
     if not isinstance(edges, torch.Tensor):
         raise ValueError(f"{who}: edges() returned {type(edges).__name__}, expected a tensor")
     if edges.dim() != 1 or edges.numel() != N + 1:
@@ -247,7 +254,7 @@ def validate_strategy(
             f"binned in: edges[{bad}]={float(edges[bad])!r} and edges[{bad + 1}]="
             f"{float(edges[bad + 1])!r} are both {float(edges.float()[bad])!r} in float32"
         )
-    assignment = _call_strategy(strategy, "assignment", pm)
+    assignment = _run_strategy_code(type(strategy), name, "assignment()", strategy.assignment, pm)
     if not isinstance(assignment, torch.Tensor):
         raise ValueError(
             f"{who}: assignment() returned {type(assignment).__name__}, expected a tensor"
@@ -311,7 +318,13 @@ def create_strategy(
             f"max_depth ({max_depth})"
         )
     check_strategy_parameters(base_name, cls, params)
-    strategy = cls(int(num_units), int(num_bins), float(min_depth), float(max_depth), **params)
+    strategy = _run_strategy_code(
+        cls,
+        base_name,
+        "__init__()",
+        lambda: cls(int(num_units), int(num_bins), float(min_depth), float(max_depth), **params),
+        pm,
+    )
     return validate_strategy(strategy, pm)
 
 
@@ -366,4 +379,10 @@ def create_layer_strategy(
             **params,
         )
     except (ValueError, TypeError, plugins.PluginError) as exc:
-        raise type(exc)(f"{label}: {exc}") from exc
+        message = f"{label}: {exc}"
+        try:
+            labelled = type(exc)(message)
+        except TypeError:  # a type that takes more than a message (JSONDecodeError): its base
+            base = (plugins.PluginError, ValueError, TypeError)
+            labelled = next(k for k in base if isinstance(exc, k))(message)
+        raise labelled from exc

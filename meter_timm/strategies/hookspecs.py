@@ -26,8 +26,9 @@ def meter_timm_register_strategies(register):
     ``meter_timm.strategies.DepthBinStrategy`` and set the class attributes
 
     * ``name``: the name users select it by (``strategy="quantile"`` in a layer dict, or
-      ``create_strategy("quantile", ...)``); it must be unique over all installed plugins,
-      a clash is an error that names both plugins;
+      ``create_strategy("quantile", ...)``); it must be unique over all installed plugins: a
+      name already taken is ignored, with a warning that names both plugins (the first
+      registered, meter_timm's own built-ins included, keeps it);
     * ``description``: one line, shown by ``meter-timm strategies``;
     * ``learnable``: True when ``observe_depth()``/``observe()``/``refit()`` change the
       edges or the assignment (then ``state_dict()`` must hold what was learned, as tensors,

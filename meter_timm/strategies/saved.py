@@ -12,6 +12,7 @@ from typing import Any
 
 from meter_timm.strategies.base import DepthBinStrategy
 from meter_timm.strategies.catalog import create_strategy, validate_strategy
+from meter_timm.strategies.plugins import PluginError
 
 __all__ = ["trained_strategies"]
 
@@ -39,8 +40,9 @@ def trained_strategies(
             )
             strategy.load_state_dict(saved.get("state") or {})
             validate_strategy(strategy)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(
+        except (KeyError, TypeError, ValueError, PluginError) as exc:
+            kind = PluginError if isinstance(exc, PluginError) else ValueError
+            raise kind(
                 f"{source}: layer {layer!r}: cannot restore its trained strategy {name!r}: {exc}"
             ) from exc
         restored[layer] = strategy
