@@ -205,11 +205,15 @@ def test_a_plugin_shadowing_a_builtin_is_reported_once_and_ignored():
     assert strategy.name == "log"
 
 
-def test_registering_a_non_strategy_names_the_plugin():
+def test_registering_a_non_strategy_skips_the_plugin_with_a_warning_naming_it():
+    # skipped whole (its valid strategy too), like a plugin that fails to import; the built-ins
+    # and other plugins still work
     pm = new_plugin_manager(autoload=False)
-    pm.register(InMemoryPlugin(dict), name="confused-plugin")
-    with pytest.raises(PluginError, match="confused-plugin.*not a DepthBinStrategy"):
-        strategy_table(pm)
+    pm.register(InMemoryPlugin(ConstantStrategy, dict), name="confused-plugin")
+    pm.register(InMemoryPlugin(_ForwardsKwargs), name="fine-plugin")
+    with pytest.warns(PluginLoadWarning, match="skipping plugin 'confused-plugin'.*not a Depth"):
+        table = strategy_table(pm)
+    assert "uniform" in table and "test-forwards" in table and "test-constant" not in table
 
 
 def _bad(name, edges=None, assignment=None):
@@ -283,7 +287,7 @@ def test_cli_lists_strategies(capsys):
     assert by_name["learned"][3] == "yes"
 
 
-def test_hook_that_raises_names_the_plugin():
+def test_hook_that_raises_is_skipped_with_a_warning_naming_the_plugin():
     class Exploding:
         @hookimpl
         def meter_timm_register_strategies(self, register):
@@ -291,8 +295,10 @@ def test_hook_that_raises_names_the_plugin():
 
     pm = new_plugin_manager(autoload=False)
     pm.register(Exploding(), name="exploding-plugin")
-    with pytest.raises(PluginError, match="'exploding-plugin'.*KeyError"):
-        strategy_table(pm)
+    with pytest.warns(PluginLoadWarning, match="'exploding-plugin'.*raised KeyError"):
+        table = strategy_table(pm)
+    assert {"uniform", "log", "learned"} <= set(table)
+    assert create_strategy("uniform", 6, 3, pm=pm).num_bins == 3  # lookups still work
 
 
 class _ForwardsKwargs(ConstantStrategy):

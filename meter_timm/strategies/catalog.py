@@ -41,8 +41,9 @@ def strategy_table(pm: plugins.PluginManager | None = None) -> dict[str, Strateg
 
     A name registered twice keeps its first registration (built-ins before any plugin); the
     other one is ignored with a ``PluginLoadWarning`` naming both plugins, given once per process.
-    Raises ``PluginError`` when a plugin registers something that is not a named
-    ``DepthBinStrategy`` subclass (the error names the plugin).
+    A plugin whose hook raises, or registers something that is not a named ``DepthBinStrategy``
+    subclass, is skipped whole with a ``PluginLoadWarning`` naming it (given once per process),
+    as a plugin that fails to import: the built-ins and the other plugins still work.
     """
     pm = pm or plugins.get_plugin_manager()
     table: dict[str, StrategyInfo] = {}
@@ -55,8 +56,9 @@ def strategy_table(pm: plugins.PluginManager | None = None) -> dict[str, Strateg
     for impl in impls:
         record = plugins.plugin_record(pm, impl.plugin)
         origin = f"plugin {record.name!r} ({record.distribution} {record.version})"
+        registered: list[type] = []
 
-        def register(cls: Any, _origin: str = origin, _record=record) -> None:
+        def register(cls: Any, _origin: str = origin, _registered: list = registered) -> None:
             if not (isinstance(cls, type) and issubclass(cls, DepthBinStrategy)):
                 raise plugins.PluginError(
                     f"{_origin} registered {cls!r}, which is not a DepthBinStrategy subclass"
@@ -66,29 +68,36 @@ def strategy_table(pm: plugins.PluginManager | None = None) -> dict[str, Strateg
                     f"{_origin} registered {cls.__name__} with invalid name "
                     f"{cls.name!r} (need a non-empty string without ':')"
                 )
-            if cls.name in table:
-                other = table[cls.name]
-                if other.cls is not cls:
-                    _report_once(
-                        f"meter_timm: ignoring strategy {cls.name!r} of {_origin} (class "
-                        f"{cls.__qualname__}): the name is already registered by plugin "
-                        f"{other.plugin!r} ({other.distribution} {other.version}, class "
-                        f"{other.cls.__qualname__}), which is kept"
-                    )
-                return
-            table[cls.name] = StrategyInfo(
-                cls.name, cls, _record.name, _record.distribution, _record.version
-            )
+            _registered.append(cls)
 
         kwargs = {"register": register}
         try:
             impl.function(*[kwargs[arg] for arg in impl.argnames])
-        except plugins.PluginError:
-            raise
         except Exception as exc:
-            raise plugins.PluginError(
-                f"{origin} failed in meter_timm_register_strategies: {type(exc).__name__}: {exc}"
-            ) from exc
+            if record.name in plugins.BUILTIN_PLUGINS:
+                raise  # meter_timm's own: a bug
+            # as for a plugin that fails to import: skipped whole, the others still load
+            detail = (
+                str(exc)
+                if isinstance(exc, plugins.PluginError)
+                else (f"meter_timm_register_strategies raised {type(exc).__name__}: {exc}")
+            )
+            _report_once(f"meter_timm: skipping {origin}: {detail}")
+            continue
+        for cls in registered:
+            if cls.name in table:
+                other = table[cls.name]
+                if other.cls is not cls:
+                    _report_once(
+                        f"meter_timm: ignoring strategy {cls.name!r} of {origin} (class "
+                        f"{cls.__qualname__}): the name is already registered by plugin "
+                        f"{other.plugin!r} ({other.distribution} {other.version}, class "
+                        f"{other.cls.__qualname__}), which is kept"
+                    )
+                continue
+            table[cls.name] = StrategyInfo(
+                cls.name, cls, record.name, record.distribution, record.version
+            )
     return table
 
 
