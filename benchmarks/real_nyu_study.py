@@ -462,6 +462,26 @@ def paired(
     ]
 
 
+def common_units_difference(records: list[dict], arm: str, other: str) -> tuple[list, list]:
+    """Per seed: ``arm``'s mean SI minus ``other``'s over the units scored in both (each against
+    its own assignment; a unit whose assigned bin has no val pixels has no index), and how many
+    units that is. The per-arm means cover different units; this compares like with like."""
+    runs = {(r["arm"], r["seed"]): r for r in records}
+    differences, counts = [], []
+    for (name, seed), run in runs.items():
+        if name != arm or (other, seed) not in runs:
+            continue
+        mine = (run.get("layer6_own") or {}).get("selectivity_assigned")
+        theirs = (runs[(other, seed)].get("layer6_own") or {}).get("selectivity_assigned")
+        both = [(x, y) for x, y in zip(mine or [], theirs or []) if x is not None and y is not None]
+        if both:
+            differences.append(
+                statistics.fmean(x for x, _ in both) - statistics.fmean(y for _, y in both)
+            )
+            counts.append(len(both))
+    return differences, counts
+
+
 def verdict(ci: tuple[float, float, float], positive: str, negative: str) -> str:
     mean, lo, hi = ci
     if math.isnan(lo):
@@ -610,8 +630,9 @@ def summarize(
         f"## Does the assignment matter? (paired differences between strategies at lambda {LAM:g})",
         "",
         "| comparison | ΔSI (own assignments) | Δabs_rel (test) | verdict (SI) "
-        "| verdict (abs_rel, test) | Δabs_rel (val) | verdict (abs_rel, val) |",
-        "|---|---|---|---|---|---|---|",
+        "| verdict (abs_rel, test) | Δabs_rel (val) | verdict (abs_rel, val) "
+        "| ΔSI, units scored in both (units) | verdict (SI, same units) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     main = [arm_name(s, LAM) for s in STRATEGIES if arm_name(s, LAM) in arms]
     for i, a in enumerate(main):
@@ -619,12 +640,21 @@ def summarize(
             d_si = mean_ci(paired(records, a, lambda r: r["si_assigned_val"], other=b))
             d_abs = mean_ci(paired(records, a, lambda r: r["abs_rel_test"], other=b))
             d_val = mean_ci(paired(records, a, lambda r: r.get("abs_rel_val"), other=b))
+            common, units = common_units_difference(records, a, b)
+            d_common = mean_ci(common)
+            span = (
+                f"{min(units)}-{max(units)}"
+                if units and min(units) != max(units)
+                else (f"{units[0]}" if units else "-")
+            )
             lines.append(
                 f"| {a} - {b} | {fmt_ci(d_si)} | {fmt_ci(d_abs, 4)} | "
                 f"{verdict(d_si, a + ' more selective', b + ' more selective')} | "
                 f"{verdict(d_abs, b + ' more accurate', a + ' more accurate')} | "
                 f"{fmt_ci(d_val, 4)} | "
-                f"{verdict(d_val, b + ' more accurate', a + ' more accurate')} |"
+                f"{verdict(d_val, b + ' more accurate', a + ' more accurate')} | "
+                f"{fmt_ci(d_common)} ({span}) | "
+                f"{verdict(d_common, a + ' more selective', b + ' more selective')} |"
             )
     if transfer:
         lines += transfer_section(records, transfer)

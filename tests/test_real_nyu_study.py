@@ -94,6 +94,22 @@ def test_selectivity_gain_is_measured_on_the_arms_own_assignment():
     assert mean == pytest.approx(0.10) and lo == pytest.approx(0.10) and hi == pytest.approx(0.10)
 
 
+def test_strategies_are_compared_on_the_units_scored_in_both():
+    # unit 2 has no index under "a", unit 0 none under "b": per seed, only unit 1 is compared
+    def run(arm, seed, units):
+        return {"arm": arm, "seed": seed, "layer6_own": {"selectivity_assigned": units}}
+
+    records = [
+        run("a", 0, [0.9, 0.3, None]),
+        run("b", 0, [None, 0.1, 0.5]),
+        run("a", 1, [0.8, 0.4, None]),
+        run("b", 1, [None, 0.1, 0.7]),
+        run("a", 2, [0.1, 0.2, 0.3]),  # no "b" run of seed 2: left out
+    ]
+    differences, counts = study.common_units_difference(records, "a", "b")
+    assert differences == pytest.approx([0.2, 0.3]) and counts == [1, 1]
+
+
 def test_learned_matching_transfer_pairs_each_seeds_matching():
     # per seed: the same matching scored on the calibration frames, other training frames and the
     # val scene with the pretrained weights, and on the val scene after the lambda = 0 fine-tune
