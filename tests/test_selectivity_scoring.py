@@ -51,7 +51,7 @@ def test_learned_run_is_scored_against_its_own_matching(tiny_data, tmp_path):
         type="SelectivityLoss",
         lam=1.0,
         relative=True,
-        layers=[dict(name=LAYER, num_bins=8, strategy="learned")],
+        layers=[dict(name=LAYER, num_bins=8, strategy="learned", params=dict(resolution=2048))],
     )
     cfg = tiny_config(
         tiny_data,
@@ -75,6 +75,8 @@ def test_learned_run_is_scored_against_its_own_matching(tiny_data, tmp_path):
     checkpoint, val = tmp_path / "learned" / "epoch_1.pth", tiny_data / "val" / "official"
     cli_layer = _dissect_checkpoint(checkpoint, val, tmp_path / "dissect")
     assert cli_layer["assigned_bin"] == trained.tolist()
+    meta = json.loads((tmp_path / "dissect" / "report.json").read_text())["meta"]
+    assert meta["strategy_params"] == {LAYER: {"resolution": 2048}}  # the trained strategy's
     assert cli_layer["bin_edges"] == layer["bin_edges"]
     assert cli_layer["selectivity_assigned"] == pytest.approx(
         layer["selectivity_assigned"], abs=1e-5

@@ -171,7 +171,13 @@ def run(args: argparse.Namespace) -> int:
         "weights": args.weights,
         "data": str(args.data),
         "strategy": used,
-        "strategy_params": params,
+        # per layer: a trained layer's stored parameters, else those given with --strategy-param
+        "strategy_params": {
+            name: dict(dissection.trained[name].spec.get("params") or {})
+            if dissection.from_training[name]
+            else params
+            for name in dissection.strategies
+        },
         "input_size": list(size),
     }
     report = dissection.report(meta)
