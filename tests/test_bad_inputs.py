@@ -109,11 +109,9 @@ def inputs(tmp_path_factory):
     return {"root": root, "data": data, "weights": root / "weights.pth"}
 
 
-def _dissect(inputs, *extra):
+def _tiny_run(inputs):
+    """What dissect and ablate share here: the tiny weights and data, one 64x64 frame, 4 bins."""
     return [
-        "dissect",
-        "--model",
-        "meter_xxs",
         "--weights",
         str(inputs["weights"]),
         "--data",
@@ -125,6 +123,15 @@ def _dissect(inputs, *extra):
         "1",
         "--bins",
         "4",
+    ]
+
+
+def _dissect(inputs, *extra):
+    return [
+        "dissect",
+        "--model",
+        "meter_xxs",
+        *_tiny_run(inputs),
         "--no-plots",
         "--out",
         str(inputs["root"] / "dissect"),
@@ -151,17 +158,7 @@ def _ablate(inputs, *extra):
     return [
         "ablate",
         "meter_xxs",
-        "--weights",
-        str(inputs["weights"]),
-        "--data",
-        str(inputs["data"]),
-        "--input-size",
-        "64",
-        "64",
-        "--limit",
-        "1",
-        "--bins",
-        "4",
+        *_tiny_run(inputs),
         "--random-draws",
         "0",
         "--out",

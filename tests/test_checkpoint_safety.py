@@ -155,6 +155,12 @@ def _cli_error(capsys, argv):
     return code, err[-1] if err else ""
 
 
+def _resume_error(capsys, config, work_dir, *checkpoint):
+    """``meter-timm train CONFIG --work-dir W --resume [CHECKPOINT]``: (exit code, last line)."""
+    argv = ["train", str(config), "--work-dir", str(work_dir), "--resume"]
+    return _cli_error(capsys, argv + [str(c) for c in checkpoint])
+
+
 def test_payload_in_the_work_dir_never_runs_and_honest_checkpoints_resume(
     tmp_path, capsys, http_files
 ):
@@ -171,13 +177,8 @@ def test_payload_in_the_work_dir_never_runs_and_honest_checkpoints_resume(
     checkpoint["meta"]["note"] = _CreatesFile(marker)
     torch.save(checkpoint, honest)
     _, config = _write_config(tmp_path, work_dir, epochs=2)
-    for resume in (
-        ["--resume", str(honest)],
-        ["--resume"],
-    ):  # explicit, and through last_checkpoint
-        code, last = _cli_error(
-            capsys, ["train", str(config), "--work-dir", str(work_dir), *resume]
-        )
+    for explicit in ((honest,), ()):  # explicit, and through last_checkpoint
+        code, last = _resume_error(capsys, config, work_dir, *explicit)
         assert code == 2 and not marker.exists()
         assert last.startswith("meter-timm train: error: refused checkpoint ")
         assert str(honest) in last and "io.open" in last
@@ -185,28 +186,18 @@ def test_payload_in_the_work_dir_never_runs_and_honest_checkpoints_resume(
     elsewhere = tmp_path / "elsewhere.pth"
     torch.save({"meta": {"epoch": 1, "iter": 2, "x": _CreatesFile(marker)}}, elsewhere)
     (work_dir / "last_checkpoint").write_text(str(elsewhere))
-    code, last = _cli_error(capsys, ["train", str(config), "--work-dir", str(work_dir), "--resume"])
+    code, last = _resume_error(capsys, config, work_dir)
     assert code == 2 and not marker.exists() and str(elsewhere) in last and "io.open" in last
     # ... also when it names a URL (mmengine would fully unpickle the download)
     served, url = http_files
     shutil.copy(elsewhere, served / "elsewhere.pth")
     (work_dir / "last_checkpoint").write_text(f"{url}/elsewhere.pth")
-    code, last = _cli_error(capsys, ["train", str(config), "--work-dir", str(work_dir), "--resume"])
+    code, last = _resume_error(capsys, config, work_dir)
     assert code == 2 and not marker.exists() and "elsewhere.pth" in last and "io.open" in last
 
     # a state dict is not a training checkpoint
     torch.save(checkpoint["state_dict"], tmp_path / "weights.pth")
-    code, last = _cli_error(
-        capsys,
-        [
-            "train",
-            str(config),
-            "--work-dir",
-            str(work_dir),
-            "--resume",
-            str(tmp_path / "weights.pth"),
-        ],
-    )
+    code, last = _resume_error(capsys, config, work_dir, tmp_path / "weights.pth")
     assert (
         code == 2 and "cannot resume from" in last and "weights.pth" in last and "load_from" in last
     )
@@ -246,20 +237,10 @@ def test_resume_refuses_incomplete_training_state_naming_file_and_part(tmp_path,
         checkpoint = load_checkpoint_file(work_dir / "epoch_1.pth")
         edit(checkpoint)
         torch.save(checkpoint, tmp_path / f"{name}.pth")
-        code, last = _cli_error(
-            capsys,
-            [
-                "train",
-                str(config),
-                "--work-dir",
-                str(work_dir),
-                "--resume",
-                f"{tmp_path / name}.pth",
-            ],
-        )
+        code, last = _resume_error(capsys, config, work_dir, f"{tmp_path / name}.pth")
         assert code == 2 and f"cannot resume from {tmp_path / name}.pth: " in last, (name, last)
         assert expected in last, (name, last)
     (work_dir / "last_checkpoint").write_text("\n")
-    code, last = _cli_error(capsys, ["train", str(config), "--work-dir", str(work_dir), "--resume"])
+    code, last = _resume_error(capsys, config, work_dir)
     assert code == 2 and f"{work_dir / 'last_checkpoint'} is empty" in last
     assert not (work_dir / "epoch_2.pth").exists() and honest["meta"]["epoch"] == 1
