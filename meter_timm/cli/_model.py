@@ -18,8 +18,9 @@ def build_model(
     timm_kwargs: dict | None = None,
 ):
     """(DepthEstimator from a timm name or a training config's ``model``, with the weights loaded;
-    the weights file's state dict or None). The file is read once, for the weights and for any
-    strategy stored with them."""
+    the weights file's state dict or None; the config's network input size (the ``ResizeDepth``
+    scale of its test, else validation, pipeline) or None). The weights file and the config are
+    each read once."""
     import meter_timm.mm  # noqa: F401  (registers the meter_timm scope)
     from meter_timm.checkpoint import load_checkpoint_file, load_weights, state_dict_of
     from meter_timm.mm.model import DepthEstimator
@@ -34,8 +35,11 @@ def build_model(
             raise ValueError("--model-arg applies to a timm model name, not to a config")
         if features_only:
             raise ValueError("--features-only applies to a timm model name, not to a config")
-        model = MODELS.build(load_config(spec).model)
+        cfg = load_config(spec)
+        model = MODELS.build(cfg.model)
+        config_size = _pipeline_input_size(cfg)
     else:
+        config_size = None
         backbone = dict(name=spec, pretrained=False, **(timm_kwargs or {}))
         if features_only:
             backbone["features_only"] = True
@@ -44,7 +48,18 @@ def build_model(
     if weights:
         state = state_dict_of(load_checkpoint_file(weights), weights)
         load_weights(model, weights, state=state)
-    return model, state
+    return model, state, config_size
+
+
+def _pipeline_input_size(cfg) -> tuple[int, int] | None:
+    """The ``ResizeDepth`` scale of a config's test (else validation) pipeline, or None."""
+    for loader in ("test_dataloader", "val_dataloader"):
+        dataset = (cfg.get(loader) or {}).get("dataset") or {}
+        for step in dataset.get("pipeline") or []:
+            if step.get("type") == "ResizeDepth" and step.get("scale"):
+                height, width = step["scale"]
+                return int(height), int(width)
+    return None
 
 
 #: the network input size of models without a METER tag to take it from
@@ -55,25 +70,16 @@ INPUT_SIZE_HELP = (
 )
 
 
-def input_size(model, given=None, spec: str | None = None) -> tuple[int, int]:
-    """``--input-size`` when given; else the ``ResizeDepth`` scale of the test (or validation)
-    pipeline when the model comes from a config ``spec``; else the input size of the METER
-    model's pretrained config (the size its weights were trained at: 192x636 for ``.kitti``);
-    else 192x256."""
+def input_size(model, given=None, config_size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """``--input-size`` when given; else ``config_size``, the size of the config the model comes
+    from (see :func:`build_model`); else the input size of the METER model's pretrained config
+    (the size its weights were trained at: 192x636 for ``.kitti``); else 192x256."""
     from meter_timm.models.meter import Meter
 
     if given:
         return int(given[0]), int(given[1])
-    if spec and str(spec).endswith(".py"):
-        from meter_timm.cli._errors import load_config
-
-        cfg = load_config(spec)
-        for loader in ("test_dataloader", "val_dataloader"):
-            dataset = (cfg.get(loader) or {}).get("dataset") or {}
-            for step in dataset.get("pipeline") or []:
-                if step.get("type") == "ResizeDepth" and step.get("scale"):
-                    height, width = step["scale"]
-                    return int(height), int(width)
+    if config_size:
+        return config_size
     backbone = getattr(model, "backbone", model)
     if isinstance(backbone, Meter):
         height, width = backbone.pretrained_cfg["input_size"][-2:]

@@ -183,10 +183,12 @@ def run(args: argparse.Namespace) -> int:
     if args.random_draws < 0:
         raise ValueError(f"--random-draws must be >= 0, got {args.random_draws}")
     params = dict(args.strategy_param)
-    model, state = build_model(args.model, args.weights, args.features_only, args.model_arg)
+    model, state, config_size = build_model(
+        args.model, args.weights, args.features_only, args.model_arg
+    )
     model = to_device(model, args.device).eval()
     capture = LayerCapture(model.backbone, [args.layer], detach_outputs=True)  # checks the name
-    size = input_size(model, args.input_size, args.model)
+    size = input_size(model, args.input_size, config_size)
     dataset = build_dataset(
         args,
         [

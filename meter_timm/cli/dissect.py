@@ -126,9 +126,11 @@ def run(args: argparse.Namespace) -> int:
     from meter_timm.selectivity.dissection import Dissection, trained_layers_from_checkpoint
 
     params = dict(args.strategy_param)
-    model, state = build_model(args.model, args.weights, args.features_only, args.model_arg)
+    model, state, config_size = build_model(
+        args.model, args.weights, args.features_only, args.model_arg
+    )
     model = to_device(model, args.device).eval()
-    size = input_size(model, args.input_size, args.model)
+    size = input_size(model, args.input_size, config_size)
     dataset = build_dataset(
         args,
         [
