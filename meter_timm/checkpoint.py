@@ -31,6 +31,7 @@ __all__ = [
     "refuse_non_finite",
     "state_dict_of",
     "load_weights",
+    "adaptable_input_conv",
 ]
 
 
@@ -260,21 +261,29 @@ def _checkpoint_filter(model: nn.Module):
     return getattr(module, "checkpoint_filter_fn", None)
 
 
+def adaptable_input_conv(weight: torch.Tensor, expected: torch.Tensor) -> bool:
+    """An RGB conv weight (O, 3, kh, kw) that timm's ``adapt_input_conv`` turns into ``expected``
+    (O, C, kh, kw) for C != 3 input channels."""
+    return (
+        weight.dim() == 4
+        and weight.shape[1] == 3
+        and expected.shape[1] != 3
+        and weight.shape[:1] + weight.shape[2:] == expected.shape[:1] + expected.shape[2:]
+    )
+
+
 def _adapt_input_convs(state: dict, network: nn.Module) -> dict:
     """RGB weights of the network's first conv(s) (timm's ``pretrained_cfg["first_conv"]``)
     adapted to its input channels, as timm does when it loads pretrained weights."""
     names = getattr(network, "pretrained_cfg", {}).get("first_conv") or ()
-    expected = network.state_dict()
     for name in [names] if isinstance(names, str) else names:
         key = f"{name}.weight"
-        weight, target = state.get(key), expected.get(key)
-        if (
-            isinstance(weight, torch.Tensor)
-            and target is not None
-            and weight.dim() == 4
-            and weight.shape[1] == 3
-            and target.shape[1] != 3
-        ):
+        weight = state.get(key)
+        try:
+            target = network.get_submodule(name).weight
+        except AttributeError:  # no such conv in this network
+            continue
+        if isinstance(weight, torch.Tensor) and adaptable_input_conv(weight, target):
             from timm.models import adapt_input_conv
 
             state = {**state, key: adapt_input_conv(target.shape[1], weight)}

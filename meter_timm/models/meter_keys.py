@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from meter_timm.checkpoint import state_dict_of
+from meter_timm.checkpoint import adaptable_input_conv, state_dict_of
 
 __all__ = ["translate_state_dict", "is_original_layout"]
 
@@ -146,16 +146,6 @@ def _describe(keys: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _adaptable_input_conv(weight: torch.Tensor, expected: torch.Tensor) -> bool:
-    """An RGB conv weight (O, 3, kh, kw) that timm's ``adapt_input_conv`` turns into ``expected``
-    (O, C, kh, kw) for C input channels."""
-    return (
-        weight.dim() == 4
-        and weight.shape[1] == 3
-        and weight.shape[:1] + weight.shape[2:] == expected.shape[:1] + expected.shape[2:]
-    )
-
-
 def translate_state_dict(checkpoint: Any, model: nn.Module) -> dict[str, torch.Tensor]:
     """This package's state dict for ``model`` from any supported checkpoint; ValueError otherwise.
 
@@ -182,7 +172,7 @@ def translate_state_dict(checkpoint: Any, model: nn.Module) -> dict[str, torch.T
         if k in state_dict
         and isinstance(state_dict[k], torch.Tensor)
         and state_dict[k].shape != expected[k].shape
-        and not (k == first_conv and _adaptable_input_conv(state_dict[k], expected[k]))
+        and not (k == first_conv and adaptable_input_conv(state_dict[k], expected[k]))
     ]
     if missing or unexpected or mismatched or not_tensor:
         name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
