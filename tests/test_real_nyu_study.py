@@ -110,6 +110,46 @@ def test_strategies_are_compared_on_the_units_scored_in_both():
     assert differences == pytest.approx([0.2, 0.3]) and counts == [1, 1]
 
 
+def test_strategies_are_compared_at_each_lambda_they_share():
+    # uniform and learned at lambda 1 and 0.3, log at lambda 1 only: three pairs at 1, one at 0.3
+    def run(strategy, lam, seed, si, abs_rel):
+        return {
+            "arm": study.arm_name(strategy, lam),
+            "seed": seed,
+            "si_assigned_val": si,
+            "abs_rel_test": abs_rel,
+            "abs_rel_val": abs_rel,
+            "layer6_own": {"selectivity_assigned": [si, si]},
+        }
+
+    records = []
+    for seed in range(3):
+        records += [
+            run("uniform", 1.0, seed, 0.30 + seed / 100, 0.20),
+            run("log", 1.0, seed, 0.10, 0.25),
+            run("learned", 1.0, seed, 0.30, 0.21),
+            run("uniform", 0.3, seed, 0.10 + seed / 100, 0.18),
+            run("learned", 0.3, seed, 0.20 + seed / 50, 0.18 + seed / 1000),
+        ]
+    arms = list(dict.fromkeys(r["arm"] for r in records))
+    at_one = study.strategy_comparison(records, arms, 1.0)
+    at_low = study.strategy_comparison(records, arms, 0.3)
+    assert "strategies at lambda 1)" in at_one[1] and "strategies at lambda 0.3)" in at_low[1]
+    rows_one = [line for line in at_one if line.startswith("| ") and " - " in line.split("|")[1]]
+    rows_low = [line for line in at_low if line.startswith("| ") and " - " in line.split("|")[1]]
+    assert [r.split("|")[1].strip() for r in rows_one] == [
+        "uniform-lam1 - log-lam1",
+        "uniform-lam1 - learned-lam1",
+        "log-lam1 - learned-lam1",
+    ]
+    # at 0.3: uniform - learned = -0.10 - seed/100 per seed, so learned is more selective
+    assert rows_low[0].split("|")[1].strip() == "uniform-lam0.3 - learned-lam0.3"
+    assert rows_low[0].split("|")[2].strip().startswith("-0.110 [")
+    assert "learned-lam0.3 more selective" in rows_low[0].split("|")[4]
+    # one strategy at a lambda: nothing to compare
+    assert study.strategy_comparison(records, arms, 3.0) == []
+
+
 def test_learned_matching_transfer_pairs_each_seeds_matching():
     # per seed: the same matching scored on the calibration frames, other training frames and the
     # val scene with the pretrained weights, and on the val scene after the lambda = 0 fine-tune
