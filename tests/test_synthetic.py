@@ -132,3 +132,81 @@ def test_ensure_dataset_writes_once_and_other_ranks_wait(tmp_path, monkeypatch):
     assert (out / "synthetic.json").stat().st_mtime_ns == stamp
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert ensure_dataset(out, **spec, timeout=0.0) is False  # finished: nothing to wait for
+
+
+def _spec(**overrides) -> dict:
+    return dict(
+        dict(height=16, width=16, seed=0, frames_per_scene=2, workers=1, progress=False),
+        **overrides,
+    )
+
+
+def test_a_folder_holds_one_setting_and_grows_by_prefix(tmp_path):
+    """Frames of other settings are refused (they would be read as one set); a smaller request
+    keeps the larger set, whose first frames are the ones asked for; an interrupted run
+    continues without rewriting finished frames."""
+    out = tmp_path / "set"
+    generate_dataset(out, 6, 2, **_spec())
+    for other in (dict(height=24), dict(seed=1), dict(frames_per_scene=3)):
+        with pytest.raises(ValueError, match=f"{out} holds a data set made with .*=.* \\(not "):
+            generate_dataset(out, 6, 2, **_spec(**other))
+    # a fresh set of 3 frames is the first 3 frames of the set of 6
+    small = generate_dataset(tmp_path / "small", 3, 1, **_spec())
+    for rel in ("train/room_0001/00002.h5", "val/official/00000.h5"):
+        with h5py.File(out / rel, "r") as a, h5py.File(small / rel, "r") as b:
+            assert np.array_equal(a["depth"][()], b["depth"][()])
+    # asking for fewer frames keeps the 6 written (the manifest too)
+    generate_dataset(out, 3, 1, **_spec())
+    assert len(list(out.glob("train/*/*.h5"))) == 6 and dataset_is_complete(out, 6, 2)
+    # an interrupted run (manifest not finished) is not complete; the rerun writes what is missing
+    frame = out / "train/room_0000/00000.h5"
+    stamp = frame.stat().st_mtime_ns
+    (out / "train/room_0002/00005.h5").unlink()
+    info = json.loads((out / "synthetic.json").read_text())
+    (out / "synthetic.json").write_text(json.dumps(dict(info, finished=False)))
+    assert not dataset_is_complete(out, 6, 2)
+    generate_dataset(out, 6, 2, **_spec())
+    assert dataset_is_complete(out, 6, 2) and (out / "train/room_0002/00005.h5").is_file()
+    assert frame.stat().st_mtime_ns == stamp
+    # frames without a manifest were not written here: refused, not mixed
+    foreign = tmp_path / "foreign" / "train" / "scene"
+    foreign.mkdir(parents=True)
+    (foreign / "00000.h5").write_bytes(b"")
+    with pytest.raises(ValueError, match="but no synthetic.json"):
+        generate_dataset(tmp_path / "foreign", 2, 1, **_spec())
+
+
+def test_make_data_into_a_folder_of_another_size_is_one_named_error(tmp_path, capsys):
+    out = tmp_path / "set"
+    generate_dataset(out, 2, 1, **_spec())
+    args = ["make-data", str(out), "--train", "2", "--height", "24", "--width", "16"]
+    args += ["--frames-per-scene", "2"]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "made with height=16 (not 24);" in err[0]
+    assert len(list(out.glob("train/*/*.h5"))) == 2  # nothing written
+
+
+def test_synthetic_dataset_reads_the_frames_it_asks_for(tmp_path):
+    """A config asking for fewer frames than the folder holds reads only the first N
+    (--cfg-options train_dataloader.dataset.num_train=N shrinks the data set)."""
+    from meter_timm.mm.datasets import SyntheticDepthDataset
+
+    out = tmp_path / "set"
+    generate_dataset(out, 8, 4, **_spec())
+    spec = dict(height=16, width=16, seed=0, frames_per_scene=2, workers=1)
+    train = SyntheticDepthDataset(str(out), num_train=5, num_val=4, subdir="train", **spec)
+    assert sorted(int(train.get_data_info(i)["path"].split("/")[-1][:5]) for i in range(5)) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert len(train) == 5 and len(list(out.glob("train/*/*.h5"))) == 8
+    val = SyntheticDepthDataset(str(out), num_train=8, num_val=3, subdir="val/official", **spec)
+    assert len(val) == 3
+    both = SyntheticDepthDataset(str(out), num_train=2, num_val=1, **spec)
+    assert len(both) == 3
+    with pytest.raises(ValueError, match=r"made with height=16 \(not 32\)"):
+        SyntheticDepthDataset(str(out), num_train=2, num_val=1, **dict(spec, height=32))

@@ -1,6 +1,7 @@
 """Plain readers (no mmengine) of the NYU Depth V2 formats, of image/depth folders and of KITTI
 (Eigen split), behind the mmengine datasets that ``meter-timm eval``, ``test`` and ``dissect``
 read through."""
+
 from meter_timm.data.folder import (  # noqa: F401
     DepthDataError,
     FolderPair,
@@ -17,8 +18,8 @@ from meter_timm.data.kitti import (  # noqa: F401
     read_kitti_split,
 )
 from meter_timm.data.nyu import (  # noqa: F401
-    NYUDataError,
     LabeledMat,
+    NYUDataError,
     discover_samples,
     load_split_indices,
     read_csv_pairs,

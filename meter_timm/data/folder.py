@@ -11,6 +11,7 @@ Two layouts:
 Depth files are PNG/TIFF (integer or float) or ``.npy``; metres = stored value x ``depth_scale``
 (1/1000 for millimetre PNGs, 1/256 for KITTI, 1 for float metres).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,14 +22,26 @@ import numpy as np
 
 from meter_timm.data.nyu import NYUDataError, read_rgb
 
-__all__ = ["DepthDataError", "FolderPair", "discover_folder_pairs", "read_depth_map", "read_folder_pair",
-           "valid_depth"]
+__all__ = [
+    "DepthDataError",
+    "FolderPair",
+    "discover_folder_pairs",
+    "read_depth_map",
+    "read_folder_pair",
+    "valid_depth",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEPTH_EXTENSIONS = (".png", ".tif", ".tiff", ".npy")
 #: (image folder, depth folder) names looked for when none are given
-SUBFOLDER_PAIRS = (("rgb", "depth"), ("image", "depth"), ("images", "depth"), ("images", "depths"),
-                   ("color", "depth"), ("colors", "depths"))
+SUBFOLDER_PAIRS = (
+    ("rgb", "depth"),
+    ("image", "depth"),
+    ("images", "depth"),
+    ("images", "depths"),
+    ("color", "depth"),
+    ("colors", "depths"),
+)
 
 
 class DepthDataError(NYUDataError):
@@ -42,8 +55,12 @@ class FolderPair:
     key: str  # the shared name: relative path without extension and suffix
 
 
-def valid_depth(depth: np.ndarray, min_depth: float = 0.0, max_depth: float | None = None,
-                invalid_mask: np.ndarray | None = None) -> np.ndarray:
+def valid_depth(
+    depth: np.ndarray,
+    min_depth: float = 0.0,
+    max_depth: float | None = None,
+    invalid_mask: np.ndarray | None = None,
+) -> np.ndarray:
     """float32 depth with invalid pixels set to 0: non-finite, ``<= min_depth``, ``> max_depth``
     (when given), or flagged in ``invalid_mask``."""
     depth = np.asarray(depth, dtype=np.float32)
@@ -58,8 +75,13 @@ def valid_depth(depth: np.ndarray, min_depth: float = 0.0, max_depth: float | No
     return depth
 
 
-def read_depth_map(path: str | os.PathLike, depth_scale: float, min_depth: float = 0.0,
-                   max_depth: float | None = None, invalid_value: float | None = None) -> np.ndarray:
+def read_depth_map(
+    path: str | os.PathLike,
+    depth_scale: float,
+    min_depth: float = 0.0,
+    max_depth: float | None = None,
+    invalid_value: float | None = None,
+) -> np.ndarray:
     """Read a depth map as ``(H, W) float32`` metres (0 = invalid).
 
     ``metres = stored value * depth_scale``; a stored value equal to ``invalid_value`` (before
@@ -98,14 +120,18 @@ def _key(path: Path, folder: Path, suffix: str) -> str | None:
     if suffix:
         if not rel.endswith(suffix):
             return None
-        rel = rel[:-len(suffix)]
+        rel = rel[: -len(suffix)]
     return rel
 
 
-def discover_folder_pairs(root: str | os.PathLike, image_dir: str | None = None,
-                          depth_dir: str | None = None, image_suffix: str = "",
-                          depth_suffix: str | None = None,
-                          skip_unmatched: bool = False) -> list[FolderPair]:
+def discover_folder_pairs(
+    root: str | os.PathLike,
+    image_dir: str | None = None,
+    depth_dir: str | None = None,
+    image_suffix: str = "",
+    depth_suffix: str | None = None,
+    skip_unmatched: bool = False,
+) -> list[FolderPair]:
     """Image/depth pairs under ``root``, sorted by name.
 
     Without ``image_dir``/``depth_dir`` the first of :data:`SUBFOLDER_PAIRS` present under
@@ -116,8 +142,10 @@ def discover_folder_pairs(root: str | os.PathLike, image_dir: str | None = None,
     if not root.is_dir():
         raise DepthDataError(f"{root}: data folder not found")
     if image_dir is None and depth_dir is None:
-        found = next(((i, d) for i, d in SUBFOLDER_PAIRS
-                      if (root / i).is_dir() and (root / d).is_dir()), None)
+        found = next(
+            ((i, d) for i, d in SUBFOLDER_PAIRS if (root / i).is_dir() and (root / d).is_dir()),
+            None,
+        )
         image_dir, depth_dir = found or (".", ".")
     images_at = (root / (image_dir or ".")).resolve()
     depths_at = (root / (depth_dir or ".")).resolve()
@@ -128,8 +156,10 @@ def discover_folder_pairs(root: str | os.PathLike, image_dir: str | None = None,
     if depth_suffix is None:
         depth_suffix = "_depth" if same else ""
     if same and not depth_suffix:
-        raise DepthDataError(f"{root}: images and depth maps in one folder need a depth_suffix "
-                             "(e.g. '_depth') to tell them apart")
+        raise DepthDataError(
+            f"{root}: images and depth maps in one folder need a depth_suffix "
+            "(e.g. '_depth') to tell them apart"
+        )
     depths: dict[str, Path] = {}
     for path in _files(depths_at, DEPTH_EXTENSIONS):
         key = _key(path, depths_at, depth_suffix)
@@ -149,22 +179,32 @@ def discover_folder_pairs(root: str | os.PathLike, image_dir: str | None = None,
         if depth is None:
             if skip_unmatched:
                 continue
-            raise DepthDataError(f"{path}: no depth map named {key}{depth_suffix}"
-                                 f"{{{','.join(DEPTH_EXTENSIONS)}}} in {depths_at}")
+            raise DepthDataError(
+                f"{path}: no depth map named {key}{depth_suffix}"
+                f"{{{','.join(DEPTH_EXTENSIONS)}}} in {depths_at}"
+            )
         pairs.append(FolderPair(str(path), str(depth), key))
     if not pairs:
-        raise DepthDataError(f"{root}: no image/depth pairs found (images in {images_at}, depth "
-                             f"maps ending in {depth_suffix!r} in {depths_at})")
+        raise DepthDataError(
+            f"{root}: no image/depth pairs found (images in {images_at}, depth "
+            f"maps ending in {depth_suffix!r} in {depths_at})"
+        )
     return pairs
 
 
-def read_folder_pair(pair: FolderPair, depth_scale: float, min_depth: float = 0.0,
-                     max_depth: float | None = None, invalid_value: float | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def read_folder_pair(
+    pair: FolderPair,
+    depth_scale: float,
+    min_depth: float = 0.0,
+    max_depth: float | None = None,
+    invalid_value: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(rgb (H, W, 3) uint8, depth (H, W) float32 metres)`` of one pair, sizes checked."""
     rgb = read_rgb(pair.image)
     depth = read_depth_map(pair.depth, depth_scale, min_depth, max_depth, invalid_value)
     if rgb.shape[:2] != depth.shape:
-        raise DepthDataError(f"{pair.depth}: depth shape {depth.shape} does not match image "
-                             f"{pair.image} of shape {rgb.shape[:2]}")
+        raise DepthDataError(
+            f"{pair.depth}: depth shape {depth.shape} does not match image "
+            f"{pair.image} of shape {rgb.shape[:2]}"
+        )
     return rgb, depth

@@ -11,6 +11,7 @@
   ships them). Lines without ground truth (``None``) are skipped.
 * Depth maps are uint16 PNGs, metres = value / 256, 0 = no measurement.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,13 @@ import numpy as np
 
 from meter_timm.data.folder import DepthDataError, read_depth_map
 
-__all__ = ["KITTI_DEPTH_SCALE", "KITTI_MAX_DEPTH", "KittiSample", "read_kitti_depth",
-           "read_kitti_split"]
+__all__ = [
+    "KITTI_DEPTH_SCALE",
+    "KITTI_MAX_DEPTH",
+    "KittiSample",
+    "read_kitti_depth",
+    "read_kitti_split",
+]
 
 KITTI_DEPTH_SCALE = 1.0 / 256.0
 #: the usual evaluation cap (metres)
@@ -49,8 +55,10 @@ def read_kitti_depth(path: str | os.PathLike, max_depth: float | None = None) ->
         except Exception as exc:
             raise DepthDataError(f"{path}: cannot read KITTI depth PNG ({exc})") from exc
         if mode not in ("I;16", "I;16B", "I"):
-            raise DepthDataError(f"{path}: KITTI depth must be a 16-bit PNG (value / 256 = metres), "
-                                 f"found image mode {mode}")
+            raise DepthDataError(
+                f"{path}: KITTI depth must be a 16-bit PNG (value / 256 = metres), "
+                f"found image mode {mode}"
+            )
     return read_depth_map(path, KITTI_DEPTH_SCALE, 0.0, max_depth, invalid_value=0)
 
 
@@ -64,8 +72,11 @@ def _find(root: Path, rel: str, alternatives: tuple[str, ...] = ()) -> Path | No
     return None
 
 
-def read_kitti_split(split_file: str | os.PathLike, image_root: str | os.PathLike,
-                     depth_root: str | os.PathLike | None = None) -> list[KittiSample]:
+def read_kitti_split(
+    split_file: str | os.PathLike,
+    image_root: str | os.PathLike,
+    depth_root: str | os.PathLike | None = None,
+) -> list[KittiSample]:
     """The samples of an Eigen split file that have ground truth, with resolved paths.
 
     A listed image or depth map that does not exist is an error naming the split line."""
@@ -90,12 +101,16 @@ def read_kitti_split(split_file: str | os.PathLike, image_root: str | os.PathLik
             try:
                 focal = float(fields[2]) if len(fields) == 3 else None
             except ValueError as exc:
-                raise DepthDataError(f"{where}: focal length {fields[2]!r} is not a number") from exc
+                raise DepthDataError(
+                    f"{where}: focal length {fields[2]!r} is not a number"
+                ) from exc
             if depth_rel == "None":
                 continue  # no ground truth for this frame
         else:
-            raise DepthDataError(f"{where}: expected '<image> <depth> [<focal>]' or "
-                                 f"'<folder> <frame> <l|r>', got {line.strip()!r}")
+            raise DepthDataError(
+                f"{where}: expected '<image> <depth> [<focal>]' or "
+                f"'<folder> <frame> <l|r>', got {line.strip()!r}"
+            )
         image = _find(image_root, image_rel, (".png", ".jpg"))
         if image is None:
             raise DepthDataError(f"{where}: image {image_rel} not found under {image_root}")

@@ -14,14 +14,15 @@ Layouts:
   ``(N, 3, W, H)`` uint8 and ``depths`` ``(N, W, H)`` float32 metres, stored transposed. The Eigen
   test split is ``testNdxs`` (1-based) of ``splits.mat``.
 """
+
 from __future__ import annotations
 
 import csv
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class NYUDataError(ValueError):
 
 
 def sanitize_depth(depth: np.ndarray, max_depth: float = 10.0) -> np.ndarray:
-    """Return float32 depth with non-finite values and values outside ``(0, max_depth]`` set to 0."""
+    """Float32 depth, with non-finite values and those outside ``(0, max_depth]`` set to 0."""
     depth = np.asarray(depth, dtype=np.float32)
     bad = ~np.isfinite(depth) | (depth <= 0) | (depth > max_depth)
     if bad.any():
@@ -49,7 +50,9 @@ def sanitize_depth(depth: np.ndarray, max_depth: float = 10.0) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------- h5 files
-def read_h5_sample(path: str | os.PathLike, max_depth: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+def read_h5_sample(
+    path: str | os.PathLike, max_depth: float = 10.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Read one sparse-to-dense h5 frame. The file is opened and closed here (safe across fork)."""
     import h5py
 
@@ -73,7 +76,8 @@ def read_h5_sample(path: str | os.PathLike, max_depth: float = 10.0) -> tuple[np
         depth = depth[0]
     if depth.shape != rgb.shape[1:]:
         raise NYUDataError(
-            f"{path}: 'depth' has shape {depth.shape}, expected {rgb.shape[1:]} to match 'rgb'")
+            f"{path}: 'depth' has shape {depth.shape}, expected {rgb.shape[1:]} to match 'rgb'"
+        )
     rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
     if rgb.dtype != np.uint8:
         rgb = np.clip(rgb, 0, 255).astype(np.uint8)
@@ -112,10 +116,13 @@ def read_depth_png(path: str | os.PathLike, max_depth: float = 10.0) -> tuple[np
     except Exception as exc:
         raise NYUDataError(f"{path}: cannot read depth image ({exc})") from exc
     if raw.ndim == 3:  # some 8-bit depth pngs are saved as RGB with equal channels
-        if raw.shape[-1] >= 3 and not (np.array_equal(raw[..., 0], raw[..., 1])
-                                       and np.array_equal(raw[..., 0], raw[..., 2])):
-            raise NYUDataError(f"{path}: a colour image where a depth map is expected (are the "
-                               "image and depth columns swapped? the csv order is rgb_path,depth_path)")
+        if raw.shape[-1] >= 3 and not (
+            np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2])
+        ):
+            raise NYUDataError(
+                f"{path}: a colour image where a depth map is expected (are the "
+                "image and depth columns swapped? the csv order is rgb_path,depth_path)"
+            )
         raw = raw[..., 0]
     if raw.dtype == np.int32 and raw.size and raw.max() < 65536 and raw.min() >= 0:
         raw = raw.astype(np.uint16)  # PIL mode "I" for 16-bit pngs on some versions
@@ -150,7 +157,8 @@ def read_csv_pairs(csv_path: str | os.PathLike) -> list[tuple[Path, Path]]:
                 continue
             if len(row) != 2:
                 raise NYUDataError(
-                    f"{csv_path}:{line_no}: expected 'rgb_path,depth_path', got {','.join(row)!r}")
+                    f"{csv_path}:{line_no}: expected 'rgb_path,depth_path', got {','.join(row)!r}"
+                )
             rgb, depth = (_resolve(csv_path.parent, c) for c in row)
             for p in (rgb, depth):
                 if not p.is_file():
@@ -173,9 +181,11 @@ def _check_column_order(csv_path: Path, line_no: int, rgb: Path, depth: Path) ->
     except Exception:
         return  # unreadable files are reported, naming them, when they are read
     if rgb_mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr") and depth_mode in ("RGB", "RGBA"):
-        raise NYUDataError(f"{csv_path}:{line_no}: the columns look swapped: {rgb.name} is a "
-                           f"one-channel image ({rgb_mode}) and {depth.name} a colour one ({depth_mode}); "
-                           "the order is rgb_path,depth_path")
+        raise NYUDataError(
+            f"{csv_path}:{line_no}: the columns look swapped: {rgb.name} is a "
+            f"one-channel image ({rgb_mode}) and {depth.name} a colour one ({depth_mode}); "
+            "the order is rgb_path,depth_path"
+        )
 
 
 # ----------------------------------------------------------------------------- labeled .mat file
@@ -202,8 +212,9 @@ class LabeledMat:
             self._file = h5py.File(self.path, "r")
         except Exception as exc:
             raise NYUDataError(
-                f"{self.path}: cannot open as MATLAB v7.3/HDF5 ({exc}); the labeled NYU file must be "
-                "the v7.3 nyu_depth_v2_labeled.mat") from exc
+                f"{self.path}: cannot open as MATLAB v7.3/HDF5 ({exc}); the labeled NYU file must "
+                "be the v7.3 nyu_depth_v2_labeled.mat"
+            ) from exc
         self._pid = os.getpid()
         return self._file
 
@@ -216,7 +227,8 @@ class LabeledMat:
             raise NYUDataError(f"{self.path}: 'images' has shape {images}, expected (N, 3, W, H)")
         if len(depths) != 3 or depths != (images[0], images[2], images[3]):
             raise NYUDataError(
-                f"{self.path}: 'depths' has shape {depths}, expected {(images[0], *images[2:])}")
+                f"{self.path}: 'depths' has shape {depths}, expected {(images[0], *images[2:])}"
+            )
         return images[0]
 
     def __len__(self) -> int:
@@ -259,8 +271,10 @@ def load_split_indices(split_file: str | os.PathLike, key: str = "testNdxs") -> 
 
             mat = scipy.io.loadmat(path)
             if key not in mat:
-                raise NYUDataError(f"{path}: missing key {key!r} (found "
-                                   f"{sorted(k for k in mat if not k.startswith('__'))})")
+                raise NYUDataError(
+                    f"{path}: missing key {key!r} (found "
+                    f"{sorted(k for k in mat if not k.startswith('__'))})"
+                )
             values = np.asarray(mat[key])
         except NYUDataError:
             raise
@@ -270,7 +284,9 @@ def load_split_indices(split_file: str | os.PathLike, key: str = "testNdxs") -> 
             try:
                 with h5py.File(path, "r") as f:
                     if key not in f:
-                        raise NYUDataError(f"{path}: missing key {key!r} (found {sorted(f.keys())})")
+                        raise NYUDataError(
+                            f"{path}: missing key {key!r} (found {sorted(f.keys())})"
+                        )
                     values = np.asarray(f[key])
             except NYUDataError:
                 raise
@@ -317,17 +333,24 @@ def detect_format(source: str | os.PathLike) -> str:
         if len(csvs) == 1:
             return "csv"
         raise NYUDataError(
-            f"{source}: folder has no .h5 files and {len(csvs)} csv files (need exactly one)")
+            f"{source}: folder has no .h5 files and {len(csvs)} csv files (need exactly one)"
+        )
     raise NYUDataError(f"{source}: data path not found")
 
 
-def discover_samples(source: str | os.PathLike, fmt: str = "auto", *,
-                     split_file: str | os.PathLike | None = None, split_key: str = "testNdxs",
-                     indices: Sequence[int] | None = None) -> list[SampleRef]:
+def discover_samples(
+    source: str | os.PathLike,
+    fmt: str = "auto",
+    *,
+    split_file: str | os.PathLike | None = None,
+    split_key: str = "testNdxs",
+    indices: Sequence[int] | None = None,
+) -> list[SampleRef]:
     """List the frames of ``source`` in a stable order.
 
     ``indices`` (0-based) or ``split_file`` select frames of a labeled .mat (``split_file`` follows
-    :func:`load_split_indices`); for the other formats ``indices`` selects entries of the sorted list.
+    :func:`load_split_indices`); for the other formats ``indices`` selects entries of the sorted
+    list.
     """
     source = Path(source)
     fmt = detect_format(source) if fmt == "auto" else fmt
@@ -376,8 +399,10 @@ class SampleReader:
             rgb = read_rgb(ref.path)
             depth, fmt = read_depth_png(ref.depth_path, self.max_depth)
             if rgb.shape[:2] != depth.shape:
-                raise NYUDataError(f"{ref.depth_path}: depth shape {depth.shape} does not match "
-                                   f"image {ref.path} of shape {rgb.shape[:2]}")
+                raise NYUDataError(
+                    f"{ref.depth_path}: depth shape {depth.shape} does not match "
+                    f"image {ref.path} of shape {rgb.shape[:2]}"
+                )
         elif ref.kind == "mat":
             mat = self._mats.get(ref.path)
             if mat is None:

@@ -1,4 +1,5 @@
 """Resizing depth maps without blending invalid pixels into valid ones."""
+
 from __future__ import annotations
 
 import torch

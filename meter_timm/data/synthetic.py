@@ -20,21 +20,30 @@ Frames are written in the sparse-to-dense / FastDepth h5 layout used for NYU::
 Everything is derived from one integer seed, frame by frame, so a data set is reproducible and
 can be written in parallel.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-__all__ = ["SceneConfig", "render_frame", "generate_dataset", "dataset_is_complete", "ensure_dataset",
-           "MAX_DEPTH"]
+__all__ = [
+    "SceneConfig",
+    "render_frame",
+    "generate_dataset",
+    "dataset_is_complete",
+    "ensure_dataset",
+    "read_manifest",
+    "check_settings",
+    "MAX_DEPTH",
+]
 
 MAX_DEPTH = 10.0  # metres; NYU's range
 _MANIFEST = "synthetic.json"
@@ -58,6 +67,7 @@ class SceneConfig:
 
 # ----------------------------------------------------------------------------------------------
 # geometry
+
 
 def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """Camera-to-world rotation; camera axes x right, y up, z forward; world y is up."""
@@ -138,8 +148,9 @@ def _intersect_box(box: _Box, origin: np.ndarray, dirs: np.ndarray):
 # ----------------------------------------------------------------------------------------------
 # appearance
 
+
 def _value_noise(points: np.ndarray, scale: float, perm: np.ndarray) -> np.ndarray:
-    """Smooth 3D value noise in [0, 1] at ``points`` (P, 3) with lattice spacing ``scale`` metres."""
+    """Smooth 3D value noise in [0, 1] at ``points`` (P, 3), lattice spacing ``scale`` metres."""
     p = points / scale
     base = np.floor(p).astype(np.int64)
     frac = p - base
@@ -148,10 +159,17 @@ def _value_noise(points: np.ndarray, scale: float, perm: np.ndarray) -> np.ndarr
     for dx in (0, 1):
         for dy in (0, 1):
             for dz in (0, 1):
-                ix, iy, iz = (base[:, 0] + dx) & 255, (base[:, 1] + dy) & 255, (base[:, 2] + dz) & 255
+                ix, iy, iz = (
+                    (base[:, 0] + dx) & 255,
+                    (base[:, 1] + dy) & 255,
+                    (base[:, 2] + dz) & 255,
+                )
                 value = perm[(perm[(perm[ix] + iy) & 255] + iz) & 255] / 255.0
-                w = ((frac[:, 0] if dx else 1 - frac[:, 0]) * (frac[:, 1] if dy else 1 - frac[:, 1])
-                     * (frac[:, 2] if dz else 1 - frac[:, 2]))
+                w = (
+                    (frac[:, 0] if dx else 1 - frac[:, 0])
+                    * (frac[:, 1] if dy else 1 - frac[:, 1])
+                    * (frac[:, 2] if dz else 1 - frac[:, 2])
+                )
                 out += w * value
     return out
 
@@ -184,7 +202,9 @@ def _texture(material: dict, coords: np.ndarray, perm: np.ndarray) -> np.ndarray
     elif kind == "stripes":
         mix = (np.sin(coords[:, material["axis"]] * (2 * np.pi / scale)) > 0).astype(np.float64)
     elif kind == "noise":
-        mix = 0.65 * _value_noise(coords, scale, perm) + 0.35 * _value_noise(coords, scale / 4, perm)
+        mix = 0.65 * _value_noise(coords, scale, perm) + 0.35 * _value_noise(
+            coords, scale / 4, perm
+        )
     else:
         mix = np.full(len(coords), 0.5) * 0
     mix = mix * material["contrast"]
@@ -194,28 +214,43 @@ def _texture(material: dict, coords: np.ndarray, perm: np.ndarray) -> np.ndarray
 # ----------------------------------------------------------------------------------------------
 # one frame
 
-def render_frame(seed: int | np.random.SeedSequence, height: int = 240, width: int = 320,
-                 config: SceneConfig = SceneConfig()) -> tuple[np.ndarray, np.ndarray]:
+
+def render_frame(
+    seed: int | np.random.SeedSequence,
+    height: int = 240,
+    width: int = 320,
+    config: SceneConfig = SceneConfig(),
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one random room; returns ``(rgb uint8 (3, H, W), depth float32 (H, W) metres)``."""
     rng = np.random.default_rng(seed)
-    size = np.array([rng.uniform(*config.room_width), rng.uniform(*config.room_height),
-                     rng.uniform(*config.room_length)])
+    size = np.array(
+        [
+            rng.uniform(*config.room_width),
+            rng.uniform(*config.room_height),
+            rng.uniform(*config.room_length),
+        ]
+    )
     boxes = _random_boxes(rng, size, config)
     origin = _random_camera_position(rng, size, boxes, config)
-    rotation = _rotation(_random_yaw(rng, origin, size, boxes), math.radians(rng.uniform(*config.pitch_deg)),
-                         math.radians(rng.uniform(*config.roll_deg)))
+    rotation = _rotation(
+        _random_yaw(rng, origin, size, boxes),
+        math.radians(rng.uniform(*config.pitch_deg)),
+        math.radians(rng.uniform(*config.roll_deg)),
+    )
     focal = (width / 2) / math.tan(math.radians(rng.uniform(*config.hfov_deg)) / 2)
 
     # rays with camera-frame z component 1, so the hit distance t IS the z-depth
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    cam = np.stack([(u + 0.5 - width / 2) / focal, -(v + 0.5 - height / 2) / focal,
-                    np.ones_like(u)], axis=-1).reshape(-1, 3)
+    cam = np.stack(
+        [(u + 0.5 - width / 2) / focal, -(v + 0.5 - height / 2) / focal, np.ones_like(u)], axis=-1
+    ).reshape(-1, 3)
     dirs = cam @ rotation.T
 
     depth, surface = _intersect_room(origin, dirs, size)
     normals = np.zeros_like(dirs)
-    normals[np.arange(len(dirs)), np.array([1, 1, 0, 0, 2, 2])[surface]] = \
-        np.array([1, -1, 1, -1, 1, -1], dtype=np.float64)[surface]
+    normals[np.arange(len(dirs)), np.array([1, 1, 0, 0, 2, 2])[surface]] = np.array(
+        [1, -1, 1, -1, 1, -1], dtype=np.float64
+    )[surface]
     for index, box in enumerate(boxes):
         t, box_normal = _intersect_box(box, origin, dirs)
         closer = t < depth
@@ -253,16 +288,22 @@ def _random_boxes(rng: np.random.Generator, size: np.ndarray, config: SceneConfi
 def _random_camera_position(rng, size, boxes, config) -> np.ndarray:
     margin = config.min_clearance
     for _ in range(200):
-        pos = np.array([rng.uniform(margin, size[0] - margin), rng.uniform(*config.camera_height),
-                        rng.uniform(margin, size[2] - margin)])
+        pos = np.array(
+            [
+                rng.uniform(margin, size[0] - margin),
+                rng.uniform(*config.camera_height),
+                rng.uniform(margin, size[2] - margin),
+            ]
+        )
         if not any(b.contains_xz(pos, margin) for b in boxes):
             return pos
     boxes.clear()  # a crowded room: drop the furniture rather than put the camera inside it
     return pos
 
 
-def _random_yaw(rng: np.random.Generator, origin: np.ndarray, size: np.ndarray,
-                boxes: list[_Box]) -> float:
+def _random_yaw(
+    rng: np.random.Generator, origin: np.ndarray, size: np.ndarray, boxes: list[_Box]
+) -> float:
     """A heading that looks across the room (as photographers do) rather than at a near wall."""
     yaws = rng.uniform(0, 2 * math.pi, 8)
     flat = np.stack([np.sin(yaws), np.full(8, -0.15), np.cos(yaws)], axis=1)
@@ -282,7 +323,9 @@ def _shade(rng, points, normals, surface, depth, boxes, size, origin) -> np.ndar
         coords = points[mask] if sid < 6 else boxes[sid - 6].to_local(points[mask])
         albedo[mask] = _texture(material, coords, perm)
     # a point light under the ceiling, plus ambient light
-    light = np.array([rng.uniform(0.2, 0.8) * size[0], size[1] - 0.15, rng.uniform(0.2, 0.8) * size[2]])
+    light = np.array(
+        [rng.uniform(0.2, 0.8) * size[0], size[1] - 0.15, rng.uniform(0.2, 0.8) * size[2]]
+    )
     to_light = light - points
     dist = np.linalg.norm(to_light, axis=1, keepdims=True)
     lambert = np.clip((normals * to_light / np.maximum(dist, 1e-6)).sum(axis=1), 0, None)
@@ -301,11 +344,14 @@ def _shade(rng, points, normals, surface, depth, boxes, size, origin) -> np.ndar
 # ----------------------------------------------------------------------------------------------
 # data set on disk
 
+
 def _frame_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), _SPLIT_SALT[split], int(index)])
 
 
-def _frame_paths(out: Path, split: str, count: int, frames_per_scene: int) -> Iterator[tuple[int, Path]]:
+def _frame_paths(
+    out: Path, split: str, count: int, frames_per_scene: int
+) -> Iterator[tuple[int, Path]]:
     for index in range(count):
         if split == "train":
             yield index, out / "train" / f"room_{index // frames_per_scene:04d}" / f"{index:05d}.h5"
@@ -328,45 +374,122 @@ def _write_frames(job: tuple) -> int:
     return len(items)
 
 
-def _manifest(num_train, num_val, height, width, seed, frames_per_scene) -> dict:
-    return {"generator": "meter_timm.data.synthetic", "version": 1, "train": num_train,
-            "val": num_val, "height": height, "width": width, "seed": seed,
-            "frames_per_scene": frames_per_scene}
+def _manifest(num_train, num_val, height, width, seed, frames_per_scene, finished) -> dict:
+    return {
+        "generator": "meter_timm.data.synthetic",
+        "version": 1,
+        "train": num_train,
+        "val": num_val,
+        "height": height,
+        "width": width,
+        "seed": seed,
+        "frames_per_scene": frames_per_scene,
+        "finished": finished,
+    }
 
 
-def dataset_is_complete(out: str | os.PathLike, num_train: int | None = None,
-                        num_val: int | None = None) -> bool:
-    """True if ``out`` holds a finished data set (with at least the given frame counts)."""
+def read_manifest(out: str | os.PathLike) -> dict | None:
+    """The ``synthetic.json`` of a data set written here, or None if there is none."""
     path = Path(out) / _MANIFEST
     if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a valid data set manifest ({err})") from None
+    if not isinstance(info, dict) or info.get("generator") != "meter_timm.data.synthetic":
+        raise ValueError(f"{path}: not a manifest of meter_timm.data.synthetic")
+    return info
+
+
+def check_settings(
+    out: str | os.PathLike, height: int, width: int, seed: int, frames_per_scene: int
+) -> dict | None:
+    """The manifest of ``out`` (None if there is none) after checking that its frames were made
+    with these settings: frames of two settings in one folder would be read as one data set."""
+    info = read_manifest(out)
+    asked = dict(height=height, width=width, seed=seed, frames_per_scene=frames_per_scene)
+    if info is None:
+        foreign = next(Path(out).glob("train/*/*.h5"), None) or next(
+            Path(out).glob("val/official/*.h5"), None
+        )
+        if foreign is not None:
+            raise ValueError(
+                f"{out} holds frames ({foreign}) but no {_MANIFEST}: they were not "
+                "written by make-data; choose another folder"
+            )
+        return None
+    differ = [f"{k}={info.get(k)} (not {v})" for k, v in asked.items() if info.get(k) != v]
+    if differ:
+        raise ValueError(
+            f"{out} holds a data set made with {', '.join(differ)}; "
+            "choose another folder (or delete this one)"
+        )
+    return info
+
+
+def dataset_is_complete(
+    out: str | os.PathLike, num_train: int | None = None, num_val: int | None = None
+) -> bool:
+    """True if ``out`` holds a finished data set (with at least the given frame counts)."""
+    info = read_manifest(out)
+    if info is None or not info.get("finished", True):  # manifests before "finished": written last
         return False
-    info = json.loads(path.read_text())
-    return ((num_train is None or info.get("train", 0) >= num_train)
-            and (num_val is None or info.get("val", 0) >= num_val))
+    return (num_train is None or info.get("train", 0) >= num_train) and (
+        num_val is None or info.get("val", 0) >= num_val
+    )
 
 
-def generate_dataset(out: str | os.PathLike, num_train: int = 800, num_val: int = 100,
-                     height: int = 240, width: int = 320, seed: int = 0,
-                     frames_per_scene: int = 20, workers: int | None = None,
-                     progress: bool = True) -> Path:
+def generate_dataset(
+    out: str | os.PathLike,
+    num_train: int = 800,
+    num_val: int = 100,
+    height: int = 240,
+    width: int = 320,
+    seed: int = 0,
+    frames_per_scene: int = 20,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Write a procedural data set in the NYU h5 layout under ``out``; returns ``out``.
 
-    ``workers`` processes render in parallel (default: the CPUs available, at most 8). A
-    ``synthetic.json`` manifest is written last, so an interrupted run is detected and redone.
+    ``workers`` processes render in parallel (default: the CPUs available, at most 8). The
+    ``synthetic.json`` manifest records the settings first and is marked finished last. Writing
+    into a folder that already holds a set adds the frames it lacks: with the same settings, frame
+    ``i`` is the same file whatever the count, so a set of N frames is the first N of a larger one,
+    and an interrupted run continues. A folder holding frames of other settings (or frames without
+    a manifest) is refused with a ``ValueError``.
     """
     out = Path(out)
     if height < 8 or width < 8:
         raise ValueError(f"image size {height}x{width} is too small (at least 8x8)")
-    workers = workers or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                             else (os.cpu_count() or 1))
+    previous = check_settings(out, height, width, seed, frames_per_scene) or {}
+    num_train = max(num_train, previous.get("train", 0))
+    num_val = max(num_val, previous.get("val", 0))
+    settings = (height, width, seed, frames_per_scene)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MANIFEST).write_text(
+        json.dumps(_manifest(num_train, num_val, *settings, False), indent=1)
+    )
+    workers = workers or min(
+        8,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    )
     jobs = []
     chunk = 16
+    total = 0
     for split, count in (("train", num_train), ("val", num_val)):
-        items = list(_frame_paths(out, split, count, frames_per_scene))
-        jobs += [(seed, split, items[i:i + chunk], height, width) for i in range(0, len(items), chunk)]
-    total = num_train + num_val
+        items = [
+            (i, path)
+            for i, path in _frame_paths(out, split, count, frames_per_scene)
+            if not path.is_file()
+        ]  # frames are written whole (rename), so these are done
+        total += len(items)
+        jobs += [
+            (seed, split, items[i : i + chunk], height, width) for i in range(0, len(items), chunk)
+        ]
     bar = None
-    if progress:
+    if progress and total:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc=f"make-data {out}", unit="frame")
@@ -375,38 +498,57 @@ def generate_dataset(out: str | os.PathLike, num_train: int = 800, num_val: int 
             done = _write_frames(job)
             if bar is not None:
                 bar.update(done)
-    else:
+    elif jobs:
         with ProcessPoolExecutor(workers) as pool:
             for done in pool.map(_write_frames, jobs):
                 if bar is not None:
                     bar.update(done)
     if bar is not None:
         bar.close()
-    (out / _MANIFEST).write_text(json.dumps(
-        _manifest(num_train, num_val, height, width, seed, frames_per_scene), indent=1))
+    (out / _MANIFEST).write_text(
+        json.dumps(_manifest(num_train, num_val, *settings, True), indent=1)
+    )
     return out
 
 
-def ensure_dataset(out: str | os.PathLike, num_train: int = 800, num_val: int = 100,
-                   height: int = 240, width: int = 320, seed: int = 0, frames_per_scene: int = 20,
-                   workers: int | None = None, splits: tuple[str, ...] = ("train", "val"),
-                   timeout: float = 1800.0, progress: bool = True) -> bool:
+def ensure_dataset(
+    out: str | os.PathLike,
+    num_train: int = 800,
+    num_val: int = 100,
+    height: int = 240,
+    width: int = 320,
+    seed: int = 0,
+    frames_per_scene: int = 20,
+    workers: int | None = None,
+    splits: tuple[str, ...] = ("train", "val"),
+    timeout: float = 1800.0,
+    progress: bool = True,
+) -> bool:
     """Write the data set to ``out`` with :func:`generate_dataset` unless it is already there;
     returns True if this process wrote it.
 
     "There" means a finished set (manifest) with at least ``num_train`` training frames (if
-    ``"train"`` is in ``splits``) and ``num_val`` validation frames (if ``"val"`` is). Under torchrun
-    the process of local rank 0 (``LOCAL_RANK``) writes and the other processes of the node wait
-    for its manifest, at most ``timeout`` seconds.
+    ``"train"`` is in ``splits``) and ``num_val`` validation frames (if ``"val"`` is). Under
+    torchrun the process of local rank 0 (``LOCAL_RANK``) writes and the other processes of the
+    node wait for its manifest, at most ``timeout`` seconds.
     """
     need_train = num_train if "train" in splits else None
     need_val = num_val if "val" in splits else None
+    check_settings(out, height, width, seed, frames_per_scene)
     if dataset_is_complete(out, need_train, need_val):
         return False
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        generate_dataset(out, num_train=num_train, num_val=num_val, height=height, width=width,
-                         seed=seed, frames_per_scene=frames_per_scene, workers=workers,
-                         progress=progress)
+        generate_dataset(
+            out,
+            num_train=num_train,
+            num_val=num_val,
+            height=height,
+            width=width,
+            seed=seed,
+            frames_per_scene=frames_per_scene,
+            workers=workers,
+            progress=progress,
+        )
         return True
     start = time.monotonic()
     while not dataset_is_complete(out, need_train, need_val):

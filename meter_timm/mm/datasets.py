@@ -194,7 +194,23 @@ class SyntheticDepthDataset(NYUDepthDataset):
                 logger="current",
             )
         ensure_dataset(self.data_root, splits=splits, **self.synthetic)
-        return super().load_data_list()
+        # the folder may hold a larger set of the same settings, whose first N frames are the N
+        # asked for: keep frames 0 .. N-1 of each split
+        limit = {"train": self.synthetic["num_train"], "val": self.synthetic["num_val"]}
+
+        def wanted(path: Path) -> bool:
+            split = "val" if path.parent.name == "official" else "train"
+            return int(path.stem) < limit[split]
+
+        found = super().load_data_list()
+        data = [d for d in found if wanted(Path(d["path"]))]
+        for index, item in enumerate(data):
+            item["sample_idx"] = index
+        if len(data) < len(found):
+            print_log(
+                f"SyntheticDepthDataset: using the first {len(data)} of them", logger="current"
+            )
+        return data
 
 
 class _ImageDepthPairs(BaseDataset):
