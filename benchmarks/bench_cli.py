@@ -1,5 +1,6 @@
 """Start-up time of the command line: ``meter-timm --help``, ``python -m meter_timm`` and
-``meter-timm strategies``, each as a fresh process, median of N runs (wall clock, peak RSS).
+``meter-timm strategies``, each as a fresh process, median of N runs (wall clock) and the peak
+resident memory of each process; ``import torch`` alone is the yardstick.
 
     python benchmarks/bench_cli.py [--runs 7]
 """
@@ -7,7 +8,7 @@
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import shutil
 import statistics
 import subprocess
@@ -18,7 +19,21 @@ COMMANDS = {
     "meter-timm --help": ["meter-timm", "--help"],
     "python -m meter_timm": [sys.executable, "-m", "meter_timm"],
     "meter-timm strategies": ["meter-timm", "strategies"],
+    "python -c 'import torch'": [sys.executable, "-c", "import torch"],
 }
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one run of ``cmd``, a fresh process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
+    proc.stderr.close()
+    return seconds, usage.ru_maxrss / 1024  # kB on Linux
 
 
 def main() -> None:
@@ -27,18 +42,14 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("meter-timm") is None:
         sys.exit("meter-timm is not on PATH: pip install -e . first")
-    print(f"CLI start-up, {args.runs} runs each, median wall time (peak RSS of the last run):")
-    print("| command | median (s) | min (s) | peak RSS (MB) |")
+    print(f"CLI start-up, {args.runs} fresh processes each: wall time and peak RSS per process")
+    print("| command | median (s) | min (s) | peak RSS, median (MB) |")
     print("|---|---|---|---|")
     for label, cmd in COMMANDS.items():
-        subprocess.run(cmd, capture_output=True, check=True)  # warm the file cache
-        times = []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            subprocess.run(cmd, capture_output=True, check=True)
-            times.append(time.perf_counter() - start)
-        # ru_maxrss of children: the largest child so far (kB on Linux)
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        timed(cmd)  # warm the file cache
+        runs = [timed(cmd) for _ in range(args.runs)]
+        times = [t for t, _ in runs]
+        rss = statistics.median(r for _, r in runs)
         print(f"| `{label}` | {statistics.median(times):.2f} | {min(times):.2f} | {rss:.0f} |")
 
 

@@ -13,7 +13,8 @@ from other processes hits them alike. Rows:
 Prints medians of batch-1 latency (ms) and batch-8 throughput (images/s), and the largest relative
 difference of each variant's output from eager PyTorch. Needs the export extra.
 
-    python benchmarks/bench_onnx.py [--weights FILE] [--rounds 30] [--out results/onnx_latency.md]
+    python benchmarks/bench_onnx.py [--weights FILE] [--rounds 30] [--threads 1 2]
+        [--out results/onnx_latency.md]
 """
 
 from __future__ import annotations
@@ -52,30 +53,8 @@ def _torch_runner(model):
     return run
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="meter_xxs.nyu")
-    parser.add_argument(
-        "--weights",
-        default=None,
-        help="weights file (default: random weights; timings do not depend on the values)",
-    )
-    parser.add_argument("--height", type=int, default=None, help="default: the tag's input height")
-    parser.add_argument("--width", type=int, default=None, help="default: the tag's input width")
-    parser.add_argument(
-        "--rounds", type=int, default=30, help="timed calls per variant and batch size"
-    )
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="threads for both PyTorch and ONNX Runtime (default: torch's count)",
-    )
-    parser.add_argument("--out", default=None, help="also write the table to this markdown file")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    threads = args.threads or torch.get_num_threads()
+def measure(args, threads: int) -> str:
+    """The markdown table of every variant with ``threads`` threads."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
 
@@ -143,12 +122,45 @@ def main(argv=None) -> int:
         lines.append(
             f"| {name} | {t1 * 1e3:.2f} | {8 / t8:.1f} | {t8 / base8:.2f}x | {rel[name]:.1e} |"
         )
-    text = "\n".join(lines)
-    print(text)
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="meter_xxs.nyu")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="weights file (default: random weights; timings do not depend on the values)",
+    )
+    parser.add_argument("--height", type=int, default=None, help="default: the tag's input height")
+    parser.add_argument("--width", type=int, default=None, help="default: the tag's input width")
+    parser.add_argument(
+        "--rounds", type=int, default=30, help="timed calls per variant and batch size"
+    )
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="threads for both PyTorch and ONNX Runtime, one table per count (default: torch's)",
+    )
+    parser.add_argument("--out", default=None, help="also write the table to this markdown file")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    sections = []
+    for threads in args.threads or [torch.get_num_threads()]:
+        text = measure(args, threads)
+        print(text, flush=True)
+        sections.append(f"## {threads} thread{'s' if threads > 1 else ''}\n\n{text}\n")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(
-            f"`python benchmarks/bench_onnx.py {' '.join(argv)}`".rstrip() + "\n\n" + text + "\n"
+            f"# ONNX Runtime vs PyTorch on CPU ({args.model})\n\n"
+            f"`python benchmarks/bench_onnx.py {' '.join(argv)}`".rstrip()
+            + "\n\n"
+            + "\n".join(sections)
         )
     return 0
 

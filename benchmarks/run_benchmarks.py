@@ -5,7 +5,7 @@ runs each script ``--runs`` times in a row, keeps every output, and writes
 ``results/benchmarks.md``: the machine (CPU model, cores, torch and thread count) followed by the
 output of each run, so the README's performance section can quote figures that anyone can rerun.
 
-    python benchmarks/run_benchmarks.py                 # all five, 1 run each
+    python benchmarks/run_benchmarks.py                 # all six, 1 run each
     python benchmarks/run_benchmarks.py --runs 3 --only selectivity
 """
 
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "ops": ["count_ops.py", "--host-time"],
     "data": ["bench_data.py"],
     "eval": ["bench_eval.py", "--threads", "2"],
+    "cli": ["bench_cli.py"],
 }
 
 

@@ -126,6 +126,28 @@ def test_default_cfg_conventions(tag):
     assert f"{cfg['first_conv']}.weight" in model.state_dict()
 
 
+def test_factory_device_and_dtype_as_timm_models():
+    """timm's factory arguments (timm >= 1.0.31 tests every model with them): parameters made on
+    the meta device (nothing allocated) and in the given dtype; a new classifier joins the
+    model's device, dtype and mode; unknown arguments raise."""
+    model = timm.create_model("meter_xxs", device="meta", dtype=torch.float64).eval()
+    tensors = [*model.parameters(), *model.buffers()]
+    assert {t.device.type for t in tensors} == {"meta"}
+    assert {t.dtype for t in model.parameters()} == {torch.float64}
+    model.reset_classifier(5)
+    fc = model.get_classifier()
+    assert fc.weight.device.type == "meta" and fc.weight.dtype == torch.float64
+    assert not fc.training
+    with pytest.raises(TypeError, match="not_a_model_arg"):
+        timm.create_model("meter_xxs", not_a_model_arg=1)
+    # a real model made in bfloat16 predicts in bfloat16, and converts back after a forward
+    model = timm.create_model("meter_xxs", dtype=torch.bfloat16).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert model(x.bfloat16()).dtype == torch.bfloat16
+        assert model.float()(x).dtype == torch.float32
+
+
 def test_forward_intermediates_follow_timm(xxs):
     x = torch.randn(1, 3, 70, 90)
     info = xxs.feature_info

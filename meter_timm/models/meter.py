@@ -25,6 +25,7 @@ output is 1/4 of the input size. Input sizes the original network accepts give t
 # No ``from __future__ import annotations`` here: FX-generated code and TorchScript need the real
 # annotation objects of the forward methods (``X | None`` and ``list[...]`` are evaluated at run
 # time, Python >= 3.10, and TorchScript reads them).
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
@@ -433,6 +434,8 @@ class Meter(nn.Module):
             decoder is left out, ``forward`` returns logits (``num_classes`` > 0) or pooled
             stride-32 features (0; unpooled with ``global_pool=''``).
         global_pool: timm pooling type of the classifier head (``forward_head``).
+        device, dtype: where and in which float type the parameters are made (timm's factory
+            arguments).
     """
 
     skip_indices = (2, 5, 7)
@@ -450,54 +453,60 @@ class Meter(nn.Module):
         head_dim: int = 8,
         num_classes: int | None = None,
         global_pool: str = "avg",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        if len(channels) != 11 or len(dims) != 3 or len(decoder_widths) != 4:
-            raise ValueError(
-                "METER needs 11 channels, 3 token dims and 4 decoder widths, got "
-                f"{len(channels)}, {len(dims)}, {len(decoder_widths)}"
+        # timm's factory arguments: parameters made on ``device`` (nothing allocated on "meta")
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            if len(channels) != 11 or len(dims) != 3 or len(decoder_widths) != 4:
+                raise ValueError(
+                    "METER needs 11 channels, 3 token dims and 4 decoder widths, got "
+                    f"{len(channels)}, {len(dims)}, {len(decoder_widths)}"
+                )
+            c = list(channels)
+            self.in_chans = in_chans
+            self.output_scale = float(output_scale)
+            self.grad_checkpointing = False
+
+            def vit(ch, dim, ratio):
+                return MeterViTBlock(ch, dim, ratio, num_heads=num_heads, head_dim=head_dim)
+
+            self.encoder = nn.Sequential(
+                SeparableConvBnAct(in_chans, c[0], 3, stride=2),  # 0 stem, /2
+                InvertedResidual(c[0], c[1], 1, expansion),  # 1
+                InvertedResidual(c[1], c[2], 2, expansion),  # 2 skip, /4
+                InvertedResidual(c[2], c[3], 1, expansion),  # 3
+                InvertedResidual(c[2], c[3], 1, expansion),  # 4
+                InvertedResidual(c[3], c[4], 2, expansion),  # 5 skip, /8
+                vit(c[5], dims[0], mlp_ratios[0]),  # 6
+                InvertedResidual(c[5], c[6], 2, expansion),  # 7 skip, /16
+                vit(c[7], dims[1], mlp_ratios[1]),  # 8
+                InvertedResidual(c[7], c[8], 2, expansion),  # 9 /32
+                vit(c[9], dims[2], mlp_ratios[2]),  # 10
+                ConvBnAct(c[9], c[10], 1),  # 11
             )
-        c = list(channels)
-        self.in_chans = in_chans
-        self.output_scale = float(output_scale)
-        self.grad_checkpointing = False
-
-        def vit(ch, dim, ratio):
-            return MeterViTBlock(ch, dim, ratio, num_heads=num_heads, head_dim=head_dim)
-
-        self.encoder = nn.Sequential(
-            SeparableConvBnAct(in_chans, c[0], 3, stride=2),  # 0 stem, /2
-            InvertedResidual(c[0], c[1], 1, expansion),  # 1
-            InvertedResidual(c[1], c[2], 2, expansion),  # 2 skip, /4
-            InvertedResidual(c[2], c[3], 1, expansion),  # 3
-            InvertedResidual(c[2], c[3], 1, expansion),  # 4
-            InvertedResidual(c[3], c[4], 2, expansion),  # 5 skip, /8
-            vit(c[5], dims[0], mlp_ratios[0]),  # 6
-            InvertedResidual(c[5], c[6], 2, expansion),  # 7 skip, /16
-            vit(c[7], dims[1], mlp_ratios[1]),  # 8
-            InvertedResidual(c[7], c[8], 2, expansion),  # 9 /32
-            vit(c[9], dims[2], mlp_ratios[2]),  # 10
-            ConvBnAct(c[9], c[10], 1),  # 11
-        )
-        self.num_features = self.head_hidden_size = c[10]
-        self.depth_head = num_classes is None
-        self.num_classes = 0 if num_classes is None else int(num_classes)
-        # the depth model, or timm's classifier head on the stride-32 features (no parameters unless
-        # num_classes > 0, so the depth model's state dict is unchanged)
-        self.decoder = (
-            MeterDecoder(c[10], decoder_widths, skip_chs=(c[6], c[4], c[2]))
-            if self.depth_head
-            else None
-        )
-        self.head = ClassifierHead(self.num_features, self.num_classes, pool_type=global_pool)
-        # last module of each stride: what features_only returns
-        self.feature_info = [
-            dict(num_chs=c[3], reduction=4, module="encoder.4"),
-            dict(num_chs=c[5], reduction=8, module="encoder.6"),
-            dict(num_chs=c[7], reduction=16, module="encoder.8"),
-            dict(num_chs=c[10], reduction=32, module="encoder.11"),
-        ]
-        self.stage_ends = [4, 6, 8, 11]  # encoder index of each feature_info level
+            self.num_features = self.head_hidden_size = c[10]
+            self.depth_head = num_classes is None
+            self.num_classes = 0 if num_classes is None else int(num_classes)
+            # the depth model, or timm's classifier head on the stride-32 features (no parameters
+            # unless num_classes > 0, so the depth model's state dict is unchanged)
+            self.decoder = (
+                MeterDecoder(c[10], decoder_widths, skip_chs=(c[6], c[4], c[2]))
+                if self.depth_head
+                else None
+            )
+            self.head = ClassifierHead(self.num_features, self.num_classes, pool_type=global_pool)
+            # last module of each stride: what features_only returns
+            self.feature_info = [
+                dict(num_chs=c[3], reduction=4, module="encoder.4"),
+                dict(num_chs=c[5], reduction=8, module="encoder.6"),
+                dict(num_chs=c[7], reduction=16, module="encoder.8"),
+                dict(num_chs=c[10], reduction=32, module="encoder.11"),
+            ]
+            self.stage_ends = [4, 6, 8, 11]  # encoder index of each feature_info level
+        if dtype is not None:
+            self.to(dtype=dtype)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -521,6 +530,8 @@ class Meter(nn.Module):
         self.depth_head = False
         self.decoder = None
         self.head.reset(num_classes, global_pool)
+        like = next(self.encoder.parameters())  # the new head joins the model's device and dtype
+        self.head.to(device=like.device, dtype=like.dtype)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless ``x`` is (B, in_chans, H, W) with H, W >= 32."""
