@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from _training import build_runner, make_tiny_data, tiny_config
-from mmengine.logging import MessageHub
+from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
 from meter_timm.checkpoint import CheckpointReadError, load_checkpoint_file
@@ -33,8 +33,11 @@ class _CreatesFile:
 class _ReachesForAttribute:
     """A pickled ``getattr`` on an allowlisted type that is not a HistoryBuffer statistic."""
 
+    def __init__(self, owner=np.ndarray, name="tofile"):
+        self.owner, self.name = owner, name
+
     def __reduce__(self):
-        return (getattr, (np.ndarray, "tofile"))
+        return (getattr, (self.owner, self.name))
 
 
 def test_reader_allows_exactly_mmengine_state(tmp_path):
@@ -58,6 +61,12 @@ def test_reader_allows_exactly_mmengine_state(tmp_path):
     for name, payload, refused in [
         ("open.pth", _CreatesFile(marker), "io.open"),
         ("getattr.pth", _ReachesForAttribute(), "getattr(ndarray, 'tofile')"),
+        # HistoryBuffer itself is allowed, but only its statistics methods may be looked up on it
+        (
+            "class.pth",
+            _ReachesForAttribute(HistoryBuffer, "__class__"),
+            "getattr(HistoryBuffer, '__class__')",
+        ),
         ("objects.pth", np.array([{}], dtype=object), "numpy.dtypes.ObjectDType"),
     ]:
         torch.save({"meta": {"x": payload}}, tmp_path / name)
@@ -80,6 +89,20 @@ def test_bad_files_are_named_in_one_line(tmp_path):
         with pytest.raises(CheckpointReadError, match="cannot read checkpoint .*" + name) as info:
             load_checkpoint_file(tmp_path / name)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    [
+        {"w": torch.tensor([1.0, float("inf")])},  # inf as well as NaN
+        {"state_dict": {"w": torch.tensor([float("-inf")])}},  # mmengine
+        {"model": {"w": torch.tensor([float("nan")])}},  # timm's training checkpoints
+    ],
+)
+def test_non_finite_weights_are_refused(tmp_path, checkpoint):
+    torch.save(checkpoint, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointReadError, match="tensor 'w' has 1 non-finite"):
+        load_checkpoint_file(tmp_path / "bad.pth")
 
 
 @pytest.fixture

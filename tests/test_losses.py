@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from meter_timm.losses import BalancedLoss, SiLogLoss, sobel, ssim_map
+from meter_timm.losses import BalancedLoss, L1DepthLoss, SiLogLoss, sobel, ssim_map
 from meter_timm.mm.registry import MODELS
 
 
@@ -107,6 +107,51 @@ def test_silog_hand_values():
     assert (
         SiLogLoss(variance_focus=1.0, loss_weight=1.0)(pred, gt, gt > 0)["loss_silog"].item() < 1e-3
     )
+
+
+def test_gradient_terms_skip_pixels_next_to_an_invalid_one():
+    # pred - target is a horizontal ramp (cm); the centre of a 7x7 map is invalid. Gradients
+    # count only where the whole 3x3 Sobel support is valid: all but the 3x3 block at the centre
+    pred = 2.0 + 0.1 * torch.arange(7, dtype=torch.float64).repeat(7, 1)[None, None]
+    target = torch.full_like(pred, 2.0)
+    valid = torch.ones_like(pred, dtype=torch.bool)
+    target[..., 3, 3], valid[..., 3, 3] = 0.0, False
+    trusted = torch.ones_like(valid)
+    trusted[..., 2:5, 2:5] = False
+    gx, gy = sobel(100 * (pred - 2.0))  # the ramp alone: the hole is outside every trusted support
+    expected = 2.0 * (gx.abs()[trusted].mean() + gy.abs()[trusted].mean())
+    loss = BalancedLoss()(pred, target, valid)["loss_grad"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-9)
+
+
+def test_silog_ignores_zero_targets_even_when_marked_valid():
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.rand(1, 1, 4, 4, generator=gen, dtype=torch.float64) * 5 + 0.5
+    target = torch.rand(1, 1, 4, 4, generator=gen, dtype=torch.float64) * 5 + 0.5
+    target[..., 0, :2] = 0.0
+    all_valid = SiLogLoss()(pred, target, torch.ones_like(target, dtype=torch.bool))
+    assert all_valid["loss_silog"].item() == pytest.approx(
+        SiLogLoss()(pred, target, target > 0)["loss_silog"].item(), rel=1e-12
+    )
+
+
+def test_silog_averages_only_over_images_with_valid_pixels():
+    gen = torch.Generator().manual_seed(1)
+    pred = torch.rand(2, 1, 4, 4, generator=gen, dtype=torch.float64) * 5 + 0.5
+    target = torch.rand(2, 1, 4, 4, generator=gen, dtype=torch.float64) * 5 + 0.5
+    valid = torch.ones_like(target, dtype=torch.bool)
+    valid[1] = False  # image 2 has no valid pixel: it is not an image with zero loss
+    both = SiLogLoss()(pred, target, valid)["loss_silog"]
+    first = SiLogLoss()(pred[:1], target[:1], valid[:1])["loss_silog"]
+    assert both.item() == pytest.approx(first.item(), rel=1e-12)
+
+
+def test_l1_averages_over_valid_pixels_only():
+    pred = torch.ones(1, 1, 2, 4)
+    target = torch.zeros(1, 1, 2, 4)
+    valid = torch.zeros_like(target, dtype=torch.bool)
+    valid[..., :2] = True  # error 1 on the valid half
+    assert L1DepthLoss()(pred, target, valid)["loss_l1"].item() == 1.0
 
 
 def test_non_finite_targets_outside_the_valid_mask_change_nothing():

@@ -72,6 +72,48 @@ def test_nyu_crop_rows_and_cols():
         DepthMetric(crop_type="kitti")
 
 
+def centre_rule_crop(h, w):
+    """The Eigen crop (rows 45:471, cols 41:601 of 480x640) scaled to (h, w): a pixel is kept when
+    its centre, mapped to 480x640 coordinates, lies inside the crop (align_corners=False
+    geometry; the crop's pixels span [45, 471) x [41, 601) there)."""
+    rows = (torch.arange(h, dtype=torch.float64) + 0.5) * 480 / h
+    cols = (torch.arange(w, dtype=torch.float64) + 0.5) * 640 / w
+    return ((rows >= 45) & (rows < 471))[:, None] & ((cols >= 41) & (cols < 601))[None, :]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (480, 640),
+        (360, 480),  # 33.75:353.25, 30.75:450.75 -> rows 34:353, cols 31:451
+        (192, 256),
+        (240, 320),  # 22.5:235.5, 20.5:300.5 -> rows 22:235, cols 20:300 (round() gave 22:236)
+        (241, 323),
+    ],
+)
+def test_nyu_crop_scaled_keeps_the_pixels_whose_centre_is_inside(shape):
+    assert torch.equal(crop_mask(shape, "nyu_crop"), centre_rule_crop(*shape))
+
+
+def test_d1_threshold_is_strict():
+    # delta < 1.25 (Eigen et al., BTS): a ratio of exactly 1.25 is not within the threshold
+    m = evaluate_depth(torch.tensor([[1.25, 1.2]]), torch.ones(1, 2), crop_type=None)
+    assert m["d1"] == 0.5
+
+
+def test_gt_at_max_depth_is_excluded():
+    # the protocol keeps 1e-3 < gt < 10: a far-off prediction at gt == 10 must not count
+    m = evaluate_depth(torch.tensor([[2.0, 2.0]]), torch.tensor([[10.0, 2.0]]), crop_type=None)
+    assert m["rmse"] == 0.0
+
+
+def test_prediction_upsampling_uses_half_pixel_centres():
+    # [1, 3] resized to width 4 with align_corners=False: [1, 1.5, 2.5, 3] (align_corners=True
+    # would give [1, 5/3, 7/3, 3]); against gt 2: abs_rel = (1 + 0.5 + 0.5 + 1) / 2 / 4
+    m = evaluate_depth(torch.tensor([[1.0, 3.0]]), torch.full((1, 4), 2.0), crop_type=None)
+    assert m["abs_rel"] == pytest.approx(0.375, abs=1e-7)
+
+
 def test_prediction_upsampled_bilinearly_to_gt():
     gt = torch.full((1, 8, 12), 4.0)
     m = evaluate_depth(torch.full((1, 2, 3), 4.0), gt, crop_type=None)

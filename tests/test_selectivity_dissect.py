@@ -113,6 +113,25 @@ def test_assigned_bin_without_pixels_is_null(tmp_path):
     assert len(report.plot(tmp_path, units=(1,))) == 3
 
 
+def test_argmax_selectivity_leaves_empty_bins_out():
+    # one unit, 2.0 in bins 0 and 1 (5 pixels each), bin 2 empty: its argmax bin (0) is no more
+    # selective than bin 1, so index 0; with the empty bin counted as 0 (ICCV 2021) it is 1/3
+    acc = ResponseAccumulator(torch.tensor([0.0, 1.0, 2.0, 3.0]), layers=["l"])
+    depth = torch.tensor([0.5] * 5 + [1.5] * 5).view(1, 1, 2, 5)
+    acc.update({"l": torch.full((1, 1, 2, 5), 2.0)}, depth)
+    layer = acc.report().layers["l"]
+    assert layer["counts"] == [5.0, 5.0, 0.0] and layer["argmax_bin"] == [0]
+    assert layer["selectivity_argmax"] == [pytest.approx(0.0, abs=1e-6)]
+    assert layer["selectivity_argmax_all_bins"] == [pytest.approx(1 / 3, abs=1e-6)]
+
+
+def test_assignment_beyond_the_last_bin_is_refused_naming_the_layer():
+    acc = ResponseAccumulator(EDGES, layers=["a", "b"])
+    acc.update(*_batch(0))
+    with pytest.raises(ValueError, match=r"layer 'a'.*bin in \[0, 4\)"):
+        acc.report(assignments={"a": [4] * 6})
+
+
 def test_dissect_cli_on_tiny_csv(tmp_path, capsys):
     np = pytest.importorskip("numpy")
     Image = pytest.importorskip("PIL.Image")

@@ -95,6 +95,43 @@ def test_loss_sign_and_scale():
     assert all("loss" not in k for k in out if k != "loss_selectivity")
 
 
+def test_documented_defaults_and_invalid_arguments():
+    loss = SelectivityLoss(["l"])
+    assert loss.lam == 0.1 and loss.use_abs is True  # the ICCV 2021 code's lambda, |activation|
+    for bad, message in (
+        (dict(layers=["l"], lam=-0.1), "lam must be >= 0"),
+        (dict(layers=["l"], min_depth=5.0, max_depth=5.0), "min_depth < max_depth"),
+        (dict(layers=[{"name": "l", "num_bins": 0}]), "num_bins must be >= 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            SelectivityLoss(**bad)
+
+
+def test_default_averages_absolute_activations():
+    # depth 0.5 m on the left half (bin 0), 1.5 m on the right (bin 1); each unit is a +-1
+    # checkerboard in its own Eq. 2 bin and 0 elsewhere, at the depth's resolution
+    depth = torch.tensor([0.5, 0.5, 1.5, 1.5]).repeat(1, 1, 4, 1)
+    checker = (torch.arange(4)[:, None] + torch.arange(4)[None, :]) % 2 * 2.0 - 1.0
+    left = (depth[0, 0] < 1).float()
+    act = torch.stack([checker * left, checker * (1 - left)])[None]  # (1, 2, 4, 4)
+    layer = [{"name": "l", "num_bins": 2}]
+    # |a| has mean 1 in the unit's bin and 0 elsewhere: perfectly selective
+    out = SelectivityLoss(layer, max_depth=2.0)(depth, features={"l": act})
+    assert out["sel/l"].item() == pytest.approx(1.0, abs=1e-6)
+    # the raw activation averages to 0 in every bin
+    raw = SelectivityLoss(layer, max_depth=2.0, use_abs=False)(depth, features={"l": act})
+    assert raw["sel/l"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_relative_weight_sends_no_gradient_into_the_base_loss():
+    act, depth = _ideal_features()
+    act = act.requires_grad_()
+    loss = SelectivityLoss([{"name": "a", "num_bins": 4}], relative=True, max_depth=4.0)
+    base = torch.tensor(3.0, requires_grad=True)
+    loss(depth, base_loss=base, features={"a": act})["loss_selectivity"].backward()
+    assert act.grad is not None and base.grad is None
+
+
 def test_loss_gradient_increases_selectivity():
     torch.manual_seed(0)
     act = torch.rand(2, 8, 8, 8, requires_grad=True)

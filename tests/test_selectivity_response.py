@@ -200,6 +200,76 @@ def test_bad_inputs_are_named():
         average_response(torch.rand(2, 2, 3, 3), torch.rand(1, 1, 6, 6), torch.tensor([0.0, 1.0]))
 
 
+def test_edges_that_collapse_in_the_depth_dtype_are_refused():
+    # strictly increasing in float64, but 1.0 and 1.0 + 1e-9 are one float32 value
+    with pytest.raises(ValueError, match="in torch.float32"):
+        BinnedDepth(torch.rand(1, 4, 4), [0.0, 1.0, 1.0 + 1e-9, 2.0])
+
+
+def test_half_precision_depth_is_binned_in_float32():
+    # half-precision depth is compared with float32 edges: edges rounded to bfloat16's 8
+    # significant bits would move pixels between bins
+    from meter_timm.selectivity.bins import log_edges
+
+    gen = torch.Generator().manual_seed(4)
+    depth = (torch.rand(2, 1, 24, 32, generator=gen) * 10).bfloat16()
+    edges = log_edges(32, 0.0, 0.75, 10.0)
+    for half in (depth, depth.half()):
+        assert torch.equal(
+            BinnedDepth(half, edges).bin_index, BinnedDepth(half.float(), edges).bin_index
+        )
+
+
+def test_scatter_keys_beyond_float32_integers_stay_exact():
+    # CPU path: the scatter keys bin * (h + 1) * (w + 1) + cell pass 2**24 for bins 58..63 of a
+    # 540x540 activation, where float32 no longer holds every integer; float32 depth must still
+    # give the naive reference
+    gen = torch.Generator().manual_seed(5)
+    act = torch.rand(1, 1, 540, 540, generator=gen)
+    depth = 58.0 + torch.rand(1, 1, 12, 16, generator=gen) * 6.0  # all in bins 58..63
+    edges = torch.linspace(0, 64, 65, dtype=torch.float64)
+    got, counts = average_response(act, depth, edges)
+    ref, ref_counts = naive_average_response(act, depth.double(), edges)
+    assert torch.equal(counts, ref_counts)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_a_single_edge_is_refused():
+    with pytest.raises(ValueError, match="at least 2"):
+        average_response(torch.rand(1, 2, 3, 3), torch.rand(1, 1, 6, 6), [1.0])
+
+
+def test_responses_stay_float32_under_autocast():
+    gen = torch.Generator().manual_seed(6)
+    act = torch.rand(2, 3, 5, 6, generator=gen)
+    depth = torch.rand(2, 1, 10, 12, generator=gen) * 4
+    edges = torch.tensor([0.0, 1.0, 2.0, 4.0])
+    plain, _ = average_response(act, depth, edges)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast, _ = average_response(act, depth, edges)
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast, plain, rtol=1e-6, atol=1e-7)
+
+
+def test_r_other_averages_the_other_bins():
+    responses = torch.tensor([[2.0, 2.0, 0.0]])
+    unit_in_bin_0 = torch.tensor([0])
+    # no counts, or other_bins="all": R_other = (2 + 0) / 2 = 1 over the N_b - 1 = 2 other bins
+    third = selectivity_index(responses, unit_in_bin_0, 1e-8)
+    assert third.item() == pytest.approx(1 / 3, abs=1e-6)
+    counts = torch.tensor([5.0, 5.0, 0.0])
+    all_bins = selectivity_index(responses, unit_in_bin_0, 1e-8, counts, other_bins="all")
+    assert all_bins.item() == pytest.approx(1 / 3, abs=1e-6)
+    # "nonempty" (default): the empty bin 2 is left out, R_other = 2
+    nonempty = selectivity_index(responses, unit_in_bin_0, 1e-8, counts)
+    assert nonempty.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_argmax_never_picks_an_empty_bin():
+    # all-zero responses tie, but bin 0 is empty: bin 1 is the only candidate
+    assert argmax_bins(torch.tensor([[0.0, 0.0]]), torch.tensor([0.0, 1.0])).tolist() == [1]
+
+
 def test_selectivity_index_scale_and_sign():
     counts = torch.ones(4)
     responses = torch.tensor(

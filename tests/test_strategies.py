@@ -12,14 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from meter_timm.selectivity.bins import eq2_assignment, eq2_shares
+from meter_timm.selectivity.bins import eq2_assignment, eq2_shares, uniform_edges
 from meter_timm.selectivity.index import selectivity_index
+from meter_timm.selectivity.response import BinnedDepth
 from meter_timm.strategies import (
     create_strategy,
     get_strategy_class,
     parse_strategy_spec,
     validate_strategy,
 )
+from meter_timm.strategies.fixed import depth_histogram
 from meter_timm.strategies.learned import (
     STAGES,
     balanced_assignment,
@@ -47,7 +49,10 @@ def test_eq2_k48_n24_hand_computed():
     assert create_strategy("uniform", 48, 24).assignment().tolist() == expected
 
 
-@pytest.mark.parametrize("K,N", [(48, 32), (48, 24), (7, 3), (10, 10), (3, 5), (96, 64), (49, 10)])
+# (112, 24) and (18, 14): float division k / (K / N) lands one bin low (units 70 and 9)
+@pytest.mark.parametrize(
+    "K,N", [(48, 32), (48, 24), (7, 3), (10, 10), (3, 5), (96, 64), (49, 10), (112, 24), (18, 14)]
+)
 def test_eq2_matches_rational_formula(K, N):
     a = eq2_assignment(K, N)
     assert a.tolist() == eq2_by_fractions(K, N)
@@ -60,6 +65,16 @@ def test_uniform_edges():
     assert e.tolist() == [0.0, 2.5, 5.0, 7.5, 10.0]
     e = create_strategy("uniform", 8, 3, min_depth=1.0, max_depth=4.0).edges()
     assert torch.allclose(e, torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
+
+
+def test_uniform_edges_end_exactly_at_the_depth_range():
+    # 1.17 + (23.76 - 1.17) * 8 / 8 rounds to 23.760000000000005: the ends are set exactly
+    e = uniform_edges(8, 1.17, 23.76)
+    assert e[0].item() == 1.17 and e[-1].item() == 23.76
+    # so a depth at max_depth is in the last bin and the next float above it in no bin
+    above = float(np.nextafter(23.76, np.inf))
+    depth = torch.tensor([23.76, above], dtype=torch.float64).view(1, 1, 2)
+    assert BinnedDepth(depth, e).bin_index.view(-1).tolist() == [7, 8]
 
 
 def test_log_edges_hand_computed():
@@ -87,6 +102,16 @@ def test_log_edges_n32_and_parameters():
     assert create_strategy("log", 4, 2).edges().tolist() == [0.0, 0.75, 10.0]
     with pytest.raises(ValueError, match="'log'.*alpha"):
         create_strategy("log", 8, 4, alpha=12.0)
+    for alpha in (0.5, 1.0):  # alpha must lie above min_depth too
+        with pytest.raises(ValueError, match="min_depth < alpha < beta"):
+            create_strategy("log", 8, 4, min_depth=1.0, alpha=alpha)
+
+
+def test_depth_histogram_cells_are_open_below_like_the_bins():
+    # cells over (0, 10] are (0, 2.5], (2.5, 5], ...: a depth on a cell's upper end belongs to it
+    assert depth_histogram(torch.tensor([2.5, 5.0]), 0.0, 10.0, 4).tolist() == [1, 1, 0, 0]
+    # depth == min_depth (a zero-depth hole) is invalid, not counted in cell 0
+    assert depth_histogram(torch.tensor([0.0, 0.0, 5.0]), 0.0, 10.0, 4).tolist() == [0, 1, 0, 0]
 
 
 def test_parse_spec_and_params():
@@ -215,6 +240,17 @@ def test_learned_quantile_edges_with_depth_at_the_top_stay_strictly_increasing()
     assert int(bins[0]) == 0 and int(bins[-1]) == 3  # 3 m in the first bin, 10 m in the last
 
 
+def test_learned_quantile_edges_leave_no_bin_empty_before_a_heavy_depth():
+    # two light depths below a heavy one: neither reaches 1/3 of the pixels, but each must close
+    # a bin, or the heavy depth takes all pixels and the two bins above it stay empty
+    depth = torch.cat([torch.tensor([1.0, 2.0]), torch.full((1000,), 3.0)])
+    s = create_strategy("learned", 3, 3)
+    s.observe_depth(depth)
+    s.refit()
+    counts = torch.bincount(torch.bucketize(depth.double(), s.edges()) - 1, minlength=3)
+    assert counts.tolist() == [1, 1, 1000]
+
+
 @pytest.mark.parametrize("other_bins", ["nonempty", "all"])
 def test_learned_preference_is_the_index_the_unit_would_be_scored_with(other_bins):
     # signed responses (use_abs=False) and an unobserved bin: the score of (unit k, bin d) is the
@@ -271,6 +307,29 @@ def test_balanced_assignment_fewer_units_than_bins():
         5,
         0,
     ]
+
+
+def test_balanced_assignment_keeps_the_current_bins_on_ties():
+    current = eq2_assignment(8, 4).flip(0)  # balanced, and unlike the solver's first choice
+    assert torch.equal(balanced_assignment(torch.zeros(8, 4), current=current), current)
+
+
+def test_learned_mean_responses_are_weighted_by_pixel_counts():
+    s = create_strategy("learned", 2, 2, edges="uniform")
+    s.observe_depth(torch.ones(4))
+    s.refit()  # now profiling
+    s.observe(torch.full((2, 2), 1.0), torch.full((2,), 10.0))
+    s.observe(torch.full((2, 2), 3.0), torch.full((2,), 30.0))
+    # (1 * 10 + 3 * 30) / 40 pixels, not the mean of the two batches (2.0)
+    assert torch.allclose(s.mean_responses(), torch.full((2, 2), 2.5, dtype=torch.float64))
+
+
+def test_learned_state_with_a_bin_beyond_the_last_is_refused():
+    s = create_strategy("learned", 8, 4)
+    state = s.state_dict()
+    state["assignment"][0] = 4  # bins are 0..3
+    with pytest.raises(ValueError, match="'learned'.*outside"):
+        s.load_state_dict(state)
 
 
 def test_learned_ignores_unobserved_bins_non_finite_batches_and_bad_shapes():

@@ -24,9 +24,21 @@ KITTI_CROPS = {
 CROP_TYPES = (None, "nyu_crop", *KITTI_CROPS)
 
 
+def _scaled_span(start: int, stop: int, size: int, full: int) -> tuple[int, int]:
+    """The pixels of an axis of ``size`` whose centres, mapped to an axis of ``full`` pixels
+    (half-pixel geometry), lie in ``[start, stop)``: pixel i is kept when
+    ``start <= (i + 1/2) * full / size < stop``. Exact integer arithmetic (no rounding ties)."""
+
+    def first_at_or_after(edge: int) -> int:  # ceil(edge * size / full - 1/2)
+        return -(-(2 * edge * size - full) // (2 * full))
+
+    return first_at_or_after(start), first_at_or_after(stop)
+
+
 def crop_mask(shape: Sequence[int], crop_type: str | None, device=None) -> torch.Tensor:
-    """Boolean ``(H, W)`` mask of the evaluation crop. ``"nyu_crop"`` is the Eigen crop, scaled
-    proportionally when the ground truth is not 480x640; ``"garg_crop"`` and ``"eigen_crop"`` are
+    """Boolean ``(H, W)`` mask of the evaluation crop. ``"nyu_crop"`` is the Eigen crop; when the
+    ground truth is not 480x640 it keeps the pixels whose centres fall inside the crop scaled to
+    480x640; ``"garg_crop"`` and ``"eigen_crop"`` are
     the KITTI crops (fractions of the frame, truncated to whole pixels)."""
     h, w = int(shape[0]), int(shape[1])
     mask = torch.zeros(h, w, dtype=torch.bool, device=device)
@@ -34,8 +46,8 @@ def crop_mask(shape: Sequence[int], crop_type: str | None, device=None) -> torch
         mask[:] = True
     elif crop_type == "nyu_crop":
         t, b, l, r = NYU_CROP
-        sy, sx = h / NYU_SHAPE[0], w / NYU_SHAPE[1]
-        mask[round(t * sy) : round(b * sy), round(l * sx) : round(r * sx)] = True
+        rows, cols = _scaled_span(t, b, h, NYU_SHAPE[0]), _scaled_span(l, r, w, NYU_SHAPE[1])
+        mask[rows[0] : rows[1], cols[0] : cols[1]] = True
     elif crop_type in KITTI_CROPS:
         t, b, l, r = KITTI_CROPS[crop_type]
         mask[int(t * h) : int(b * h), int(l * w) : int(r * w)] = True
