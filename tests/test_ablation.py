@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from meter_timm.selectivity import LayerCapture, ablate, ablation_study, per_bin_abs_rel
+from meter_timm.selectivity.ablation import AblationResult
 from meter_timm.selectivity.bins import eq2_assignment
 
 EDGES = torch.tensor([1.0, 3.0, 5.0, 7.0, 9.0], dtype=torch.float64)
@@ -132,3 +133,131 @@ def test_ablate_unit_out_of_range_names_the_layer():
             model(_batches()[0][0])
     with pytest.raises(KeyError, match="unit"):
         ablate(model, "unitz", [0]).__enter__()
+
+
+def test_per_bin_abs_rel_bins_are_open_below_and_closed_above():
+    # a pixel counts in bin d when edges[d] < gt <= edges[d + 1]: gt = 1 (the lowest edge) is out
+    gt = torch.tensor([[[[1.0, 3.0, 5.0, 9.0]]]])
+    sums, counts = per_bin_abs_rel(gt.clone(), gt, EDGES)
+    assert counts.tolist() == [1, 1, 0, 1]  # 3 -> bin 0, 5 -> bin 1, 9 -> bin 3; 1 is left out
+    assert sums.tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_per_bin_abs_rel_upsamples_bilinearly_with_half_pixel_centres_and_clamps_to_max_depth():
+    pred = torch.tensor([[[[2.0, 4.0]]]])  # bilinear, align_corners=False: 2, 2.5, 3.5, 4
+    gt = torch.tensor([[[[2.0, 2.5, 3.5, 4.0]]]])
+    sums, counts = per_bin_abs_rel(pred, gt, EDGES)
+    assert counts.tolist() == [2, 2, 0, 0]
+    torch.testing.assert_close(sums, torch.zeros(4, dtype=torch.float64), atol=1e-12, rtol=0)
+    ten, eight = torch.tensor([[[[10.0]]]]), torch.tensor([[[[8.0]]]])
+    assert per_bin_abs_rel(ten, eight, EDGES, max_depth=8.0)[0].tolist() == [0, 0, 0, 0]
+
+
+class _OnesLayer(nn.Module):
+    def forward(self, x):
+        return torch.ones(x.shape[0], 8, *x.shape[2:])
+
+
+class _CountsSilencedUnits(nn.Module):
+    """Predicts gt * (1 + 0.01 * number of silenced units): abs_rel rises by 0.01 per unit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.units = _OnesLayer()
+
+    def forward(self, x):
+        silenced = (self.units(x) == 0).float().sum(1, keepdim=True)
+        return x[:, :1] * (1 + 0.01 * silenced)
+
+
+def test_random_control_silences_as_many_units_as_the_group_and_reports_each_pass():
+    model = _CountsSilencedUnits()
+    assignment = torch.tensor([0, 0, 0, 1, 2, 2, 2, 2])  # bin 3 has no unit
+    depth = torch.tensor([1.5, 2.0, 4.0, 6.0]).view(1, 1, 2, 2)  # no pixel in bin 3
+    passes = []
+    result = ablation_study(
+        model,
+        [(depth.expand(-1, 3, -1, -1), depth)],
+        model,
+        "units",
+        assignment,
+        EDGES,
+        random_draws=2,
+        progress=passes.append,
+    )
+    assert passes == [1] * (1 + 3 * (1 + 2))  # baseline, then each group and its random draws
+    assert result.group_sizes == [3, 1, 4, 0] and result.pixel_counts == [2, 1, 1, 0]
+    assert result.baseline == [0.0, 0.0, 0.0, None]  # None: bin without pixels
+    assert result.assigned[3] is None and result.random[3] is None
+    for g, size in enumerate([3, 1, 4]):
+        assert result.assigned[g][3] is None and result.random[g][3] is None
+        assert result.assigned[g][:3] == pytest.approx([0.01 * size] * 3)
+        assert result.random[g][:3] == pytest.approx([0.01 * size] * 3)
+    assert result.summary()["chance_hit_rate"] == pytest.approx(1 / 3)  # bins with pixels
+
+
+def test_study_refuses_an_assignment_beyond_the_last_bin():
+    model = _CountsSilencedUnits()
+    depth = torch.full((1, 1, 2, 2), 2.0)
+    with pytest.raises(ValueError, match=r"'units'.*outside \[0, 4\)"):
+        ablation_study(model, [(depth, depth)], model, "units", torch.arange(8) % 5, EDGES)
+
+
+def _result(assigned, random=None):
+    n = len(assigned)
+    return AblationResult(
+        layer="units",
+        edges=list(range(n + 1)),
+        assignment=list(range(n)),
+        group_sizes=[1] * n,
+        pixel_counts=[1] * n,
+        baseline=[0.1] * n,
+        assigned=assigned,
+        random=random or [None] * n,
+        random_draws=1,
+    )
+
+
+def test_summary_hit_is_strict_and_keeps_the_sign_of_the_increase():
+    s = _result([[0.2, 0.2], [-0.1, -0.3]]).summary()
+    assert s["own_bin_hit_rate"] == 0.0  # group 0 ties with bin 1; group 1's own bin falls most
+    assert s["own_bin_increase"] == pytest.approx(-0.05)  # (0.2 - 0.3) / 2, signed
+    assert s["other_bins_increase"] == pytest.approx(0.05)
+    assert s["own_bin_ratio"] == pytest.approx(-1.0)
+
+
+def test_summary_ratio_is_none_when_the_other_bins_do_not_change():
+    s = _result([[0.2, 0.0], [0.0, 0.4]]).summary()
+    assert s["own_bin_ratio"] is None and s["own_bin_hit_rate"] == 1.0
+    assert s["own_bin_increase"] == pytest.approx(0.3)
+
+
+class _NHWCModel(nn.Module):
+    """Declares NHWC (as timm's Swin does) but its patch projection is a conv: NCHW output."""
+
+    output_fmt = "NHWC"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 8, 4, stride=4)
+
+    def forward(self, x):
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class _TupleOutput(nn.Module):
+    def forward(self, x):
+        return "aux", x.expand(-1, 8, -1, -1).clone()
+
+
+def test_ablate_a_conv_inside_an_nhwc_model_and_a_layer_returning_a_tuple():
+    torch.manual_seed(0)
+    model = _NHWCModel()
+    x = torch.randn(1, 3, 64, 96)  # proj gives (1, 8, 16, 24): channels on axis 1
+    with torch.no_grad(), ablate(model, "proj", [3]):
+        out = model(x)  # NHWC: units on the last axis
+    assert (out[..., 3] == 0).all() and (out[..., [0, 1, 2, 4]] != 0).all()
+    wrapper = nn.Sequential(_TupleOutput())
+    with ablate(wrapper, "0", [1, 6]):
+        aux, act = wrapper(torch.ones(1, 1, 2, 3))
+    assert aux == "aux" and (act[:, [1, 6]] == 0).all() and (act[:, [0, 2, 7]] == 1).all()

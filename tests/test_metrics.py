@@ -211,3 +211,39 @@ def test_undefined_metrics_are_null_with_a_warning_naming_the_images(capsys):
     loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
     assert loaded["abs_rel"] is None and loaded["extra"] is None
     assert "n/a" in format_table(result)
+
+
+def test_defaults_and_image_names():
+    metric = DepthMetric()
+    assert (metric.min_depth_eval, metric.max_depth_eval) == (1e-3, 10.0)
+    assert metric.crop_type == "nyu_crop"
+    gt = torch.full((1, 2, 2), 2.0)
+    metric = DepthMetric(crop_type=None)
+    metric.process(None, [dict(pred_depth=gt, gt_depth=gt, img_path="a.png", sample_idx=7)])
+    metric.process(None, [dict(pred_depth=gt, gt_depth=gt, sample_idx=7)])
+    metric.process(None, [dict(pred_depth=gt, gt_depth=torch.zeros(1, 2, 2))])
+    assert [r.get("image", r.get("no_valid_pixel")) for r in metric.results] == [
+        "a.png",
+        "7",
+        "image 2",
+    ]
+    assert "no_valid_pixel" in metric.results[2]
+
+
+def test_gathered_results_interleave_the_processes_and_drop_the_samplers_padding(monkeypatch):
+    import meter_timm.mm.metrics as metrics_module
+
+    # 3 images on 2 processes: rank 0 is dealt images 0 and 2, rank 1 image 1 and a repeat of 0
+    ranks = [DepthMetric(depth_metrics=["abs_rel"], crop_type=None) for _ in range(2)]
+    for metric, images in zip(ranks, ([0, 2], [1, 0])):
+        for i in images:
+            pred, gt = torch.full((1, 2, 2), 2.0 + i), torch.full((1, 2, 2), 2.0)
+            metric.process(None, [dict(pred_depth=pred, gt_depth=gt, img_path=f"img{i}")])
+    sent = []
+    monkeypatch.setattr(metrics_module, "_all_gather_rows", lambda t: sent.append(t) or [t, t])
+    ranks[0]._gather_results(3)
+    from_rank0 = iter(sent)
+    monkeypatch.setattr(metrics_module, "_all_gather_rows", lambda t: [next(from_rank0), t])
+    results = ranks[1]._gather_results(3)
+    assert [r["image"] for r in results] == ["img0", "img1", "img2"]
+    assert [r["abs_rel"] for r in results] == pytest.approx([0.0, 0.5, 1.0])

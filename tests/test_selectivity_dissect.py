@@ -10,6 +10,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch import nn
 
 from meter_timm.distributed import exit_process_group
 from meter_timm.selectivity import DissectionReport, ResponseAccumulator, average_response
@@ -207,3 +208,127 @@ def test_validation_dissection_averages_activations_as_the_loss_does(use_abs):
         assert dissector.dissection.use_abs is use_abs
     finally:
         dissector.capture.detach()
+
+
+def test_default_plot_units_clip_to_the_layer_and_scale_the_seed_units():
+    from meter_timm.selectivity.dissection import default_plot_units
+
+    assert default_plot_units(48) == (12, 24, 40)
+    assert default_plot_units(20) == (5, 10, 17)  # 40 * 20 / 48 = 16.7 rounds to 17
+    assert default_plot_units(1) == (0,)
+    assert default_plot_units(8, [-1, 0, 7, 8]) == (0, 7)
+    assert default_plot_units(8, [8, 9]) == (0,)
+
+
+def test_dissection_strategy_keeps_the_trained_one_unless_other_bins_are_asked():
+    from meter_timm.selectivity.dissection import TrainedLayer, dissection_strategy
+
+    trained_strategy = object()
+    spec = {"name": "l", "num_bins": 4, "strategy": "log", "params": {"alpha": 0.5}}
+    trained = TrainedLayer(spec, lambda num_units: trained_strategy)
+    # keys left out (or None) come from the trained spec; params override the spec string
+    for asked in (
+        {"name": "l"},
+        {"name": "l", "num_bins": None, "strategy": None},
+        {"name": "l", "strategy": "log:alpha=0.9", "params": {"alpha": 0.5}},
+    ):
+        assert dissection_strategy(asked, 8, trained) == (trained_strategy, True), asked
+    other, from_training = dissection_strategy({"name": "l", "num_bins": 2}, 8, trained)
+    assert not from_training and other.num_bins == 2
+    fresh, from_training = dissection_strategy({"name": "l", "num_bins": 4}, 8)
+    assert not from_training and fresh.edges().tolist() == [0.0, 2.5, 5.0, 7.5, 10.0]
+
+
+def test_trained_layer_from_a_checkpoint_refuses_another_unit_count():
+    from meter_timm.selectivity.dissection import trained_layers_from_checkpoint
+
+    saved = {"strategy": "uniform", "num_units": 8, "num_bins": 4, "params": {}}
+    state = {"selectivity._extra_state": {"strategies": {"enc": saved}}}
+    layer = trained_layers_from_checkpoint(state, source="run.pth")["enc"]
+    assert layer.spec == {"name": "enc", "num_bins": 4, "strategy": "uniform", "params": {}}
+    assert layer.strategy(8).num_bins == 4
+    with pytest.raises(ValueError, match="run.pth: layer 'enc' was trained with 8 units.* 6"):
+        layer.strategy(6)
+
+
+class _Sample:
+    """A validation data sample as ValidationDissector reads it, with or without ground truth."""
+
+    def __init__(self, gt_depth=None):
+        if gt_depth is not None:
+            self.gt_depth = gt_depth
+
+    def __contains__(self, key):
+        return key in vars(self)
+
+
+class _TinyEstimator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(1, 4, 1))
+
+    def forward(self, x):
+        return self.backbone(x)
+
+
+def test_validation_dissection_leaves_out_the_samplers_repeats(tmp_path):
+    from meter_timm.selectivity.dissection import Dissection, ValidationDissector
+
+    torch.manual_seed(0)
+    model = _TinyEstimator()
+    images = torch.rand(4, 1, 6, 8) * 9 + 0.5  # the input doubles as depth
+    layers = [dict(name="0", num_bins=2)]
+    # 5 images on 2 processes: rank 1 is dealt images 1 and 3, then the sampler's repeats
+    dissector = ValidationDissector(model, layers, dataset_size=5, rank=1, world_size=2)
+    assert dissector.dissection.use_abs is True  # no SelectivityLoss: |activation|, as its default
+    with torch.no_grad():
+        for batch in (images[:3], images[3:]):
+            model(batch)
+            dissector.observe(None, [_Sample(d) for d in batch])
+        reference = Dissection(layers)
+        reference.update({"0": model.backbone(images[:2])}, images[:2])
+    assert reference.use_abs is True
+    responses = dissector.dissection.report().layers["0"]["responses"]
+    expected = reference.report().layers["0"]["responses"]
+    torch.testing.assert_close(torch.tensor(responses), torch.tensor(expected))
+    summary = dissector.finish(tmp_path, write=False)
+    assert summary["num_images"] == 2
+    assert not dissector.capture.attached and not model.backbone[0]._forward_hooks
+
+
+def test_validation_batch_with_a_sample_without_ground_truth_is_left_out():
+    from meter_timm.selectivity.dissection import ValidationDissector
+
+    model = _TinyEstimator()
+    dissector = ValidationDissector(model, [dict(name="0", num_bins=2)])
+    with torch.no_grad():
+        model(torch.rand(2, 1, 6, 8))
+    dissector.observe(None, [_Sample(torch.full((1, 6, 8), 2.0)), _Sample()])
+    assert dissector.dissection.accumulator is None
+    dissector.capture.detach()
+
+
+def test_report_summary_median_and_share_of_units_preferring_their_assigned_bin():
+    layer = dict(
+        num_units=3,
+        num_bins=2,
+        selectivity_argmax=[0.1, 0.2, 0.9],
+        selectivity_assigned=[0.1, None, 0.9],
+        argmax_bin=[0, 1, 1],
+        assigned_bin=[0, 0, 1],
+    )
+    s = DissectionReport({"a": layer}).summary()["a"]
+    assert s["mean_selectivity_argmax"] == pytest.approx(0.4)
+    assert s["median_selectivity_argmax"] == pytest.approx(0.2)
+    assert s["mean_selectivity_assigned"] == pytest.approx(0.5)  # over defined values only
+    assert s["fraction_argmax_is_assigned"] == pytest.approx(2 / 3)
+
+
+def test_accumulator_refuses_a_missing_layer_and_a_changed_unit_count():
+    acc = ResponseAccumulator(EDGES, layers=["a"])
+    depth = torch.full((1, 1, 4, 5), 3.0)
+    with pytest.raises(KeyError, match="no activation for layer 'a'"):
+        acc.update({"b": torch.ones(1, 6, 4, 5)}, depth)
+    acc.update({"a": torch.ones(1, 6, 4, 5)}, depth)
+    with pytest.raises(ValueError, match="layer 'a': 5 units now, 6 before"):
+        acc.update({"a": torch.ones(1, 5, 4, 5)}, depth)

@@ -439,3 +439,73 @@ def test_a_frozen_learned_strategy_is_kept_between_steps_until_a_state_is_loaded
     net(images)
     torch.testing.assert_close(after, fresh(depth)["sel/encoder.3"])
     assert not torch.equal(after, before)
+
+
+class _FakeViT(nn.Module):
+    """timm's transformer conventions: a class token, then a 2 x 3 grid of patch tokens (token t
+    carries 4t + k in unit k) for a 32 x 48 input."""
+
+    num_prefix_tokens = 1
+
+    def __init__(self):
+        super().__init__()
+        self.patch_embed = nn.Module()
+        self.patch_embed.patch_size = (16, 16)
+        self.block = nn.Identity()
+
+    def forward(self, x):
+        patches = torch.arange(24.0).view(1, 6, 4).expand(x.shape[0], -1, -1)
+        return self.block(torch.cat([torch.full((x.shape[0], 1, 4), -1.0), patches], 1))
+
+
+class _DeclaresNCHW(nn.Module):
+    output_fmt = "NCHW"
+
+    def forward(self, x):
+        return torch.arange(24.0).view(1, 2, 3, 4)  # NCHW, though (2, 3) is a grid too
+
+
+class _FakeNHWC(nn.Module):
+    """An NHWC model (as timm's Swin declares) with an NHWC stage and an NCHW-declaring child."""
+
+    output_fmt = "NHWC"
+
+    def __init__(self):
+        super().__init__()
+        self.stage = nn.Identity()
+        self.nchw = _DeclaresNCHW()
+
+    def forward(self, x):  # x: (1, 3, 8, 12)
+        self.nchw(x)
+        return self.stage(torch.arange(30.0).view(1, 2, 3, 5) * x.mean())
+
+
+def test_capture_token_and_channels_last_layouts_exactly():
+    from meter_timm.selectivity import token_grid
+
+    vit = _FakeViT()
+    with LayerCapture(vit, ["block", "block"]) as capture:
+        assert capture.names == ["block"]
+        vit(torch.zeros(2, 3, 32, 48))
+        grid = torch.arange(24.0).view(2, 3, 4).permute(2, 0, 1)  # unit k at (i, j): 4(3i+j)+k
+        assert torch.equal(capture.outputs["block"], grid.expand(2, -1, -1, -1))
+    model = _FakeNHWC()
+    x = torch.ones(1, 3, 8, 12, requires_grad=True)
+    with LayerCapture(model, ["stage", "nchw"], detach_outputs=True) as capture:
+        out = model(x)
+        assert torch.equal(capture.outputs["stage"], out.permute(0, 3, 1, 2))
+        assert torch.equal(capture.outputs["nchw"], torch.arange(24.0).view(1, 2, 3, 4))
+        assert out.requires_grad and not capture.outputs["stage"].requires_grad
+    assert token_grid(24, (2, 3)) is None  # no grid has more cells than the image has pixels
+
+
+class _PairOutput(nn.Module):
+    def forward(self, x):
+        return "aux", x, x + 1
+
+
+def test_capture_of_a_tuple_output_takes_its_first_tensor():
+    model = nn.Sequential(_PairOutput())
+    with LayerCapture(model, ["0"]) as capture:
+        model(torch.zeros(1, 2, 3, 4))
+        assert torch.equal(capture.outputs["0"], torch.zeros(1, 2, 3, 4))
