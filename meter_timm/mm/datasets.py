@@ -135,7 +135,9 @@ class SyntheticDepthDataset(NYUDepthDataset):
     The set is written unless ``data_root`` already holds a finished one (its ``synthetic.json``)
     with at least the frames this data set reads: ``num_train`` for ``subdir="train"``,
     ``num_val`` for ``subdir="val/official"``, both otherwise. In a multi-process run the process
-    of local rank 0 writes and the others wait. Items are those of :class:`NYUDepthDataset`.
+    of local rank 0 writes and the others wait. A folder holding a larger set of the same settings
+    is read up to the frames asked for (frame i is the same file whatever the count), and one of
+    other settings is refused with a ``ValueError``. Items are those of :class:`NYUDepthDataset`.
 
     Args:
         data_root (str): where the set lives (``train/<room>/*.h5``, ``val/official/*.h5``).
