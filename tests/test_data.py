@@ -297,3 +297,33 @@ def test_base_configs_build(tmp_path):
         assert MODELS.build(model_cfg).backbone is not None
     sched = Config.fromfile(str(base / "schedules" / "schedule_60e.py"))
     assert sched.train_cfg.max_epochs == 60 and sched.optim_wrapper.optimizer.lr == 1e-3
+
+
+def test_split_index_zero_rejected_as_not_one_based(tmp_path):
+    (tmp_path / "split.txt").write_text("0\n3\n")
+    with pytest.raises(NYUDataError, match="1-based"):
+        load_split_indices(tmp_path / "split.txt")
+
+
+def test_labeled_mat_index_equal_to_length_out_of_range(tmp_path):
+    write_labeled_mat(tmp_path / "labeled.mat", n=2)
+    with pytest.raises(NYUDataError, match=r"index 2 out of range \[0, 2\)"):
+        LabeledMat(tmp_path / "labeled.mat").read(2)  # own check, not h5py's
+    with pytest.raises(NYUDataError, match="out of range"):
+        discover_samples(tmp_path / "labeled.mat", indices=[2])
+
+
+def test_depth_png_read_as_int32_is_16_bit_millimetres(tmp_path):
+    raw = np.array([[1000, 2500], [0, 9000]], np.int32)
+    Image.fromarray(raw, mode="I").save(tmp_path / "d.png", format="TIFF")  # PIL mode "I"
+    depth, unit = read_depth_png(tmp_path / "d.png")
+    assert unit == "16-bit millimetres"
+    np.testing.assert_allclose(depth, [[1.0, 2.5], [0.0, 9.0]])
+
+
+def test_h5_float_rgb_clipped_to_uint8(tmp_path):
+    rgb, depth = make_frame(0, 2, 2)
+    frgb = np.array([[[300.0, -5.0, 7.0]] * 2] * 2, np.float32)
+    path = write_h5(tmp_path / "f.h5", rgb, depth, rgb=frgb.transpose(2, 0, 1))
+    out, _ = read_h5_sample(path)
+    assert out.dtype == np.uint8 and out[0, 0].tolist() == [255, 0, 7]

@@ -171,3 +171,87 @@ def test_random_draws_are_mmcv_cache_randomness():
                 np.testing.assert_array_equal(pair[0][key], pair[1][key])
             outputs.append(pair)
         assert all(pair[0].keys() == pair[1].keys() for pair in outputs)
+
+
+def test_prob_zero_never_fires_even_on_a_zero_draw(monkeypatch):
+    monkeypatch.setattr(np.random, "rand", lambda *a: 0.0)
+    out = RandomMirror(prob=0.0)(ramp_frame())
+    assert out["flip"] is False and out["flip_direction"] is None
+    np.testing.assert_array_equal(out["img"], ramp_frame()["img"])
+
+
+def test_crop_larger_on_one_side_still_crops_the_other():
+    np.random.seed(0)
+    out = RandomDepthCrop(crop_size=(H + 8, 32), prob=1.0)(ramp_frame())
+    assert out["gt_depth"].shape == (H, 32) and out["img"].shape == (H, 32, 3)
+    assert out["crop_bbox"][0] == 0 and out["crop_bbox"][2] == H
+
+
+def test_crop_window_reaches_both_ends():
+    np.random.seed(0)
+    crop = RandomDepthCrop(crop_size=(H - 1, W - 1), prob=1.0)
+    corners = {crop(ramp_frame())["crop_bbox"][:2] for _ in range(40)}
+    assert corners == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+@pytest.mark.parametrize("ratio", [0.0, -0.5, 1.5])
+def test_crop_ratio_outside_unit_interval_rejected(ratio):
+    with pytest.raises(ValueError, match="crop_ratio"):
+        RandomDepthCrop(crop_ratio=ratio)
+    assert RandomDepthCrop(crop_ratio=1.0).crop_ratio == 1.0
+
+
+def test_depth_shift_range_is_inclusive_and_identity_factors_keep_image():
+    np.random.seed(0)
+    out = ColorDepthShift(factor_range=(1.0, 1.0), shift_cm=(5, 5), prob=1.0)(ramp_frame())
+    assert out["depth_shift"] == pytest.approx(0.05)
+    np.testing.assert_allclose(out["gt_depth"], ramp_frame()["gt_depth"] + 0.05, atol=1e-5)
+    img = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None, None], (256, 2, 3)).copy()
+    frame = dict(img=img, gt_depth=np.ones((256, 2), np.float32))
+    kept = ColorDepthShift(factor_range=(1.0, 1.0), prob=1.0)(dict(frame))
+    np.testing.assert_array_equal(kept["img"], img)
+    half = ColorDepthShift(factor_range=(0.5, 0.5), prob=1.0)(dict(frame))["img"]
+    exact = 255 * (img / 255.0) ** 0.5 * 0.25
+    assert np.abs(half - exact).max() <= 0.5 + 1e-3  # rounded to nearest, not truncated
+
+
+def test_color_shift_scales_each_channel_separately():
+    np.random.seed(0)
+    frame = ramp_frame()
+    frame["img"][:] = 128
+    out = ColorDepthShift(prob=1.0)(frame)["img"]
+    assert len({int(out[0, 0, c]) for c in range(3)}) > 1
+
+
+def test_mirror_not_firing_records_no_direction():
+    np.random.seed(0)
+    out = RandomMirror(prob=0.0)(ramp_frame())
+    assert out["flip"] is False and out["flip_direction"] is None
+    assert RandomMirror(prob=1.0)(ramp_frame())["flip_direction"] == "horizontal"
+
+
+def test_resize_image_bilinear_antialias_float_and_depth_nearest_exact():
+    frame = ramp_frame()
+    frame["img"] = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    out = ResizeDepth(scale=(15, 16))(dict(frame))
+    t = torch.from_numpy(frame["img"]).permute(2, 0, 1)[None].float()
+    ref = torch.nn.functional.interpolate(
+        t, size=(15, 16), mode="bilinear", align_corners=False, antialias=True
+    )[0].permute(1, 2, 0)
+    assert out["img"].dtype == np.float32
+    np.testing.assert_allclose(out["img"], ref.numpy(), atol=1e-4)
+    assert not np.allclose(out["img"], np.round(out["img"]))  # not rounded back to uint8
+    d = torch.from_numpy(frame["gt_depth"])[None, None]
+    ref_d = torch.nn.functional.interpolate(d, size=(15, 16), mode="nearest-exact")[0, 0]
+    np.testing.assert_array_equal(out["gt_depth"], ref_d.numpy())
+    assert out["scale_factor"] == (16 / W, 15 / H)  # (w, h) as in mmcv
+
+
+def test_resize_depth_nearest_helper_is_nearest_exact():
+    from meter_timm.data.resize import resize_depth_nearest
+
+    depth = torch.from_numpy(ramp_frame()["gt_depth"])[None]
+    out = resize_depth_nearest(depth, (30, 48))
+    ref = torch.nn.functional.interpolate(depth[None], size=(30, 48), mode="nearest-exact")[0]
+    assert torch.equal(out, ref)
+    assert torch.equal(resize_depth_nearest(depth, (H, W)), depth)

@@ -459,3 +459,46 @@ def test_create_layer_strategy_defaults_and_errors():
         create_layer_strategy({"name": "encoder.6", "strategy": "lgo"}, 48)
     with pytest.raises(TypeError, match="layer 'encoder.6'.*'uniform'.*unknown parameters"):
         create_layer_strategy({"name": "encoder.6", "params": {"alpha": 1}}, 48)
+
+
+def test_spec_with_empty_key_rejected():
+    with pytest.raises(ValueError, match="key=value"):
+        parse_strategy_spec("log:=3")
+
+
+def test_create_strategy_rejects_empty_depth_range_and_zero_bins():
+    with pytest.raises(ValueError, match="must be below"):
+        create_strategy("uniform", 8, 4, min_depth=5.0, max_depth=5.0)
+    with pytest.raises(ValueError, match=">= 1"):
+        create_strategy("uniform", 8, 0)
+
+
+def test_validate_refuses_empty_bin_when_units_equal_bins():
+    strategy = create_strategy("uniform", 4, 4)
+    strategy.assignment = lambda: torch.tensor([0, 0, 1, 2])
+    with pytest.raises(ValueError, match=r"bin\(s\) \[3\] without units"):
+        validate_strategy(strategy)
+
+
+def test_validate_refuses_edges_that_merge_in_float32():
+    strategy = create_strategy("uniform", 4, 2)
+    strategy.edges = lambda: torch.tensor([0.0, 1.0, 1.0 + 1e-12], dtype=torch.float64)
+    with pytest.raises(ValueError, match="float32"):
+        validate_strategy(strategy)
+
+
+def test_strategy_parameters_follow_kwargs_to_the_base_and_skip_layer_arguments():
+    from meter_timm.strategies.catalog import strategy_parameters
+    from meter_timm.strategies.fixed import LogStrategy
+
+    class Sub(LogStrategy):
+        def __init__(self, *args, gamma: float = 1.0, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    assert strategy_parameters(LogStrategy) == ["alpha", "beta"]
+    assert strategy_parameters(Sub) == ["gamma", "alpha", "beta"]
+
+
+def test_unknown_parameter_named_by_the_catalog_check():
+    with pytest.raises(TypeError, match=r"unknown parameters \['gamma'\].*accepted: none"):
+        create_strategy("uniform", 8, 4, gamma=1)
