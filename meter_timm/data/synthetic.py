@@ -42,6 +42,7 @@ __all__ = [
     "ensure_dataset",
     "read_manifest",
     "check_settings",
+    "frame_paths",
     "MAX_DEPTH",
 ]
 
@@ -349,9 +350,12 @@ def _frame_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), _SPLIT_SALT[split], int(index)])
 
 
-def _frame_paths(
-    out: Path, split: str, count: int, frames_per_scene: int
+def frame_paths(
+    out: str | os.PathLike, split: str, count: int, frames_per_scene: int
 ) -> Iterator[tuple[int, Path]]:
+    """``(i, path)`` of frames 0 .. count-1 of ``split`` ("train" or "val") of a set in ``out``:
+    the one place that knows the layout."""
+    out = Path(out)
     for index in range(count):
         if split == "train":
             yield index, out / "train" / f"room_{index // frames_per_scene:04d}" / f"{index:05d}.h5"
@@ -481,7 +485,7 @@ def generate_dataset(
     for split, count in (("train", num_train), ("val", num_val)):
         items = [
             (i, path)
-            for i, path in _frame_paths(out, split, count, frames_per_scene)
+            for i, path in frame_paths(out, split, count, frames_per_scene)
             if not path.is_file()
         ]  # frames are written whole (rename), so these are done
         total += len(items)

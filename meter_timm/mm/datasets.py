@@ -175,7 +175,7 @@ class SyntheticDepthDataset(NYUDepthDataset):
         super().__init__(data_root=data_root, **kwargs)
 
     def load_data_list(self) -> list[dict]:
-        from meter_timm.data.synthetic import dataset_is_complete, ensure_dataset
+        from meter_timm.data.synthetic import dataset_is_complete, ensure_dataset, frame_paths
 
         subdir = (self.subdir or "").strip("/")
         splits = (
@@ -198,14 +198,15 @@ class SyntheticDepthDataset(NYUDepthDataset):
         ensure_dataset(self.data_root, splits=splits, **self.synthetic)
         # the folder may hold a larger set of the same settings, whose first N frames are the N
         # asked for: keep frames 0 .. N-1 of each split
-        limit = {"train": self.synthetic["num_train"], "val": self.synthetic["num_val"]}
-
-        def wanted(path: Path) -> bool:
-            split = "val" if path.parent.name == "official" else "train"
-            return int(path.stem) < limit[split]
-
+        wanted = {
+            path.resolve()
+            for split, count in (("train", "num_train"), ("val", "num_val"))
+            for _, path in frame_paths(
+                self.data_root, split, self.synthetic[count], self.synthetic["frames_per_scene"]
+            )
+        }
         found = super().load_data_list()
-        data = [d for d in found if wanted(Path(d["path"]))]
+        data = [d for d in found if Path(d["path"]).resolve() in wanted]
         for index, item in enumerate(data):
             item["sample_idx"] = index
         if len(data) < len(found):
