@@ -13,6 +13,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 COMMANDS = {
@@ -25,14 +26,15 @@ COMMANDS = {
 
 def timed(cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one run of ``cmd``, a fresh process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
-    proc.stderr.close()
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a full pipe would block the child
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
+        if proc.returncode:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed: {err.read().decode()[-2000:]}")
     return seconds, usage.ru_maxrss / 1024  # kB on Linux
 
 
