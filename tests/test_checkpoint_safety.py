@@ -267,3 +267,60 @@ def test_resume_refuses_incomplete_training_state_naming_file_and_part(tmp_path,
     code, last = _resume_error(capsys, config, work_dir)
     assert code == 2 and f"{work_dir / 'last_checkpoint'} is empty" in last
     assert not (work_dir / "epoch_2.pth").exists() and honest["meta"]["epoch"] == 1
+
+
+def _check_training_state(checkpoint, model, resume_parts=(True, True), schedulers=True):
+    """``MeterRunner._check_training_state`` of a runner with ``model`` (no runner built)."""
+    from types import SimpleNamespace
+
+    from meter_timm.mm.runner import MeterRunner
+
+    runner = SimpleNamespace(
+        _resume_parts=resume_parts, param_schedulers=[object()] if schedulers else None, model=model
+    )
+    MeterRunner._check_training_state(runner, "run/x.pth", checkpoint, ((r"^module\.", ""),))
+
+
+def _training_state(model, **changes):
+    checkpoint = dict(
+        meta={"epoch": 0, "iter": 3},  # an iteration checkpoint inside the first epoch
+        message_hub={"log_scalars": {}, "runtime_info": {}, "resumed_keys": {}},
+        optimizer={},
+        param_schedulers=[],
+        random_state={},
+        state_dict=dict(model.state_dict()),
+    )
+    checkpoint.update(changes)
+    return checkpoint
+
+
+def test_training_state_check_accepts_what_the_run_needs_and_no_more():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    _check_training_state(_training_state(model), model)
+    # DDP's "module." prefixes are revised away, as the load does
+    prefixed = {f"module.{k}": v for k, v in model.state_dict().items()}
+    _check_training_state(_training_state(model, state_dict=prefixed), model)
+    # parts the run does not resume need not be there
+    no_optimizer = _training_state(model)
+    no_optimizer.pop("optimizer")
+    _check_training_state(no_optimizer, model, resume_parts=(False, True))
+    no_schedulers = _training_state(model)
+    no_schedulers.pop("param_schedulers")
+    _check_training_state(no_schedulers, model, schedulers=False)
+    _check_training_state(no_schedulers, model, resume_parts=(True, False))
+
+
+def test_training_state_check_names_what_is_wrong():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    with pytest.raises(ValueError, match=r"run/x.pth: meta\['epoch'\] is True, not a count"):
+        _check_training_state(_training_state(model, meta={"epoch": True, "iter": 3}), model)
+    state = dict(model.state_dict(), **{"2.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"do not fit the model: unexpected 2\.weight$"):
+        _check_training_state(_training_state(model, state_dict=state), model)
+    # the first three problems, and how many more
+    four_missing = r"missing 0\.weight; .*; missing 1\.weight \(and 1 more\)"
+    with pytest.raises(ValueError, match=four_missing):
+        _check_training_state(_training_state(model, state_dict={}), model)
+    three = {"1.bias": model.state_dict()["1.bias"]}
+    with pytest.raises(ValueError, match=r"missing 0\.bias; missing 1\.weight$"):
+        _check_training_state(_training_state(model, state_dict=three), model)

@@ -4,7 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from meter_timm.cli import COMMANDS, main
+from meter_timm.cli._errors import load_config, one_line, user_error_message
+from meter_timm.selectivity.capture import LayerNotFoundError
 
 
 def test_every_command_has_help(capsys):
@@ -44,3 +48,53 @@ def test_debug_variable_shows_the_traceback(tmp_path):
         env=dict(os.environ, METER_TIMM_DEBUG="1"),
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "missing.pth" in proc.stderr
+
+
+def _raise_in(filename: str, exc: BaseException) -> BaseException:
+    """``exc`` raised by code whose file is ``filename`` (as in a traceback from that file)."""
+    try:
+        exec(compile("raise exc", filename, "exec"), {"exc": exc})
+    except BaseException as raised:
+        return raised
+
+
+def test_user_error_messages_are_one_line_and_programming_errors_are_not_user_errors():
+    assert one_line("one line\n") == "one line" and one_line("a\n b \n\nc") == "a b; c"
+    # an unknown type= is a KeyError of mmengine's registry; other KeyErrors are bugs
+    registry = _raise_in("/x/mmengine/registry/build_functions.py", KeyError("Foo is not in"))
+    assert user_error_message(registry) == "Foo is not in (check the config's type= names)"
+    assert user_error_message(_raise_in("/x/mmengine/config/config.py", KeyError("a"))) is None
+    assert user_error_message(_raise_in("/x/meter_timm/cli/train.py", KeyError("a"))) is None
+    # an error that is a KeyError and a ValueError is a user mistake, without KeyError's quotes
+    assert user_error_message(LayerNotFoundError("no layer 'x'")) == "no layer 'x'"
+
+    class _Both(KeyError, ValueError):
+        pass
+
+    assert user_error_message(_Both("bad key k")) == "bad key k"
+    assert user_error_message(ValueError()) == "ValueError"
+    assert user_error_message(PermissionError("out: permission denied")) == (
+        "out: permission denied"
+    )
+    assert user_error_message(TypeError("a bug")) is None
+
+
+def test_error_from_a_data_loader_worker_is_its_last_exception():
+    text = (
+        "Caught ValueError in DataLoader worker process 0.\n"
+        "Original Traceback (most recent call last):\n"
+        '  File "reader.py", line 3, in read\n'
+        "ValueError: the first error\n\n"
+        "During handling of the above exception, another exception occurred:\n\n"
+        "Traceback (most recent call last):\n"
+        '  File "reader.py", line 5, in read\n'
+        "ValueError: x.h5: cannot read h5 file\n"
+    )
+    assert user_error_message(ValueError(text)) == "x.h5: cannot read h5 file"
+
+
+def test_syntax_error_in_a_base_named_by_a_string_names_that_file(tmp_path):
+    (tmp_path / "base.py").write_text("model = dict(\n    lam=0.1,\n    lam=,\n)\n")
+    (tmp_path / "child.py").write_text("_base_ = 'base.py'\n")
+    with pytest.raises(ValueError, match=r"base\.py:3: syntax error in the config"):
+        load_config(tmp_path / "child.py")

@@ -299,3 +299,55 @@ def test_kitti_test_config_end_to_end(tmp_path):
     )
     assert via_config == pytest.approx(direct, rel=1e-6)
     assert 0 < via_config["abs_rel"] < 10
+
+
+def test_depth_range_scale_and_invalid_value_of_a_depth_map(tmp_path):
+    from meter_timm.data import valid_depth
+
+    depth = valid_depth(np.array([0.5, 1.0, 2.0, 10.0, 10.5, np.nan]), min_depth=1.0, max_depth=10)
+    np.testing.assert_array_equal(depth, [0.0, 0.0, 2.0, 10.0, 0.0, 0.0])  # (1, 10] kept
+    # the invalid value is compared with the stored value, before the scale
+    _png16(tmp_path / "mm.png", np.array([[65535, 1000], [2000, 0]]))
+    depth = read_depth_map(tmp_path / "mm.png", 1e-3, invalid_value=65535)
+    np.testing.assert_allclose(depth, [[0.0, 1.0], [2.0, 0.0]])
+    with pytest.raises(DepthDataError, match="mm.png: depth_scale must be a positive number"):
+        read_depth_map(tmp_path / "mm.png", -1e-3)
+    np.save(tmp_path / "hw1.npy", np.full((2, 3, 1), 4.0, np.float32))  # a trailing channel
+    np.testing.assert_array_equal(read_depth_map(tmp_path / "hw1.npy", 1.0), np.full((2, 3), 4.0))
+
+
+def test_folder_layouts_and_ambiguous_depth_maps(tmp_path):
+    # images/ + depths/ found without naming them
+    _rgb(tmp_path / "a" / "images" / "0001.jpg", 2, 3, 0)
+    _png16(tmp_path / "a" / "depths" / "0001.png", np.ones((2, 3)))
+    (pair,) = discover_folder_pairs(tmp_path / "a")
+    assert Path(pair.image).parent.name == "images" and Path(pair.depth).parent.name == "depths"
+    # one folder, images without a suffix: the depth maps are not taken for images
+    _rgb(tmp_path / "b" / "0001.png", 2, 3, 0)
+    _png16(tmp_path / "b" / "0001_depth.png", np.ones((2, 3)))
+    (pair,) = discover_folder_pairs(tmp_path / "b")
+    assert (Path(pair.image).name, Path(pair.depth).name) == ("0001.png", "0001_depth.png")
+    # two depth maps for one image are an error naming both
+    np.save(tmp_path / "a" / "depths" / "0001.npy", np.ones((2, 3), np.float32))
+    with pytest.raises(DepthDataError, match=r"0001.* two depth maps for '0001' \(0001\."):
+        discover_folder_pairs(tmp_path / "a")
+
+
+def test_kitti_depth_under_train_old_pillow_mode_and_empty_split(tmp_path, monkeypatch):
+    images, gt = tmp_path / "raw", tmp_path / "gt"
+    drive = "2011_09_26/2011_09_26_drive_0001_sync"
+    _rgb(images / drive / "image_02" / "data" / "0000000005.png", 2, 3, 0)
+    depth_rel = "2011_09_26_drive_0001_sync/proj_depth/groundtruth/image_02/0000000005.png"
+    _png16(gt / "train" / depth_rel, np.full((2, 3), 512))  # the benchmark's train/ folder
+    split = tmp_path / "split.txt"
+    split.write_text(f"{drive} 5 l\n")
+    (sample,) = read_kitti_split(split, images, gt)
+    assert sample.depth == str(gt / "train" / depth_rel)
+    # Pillow before 10 opens 16-bit PNGs in mode "I"
+    open_image = Image.open
+    monkeypatch.setattr(Image, "open", lambda path: open_image(path).convert("I"))
+    np.testing.assert_array_equal(read_kitti_depth(sample.depth), np.full((2, 3), 2.0))
+    monkeypatch.undo()
+    split.write_text(f"{drive}/image_02/data/0000000005.png None 721.5\n")
+    with pytest.raises(DepthDataError, match="split.txt: no sample with ground truth listed"):
+        read_kitti_split(split, images, gt)

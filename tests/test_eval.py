@@ -232,3 +232,62 @@ def test_reproduction_test_command(tmp_path):
         == 0
     )
     _assert_reproduces(json.loads(out.read_text()))
+
+
+def test_loss_under_bfloat16_autocast_is_float32_against_the_float32_target():
+    from meter_timm.data.resize import resize_depth_nearest
+
+    seen = {}
+
+    @MODELS.register_module(name="_RecordingL1", force=True)
+    class RecordingL1(torch.nn.Module):
+        def forward(self, pred, target, valid):
+            seen["autocast"] = torch.is_autocast_enabled("cpu")
+            loss = torch.where(valid, (pred - target).abs(), 0.0).sum() / valid.sum()
+            return {"loss_l1": loss}
+
+    model = DepthEstimator(backbone=dict(name="meter_xxs"), depth_loss=dict(type="_RecordingL1"))
+    data = model.data_preprocessor(batch(n=1), True)
+    gt = data["data_samples"][0].gt_depth
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pred = model.predict_depth(data["inputs"])
+        losses = model(**data, mode="loss")
+    assert pred.dtype == torch.bfloat16
+    assert losses["loss_l1"].dtype == torch.float32 and seen["autocast"] is False
+    target = resize_depth_nearest(gt, pred.shape[-2:])  # not rounded to bfloat16
+    expected = (pred.float()[0] - target).abs().mean()
+    torch.testing.assert_close(losses["loss_l1"].detach(), expected, rtol=1e-6, atol=0)
+
+
+def test_selectivity_gets_the_ground_truth_at_its_own_resolution():
+    calls = {}
+
+    @MODELS.register_module(name="_RecordingSelectivity2", force=True)
+    class Recording(torch.nn.Module):
+        def attach(self, model):
+            pass
+
+        def forward(self, depth, base_loss=None):
+            calls["depth"] = depth
+            return {"loss_selectivity": depth.sum() * 0}
+
+    model = DepthEstimator(
+        backbone=dict(name="meter_xxs"), selectivity=dict(type="_RecordingSelectivity2")
+    )
+    data = model.data_preprocessor(batch(gt_size=(32, 48)), True)  # half the input size
+    model(**data, mode="loss")
+    assert calls["depth"].shape == (2, 1, 32, 48)
+    torch.testing.assert_close(calls["depth"][1], data["data_samples"][1].gt_depth)
+
+
+def test_predict_upsamples_bilinearly_to_the_original_shape_without_ground_truth():
+    import torch.nn.functional as F
+
+    model = DepthEstimator(backbone=dict(name="meter_xxs")).eval()
+    inputs = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    sample = DepthDataSample(metainfo=dict(ori_shape=(30, 50, 3)))
+    with torch.no_grad():
+        raw = model(inputs, mode="tensor")
+        (out,) = model(inputs, [sample], mode="predict")
+    expected = F.interpolate(raw, size=(30, 50), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(out.pred_depth, expected)

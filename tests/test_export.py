@@ -126,6 +126,14 @@ def test_save_hub_folder_keeps_a_custom_output_scale(tmp_path):
     assert timm.create_model(f"local-dir:{tmp_path}", pretrained=True).output_scale == 0.5
 
 
+def test_input_size_defaults_to_the_pretrained_one_side_by_side():
+    from meter_timm.deploy import input_size
+
+    model = timm.create_model("meter_xxs.nyu")
+    assert input_size(model) == (192, 256)
+    assert input_size(model, 100) == (100, 256) and input_size(model, None, 320) == (192, 320)
+
+
 def test_mmengine_load_checkpoint_reads_safetensors(tmp_path):
     """``load_from`` / mmengine's load_checkpoint go through the same reader: .safetensors works."""
     from mmengine.runner.checkpoint import load_checkpoint

@@ -171,6 +171,59 @@ def test_amp_option_picks_the_wrapper_and_dtype():
         assert net(torch.rand(3, 2)).dtype == torch.bfloat16
 
 
+def _linear():
+    net = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, -2.0]]))
+    return net
+
+
+def _float16_wrapper(net, **kwargs):
+    from meter_timm.mm.amp import MixedPrecisionOptimWrapper
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    return MixedPrecisionOptimWrapper(
+        dtype="float16", device_type="cpu", optimizer=optimizer, **kwargs
+    )
+
+
+def test_float16_wrapper_scales_the_loss_and_steps_with_the_true_gradient():
+    from meter_timm.mm.amp import resolve_amp_dtype
+
+    with pytest.raises(ValueError, match="must be one of"):
+        resolve_amp_dtype("float32", "cpu")
+    net = _linear()
+    wrapper = _float16_wrapper(net)
+    assert wrapper.loss_scaler.get_scale() == 2.0**10  # not torch's 2^16
+    with wrapper.optim_context(net):
+        out = net(torch.tensor([[3.0, 4.0]]))
+    assert out.dtype == torch.float16
+    wrapper.update_params(out.float().sum())
+    # the gradient is x = (3, 4), unscaled before the SGD step
+    torch.testing.assert_close(net.weight.detach(), torch.tensor([[0.7, -2.4]]))
+    # the scaler's state travels with the optimizer's
+    wrapper.loss_scaler.update(256.0)
+    state = wrapper.state_dict()
+    assert state["loss_scaler"]["scale"] == 256.0
+    resumed = _float16_wrapper(_linear())
+    resumed.load_state_dict(state)
+    assert resumed.loss_scaler.get_scale() == 256.0
+
+
+def test_float16_step_skips_an_overflow_and_clips_the_unscaled_gradient():
+    net = _linear()
+    fixed = _float16_wrapper(net, loss_scale=8.0)
+    fixed.update_params(net(torch.tensor([[float("inf"), 1.0]])).sum())
+    assert torch.equal(net.weight.detach(), torch.tensor([[1.0, -2.0]]))  # step skipped
+    assert fixed.loss_scaler.get_scale() == 8.0  # a fixed scale stays fixed
+    dynamic = _float16_wrapper(net)
+    dynamic.update_params(net(torch.tensor([[float("inf"), 1.0]])).sum())
+    assert dynamic.loss_scaler.get_scale() == 2.0**9  # a dynamic one backs off
+    clipped = _float16_wrapper(net, clip_grad=dict(max_norm=1.0))
+    clipped.update_params(net(torch.tensor([[3.0, 4.0]])).sum())  # gradient norm 5 -> 1
+    torch.testing.assert_close(net.weight.detach(), torch.tensor([[1.0 - 0.06, -2.0 - 0.08]]))
+
+
 # ------------------------------------------------------------------ backend
 def _parsed(*argv):
     from meter_timm.cli.train import add_arguments
@@ -205,6 +258,21 @@ def test_nccl_without_cuda_is_a_clear_error():
             )
     assert choose_backend({"backend": "nccl"}, cuda_available=True) == "nccl"
     assert choose_backend(None, cuda_available=False) == "gloo"
+    with pytest.raises(ValueError, match="needs CUDA"):
+        choose_backend({"backend": "NCCL"}, cuda_available=False)
+
+
+def test_torchrun_variables_are_checked_and_no_group_is_left_alone(monkeypatch):
+    from meter_timm.distributed import check_torchrun_environment, exit_process_group
+
+    for name, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="h").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(ValueError, match=r"torchrun, which sets MASTER_PORT \(not set here\)"):
+        check_torchrun_environment()
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    check_torchrun_environment()
+    assert exit_process_group() is None  # no process group: nothing to leave, no exit
 
 
 # ------------------------------------------------------------------ speed switches

@@ -78,3 +78,23 @@ def test_two_process_gloo_run(tmp_path):
     )
     assert (work_dir / "epoch_1.pth").is_file()
     assert len(list((data / "train").glob("*/*.h5"))) == 8 and (data / "synthetic.json").is_file()
+
+
+def test_cpu_process_group_is_gloo_with_the_configs_timeout(monkeypatch):
+    import datetime
+
+    import meter_timm.mm.runner as runner
+
+    calls = []
+    monkeypatch.setattr(runner.torch_dist, "init_process_group", lambda **kw: calls.append(kw))
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    # mmengine's default dist_cfg names nccl, which cannot run without CUDA
+    dist_cfg = dict(backend="nccl", timeout=60, init_backend="torch")
+    assert runner.init_cpu_process_group(dist_cfg) == "gloo"
+    assert runner.init_cpu_process_group(None) == "gloo"
+    timeout = datetime.timedelta(seconds=60)
+    assert calls == [
+        dict(backend="gloo", rank=1, world_size=2, timeout=timeout),
+        dict(backend="gloo", rank=1, world_size=2),
+    ]

@@ -3,6 +3,8 @@ as an uninterrupted one (budget: ~30 s on 2 cores)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from _training import build_runner, make_tiny_data, tiny_config
@@ -118,6 +120,9 @@ def test_mid_epoch_iteration_checkpoint_resumes_exactly(tmp_path):
     assert resumed.iter == straight.iter == 6 and resumed.epoch == 3
     log = next((tmp_path / "resumed").rglob("*.log")).read_text()
     assert "resumed inside epoch 2: skipped its first 1 batches" in log
+    # the batch trained on is logged under its own index (the epoch's last: logged at its end)
+    assert re.search(r"Epoch\(train\)\s*\[2\]\[2/2\]", log)
+    assert not re.search(r"Epoch\(train\)\s*\[2\]\[1/2\]", log)
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     tensors = [k for k in a if torch.is_tensor(a[k])]
     assert len(tensors) > 200
@@ -155,3 +160,31 @@ def test_iteration_based_loop_resumes_exactly(tmp_path):
     assert len(tensors) > 200
     for key in tensors:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_runner_builds_the_resumable_loops_for_every_config_form(monkeypatch):
+    from types import SimpleNamespace
+
+    import meter_timm.mm.runner as runner_module
+
+    built = []
+    for name in ("ResumableEpochBasedTrainLoop", "ResumableIterBasedTrainLoop"):
+        monkeypatch.setattr(runner_module, name, lambda name=name, **kw: built.append((name, kw)))
+    runner = SimpleNamespace(_train_dataloader="loader")
+    build = runner_module.MeterRunner.build_train_loop
+    # mmengine's two forms: type=..., or by_epoch without a type
+    for loop in (
+        dict(type="EpochBasedTrainLoop", max_epochs=2),
+        dict(by_epoch=True, max_epochs=2),
+        dict(type="IterBasedTrainLoop", max_iters=6),
+        dict(by_epoch=False, max_iters=6),
+    ):
+        build(runner, loop)
+    epochs = dict(max_epochs=2, runner=runner, dataloader="loader")
+    iters = dict(max_iters=6, runner=runner, dataloader="loader")
+    assert built == [
+        ("ResumableEpochBasedTrainLoop", epochs),
+        ("ResumableEpochBasedTrainLoop", epochs),
+        ("ResumableIterBasedTrainLoop", iters),
+        ("ResumableIterBasedTrainLoop", iters),
+    ]
