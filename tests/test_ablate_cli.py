@@ -278,3 +278,120 @@ def test_dissect_and_ablate_share_the_config_model_builder(folder_data, tmp_path
     code = run("dissect", config, folder_data, out, "--features-only", *args)
     assert code != 0
     assert "--features-only applies to a timm model name" in capsys.readouterr().err
+
+
+MIXED_SIZES = [(48, 64), (40, 56), (44, 60)]
+
+
+def mixed_size_folder(root):
+    """Image/depth folder whose depth maps (millimetre ramps) differ in size, as KITTI's do."""
+    rng = np.random.default_rng(1)
+    ramp = np.linspace(500, 9500, 64)[None, :]
+    for sub in ("rgb", "depth"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate(MIXED_SIZES):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+            root / "rgb" / f"{i}.png"
+        )
+        Image.fromarray(ramp[:, :w].repeat(h, 0).astype(np.uint16)).save(
+            root / "depth" / f"{i}.png"
+        )
+    return root
+
+
+def test_dissect_is_exact_whatever_the_batch_size_with_maps_of_different_sizes(tmp_path):
+    """Each depth map is scored at its own resolution: a batch mixing sizes gives the pixel counts
+    and responses of one frame at a time (it used to resize every map to the first one's size)."""
+    data = mixed_size_folder(tmp_path / "data")
+    layers = {}
+    for batch_size in (1, 3):
+        out = tmp_path / f"b{batch_size}"
+        args = ["--layers", "encoder.6", "--bins", "4", "--no-plots", "--batch-size"]
+        torch.manual_seed(0)  # the same random weights for both
+        assert run("dissect", "meter_xxs", data, out, *args, str(batch_size), *SMALL) == 0
+        layers[batch_size] = json.loads((out / "report.json").read_text())["layers"]["encoder.6"]
+    assert sum(layers[3]["counts"]) == sum(h * w for h, w in MIXED_SIZES)  # every pixel, once
+    assert layers[3]["counts"] == layers[1]["counts"]
+    assert np.allclose(layers[3]["responses"], layers[1]["responses"], rtol=1e-5, atol=1e-7)
+
+
+def test_dissect_options_reach_the_report(tmp_path, capsys):
+    """Depth maps of different sizes in one batch; --limit, --no-abs, --strategy-param (kept in
+    the report), --no-plots and --units."""
+    mixed_size_folder(tmp_path / "data")
+    torch.manual_seed(0)
+    common = ["--layers", "encoder.4", "--strategy", "log", "--strategy-param", "alpha=1.5"]
+    common += ["--batch-size", "2", "--limit", "2", *SMALL]
+    reports = {}
+    for name, extra in [("abs", ["--units", "3", "5"]), ("raw", ["--no-abs"])]:
+        out = tmp_path / name
+        extra = [*extra, "--no-plots"] if name == "raw" else extra
+        assert run("dissect", "meter_xxs", tmp_path / "data", out, *common, *extra) == 0
+        reports[name] = json.loads((out / "report.json").read_text())
+        assert bool(list(out.glob("*.png"))) == (name == "abs")  # none with --no-plots
+    assert reports["abs"]["meta"]["num_images"] == 2  # of 3
+    assert reports["abs"]["meta"]["strategy_params"] == {"encoder.4": {"alpha": 1.5}}
+    layer_abs = reports["abs"]["layers"]["encoder.4"]
+    layer_raw = reports["raw"]["layers"]["encoder.4"]
+    assert layer_abs["bin_edges"][1] == pytest.approx(1.5)
+    assert sum(layer_raw["counts"]) > 0  # the 48x64 and 40x56 maps share a batch
+    assert min(min(r) for r in layer_abs["responses"]) >= 0
+    assert layer_raw["responses"] != layer_abs["responses"]  # signed activations averaged
+    assert min(min(r) for r in layer_raw["responses"]) < 0
+    with Image.open(tmp_path / "abs" / "encoder.4_units.png") as png:
+        assert png.width == round(2 * 4.2 * 110)  # one panel per unit asked for
+
+
+def test_dissect_a_config_at_its_test_pipeline_size(folder_data, tmp_path, capsys):
+    """Without --input-size, a config's model is dissected at its test pipeline's ResizeDepth
+    scale (before the validation one's); --model-arg and a missing config are refused."""
+    config = tmp_path / "sized.py"
+    config.write_text(
+        "model = dict(type='DepthEstimator', backbone=dict(name='meter_xxs', pretrained=False))\n"
+        "val_dataloader = dict(dataset=dict(pipeline=[dict(type='ResizeDepth', scale=(32, 32))]))\n"
+        "test_dataloader = dict(dataset=dict(pipeline=[\n"
+        "    dict(type='LoadDepth'), dict(type='ResizeDepth', scale=(64, 96))]))\n"
+    )
+    args = ["--layers", "encoder.6", "--bins", "4", "--no-plots", "--depth-scale", "0.001"]
+    assert run("dissect", config, folder_data, tmp_path / "d", *args) == 0
+    report = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert report["meta"]["input_size"] == [64, 96]
+    capsys.readouterr()
+    assert run("dissect", config, folder_data, tmp_path / "e", *args, "--model-arg", "depth=3") == 2
+    assert "--model-arg applies to a timm model name, not to a config" in capsys.readouterr().err
+    assert run("dissect", tmp_path / "nope.py", folder_data, tmp_path / "f", *args) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_ablate_assign_strategy_overrides_the_trained_one(folder_data, tmp_path, capsys):
+    """--assign strategy uses --strategy/--bins/--strategy-param even when the config or the
+    checkpoint trained the layer; --random-draws and --seed reach the control; a negative
+    --random-draws and a stored strategy of another unit count are refused."""
+    from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
+    from meter_timm.cli.ablate import stored_strategy
+
+    config, weights = log_config_and_checkpoint(tmp_path)
+    checkpoint = torch.load(weights, weights_only=True)
+    checkpoint["state_dict"]["backbone.decoder.conv_out.weight"] *= 3e4  # output in metres
+    torch.save(checkpoint, weights)
+    args = ["--assign", "strategy", "--strategy", "log", "--strategy-param", "alpha=1.5"]
+    args += [*COMMON, "--limit", "1", "--random-draws", "2"]
+    reports = []
+    for model, seed in [(config, 1), (config, 2), ("meter_xxs", 1)]:
+        out = tmp_path / f"{len(reports)}"
+        assert run("ablate", model, folder_data, out, *args, "--seed", seed, weights=weights) == 0
+        reports.append(json.loads((out / "ablation.json").read_text()))
+    for report in reports:
+        assert report["meta"]["source"] == "strategy" and report["meta"]["strategy"] == "log"
+        assert report["meta"]["params"] == {"alpha": 1.5}
+        assert report["edges"][:2] == pytest.approx([0.0, 1.5]) and len(report["edges"]) == 5
+        assert report["random_draws"] == 2
+    assert reports[0]["delta_random"] != reports[1]["delta_random"]  # other random units
+    assert reports[0]["delta_random"] == reports[2]["delta_random"]  # same seed, same units
+    capsys.readouterr()
+    assert run("ablate", "meter_xxs", folder_data, tmp_path, "--random-draws", "-1", *SMALL) == 2
+    assert "--random-draws must be >= 0" in capsys.readouterr().err
+    state = state_dict_of(load_checkpoint_file(str(weights)), str(weights))
+    assert stored_strategy(state, str(weights), "encoder.6", 48).name == "log"
+    with pytest.raises(ValueError, match="'encoder.6' has 48 units, the layer 64"):
+        stored_strategy(state, str(weights), "encoder.6", 64)

@@ -98,3 +98,16 @@ def test_syntax_error_in_a_base_named_by_a_string_names_that_file(tmp_path):
     (tmp_path / "child.py").write_text("_base_ = 'base.py'\n")
     with pytest.raises(ValueError, match=r"base\.py:3: syntax error in the config"):
         load_config(tmp_path / "child.py")
+
+
+def test_device_error_of_a_torch_built_without_cuda_names_the_device():
+    """A CPU-only torch raises AssertionError ("Torch not compiled with CUDA enabled") on
+    .to("cuda"): a user error naming the device, as the RuntimeError of a missing driver."""
+    from meter_timm.cli._model import to_device
+
+    class CpuOnly:
+        def to(self, device):
+            raise AssertionError("Torch not compiled with CUDA enabled")
+
+    with pytest.raises(ValueError, match="cannot use device 'cuda': Torch not compiled"):
+        to_device(CpuOnly(), "cuda")

@@ -351,3 +351,35 @@ def test_kitti_depth_under_train_old_pillow_mode_and_empty_split(tmp_path, monke
     split.write_text(f"{drive}/image_02/data/0000000005.png None 721.5\n")
     with pytest.raises(DepthDataError, match="split.txt: no sample with ground truth listed"):
         read_kitti_split(split, images, gt)
+
+
+def test_cli_data_options_reach_the_data_set(tmp_path):
+    """``--image-dir``/``--depth-dir``/suffixes/``--invalid-value`` of folder data and
+    ``--split-file`` of .mat data, as the eval/dissect/ablate commands pass them."""
+    from argparse import Namespace
+
+    from test_data import write_labeled_mat
+
+    from meter_timm.cli._data import build_dataset
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "dep").mkdir()
+    _rgb(tmp_path / "img" / "a_c.png", 8, 10, seed=0)
+    depth = np.full((8, 10), 2000, np.uint16)
+    depth[0, 0] = 65535
+    _png16(tmp_path / "dep" / "a_d.png", depth)
+    folder = dict(image_dir="img", depth_dir="dep", image_suffix="_c", depth_suffix="_d")
+    args = Namespace(
+        data=str(tmp_path), depth_scale=0.001, invalid_value=65535.0, max_depth=80.0, **folder
+    )
+    dataset = build_dataset(args, [dict(type="PackDepthInputs")])
+    gt = dataset[0]["data_samples"].gt_depth
+    assert len(dataset) == 1 and gt.shape == (1, 8, 10)
+    assert gt[0, 0, 0] == 0 and torch.allclose(gt[0, 0, 1:], torch.tensor(2.0))
+
+    write_labeled_mat(tmp_path / "labeled.mat", n=5)
+    (tmp_path / "split.txt").write_text("2\n4\n")
+    nothing = dict.fromkeys(("depth_scale", "image_dir", "depth_dir", "depth_suffix"))
+    mat = Namespace(data=str(tmp_path / "labeled.mat"), max_depth=10.0, image_suffix="", **nothing)
+    mat.invalid_value, mat.split_file = None, str(tmp_path / "split.txt")
+    assert len(build_dataset(mat, [])) == 2

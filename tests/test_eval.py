@@ -291,3 +291,47 @@ def test_predict_upsamples_bilinearly_to_the_original_shape_without_ground_truth
         (out,) = model(inputs, [sample], mode="predict")
     expected = F.interpolate(raw, size=(30, 50), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(out.pred_depth, expected)
+
+
+def test_eval_command_passes_its_options_to_the_metric_and_the_data(tmp_path, monkeypatch, capsys):
+    """--crop / --no-crop / --min-depth reach the metric, --input-size the pipeline, --json
+    goes into a new folder, and a partly undefined result is still written (no error)."""
+    import meter_timm.cli.evaluate as evaluate_cli
+
+    csv_path, _ = write_csv_set(tmp_path / "data", n=1)
+    model = DepthEstimator(backbone=dict(name="test_resnet", features_only=True))
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "w.pth")
+    seen = []
+
+    def fake_evaluate(model, dataset, batch_size, num_workers, device, metric):
+        seen.append((dataset[0]["inputs"].shape[-2:], metric.crop_type, metric.min_depth_eval))
+        return dict(abs_rel=0.5, silog=None)
+
+    monkeypatch.setattr(evaluate_cli, "evaluate", fake_evaluate)
+    common = ["eval", "test_resnet", "--features-only", "--weights", str(tmp_path / "w.pth")]
+    common += ["--data", str(csv_path), "--input-size", "32", "48"]
+    out = tmp_path / "new" / "folder" / "m.json"
+    assert cli_main([*common, "--crop", "garg_crop", "--min-depth", "0.5", "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == dict(abs_rel=0.5, silog=None)
+    assert cli_main([*common, "--crop", "garg_crop", "--no-crop"]) == 0
+    assert [(tuple(s), c, m) for s, c, m in seen] == [
+        ((32, 48), "garg_crop", 0.5),
+        ((32, 48), None, 1e-3),
+    ]
+    assert "abs_rel" in capsys.readouterr().out
+
+
+def test_eval_notes_the_missing_nyu_tag_only_without_a_tag(tmp_path, monkeypatch, capsys):
+    """Raw METER weights under a name without a pretrained tag get the 'use .nyu' note; the same
+    weights under meter_xxs.nyu do not."""
+    import timm
+
+    import meter_timm.cli.evaluate as evaluate_cli
+
+    csv_path, _ = write_csv_set(tmp_path / "data", n=1)
+    torch.save(timm.create_model("meter_xxs").state_dict(), tmp_path / "raw.pth")
+    monkeypatch.setattr(evaluate_cli, "evaluate", lambda *args: dict(abs_rel=0.5))
+    for name, noted in [("meter_xxs", True), ("meter_xxs.nyu", False)]:
+        argv = ["eval", name, "--weights", str(tmp_path / "raw.pth"), "--data", str(csv_path)]
+        assert cli_main(argv) == 0
+        assert ("has no pretrained tag" in capsys.readouterr().out) == noted

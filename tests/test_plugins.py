@@ -406,3 +406,46 @@ def test_restoring_a_plugin_strategy_that_raises_names_the_file_and_the_layer():
     message = str(info.value)
     assert message.startswith("run/epoch_1.pth: layer 'encoder.6': cannot restore")
     assert "plugin 'restore-plugin'" in message and "edges() raised KeyError" in message
+
+
+def test_load_entry_points_reports_what_it_registered_and_honours_blocked_names(
+    fake_distribution,
+):
+    """The working entry point is returned and recorded with its "module:attr"; a name the
+    manager has blocked is skipped with a warning, as a taken one is."""
+    pm = new_plugin_manager(autoload=False)
+    with pytest.warns(PluginLoadWarning):
+        loaded = plugins.load_entry_points(pm)
+    assert "working" in loaded and not {"broken", "raising"} & set(loaded)
+    record = pm.records["working"]
+    assert (record.distribution, record.version) == ("meter-timm-fake-plugins", "1.2.3")
+    assert record.entry_point == "meter_timm_fake_working"
+    assert plugins.plugin_record(pm, pm.get_plugin("working")) == record
+
+    blocked = new_plugin_manager(autoload=False)
+    blocked.set_blocked("working")
+    with pytest.warns(PluginLoadWarning) as caught:
+        assert "working" not in plugins.load_entry_points(blocked)
+    assert any("'working'" in str(w.message) and "already taken" in str(w.message) for w in caught)
+    assert "working" not in blocked.records
+    assert "fake-working" not in strategy_table(blocked)
+
+
+def test_cli_lists_in_memory_plugins_by_name_as_json_and_as_a_table(capsys):
+    import json
+
+    pm = plugins.get_plugin_manager()
+    plugin = InMemoryPlugin(ConstantStrategy)
+    pm.register(plugin, name="test-in-memory")
+    try:
+        assert cli_main(["strategies", "--json"]) == 0
+        rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+        assert cli_main(["strategies"]) == 0
+        table = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    finally:
+        pm.unregister(plugin)
+    mine = rows["test-constant"]
+    assert (mine["plugin"], mine["version"], mine["learned"]) == ("test-in-memory", "9.9", False)
+    assert mine["module"] == "test-in-memory" and mine["description"] == "test strategy"
+    assert rows["learned"]["learned"] is True and rows["log"]["plugin"] == "meter-timm"
+    assert table["test-constant"][1:4] == ["test-in-memory", "9.9", "no"]

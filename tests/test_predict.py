@@ -189,3 +189,41 @@ def test_predict_real_nyu_image_with_the_authors_weights(tmp_path):
     assert (
         abs_rel < 0.12
     )  # 0.083 measured; a unit error (cm vs m) or a wrong resize would blow this up
+
+
+def test_predict_same_stems_grey_and_rgba_images_and_an_empty_range(
+    tmp_path, random_weights, capsys
+):
+    """Two images named alike get separate outputs; grey and RGBA images are read as RGB;
+    --range MIN MAX with MIN == MAX and an unknown --cmap are refused."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rng = np.random.default_rng(0)
+    grey, rgba = tmp_path / "a" / "scene.png", tmp_path / "b" / "scene.png"
+    Image.fromarray(rng.integers(0, 256, (30, 40), dtype=np.uint8), "L").save(grey)
+    Image.fromarray(rng.integers(0, 256, (36, 44, 4), dtype=np.uint8), "RGBA").save(rgba)
+    out = tmp_path / "o"
+    argv = ["predict", str(grey), str(rgba), "--weights", str(random_weights), "--out", str(out)]
+    assert main(argv) == 0
+    assert np.load(out / "scene_0.npy").shape == (30, 40)
+    assert np.load(out / "scene_1.npy").shape == (36, 44)
+    assert not (out / "scene.npy").exists()
+    capsys.readouterr()
+    assert main([*argv, "--range", "3", "3"]) == 2
+    assert "MIN < MAX" in capsys.readouterr().err
+    out2 = tmp_path / "o2"
+    argv[-1] = str(out2)
+    assert main([*argv, "--cmap", "viridiss"]) == 2  # refused before any work
+    err = capsys.readouterr().err
+    assert "unknown matplotlib colormap 'viridiss'" in err and "viridis" in err
+    assert not out2.exists()
+
+
+def test_colour_range_of_a_constant_depth_map_is_not_empty():
+    from meter_timm.cli.predict import colour_range
+
+    lo, hi = colour_range(np.full((4, 5), 2.5, dtype=np.float32))
+    assert lo == 2.5 and hi > lo
+    lo, hi = colour_range(np.zeros((2, 2)), vmin=1.0, vmax=1.0)
+    assert lo == 1.0 and hi > lo
+    assert colour_range(np.arange(101.0)) == (2.0, 98.0)

@@ -332,3 +332,75 @@ def test_accumulator_refuses_a_missing_layer_and_a_changed_unit_count():
     acc.update({"a": torch.ones(1, 6, 4, 5)}, depth)
     with pytest.raises(ValueError, match="layer 'a': 5 units now, 6 before"):
         acc.update({"a": torch.ones(1, 5, 4, 5)}, depth)
+
+
+def test_dissection_layers_ask_for_bins_when_any_bin_option_is_given():
+    """Plain names without bin options (a trained layer keeps its strategy); --bins,
+    --strategy or --strategy-param alone make every layer a spec, strategy default uniform."""
+    from argparse import Namespace
+
+    from meter_timm.cli.dissect import dissection_layers
+
+    def layers(bins=None, strategy=None, params=None):
+        args = Namespace(layers=["encoder.6", "encoder.8"], bins=bins, strategy=strategy)
+        return dissection_layers(args, params or {})
+
+    assert layers() == ["encoder.6", "encoder.8"]
+    spec = dict(name="encoder.8", num_bins=None, strategy="uniform", params={"alpha": 0.5})
+    assert layers(params={"alpha": 0.5})[1] == spec
+    assert layers(bins=4)[0] == dict(name="encoder.6", num_bins=4, strategy="uniform", params={})
+    assert layers(strategy="log")[0]["strategy"] == "log"
+
+
+def test_plots_show_the_assigned_bin_sorted_units_and_empty_bins(monkeypatch, tmp_path):
+    """The figures' content: only units of the layer get a panel, the assigned bin's bar is
+    orange, the heatmap's rows are sorted by argmax bin with empty bins masked; file names are
+    made safe and prefixed, and ``layers`` picks the layers plotted."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import matplotlib.colors as mcolors
+    import numpy as np
+
+    from meter_timm.selectivity import plots
+
+    layer = dict(
+        num_units=3,
+        num_bins=3,
+        bin_edges=[0.0, 1.0, 2.0, 3.0],
+        responses=[[0.1, 0.2, 0.9], [0.8, 0.1, 0.1], [0.2, 0.7, 0.1]],
+        argmax_bin=[2, 0, 1],
+        assigned_bin=[0, 1, 2],
+        selectivity_argmax=[0.5, 0.6, 0.7],
+        selectivity_assigned=[0.1, None, 0.2],
+        counts=[10, 0, 5],
+    )
+    figures = {}
+
+    def keep(fig, path):
+        figures[Path(path).name] = fig
+        return Path(path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    report = SimpleNamespace(layers={"blocks[0]/attn": layer, "other": layer})
+    paths = plots.plot_report(
+        report, tmp_path, units=(-1, 0), prefix="val_", layers=["blocks[0]/attn"]
+    )
+    try:
+        assert [p.name for p in paths] == [
+            "val_blocks_0_attn_units.png",
+            "val_blocks_0_attn_selectivity_hist.png",
+            "val_blocks_0_attn_heatmap.png",
+        ]
+        units = figures["val_blocks_0_attn_units.png"]
+        assert len(units.axes) == 1  # unit -1 is not a unit of the layer
+        bars = units.axes[0].patches
+        orange = mcolors.to_rgba("tab:orange")
+        assert [b.get_facecolor() == orange for b in bars] == [True, False, False]  # assigned 0
+        assert mcolors.to_rgba(bars[2].get_edgecolor()) == mcolors.to_rgba("black")  # argmax 2
+        shown = figures["val_blocks_0_attn_heatmap.png"].axes[0].images[0].get_array()
+        np.testing.assert_allclose(shown.data[:, [0, 2]], [[1, 1 / 8], [2 / 7, 1 / 7], [1 / 9, 1]])
+        assert shown.mask[:, 1].all() and not shown.mask[:, [0, 2]].any()
+    finally:
+        for fig in figures.values():
+            plots._pyplot().close(fig)

@@ -210,3 +210,21 @@ def test_synthetic_dataset_reads_the_frames_it_asks_for(tmp_path):
     assert len(both) == 3
     with pytest.raises(ValueError, match=r"made with height=16 \(not 32\)"):
         SyntheticDepthDataset(str(out), num_train=2, num_val=1, **dict(spec, height=32))
+
+
+def test_make_data_seed_and_refused_counts(tmp_path, capsys):
+    """--seed picks the rooms; a negative --val or --train and --frames-per-scene 0 are refused
+    before anything is written."""
+    small = ["--train", "0", "--val", "1", "--height", "16", "--width", "16", "--workers", "1"]
+    depths = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"seed{seed}"
+        assert cli_main(["make-data", str(out), *small, "--seed", seed]) == 0
+        with h5py.File(next(out.glob("val/official/*.h5")), "r") as f:
+            depths.append(f["depth"][()])
+    assert not np.array_equal(*depths)
+    for bad in (["--train", "2", "--val", "-1"], ["--train", "-1"], ["--frames-per-scene", "0"]):
+        capsys.readouterr()
+        assert cli_main(["make-data", str(tmp_path / "bad"), *small, *bad]) == 2
+        assert "make-data: error: --" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -211,3 +211,53 @@ def test_third_party_strategy_by_name(tiny_data, tmp_path):
     )
     assert math.isfinite(runner.message_hub.get_scalar("train/sel/encoder.6").current())
     assert math.isfinite(runner.message_hub.get_scalar("train/loss_selectivity").current())
+
+
+def test_train_options_become_config_entries(tmp_path, monkeypatch, capsys):
+    """build_config: work dir, --resume with and without a path, --seed/--deterministic on top of
+    the config's randomness, --amp DTYPE, --channels-last, --launcher and --cfg-options."""
+    import argparse
+
+    from meter_timm.cli.train import add_arguments, build_config, warn_if_nothing_to_resume
+
+    config = tmp_path / "small.cfg.py"
+    config.write_text(
+        "model = dict(type='DepthEstimator', backbone=dict(name='meter_xxs', pretrained=False))\n"
+        "optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3))\n"
+        "randomness = dict(seed=1, diff_rank_seed=True)\n"
+        "load_from = 'pretrained.pth'\n"
+    )
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def build(*argv):
+        return build_config(parser.parse_args([str(config), *argv]))
+
+    monkeypatch.chdir(tmp_path)
+    plain = build()
+    assert plain.work_dir == "work_dirs/small.cfg" and plain.launcher == "none"
+    assert plain.load_from == "pretrained.pth" and not plain.get("resume")
+    assert build("--work-dir", "mine").work_dir == "mine"
+    assert build("--cfg-options", "work_dir=theirs").work_dir == "theirs"
+    auto = build("--resume")
+    assert auto.resume is True and auto.load_from is None  # the work dir's latest, not load_from
+    given = build("--resume", "ck.pth")
+    assert given.resume is True and given.load_from == "ck.pth"
+    seeded = build("--seed", "5", "--deterministic")
+    assert seeded.randomness == dict(seed=5, diff_rank_seed=True, deterministic=True)
+    amp = build("--amp", "float16", "--channels-last")
+    assert amp.optim_wrapper.type == "MixedPrecisionOptimWrapper"
+    assert amp.optim_wrapper.dtype == "float16" and amp.model.channels_last is True
+    assert build("--launcher", "pytorch").launcher == "pytorch"
+    # --resume warns only when the work dir has no checkpoint to resume from
+    work = tmp_path / "work"
+    work.mkdir()
+    auto.work_dir = str(work)
+    args = parser.parse_args([str(config), "--resume"])
+    monkeypatch.delenv("RANK", raising=False)
+    capsys.readouterr()
+    warn_if_nothing_to_resume(args, auto)
+    assert "found no checkpoint" in capsys.readouterr().err
+    (work / "last_checkpoint").write_text(str(work / "epoch_1.pth"))
+    warn_if_nothing_to_resume(args, auto)
+    assert capsys.readouterr().err == ""

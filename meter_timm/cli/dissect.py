@@ -91,18 +91,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def iterate_batches(model, dataset, batch_size: int):
     """Yield (network inputs (B,3,h,w), depth (B,1,H,W) metres, 0 = invalid): the dataset's
-    pipeline and the model's data preprocessor, exactly as in evaluation."""
+    pipeline and the model's data preprocessor, exactly as in evaluation. Every depth map keeps
+    its own resolution: a batch whose maps differ in size (KITTI's frames do) is split into one
+    batch per size, so the statistics do not depend on the batch size."""
     import torch
     from mmengine.dataset import pseudo_collate
     from torch.utils.data import DataLoader
 
-    from meter_timm.data.resize import resize_depth_nearest
-
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=pseudo_collate):
         data = model.data_preprocessor(batch, False)
         depths = [sample.gt_depth.float() for sample in data["data_samples"]]
-        size = depths[0].shape[-2:]
-        yield data["inputs"], torch.stack([resize_depth_nearest(d, size) for d in depths])
+        by_size: dict[tuple, list[int]] = {}
+        for i, depth in enumerate(depths):
+            by_size.setdefault(tuple(depth.shape[-2:]), []).append(i)
+        for rows in by_size.values():
+            yield data["inputs"][rows], torch.stack([depths[i] for i in rows])
 
 
 def dissection_layers(args: argparse.Namespace, params: dict) -> list:
