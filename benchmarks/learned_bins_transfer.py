@@ -44,6 +44,7 @@ from real_nyu_study import (  # noqa: E402
     fmt_ci,
     mean_ci,
     nyu_dataset,
+    pretrained_model,
     verdict,
 )
 
@@ -64,15 +65,6 @@ class FixedAssignment:
 
     def assignment(self):
         return self._assignment
-
-
-def pretrained_model(weights: Path):
-    from meter_timm.mm.model import DepthEstimator
-
-    backbone = dict(
-        name="meter_xxs.nyu", pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))
-    )
-    return DepthEstimator(backbone=backbone).eval()
 
 
 def fit_matching(model, batches: list, num_bins: int):
@@ -159,11 +151,8 @@ def run(args) -> dict:
                 )
                 for split, report in reports.items()
             }
-            row["moved_from_eq2"] = int(
-                (strategies[f"learned-{num_bins}"].assignment() != eq2_assignment(UNITS, num_bins))
-                .sum()
-                .item()
-            )
+            learned, eq2 = strategies[f"learned-{num_bins}"], strategies[f"eq2-{num_bins}"]
+            row["moved_from_eq2"] = int((learned.assignment() != eq2.assignment()).sum())
             result["rows"].setdefault(str(num_bins), []).append(row)
         print(
             f"  fold {fold + 1}/{len(scenes)} (fitted without {left_out}): "

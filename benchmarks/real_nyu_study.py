@@ -172,6 +172,16 @@ def load_model(checkpoint: Path):
     return model.eval()
 
 
+def pretrained_model(weights: Path):
+    """The authors' METER xxs NYU weights, the model every run starts from, in eval mode."""
+    from meter_timm.mm.model import DepthEstimator
+
+    backbone = dict(
+        name="meter_xxs.nyu", pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))
+    )
+    return DepthEstimator(backbone=backbone).eval()
+
+
 def nyu_dataset(csv: Path, limit: int | None = None):
     import meter_timm.mm  # noqa: F401
     from meter_timm.mm.datasets import NYUDepthDataset
@@ -315,7 +325,6 @@ def measure_transfer(records: list[dict], sets: dict, paths: dict, args) -> dict
     fitted with) on three sets of frames: the calibration frames themselves, the other training
     frames (same 4 scenes) and the val scene. Cached in ``runs/transfer.json``."""
     from meter_timm.mm.hooks import calibration_indices
-    from meter_timm.mm.model import DepthEstimator
 
     matchings = {
         str(r["seed"]): own_strategy(Path(r["checkpoint"]))
@@ -339,13 +348,7 @@ def measure_transfer(records: list[dict], sets: dict, paths: dict, args) -> dict
         **({"other_training": nyu_dataset(paths["train"], others)} if others else {}),
         "val": sets["val"],
     }
-    model = DepthEstimator(
-        backbone=dict(
-            name="meter_xxs.nyu",
-            pretrained=True,
-            pretrained_cfg_overlay=dict(file=str(paths["weights"])),
-        )
-    ).eval()
+    model = pretrained_model(paths["weights"])
     result = dict(key=key, frames={}, si={})
     for name, dataset in frame_sets.items():
         print(f"    pretrained weights, {name} frames ({len(dataset)}) ...", flush=True)
