@@ -111,3 +111,24 @@ def test_token_layer_with_wrong_prefix_count_is_an_error():
     with LayerCapture(model, ["blocks.1"]):
         with pytest.raises(ValueError, match=r"blocks\.1.*patch grid"):
             model(torch.randn(1, 3, H, W))
+
+
+def test_light_decoder_levels_initial_depth_and_output_size():
+    """Features at stride >= 4 are used, the finest included; a fresh decoder predicts its
+    ``init_depth`` everywhere; the output is ceil(H/4) x ceil(W/4); no usable level is an
+    error."""
+    from meter_timm.models.decoder import LightDepthDecoder
+
+    torch.manual_seed(0)
+    decoder = LightDepthDecoder([8, 16, 24], reductions=[2, 4, 8], channels=8, init_depth=2.5)
+    decoder.eval()
+    assert decoder.indices == [1, 2]
+    feats = [torch.randn(1, 8, 35, 45), torch.randn(1, 16, 18, 23), torch.randn(1, 24, 9, 12)]
+    with torch.no_grad():
+        out = decoder(feats, (70, 90))
+        assert out.shape == (1, 1, 18, 23) and torch.equal(out, torch.full_like(out, 2.5))
+        torch.nn.init.normal_(decoder.head.weight)
+        finer = [feats[0], feats[1] + 1.0, feats[2]]
+        assert not torch.allclose(decoder(finer, (70, 90)), decoder(feats, (70, 90)))
+    with pytest.raises(ValueError, match="no backbone feature at stride >= 4"):
+        LightDepthDecoder([8, 16], reductions=[1, 2])

@@ -277,6 +277,18 @@ CASES = [
         ["--launcher pytorch needs torchrun", "RANK", "WORLD_SIZE"],
     ),
     (
+        "--launcher pytorch outside torchrun in test",
+        lambda i: [
+            "test",
+            str(QUICKSTART),
+            "--checkpoint",
+            str(i["weights"]),
+            "--launcher",
+            "pytorch",
+        ],
+        ["--launcher pytorch needs torchrun", "RANK", "WORLD_SIZE"],
+    ),
+    (
         "syntax error in a config",
         lambda i: ["train", str(i["root"] / "syntax.py")],
         ["syntax.py:3: syntax error in the config", "lam=,"],

@@ -327,3 +327,58 @@ def test_h5_float_rgb_clipped_to_uint8(tmp_path):
     path = write_h5(tmp_path / "f.h5", rgb, depth, rgb=frgb.transpose(2, 0, 1))
     out, _ = read_h5_sample(path)
     assert out.dtype == np.uint8 and out[0, 0].tolist() == [255, 0, 7]
+
+
+def test_dataset_frame_choice_by_tuple_split_key_and_limit(tmp_path):
+    """Frames of a .mat picked by a tuple of indices (as by a list), by the ``split_key`` of
+    splits.mat, or the first N by ``--limit`` (``build_depth_dataset``)."""
+    from meter_timm.mm.datasets import build_depth_dataset
+
+    write_labeled_mat(tmp_path / "labeled.mat", n=5)
+    splits = {"testNdxs": np.array([[2], [4]]), "trainNdxs": np.array([[1], [3], [5]])}
+    scipy.io.savemat(tmp_path / "splits.mat", splits)
+    mat = str(tmp_path / "labeled.mat")
+
+    def frames(ds):
+        return [ds[i]["data_samples"].frame_index for i in range(len(ds))]
+
+    assert frames(_dataset(data_root=mat, indices=(1, 3))) == [1, 3]
+    train = _dataset(data_root=mat, split_file=str(tmp_path / "splits.mat"), split_key="trainNdxs")
+    assert frames(train) == [0, 2, 4]
+    assert [train[i]["data_samples"].sample_idx for i in range(3)] == [0, 1, 2]
+    limited = build_depth_dataset(mat, [dict(type="PackDepthInputs")], limit=2)
+    assert frames(limited) == [0, 1]
+
+
+def test_dataset_max_depth_reaches_the_transforms_and_the_sample(tmp_path):
+    """The data set's ``max_depth`` is the one every transform applies (a depth shifted above it
+    becomes invalid) and the sample's; an h5 frame is its own depth file."""
+    from meter_timm.mm.datasets import NYUDepthDataset
+
+    rgb, _ = make_frame(0)
+    depth = np.full((H, W), 4.95, np.float32)
+    depth[0, 0] = 1.0
+    write_h5(tmp_path / "d" / "0.h5", rgb, depth)
+    shift_up = dict(type="ColorDepthShift", prob=1.0, shift_cm=(10, 10))
+    ds = NYUDepthDataset(
+        data_root=str(tmp_path / "d"),
+        max_depth=5.0,
+        pipeline=[shift_up, dict(type="PackDepthInputs")],
+    )
+    sample = ds[0]["data_samples"]
+    assert sample.max_depth == 5.0
+    gt = sample.gt_depth[0]
+    assert gt[0, 0].item() == pytest.approx(1.1)
+    assert (gt.flatten()[1:] == 0).all()  # 4.95 m + 10 cm is above 5 m: invalid
+    assert sample.depth_path == sample.img_path and sample.img_path.endswith("0.h5")
+
+
+def test_dataset_frames_picked_by_a_range_or_an_integer_array(tmp_path):
+    """A range or a numpy array of indices picks frames as a list does (they were ignored, and
+    the data set silently held every frame); a numpy integer is a prefix length as an int is."""
+    write_labeled_mat(tmp_path / "labeled.mat", n=5)
+    mat = str(tmp_path / "labeled.mat")
+    for indices in (range(1, 4, 2), np.array([1, 3])):
+        ds = _dataset(data_root=mat, indices=indices)
+        assert [ds[i]["data_samples"].frame_index for i in range(len(ds))] == [1, 3]
+    assert len(_dataset(data_root=mat, indices=np.int64(2))) == 2

@@ -383,3 +383,23 @@ def test_cli_data_options_reach_the_data_set(tmp_path):
     mat = Namespace(data=str(tmp_path / "labeled.mat"), max_depth=10.0, image_suffix="", **nothing)
     mat.invalid_value, mat.split_file = None, str(tmp_path / "split.txt")
     assert len(build_dataset(mat, [])) == 2
+
+
+def test_folder_min_depth_and_kitti_depth_range_and_size_check(tmp_path):
+    """A folder data set's ``min_depth`` makes nearer depth invalid; a KITTI data set keeps depth
+    up to its own ``max_depth`` (above the usual 80 m too) and refuses a depth map of another size
+    than its image, naming both files."""
+    _rgb(tmp_path / "f" / "rgb" / "a.png", 2, 2, 0)
+    _png16(tmp_path / "f" / "depth" / "a.png", np.array([[500, 1500], [2500, 0]]))
+    ds = DepthFolderDataset(str(tmp_path / "f"), depth_scale=1e-3, min_depth=1.0)
+    np.testing.assert_allclose(ds[0]["gt_depth"], [[0.0, 1.5], [2.5, 0.0]])
+
+    images, gt, split = _kitti_fixture(tmp_path)
+    far = KITTIDepthDataset(str(images), split_file=str(split), depth_root=str(gt), max_depth=100.0)
+    assert far[0]["gt_depth"].max() == pytest.approx(np.round(90.0 * 256) / 256)
+    near = KITTIDepthDataset(str(images), split_file=str(split), depth_root=str(gt), max_depth=5.0)
+    assert 0 < near[0]["gt_depth"].max() <= 5.0
+    gt_png = gt / "val" / "2011_09_26_drive_0002_sync" / "proj_depth" / "groundtruth"
+    _png16(gt_png / "image_03" / "0000000070.png", np.full((5, 20), 512))  # one row short
+    with pytest.raises(DepthDataError, match=r"0000000070.png: depth shape \(5, 20\) does not"):
+        far[1]

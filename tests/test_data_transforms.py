@@ -255,3 +255,15 @@ def test_resize_depth_nearest_helper_is_nearest_exact():
     ref = torch.nn.functional.interpolate(depth[None], size=(30, 48), mode="nearest-exact")[0]
     assert torch.equal(out, ref)
     assert torch.equal(resize_depth_nearest(depth, (H, W)), depth)
+
+
+def test_depth_data_sample_fields_are_tensors_and_can_be_deleted():
+    from meter_timm.mm.structures import DepthDataSample
+
+    sample = DepthDataSample()
+    with pytest.raises(AssertionError, match="Tensor"):
+        sample.gt_depth = np.zeros((1, 2, 2), np.float32)
+    sample.gt_depth = torch.zeros(1, 2, 2)
+    sample.pred_depth = torch.ones(1, 2, 2)
+    del sample.gt_depth
+    assert not hasattr(sample, "gt_depth") and torch.equal(sample.pred_depth, torch.ones(1, 2, 2))

@@ -335,3 +335,34 @@ def test_eval_notes_the_missing_nyu_tag_only_without_a_tag(tmp_path, monkeypatch
         argv = ["eval", name, "--weights", str(tmp_path / "raw.pth"), "--data", str(csv_path)]
         assert cli_main(argv) == 0
         assert ("has no pretrained tag" in capsys.readouterr().out) == noted
+
+
+def test_test_command_options_override_the_config(tmp_path):
+    """`meter-timm test`: ``--data`` replaces the config's data root and, for NYU data, its layout
+    (format and sub-folder); ``--work-dir`` wins over the config's; the config's ``load_from``
+    and ``resume`` are ignored (the weights are ``--checkpoint``'s); ``--json`` goes into a new
+    folder."""
+    from test_data import make_frame, write_h5
+
+    for i in range(2):
+        write_h5(tmp_path / "h5" / f"{i}.h5", *make_frame(i, 48, 64))
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pth"
+    torch.save(DepthEstimator(backbone=dict(name="meter_xxs.nyu")).state_dict(), weights)
+    (tmp_path / "wd").mkdir()
+    (tmp_path / "wd" / "last_checkpoint").write_text(str(tmp_path / "missing_last.pth"))
+    base = REPO / "mm_configs" / "meter" / "meter-xxs_nyu-192x256_test.py"
+    config = tmp_path / "cfg.py"
+    config.write_text(
+        f"_base_ = [{str(base)!r}]\n"
+        "test_dataloader = dict(num_workers=0, batch_size=2, dataset=dict(\n"
+        "    data_root='nowhere.csv', data_format='csv', subdir='val'))\n"
+        f"work_dir = {str(tmp_path / 'config_wd')!r}\n"
+        f"load_from = {str(tmp_path / 'missing.pth')!r}\n"
+        "resume = True\n"
+    )
+    out = tmp_path / "new" / "metrics.json"
+    args = ["test", str(config), "--checkpoint", str(weights), "--data", str(tmp_path / "h5")]
+    assert cli_main([*args, "--work-dir", str(tmp_path / "wd"), "--json", str(out)]) == 0
+    assert set(json.loads(out.read_text())) >= {"abs_rel", "rmse", "d1"}
+    assert list((tmp_path / "wd").glob("*/*.log")) and not (tmp_path / "config_wd").exists()

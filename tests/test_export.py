@@ -152,3 +152,53 @@ def test_mmengine_load_checkpoint_reads_safetensors(tmp_path):
         torch.equal(a, b)
         for a, b in zip(source.state_dict().values(), target.state_dict().values())
     )
+
+
+def test_convert_defaults_to_the_nyu_tag(weights_file, tmp_path):
+    out = tmp_path / "hub"
+    assert main(["convert", str(weights_file), "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())["pretrained_cfg"]
+    assert (config["tag"], config["depth_unit"]) == ("nyu", "cm")
+
+
+def test_export_options_reach_the_exporter_and_the_runtime_check(
+    weights_file, tmp_path, monkeypatch, capsys
+):
+    """``--fuse``, ``--height``/``--width``, ``--no-check``, the 1e-4 tolerance and the exit codes,
+    with the ONNX steps replaced by fakes (the real ones are tested above)."""
+    from meter_timm import deploy
+
+    calls = {}
+
+    def fake_export(model, path, height, width):
+        calls["fused"] = not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        calls["size"] = (height, width)
+        shape = ["batch", 3, height, width]
+        return dict(path=str(path), opset=18, input_shape=shape, output_shape=["batch", 1])
+
+    def fake_check(path, model, batch):
+        calls["batch"] = tuple(batch.shape)
+        return calls["error"]
+
+    monkeypatch.setattr(deploy, "export_onnx", fake_export)
+    monkeypatch.setattr(deploy, "onnx_relative_error", fake_check)
+    args = ["export", "meter_xxs.nyu", "--weights", str(weights_file), "--onnx", "m.onnx"]
+    calls["error"] = 5e-5
+    assert main([*args, "--fuse", "--height", "64", "--width", "96"]) == 0
+    assert calls == dict(error=5e-5, fused=True, size=(64, 96), batch=(3, 3, 64, 96))
+    assert "(ok 1e-4)" in capsys.readouterr().out
+    calls.clear()
+    calls["error"] = 1e-3
+    assert main(args) == 1
+    assert calls["fused"] is False and calls["size"] == (192, 256)
+    assert "(ABOVE 1e-4)" in capsys.readouterr().out
+    calls.clear()
+    assert main([*args, "--no-check"]) == 0 and "batch" not in calls
+
+    def no_exporter(*args):
+        raise ImportError("pip install 'meter-timm[export]'")
+
+    monkeypatch.setattr(deploy, "export_onnx", no_exporter)
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "meter-timm export: error: pip install" in capsys.readouterr().err

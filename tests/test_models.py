@@ -350,3 +350,74 @@ def test_parity_with_the_original_fingerprints(tag, file, width, shape, stats):
     assert y.shape == shape
     for value, expected in zip((y.mean(), y.min(), y.max()), stats):
         assert value.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_checkpoints_of_compiled_models_extra_blocks_and_non_tensor_entries(xxs):
+    """Keys of a torch.compile'd model (``_orig_mod.``, also inside ``module.``) load; an authors'
+    key of a block METER does not have is an unexpected key; entries that are not tensors are
+    named."""
+    state = xxs.state_dict()
+    for prefix in ("_orig_mod.", "module._orig_mod."):
+        loaded = checkpoint_filter_fn({prefix + k: v for k, v in state.items()}, xxs)
+        assert list(loaded) == list(state) and all(loaded[k] is state[k] for k in state)
+    extra = {"encoder.mv2.7.conv.0.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"unexpected keys \(1\): encoder\.mv2\.7\.conv"):
+        checkpoint_filter_fn(extra, xxs)
+    with pytest.raises(ValueError, match=r"not tensors: decoder\.conv_out\.weight"):
+        checkpoint_filter_fn(dict(state, **{"decoder.conv_out.weight": [0.0]}), xxs)
+
+
+def test_model_arguments_checks_and_variant_overrides(xxs):
+    """Wrong lengths of the architecture lists, an input narrower than 32, an unknown depth unit
+    and a depth forward of a classifier are named errors; keyword arguments override a
+    variant's own."""
+    from meter_timm.models import Meter
+
+    with pytest.raises(ValueError, match="4 decoder widths, got 11, 3, 3"):
+        Meter(channels=[16] * 11, dims=[8] * 3, decoder_widths=[8] * 3)
+    with pytest.raises(ValueError, match=r"H, W >= 32.*\(1, 3, 64, 31\)"):
+        xxs(torch.randn(1, 3, 64, 31))
+    with pytest.raises(ValueError, match="unknown depth_unit 'km'"):
+        timm.create_model("meter_xxs", pretrained_cfg_overlay=dict(depth_unit="km"))
+    with pytest.raises(RuntimeError, match="no depth decoder"):
+        timm.create_model("meter_xxs", num_classes=0).forward_depth(torch.randn(1, 3, 64, 64))
+    smaller = timm.create_model("meter_xxs", decoder_widths=(32, 16, 8, 4))
+    assert smaller.decoder.conv_in.out_channels == 32
+    assert sum(p.numel() for p in smaller.parameters()) < PARAMS["meter_xxs"]
+
+
+def test_fuse_folds_every_batchnorm_and_chooses_the_memory_format(xxs):
+    """fuse() folds the BatchNorms into the convs; its conv weights are channels-last unless
+    ``channels_last=False``; pruning the feature levels with ``prune_head=False`` keeps the
+    depth decoder."""
+    for channels_last in (True, False):
+        model = timm.create_model("meter_xxs", output_scale=1.0).eval()
+        model.load_state_dict(xxs.state_dict())
+        model.fuse(channels_last=channels_last)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        # dense k x k kernels (a depthwise or 1x1 kernel is contiguous in both formats)
+        conv_weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        kernels = [w for w in conv_weights if w.shape[1] > 1 and w.shape[-1] > 1]
+        assert kernels and all(w.is_contiguous() != channels_last for w in kernels)
+    kept = timm.create_model("meter_xxs")
+    kept.prune_intermediate_layers(indices=[0, 1], prune_head=False)
+    assert kept.decoder is not None and kept.depth_head and len(kept.encoder) == 7
+
+
+def test_translation_of_authors_mv2_blocks_with_and_without_expansion():
+    """An authors' MV2 block without the expand conv (expansion 1: entries 0-4 of its
+    Sequential) maps to the depthwise and projection convs; with it (entries 0-7), 0 is the
+    expand conv."""
+    from meter_timm.models.meter_keys import _translate_original
+
+    keys = [f"encoder.mv2.0.conv.{i}.weight" for i in (0, 1, 3, 4)]
+    keys += [f"encoder.mv2.1.conv.{i}.weight" for i in (0, 1, 3, 4, 6, 7)]
+    translated = list(_translate_original(dict.fromkeys(keys)))
+    assert translated[:4] == [
+        "encoder.1.conv_dw.conv.weight",
+        "encoder.1.conv_dw.bn.weight",
+        "encoder.1.conv_pwl.conv.weight",
+        "encoder.1.conv_pwl.bn.weight",
+    ]
+    assert translated[4] == "encoder.2.conv_pw.conv.weight"
+    assert translated[-1] == "encoder.2.conv_pwl.bn.weight"

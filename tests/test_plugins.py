@@ -6,8 +6,10 @@ Time budget: ~5 s.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import textwrap
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +21,7 @@ from meter_timm.strategies import (
     list_strategies,
     plugins,
     strategy_table,
+    validate_strategy,
 )
 from meter_timm.strategies.plugins import (
     PluginError,
@@ -449,3 +452,110 @@ def test_cli_lists_in_memory_plugins_by_name_as_json_and_as_a_table(capsys):
     assert mine["module"] == "test-in-memory" and mine["description"] == "test strategy"
     assert rows["learned"]["learned"] is True and rows["log"]["plugin"] == "meter-timm"
     assert table["test-constant"][1:4] == ["test-in-memory", "9.9", "no"]
+
+
+class StatefulStrategy(DepthBinStrategy):
+    """Edges kept in its state, as a learned strategy's; one parameter."""
+
+    name = "test-stateful"
+    description = "test strategy with state"
+    learnable = True
+
+    def __init__(self, num_units, num_bins, min_depth=0.0, max_depth=10.0, scale=1.0):
+        super().__init__(num_units, num_bins, min_depth, max_depth)
+        self.scale = float(scale)
+        self._edges = torch.linspace(
+            self.min_depth, self.max_depth, self.num_bins + 1, dtype=torch.float64
+        )
+
+    def edges(self):
+        return self._edges.clone()
+
+    def assignment(self):
+        return torch.arange(self.num_units) * self.num_bins // self.num_units
+
+    def state_dict(self):
+        return {"edges": self._edges.clone()}
+
+    def load_state_dict(self, state):
+        self._edges = torch.as_tensor(state["edges"], dtype=torch.float64)
+
+
+def test_trained_strategies_restore_parameters_range_and_state_under_any_prefix():
+    """The strategy saved under ``<prefix>_extra_state`` comes back with its parameters, depth
+    range and learned state; a state that does not validate, or a saved entry missing a field, is
+    a ValueError naming the file and the layer."""
+    from meter_timm.strategies import trained_strategies
+
+    saved = {
+        "strategy": "test-stateful",
+        "num_units": 6,
+        "num_bins": 3,
+        "min_depth": 1.0,
+        "max_depth": 7.0,
+        "params": {"scale": 2.0},
+        "state": {"edges": torch.tensor([1.0, 2.0, 4.0, 7.0])},
+    }
+
+    def checkpoint(entry):
+        return {"model.selectivity._extra_state": {"strategies": {"encoder.6": entry}}}
+
+    pm = plugins.get_plugin_manager()
+    pm.register(InMemoryPlugin(StatefulStrategy), name="stateful-plugin")
+    try:
+        restored = trained_strategies(checkpoint(saved), prefix="model.selectivity.")
+        assert trained_strategies(checkpoint(saved)) == {}  # nothing under "selectivity."
+        bad_state = dict(saved, state={"edges": torch.tensor([1.0, 4.0, 2.0, 7.0])})
+        with pytest.raises(ValueError, match=r"w.pth: layer 'encoder.6'.*strictly increasing"):
+            trained_strategies(checkpoint(bad_state), "model.selectivity.", source="w.pth")
+        no_bins = {k: v for k, v in saved.items() if k != "num_bins"}
+        with pytest.raises(ValueError, match=r"w.pth: layer 'encoder.6': cannot restore"):
+            trained_strategies(checkpoint(no_bins), "model.selectivity.", source="w.pth")
+    finally:
+        pm.unregister(name="stateful-plugin")
+    strategy = restored["encoder.6"]
+    assert list(restored) == ["encoder.6"] and strategy.scale == 2.0
+    assert (strategy.num_units, strategy.num_bins) == (6, 3)
+    assert (strategy.min_depth, strategy.max_depth) == (1.0, 7.0)
+    assert strategy.edges().tolist() == [1.0, 2.0, 4.0, 7.0]
+
+
+PLUGIN_SOURCE = (
+    Path(__file__).resolve().parents[1]
+    / "plugins"
+    / "meter_timm_quantile"
+    / "meter_timm_quantile"
+    / "__init__.py"
+)
+
+
+def _quantile_plugin_source():
+    """The example plugin's module from this checkout, whether or not it is installed."""
+    spec = importlib.util.spec_from_file_location("_quantile_plugin_source", PLUGIN_SOURCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quantile_plugin_range_warm_up_blend_and_state():
+    """The example plugin's "quantile" strategy, by hand: uniform edges over the depth range and
+    Eq. 2 units before the warm-up; then equal-frequency edges blended with the uniform ones
+    (``mix``); a refit without new depths changes nothing; a saved state is a copy; ``mix`` is in
+    (0, 1]."""
+    quantile = _quantile_plugin_source().QuantileStrategy
+    q = quantile(8, 4, min_depth=2.0, max_depth=10.0, mix=0.5, warmup_pixels=1001)
+    validate_strategy(q)
+    assert q.edges().tolist() == [2.0, 4.0, 6.0, 8.0, 10.0]
+    assert q.assignment().tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    q.observe_depth(torch.tensor([3.0] * 500 + [9.0] * 500))
+    saved = q.state_dict()
+    assert q.refit() is False  # 1000 pixels seen, 1001 needed
+    q.observe_depth(torch.tensor([3.0] * 500 + [9.0] * 500))
+    assert saved["histogram"].sum() == 1000  # not the live histogram
+    assert q.refit() is True and q.refit() is False
+    # quantiles at about 3, 3 and 9 m (cell width 8/4096), half-way to the uniform 4, 6, 8
+    assert q.edges().tolist() == pytest.approx([2.0, 3.5, 4.5, 8.5, 10.0], abs=2e-3)
+    validate_strategy(q)
+    assert quantile(4, 2, mix=1.0).mix == 1.0
+    with pytest.raises(ValueError, match=r"mix must be in \(0, 1\]"):
+        quantile(4, 2, mix=0.0)

@@ -296,3 +296,19 @@ def test_selectivity_index_scale_and_sign():
     assert argmax_bins(torch.tensor([[1.0, 5.0, 2.0]]), torch.tensor([1.0, 0.0, 1.0])).tolist() == [
         2
     ]
+
+
+def test_selectivity_names_load_on_first_use_and_unknown_names_are_attribute_errors():
+    """Every public name of :mod:`meter_timm.selectivity` is the one its submodule defines;
+    an unknown name is an AttributeError (so ``hasattr`` and ``from ... import`` behave)."""
+    import importlib
+
+    import meter_timm.selectivity as selectivity
+    from meter_timm.selectivity import _EXPORTS
+
+    for name, module in _EXPORTS.items():
+        defined = getattr(importlib.import_module(f"meter_timm.selectivity.{module}"), name)
+        assert getattr(selectivity, name) is defined, name
+    assert not hasattr(selectivity, "no_such_name")
+    with pytest.raises(ImportError, match="no_such_name"):
+        from meter_timm.selectivity import no_such_name  # noqa: F401

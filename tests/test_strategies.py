@@ -502,3 +502,14 @@ def test_strategy_parameters_follow_kwargs_to_the_base_and_skip_layer_arguments(
 def test_unknown_parameter_named_by_the_catalog_check():
     with pytest.raises(TypeError, match=r"unknown parameters \['gamma'\].*accepted: none"):
         create_strategy("uniform", 8, 4, gamma=1)
+
+
+def test_a_strategy_built_directly_refuses_unknown_parameters():
+    """Without the catalog in between (a plugin's own code building a built-in), the base class
+    refuses what it does not take: a TypeError, as for any call, and a ValueError for the CLI."""
+    from meter_timm.strategies.base import StrategyParameterError
+    from meter_timm.strategies.fixed import UniformStrategy
+
+    with pytest.raises(StrategyParameterError, match=r"'uniform' got unknown parameters"):
+        UniformStrategy(8, 4, gamma=1)
+    assert UniformStrategy(8, 4, 1.0, 5.0).edges().tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]

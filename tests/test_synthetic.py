@@ -228,3 +228,84 @@ def test_make_data_seed_and_refused_counts(tmp_path, capsys):
         assert cli_main(["make-data", str(tmp_path / "bad"), *small, *bad]) == 2
         assert "make-data: error: --" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_validation_data_set_needs_only_its_split(tmp_path):
+    """A data set of ``val/official`` needs only validation frames: a folder holding enough of
+    them is not written to, whatever ``num_train`` says."""
+    from meter_timm.mm.datasets import SyntheticDepthDataset
+
+    out = tmp_path / "set"
+    generate_dataset(out, 3, 3, **_spec())
+    spec = dict(height=16, width=16, seed=0, frames_per_scene=2, workers=1)
+    val = SyntheticDepthDataset(str(out), num_train=50, num_val=2, subdir="val/official", **spec)
+    assert len(val) == 2 and len(list(out.glob("train/*/*.h5"))) == 3
+
+
+def test_manifests_of_others_foreign_validation_frames_and_older_manifests(tmp_path):
+    """A synthetic.json of another generator is refused; a folder holding only validation frames
+    without a manifest is refused too; a manifest written before the "finished" flag existed
+    (it was written last) counts as finished."""
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / "synthetic.json").write_text(json.dumps({"generator": "someone.else", "train": 2}))
+    with pytest.raises(ValueError, match="not a manifest of meter_timm.data.synthetic"):
+        synthetic.read_manifest(out)
+    foreign = tmp_path / "foreign" / "val" / "official"
+    foreign.mkdir(parents=True)
+    (foreign / "00000.h5").write_bytes(b"")
+    with pytest.raises(ValueError, match="but no synthetic.json"):
+        generate_dataset(tmp_path / "foreign", 0, 1, **_spec())
+    old = tmp_path / "old"
+    generate_dataset(old, 2, 1, **_spec())
+    info = json.loads((old / "synthetic.json").read_text())
+    del info["finished"]
+    (old / "synthetic.json").write_text(json.dumps(info))
+    assert dataset_is_complete(old, 2, 1)
+
+
+def test_every_frame_of_a_large_split_is_written_and_splits_differ(tmp_path):
+    """Frames are written in chunks of 16: a split of 18 gets all 18; frame i of the training
+    and of the validation split are different rooms."""
+    out = generate_dataset(
+        tmp_path / "set", 18, 1, 8, 8, frames_per_scene=20, workers=1, progress=False
+    )
+    assert len(list(out.glob("train/*/*.h5"))) == 18
+    with (
+        h5py.File(out / "train/room_0000/00000.h5") as a,
+        h5py.File(out / "val/official/00000.h5") as b,
+    ):
+        assert not np.array_equal(a["depth"][()], b["depth"][()])
+
+
+def test_mean_depth_baseline_valid_training_depth_file_limit_and_empty_frames(tmp_path):
+    """Training depth above 10 m or 0 is left out of the mean; ``max_train_files`` caps the files
+    read; a validation frame without valid depth is skipped; no validation frames is an error."""
+    from meter_timm.data.synthetic import mean_depth_baseline
+
+    def write(path, depth):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(path, "w") as f:
+            f["rgb"] = np.zeros((3, 2, 2), np.uint8)
+            f["depth"] = np.asarray(depth, np.float32)
+
+    write(tmp_path / "train" / "s0" / "00000.h5", np.full((2, 2), 1.5))
+    write(tmp_path / "train" / "s0" / "00001.h5", [[2.5, 2.5], [12.0, 0.0]])  # mean 2.0 if valid
+    write(tmp_path / "val" / "official" / "00000.h5", np.full((2, 2), 2.0))
+    write(tmp_path / "val" / "official" / "00001.h5", np.zeros((2, 2)))  # nothing valid
+    base = mean_depth_baseline(tmp_path)
+    assert base["mean_depth"] == pytest.approx((4 * 1.5 + 2 * 2.5) / 6)
+    assert mean_depth_baseline(tmp_path, max_train_files=1)["mean_depth"] == pytest.approx(1.5)
+    for name in ("00000.h5", "00001.h5"):
+        (tmp_path / "val" / "official" / name).unlink()
+    with pytest.raises(FileNotFoundError, match="val/official"):
+        mean_depth_baseline(tmp_path)
+
+
+def test_boxes_behind_the_camera_are_missed_and_clearance_needs_both_axes():
+    box = synthetic._Box(center=np.array([0.0, 0.5, 3.0]), half=np.array([0.5, 0.5, 0.5]), yaw=0.0)
+    t, _ = synthetic._intersect_box(box, np.array([0, 0.5, 0.0]), np.array([[0, 0, -1.0]]))
+    assert np.isinf(t[0])  # the slab test meets the box at t = -3.5 behind the camera
+    assert box.contains_xz(np.array([0.2, 1.0, 3.3]), margin=0.1)
+    assert not box.contains_xz(np.array([0.2, 1.0, 4.0]), margin=0.1)  # beside it along z
+    assert not box.contains_xz(np.array([1.0, 1.0, 3.0]), margin=0.1)  # beside it along x

@@ -4,7 +4,8 @@ name, and KITTI (Eigen split)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,7 +34,8 @@ class NYUDepthDataset(BaseDataset):
             or a text file of 1-based indices. Default: None (all frames).
         split_key (str): key in ``splits.mat``: ``"testNdxs"`` (Eigen test, default) or
             ``"trainNdxs"``.
-        indices (list[int], optional): 0-based frames to keep (overrides ``split_file``).
+        indices (list[int], optional): 0-based frames to keep (overrides ``split_file``); a
+            tuple, range or integer array is taken as a list.
         max_depth (float): depth above this is invalid. Default: 10.0 m.
         pipeline (list): transforms. Other BaseDataset arguments (``test_mode``, ``indices`` as an
             int for a prefix, ``serialize_data``, ``lazy_init``) are passed on.
@@ -52,7 +54,7 @@ class NYUDepthDataset(BaseDataset):
         data_format: str = "auto",
         split_file: str | None = None,
         split_key: str = "testNdxs",
-        indices: Sequence[int] | int | None = None,
+        indices: Iterable[int] | int | None = None,
         max_depth: float = 10.0,
         pipeline: Sequence = (),
         test_mode: bool = False,
@@ -67,8 +69,12 @@ class NYUDepthDataset(BaseDataset):
         # index the frames left after split_file and keep their original sample_idx: here a list
         # picks frames of the source itself (for a .mat: instead of split_file, before anything
         # is read), an index out of range is an NYUDataError naming the file, and sample_idx
-        # counts the frames kept
-        self.frame_indices = list(indices) if isinstance(indices, (list, tuple)) else None
+        # counts the frames kept. A tuple, range or integer array is a list too (a range or an
+        # array was once ignored, giving every frame).
+        prefix = int(indices) if isinstance(indices, numbers.Integral) else None
+        self.frame_indices = (
+            None if indices is None or prefix is not None else [int(i) for i in indices]
+        )
         self._reader = SampleReader(max_depth)
         # build from our registry so the dataset works without a default scope
         pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
@@ -76,7 +82,7 @@ class NYUDepthDataset(BaseDataset):
             data_root=data_root,
             pipeline=pipeline,
             test_mode=test_mode,
-            indices=indices if isinstance(indices, int) else None,
+            indices=prefix,
             **kwargs,
         )
 
