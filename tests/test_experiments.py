@@ -126,3 +126,71 @@ def test_iterations_per_epoch_follow_the_data(tmp_path):
     )
     # the built-in data: the quickstart config's 1024 frames at batch 16
     assert count_iters_per_epoch(argparse.Namespace(data_root=None, tiny=False)) == 64
+
+
+def test_mean_std_aggregate_and_table_on_hand_made_runs():
+    import math
+
+    from run_experiments import aggregate, fmt, markdown_table, mean_std
+
+    mean, std = mean_std([1.0, None, float("nan"), 3.0])
+    assert (mean, std) == pytest.approx((2.0, math.sqrt(2.0)))
+    assert fmt((0.55, 0.0707107), 2, 100.0) == "55.00 ± 7.07"
+    assert fmt((0.5, 0.0)) == "0.500" and fmt((float("nan"), float("nan"))) == "-"
+
+    def run(name, seed, rmse, sel):
+        return {
+            "name": name,
+            "seed": seed,
+            "lam": None if name == "baseline" else 10.0,
+            "relative": False,
+            "num_bins": {} if name == "baseline" else {"encoder.6": 32},
+            "strategy": {} if name == "baseline" else {"encoder.6": "learned"},
+            "metrics": {"rmse": rmse, "abs_rel": 0.1, "d1": 0.9},
+            "selectivity_assigned": sel,
+            "selectivity_argmax_uniform32": 0.2,
+        }
+
+    records = [
+        run("baseline", 0, 0.5, {}),  # no trained layer: no assigned-bin selectivity
+        run("baseline", 1, 0.6, {}),
+        run("learned-l10-nd32", 0, 0.5, {"encoder.6": 0.3, "encoder.8": 0.9}),
+    ]
+    rows = aggregate(records)  # only the experiments that ran, in the grid's order
+    assert [r["name"] for r in rows] == ["baseline", "learned-l10-nd32"]
+    assert rows[0]["seeds"] == [0, 1] and rows[0]["d1"] == (0.9, 0.0)
+    assert math.isnan(rows[0]["sel_assigned"][0]) and rows[1]["sel_assigned"] == (0.3, 0.0)
+    table = markdown_table(rows)
+    assert "| baseline | 55.00 ± 7.07 | 0.100 | 0.900 | – | – | – | - | 0.200 |" in table
+    assert "| learned-l10-nd32 | 50.00 | 0.100 | 0.900 | 10 | 32 | learned (encoder.6) |" in table
+
+
+def test_claim_verdict_follows_selectivity_and_cost():
+    from run_experiments import claim, finetune_table
+
+    def row(name, abs_rel, sel):
+        return {"name": name, "seeds": [0], "abs_rel": (abs_rel, 0.0), "sel_assigned": (sel, 0.0)}
+
+    base = row("baseline", 0.2, 0.0)
+    # learned as selective as uniform (a tie counts), at a quarter of its cost (+0.005 vs +0.02)
+    holds = claim([base, row("uniform-l10-nd32", 0.22, 0.3), row("learned-l10-nd32", 0.205, 0.3)])
+    assert "): HOLDS." in holds and "learned +0.0050 vs uniform +0.0200 (within half)" in holds
+    # less selective, though cheaper: does not hold
+    less = claim([base, row("uniform-l10-nd32", 0.22, 0.3), row("learned-l10-nd32", 0.205, 0.2)])
+    assert "): DOES NOT HOLD." in less and "(<)" in less
+    # as selective, at more than half the cost
+    costly = claim([base, row("uniform-l10-nd32", 0.22, 0.3), row("learned-l10-nd32", 0.215, 0.4)])
+    assert "): DOES NOT HOLD." in costly and "(over half)" in costly
+    assert claim([base, row("uniform-l10-nd32", 0.22, 0.3)]).startswith("claim not tested")
+    # no uniform cost to halve (it improved abs_rel): a learned run costing nothing still passes
+    assert claim_cost_ok(0.0, -0.01) and not claim_cost_ok(0.001, 0.0)
+    table = finetune_table(
+        {
+            "original": {
+                "metrics": {"rmse": 0.5, "abs_rel": 0.15, "d1": 0.8},
+                "selectivity_assigned": 0.01,
+                "selectivity_argmax": 0.2,
+            }
+        }
+    )
+    assert table.splitlines()[-1] == "| original | 0.5000 | 0.1500 | 0.8000 | 0.010 | 0.200 |"

@@ -311,3 +311,343 @@ def _val_abs_rel(weights: Path, frames: int) -> float:
         pred = pred.clamp(1e-3, 10.0)[valid]
         errors.append(float(((pred - gt[valid]).abs() / gt[valid]).mean()))
     return sum(errors) / len(errors)
+
+
+# ------------------------------------------------------------- statistics on hand-made records
+def test_mean_ci_of_two_seeds_and_undefined_values():
+    # two values: t(0.975, 1) = 12.7062, sd = sqrt(2), half width 12.7062 * sqrt(2) / sqrt(2)
+    mean, lo, hi = study.mean_ci([1.0, 3.0])
+    assert (mean, lo, hi) == pytest.approx((2.0, 2.0 - 12.7062, 2.0 + 12.7062), abs=1e-4)
+    # NaN and None (a metric a run does not have) are left out, not propagated
+    assert study.mean_ci([1.0, float("nan"), None, 3.0]) == pytest.approx((mean, lo, hi))
+    assert all(math.isnan(v) for v in study.mean_ci([float("nan"), None]))
+
+
+def test_verdict_and_interval_text():
+    # a negative mean whose interval reaches above 0 is not "negative"
+    assert study.verdict((-0.05, -0.2, 0.1), "up", "down").startswith("inconclusive (the 95%")
+    assert study.verdict((-0.05, -0.2, -0.01), "up", "down") == "down"
+    assert study.verdict((0.05, 0.01, 0.2), "up", "down") == "up"
+    assert study.fmt_ci((0.1, -0.05, 0.25)) == "+0.100 [-0.050, +0.250]"
+    assert study.fmt_ci((0.12345, float("nan"), float("nan")), 4) == "+0.1235"
+    assert study.fmt_ci((-0.5, float("nan"), float("nan"))) == "-0.500"
+    assert study.fmt_ci(study.mean_ci([])) == "-"
+
+
+def test_arm_names_and_units_scored():
+    assert study.arm_name(None, 0.0) == "baseline"
+    assert study.arm_name("uniform", 1.0) == "uniform-lam1"
+    assert study.arm_name("log", 0.3) == "log-lam0.3"
+    assert study.units_scored({"selectivity_assigned": [0.1, None, -0.2, None]}) == 2
+
+
+def test_paired_leaves_out_seeds_where_either_value_is_missing():
+    records = [
+        {"arm": "baseline", "seed": 0, "x": 1.0},
+        {"arm": "baseline", "seed": 1, "x": 1.0},
+        {"arm": "baseline", "seed": 2, "x": None},
+        {"arm": "a", "seed": 0, "x": None},  # e.g. abs_rel_val of a run measured before it existed
+        {"arm": "a", "seed": 1, "x": 3.0},
+        {"arm": "a", "seed": 2, "x": 5.0},
+    ]
+    assert study.paired(records, "a", lambda r: r["x"]) == [2.0]
+
+
+def test_common_units_leaves_out_a_seed_without_units_scored_in_both():
+    def run(arm, seed, units):
+        return {"arm": arm, "seed": seed, "layer6_own": {"selectivity_assigned": units}}
+
+    records = [
+        run("a", 0, [0.5, None]),
+        run("b", 0, [None, 0.4]),  # no unit scored in both: seed 0 gives no difference
+        run("a", 1, [0.5, 0.3]),
+        run("b", 1, [0.2, None]),
+    ]
+    differences, counts = study.common_units_difference(records, "a", "b")
+    assert differences == pytest.approx([0.3]) and counts == [1]
+
+
+def _cells(lines, label):
+    row = next(line for line in lines if line.startswith(f"| {label} |"))
+    return [cell.strip() for cell in row.split("|")[1:-1]]
+
+
+def test_strategy_comparison_columns_and_verdicts():
+    # uniform - learned per seed s: SI +0.2; abs_rel (test) +0.100 + s/1000 (learned more
+    # accurate); abs_rel (val) -0.100 - s/1000 (uniform more accurate); on the units both
+    # score: +0.4 (1 unit), +0.3 (2 units), +0.3 (2 units)
+    own = {
+        "uniform": [[0.5, 0.4, None], [0.5, 0.4, 0.3], [0.5, 0.4, 0.3]],
+        "learned": [[0.1, None, 0.3], [0.1, 0.2, None], [0.1, 0.2, None]],
+    }
+    records = []
+    for s in range(3):
+        records += [
+            {
+                "arm": "uniform-lam1",
+                "seed": s,
+                "si_assigned_val": 0.3,
+                "abs_rel_test": 0.20 + s / 1000,
+                "abs_rel_val": 0.10,
+                "layer6_own": {"selectivity_assigned": own["uniform"][s]},
+            },
+            {
+                "arm": "learned-lam1",
+                "seed": s,
+                "si_assigned_val": 0.1,
+                "abs_rel_test": 0.10,
+                "abs_rel_val": 0.20 + s / 1000,
+                "layer6_own": {"selectivity_assigned": own["learned"][s]},
+            },
+        ]
+    lines = study.strategy_comparison(records, ["uniform-lam1", "learned-lam1"], 1.0)
+    cells = _cells(lines, "uniform-lam1 - learned-lam1")
+    assert cells[1].startswith("+0.200 [") and cells[3] == "uniform-lam1 more selective"
+    assert cells[2].startswith("+0.1010 [") and cells[4] == "learned-lam1 more accurate"
+    assert cells[5].startswith("-0.1010 [") and cells[6] == "uniform-lam1 more accurate"
+    assert cells[7] == study.fmt_ci(study.mean_ci([0.4, 0.3, 0.3])) + " (1-2)"
+    assert cells[8] == "uniform-lam1 more selective"
+
+
+class _Args:
+    epochs, train_limit = 2, None
+
+
+def _record(arm, seed, si, abs_rel, **extra):
+    strategy, _, lam = arm.partition("-lam")
+    record = {
+        "arm": arm,
+        "strategy": "none" if arm == "baseline" else strategy,
+        "lam": float(lam) if lam else 0.0,
+        "seed": seed,
+        "si_assigned_val": si,
+        "units_scored_val": 48,
+        "si_assigned_val_all_bins": si / 2,
+        "si_preferred_val": 0.1,
+        "abs_rel_test": abs_rel,
+        "rmse_test": 0.5,
+        "d1_test": 0.8,
+        "layer6_own": {"selectivity_assigned": [si] * 4},
+    }
+    record.update(extra)
+    return record
+
+
+def test_summarize_tables_paired_differences_and_goal():
+    arms = ("uniform-lam1", "learned-lam1", "uniform-lam0.3", "learned-lam0.3")
+    records = []
+    for s in range(3):
+        records.append(
+            _record(
+                "baseline",
+                s,
+                0.4,  # above the goal's SI: the baseline is still never "reached"
+                0.2,
+                abs_rel_val=0.4,
+                si_under={arm: 0.1 for arm in arms},
+                si_under_all_bins={arm: 0.0 for arm in arms},
+            )
+        )
+        records.append(_record("uniform-lam1", s, 0.35, 0.21, abs_rel_val=0.5))  # +5% abs_rel
+        records.append(_record("learned-lam1", s, 0.32, 0.2, abs_rel_val=0.4))  # no cost
+        records.append(_record("uniform-lam0.3", s, 0.2, 0.2))
+        records.append(_record("learned-lam0.3", s, 0.1, 0.2))
+    records.append(_record("learned-lam1", 3, 0.32, 0.2))  # no baseline of seed 3: not paired
+    transfer = {
+        "key": {"seeds": ["0", "1", "2"]},
+        "frames": {"calibration": 4, "other_training": 12, "val": 6},
+        "si": {name: {"0": 0.1, "1": 0.1, "2": 0.1} for name in ("calibration", "val")},
+    }
+    for s in range(3):
+        records[5 * s + 2]["si_assigned_calibration"] = 0.12
+    text, stats = study.summarize(records, "uniform", _Args(), transfer)
+    lines = text.splitlines()
+    assert _cells(lines, "learned-lam1")[1] == "4"  # seeds of the arm, not runs of the study
+    d = stats["deltas"]["uniform-lam1"]
+    # relative to the baseline's test abs_rel of the same seed: (0.21 - 0.2) / 0.2
+    assert d["rel_abs_rel"] == pytest.approx((0.05, 0.05, 0.05), abs=1e-12)
+    assert d["d_abs_rel_val"] == pytest.approx((0.1, 0.1, 0.1), abs=1e-12)
+    assert d["d_si"] == pytest.approx((0.25, 0.25, 0.25), abs=1e-12)  # against si_under
+    assert d["d_si_all_bins"] == pytest.approx((0.175, 0.175, 0.175), abs=1e-12)
+    cells = [line for line in lines if line.startswith("| uniform-lam1 | +0.250")]
+    assert len(cells) == 1
+    cells = _cells(cells, "uniform-lam1")
+    assert cells[5:8] == ["more selective", "less accurate", "+0.1000 [+0.1000, +0.1000]"]
+    assert cells[8] == "less accurate"
+    # the strategies compared at both lambdas, and the transfer section
+    assert any("strategies at lambda 1)" in line for line in lines)
+    assert any("strategies at lambda 0.3)" in line for line in lines)
+    assert "## The learned matching: fitted on training frames, scored elsewhere" in lines
+    # goal: uniform-lam1 has the higher SI but costs +5%; learned-lam1 reaches it
+    assert stats["goal_reached_by"] == ["learned-lam1"]
+    assert "Reached (on the means) by: learned-lam1 (SI 0.320, abs_rel +0.0%)." in text
+
+
+def test_summarize_names_the_highest_si_when_no_arm_reaches_the_goal():
+    records = []
+    for s in range(2):
+        records.append(_record("baseline", s, 0.0, 0.2, si_under={}))
+        records.append(_record("uniform-lam1", s, 0.1, 0.2))
+        records.append(_record("log-lam1", s, 0.2, 0.3))
+        records.append(_record("learned-lam1", s, 0.15, 0.2))
+    text, stats = study.summarize(records, None, _Args())
+    assert stats["goal_reached_by"] == []
+    assert "Not reached by any arm. Highest SI: log-lam1 at 0.200 with abs_rel +50.0%" in text
+
+
+def test_transfer_section_rows_without_other_training_frames():
+    records = [
+        {"arm": "learned-lam1", "seed": s, "si_assigned_calibration": 0.12} for s in (0, 1)
+    ] + [{"arm": "baseline", "seed": s, "si_under": {"learned-lam1": 0.02}} for s in (0, 1)]
+    transfer = {  # every training frame was a calibration frame (the tiny run)
+        "key": {"seeds": ["0", "1"]},
+        "frames": {"calibration": 8, "val": 8},
+        "si": {"calibration": {"0": 0.1, "1": 0.1}, "val": {"0": 0.05, "1": 0.07}},
+    }
+    lines = study.transfer_section(records, transfer)
+    assert "| pretrained | the 8 calibration frames, as fitted | +0.120 [+0.120, +0.120] |" in lines
+    assert _cells(lines, "the val scene instead of the training scenes")[1] == "-"
+    assert _cells(lines, "fine-tuning (lambda = 0), on the val scene")[1].startswith("-0.040 [")
+
+
+def test_measure_all_measures_new_runs_and_remeasures_a_baseline_for_new_arms(monkeypatch):
+    calls = []
+
+    def measure(record, needs, sets):
+        calls.append((record["arm"], record["seed"], dict(needs)))
+        record.update(
+            si_assigned_val=0.0,
+            si_preferred_val=0.0,
+            abs_rel_test=0.1,
+            abs_rel_val=0.1,
+            rmse_test=0.3,
+            si_under={arm: 0.0 for arm in needs},
+        )
+
+    monkeypatch.setattr(study, "own_strategy", lambda checkpoint: f"strategy of {checkpoint}")
+    monkeypatch.setattr(study, "measure", measure)
+
+    def run(arm, seed, measured=True, **extra):
+        record = {
+            "arm": arm,
+            "seed": seed,
+            "strategy": "none" if arm == "baseline" else arm.split("-")[0],
+            "checkpoint": f"{arm}_s{seed}.pth",
+            **extra,
+        }
+        if measured:
+            record.update(si_assigned_val=0.0, abs_rel_val=0.1)
+        return record
+
+    records = [
+        run("baseline", 0, si_under={"uniform-lam1": 0.0}),
+        run("uniform-lam1", 0),
+        run("learned-lam1", 0, measured=False),  # new arm: the baseline is scored under it too
+        run("baseline", 1, si_under={"uniform-lam1": 0.0}),
+        run("uniform-lam1", 1),
+    ]
+    del records[3]["abs_rel_val"]  # measured before abs_rel (val) existed
+    study.measure_all(records, sets={})
+    assert sorted(calls, key=lambda c: (c[1], c[0])) == [
+        (
+            "baseline",
+            0,
+            {
+                "uniform-lam1": "strategy of uniform-lam1_s0.pth",
+                "learned-lam1": "strategy of learned-lam1_s0.pth",
+            },
+        ),
+        ("learned-lam1", 0, {}),
+        ("baseline", 1, {"uniform-lam1": "strategy of uniform-lam1_s1.pth"}),
+    ]
+    calls.clear()
+    study.measure_all(records, sets={})  # everything measured: nothing again
+    assert calls == []
+
+
+def test_json_text_writes_undefined_numbers_as_null():
+    value = {"a": [1.0, float("inf")], "b": (float("nan"), 2.0), "c": {"d": float("-inf")}}
+    assert json.loads(study.json_text(value)) == {
+        "a": [1.0, None],
+        "b": [None, 2.0],
+        "c": {"d": None},
+    }
+
+
+def test_export_weights_keeps_the_model_and_writes_its_sha256(tmp_path):
+    import torch
+
+    checkpoint = tmp_path / "epoch_2.pth"
+    torch.save(
+        {"state_dict": {"w": torch.arange(4.0)}, "optimizer": {"state": {}}, "meta": {"e": 2}},
+        checkpoint,
+    )
+    info = study.export_weights(checkpoint, tmp_path / "weights" / "arm_s0.pth")
+    dest = tmp_path / "weights" / "arm_s0.pth"
+    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+    assert info == {"path": str(dest), "sha256": digest}
+    # the sidecar `sha256sum -c` reads, run from the weights folder
+    assert (tmp_path / "weights" / "arm_s0.pth.sha256").read_text() == f"{digest}  arm_s0.pth\n"
+    saved = torch.load(dest, weights_only=True)
+    assert list(saved) == ["state_dict"] and torch.equal(
+        saved["state_dict"]["w"], torch.arange(4.0)
+    )
+
+
+def test_main_rewrites_the_report_from_saved_runs_and_picks_the_headline(tmp_path, monkeypatch):
+    """Every run trained and measured: main trains nothing, takes the lambda sweep's strategy and
+    the headline from the means, and exports the headline's first seed with its lambda = 0 pair."""
+    import torch
+
+    out = tmp_path / "study"
+    (out / "runs").mkdir(parents=True)
+
+    def fail(*args, **kwargs):
+        raise AssertionError(f"a run is missing: {args[:3]}")
+
+    monkeypatch.setattr(
+        study, "data_paths", lambda shared: {k: k for k in ("train", "val", "test")}
+    )
+    monkeypatch.setattr(study, "nyu_dataset", lambda csv, limit=None: csv)
+    monkeypatch.setattr(study, "train", fail)
+    monkeypatch.setattr(study, "measure_all", lambda records, sets: None)
+    monkeypatch.setattr(study, "measure_transfer", lambda *args: None)
+    monkeypatch.setattr(study, "figures", lambda *args: [])
+    # (SI, test abs_rel) per arm; the baseline's abs_rel is 0.2
+    arms = {
+        "baseline": (0.0, 0.2),
+        "uniform-lam1": (0.2, 0.2),
+        "learned-lam1": (0.35, 0.202),  # +1%: the highest SI within the goal's cost
+        "learned-lam3": (0.5, 0.22),  # +10%: higher SI, over the cost
+        "learned-lam0.3": (0.1, 0.2),
+        "uniform-lam0.3": (0.1, 0.2),
+    }
+    records = []
+    for seed in (1, 2):
+        for i, (arm, (si, abs_rel)) in enumerate(arms.items()):
+            checkpoint = tmp_path / f"{arm}_s{seed}.pth"
+            torch.save({"state_dict": {"w": torch.tensor([float(10 * seed + i)])}}, checkpoint)
+            extra = {"checkpoint": str(checkpoint)}
+            if arm == "baseline":
+                extra["si_under"] = {a: 0.0 for a in arms if a != "baseline"}
+            if arm.startswith("learned"):
+                extra["si_assigned_calibration"] = 0.1
+            records.append(_record(arm, seed, si, abs_rel, **extra))
+    (out / "runs" / "records.json").write_text(json.dumps(records))
+    argv = ["--out", str(out), "--shared", str(tmp_path), "--seeds", "1", "2"]
+    assert study.main([*argv, "--strategies", "uniform", "learned"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["sweep_strategy"] == "learned"  # learned-lam1's SI 0.35 > uniform-lam1's 0.2
+    headline = results["headline"]
+    assert (headline["arm"], headline["seed"]) == ("learned-lam1", 1)
+    assert headline["baseline"] == "weights/baseline_s1.pth"
+    assert headline["selectivity"] == "weights/learned-lam1_s1.pth"
+    for key in ("baseline", "selectivity"):
+        digest = hashlib.sha256((out / headline[key]).read_bytes()).hexdigest()
+        assert headline["sha256"][key] == digest
+    saved = torch.load(out / headline["baseline"], weights_only=True)["state_dict"]["w"]
+    assert saved.tolist() == [10.0]  # the baseline of seed 1 (the head arm's first seed)
+    assert results["goal_reached_by"] == ["learned-lam1"]
+    assert (
+        "`weights/learned-lam1_s1.pth` (learned-lam1, seed 1)" in (out / "results.md").read_text()
+    )
