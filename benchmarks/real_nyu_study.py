@@ -495,6 +495,8 @@ def common_units_difference(records: list[dict], arm: str, other: str) -> tuple[
 
 def verdict(ci: tuple[float, float, float], positive: str, negative: str) -> str:
     mean, lo, hi = ci
+    if math.isnan(mean):
+        return "no data (no paired seed)"
     if math.isnan(lo):
         return "inconclusive (one seed)"
     if lo > 0:

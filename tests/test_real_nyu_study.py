@@ -42,6 +42,7 @@ def test_verdicts_say_inconclusive_when_the_interval_contains_zero():
         "inconclusive"
     )
     assert study.verdict(study.mean_ci([0.10]), "up", "down") == "inconclusive (one seed)"
+    assert study.verdict(study.mean_ci([]), "up", "down") == "no data (no paired seed)"
 
 
 def test_paired_differences_match_seeds():
