@@ -882,7 +882,28 @@ def main(argv: list[str] | None = None) -> int:
         default=list(STRATEGIES),
         help="strategy arms next to the baseline (default: all)",
     )
+    parser.add_argument(
+        "--extra-seeds",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="SEED",
+        help="more seeds for the baseline and --extra-arms only (narrower intervals for them)",
+    )
+    parser.add_argument(
+        "--extra-arms",
+        nargs="+",
+        default=[],
+        metavar="ARM",
+        help="arms trained on --extra-seeds next to the baseline, e.g. learned-lam0.3",
+    )
     args = parser.parse_args(argv)
+    known_arms = {arm_name(s, lam): (s, lam) for s in STRATEGIES for lam in (LAM, *SWEEP_LAMS)}
+    unknown = [arm for arm in args.extra_arms if arm not in known_arms]
+    if unknown:
+        parser.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(known_arms)}")
+    if bool(args.extra_seeds) != bool(args.extra_arms):
+        parser.error("--extra-seeds and --extra-arms go together")
     args.out = args.out.resolve()
     paths = data_paths(args.shared.resolve())
     sets = {"test": nyu_dataset(paths["test"]), "val": nyu_dataset(paths["val"], args.val_limit)}
@@ -942,6 +963,12 @@ def main(argv: list[str] | None = None) -> int:
             measure_all(records, sets)
             save()
 
+    for seed in args.extra_seeds:  # the baseline and the named arms only, paired by seed
+        for strategy, lam in [(None, 0.0)] + [known_arms[arm] for arm in args.extra_arms]:
+            run_arm(strategy, lam, seed)
+        measure_all(records, sets)
+        save()
+
     transfer = measure_transfer(records, sets, paths, args)
     text, stats = summarize(records, None if args.no_sweep else sweep_strategy, args, transfer)
     # headline: the strategy arm with the highest mean SI whose abs_rel cost stays within the goal,
@@ -983,6 +1010,10 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "epochs": args.epochs,
                 "seeds": args.seeds,
+                "seeds_per_arm": {
+                    arm: sorted(r["seed"] for r in records if r["arm"] == arm)
+                    for arm in dict.fromkeys(r["arm"] for r in records)
+                },
                 "layer": LAYER,
                 "lam_relative": True,
                 "sweep_strategy": None if args.no_sweep else sweep_strategy,

@@ -652,3 +652,52 @@ def test_main_rewrites_the_report_from_saved_runs_and_picks_the_headline(tmp_pat
     assert (
         "`weights/learned-lam1_s1.pth` (learned-lam1, seed 1)" in (out / "results.md").read_text()
     )
+
+
+def test_extra_seeds_train_only_the_baseline_and_the_named_arms(tmp_path, monkeypatch):
+    """``--extra-seeds 3 --extra-arms learned-lam0.3`` adds seed 3 of the baseline and of that arm
+    only (paired by seed), after the main seeds' arms; results.json lists each arm's seeds."""
+    import torch
+
+    out = tmp_path / "study"
+    trained = []
+
+    def fake_train(strategy, lam, seed, args, paths):
+        trained.append((study.arm_name(strategy, lam), seed))
+        checkpoint = tmp_path / f"{len(trained)}.pth"
+        torch.save({"state_dict": {"w": torch.tensor([1.0])}}, checkpoint)
+        return checkpoint
+
+    def fake_measure_all(records, sets):
+        for r in records:
+            si = 0.0 if r["arm"] == "baseline" else 0.1
+            r.update({**_record(r["arm"], r["seed"], si, 0.2, abs_rel_val=0.1), **r})
+
+    monkeypatch.setattr(
+        study, "data_paths", lambda shared: {k: k for k in ("train", "val", "test")}
+    )
+    monkeypatch.setattr(study, "nyu_dataset", lambda csv, limit=None: csv)
+    monkeypatch.setattr(study, "train", fake_train)
+    monkeypatch.setattr(study, "calibration_si", lambda checkpoint: 0.1)
+    monkeypatch.setattr(study, "measure_all", fake_measure_all)
+    monkeypatch.setattr(study, "measure_transfer", lambda *args: None)
+    monkeypatch.setattr(study, "figures", lambda *args: [])
+    argv = ["--out", str(out), "--shared", str(tmp_path), "--seeds", "1", "--no-sweep"]
+    extra = ["--extra-seeds", "3", "--extra-arms", "learned-lam0.3"]
+    assert study.main([*argv, "--strategies", "uniform", *extra]) == 0
+    assert trained == [
+        ("baseline", 1),
+        ("uniform-lam1", 1),
+        ("baseline", 3),
+        ("learned-lam0.3", 3),
+    ]
+    results = json.loads((out / "results.json").read_text())
+    assert results["seeds_per_arm"] == {
+        "baseline": [1, 3],
+        "uniform-lam1": [1],
+        "learned-lam0.3": [3],
+    }
+    with pytest.raises(SystemExit):  # an arm the study does not know
+        study.main([*argv, "--extra-seeds", "3", "--extra-arms", "learned-lam0.5"])
+    with pytest.raises(SystemExit):  # seeds without arms
+        study.main([*argv, "--extra-seeds", "3"])
