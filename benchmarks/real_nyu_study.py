@@ -751,7 +751,15 @@ def figures(records: list[dict], headline: dict, out: Path) -> list[Path]:
         xerr = None if math.isnan(xlo) else [[mx - xlo], [xhi - mx]]
         yerr = None if math.isnan(ylo) else [[my - ylo], [yhi - my]]
         ax.errorbar(
-            mx, my, xerr=xerr, yerr=yerr, fmt="o", ms=7, capsize=3, color=colours[arm], label=arm
+            mx,
+            my,
+            xerr=xerr,
+            yerr=yerr,
+            fmt="o",
+            ms=7,
+            capsize=3,
+            color=colours[arm],
+            label=f"{arm} ({len(runs)} seed{'s' if len(runs) != 1 else ''})",
         )
     for strategy in STRATEGIES:  # connect a lambda sweep
         sweep = sorted({r["lam"] for r in records if r["strategy"] == strategy})
@@ -779,7 +787,11 @@ def figures(records: list[dict], headline: dict, out: Path) -> list[Path]:
     ax.axvline(GOAL_SI, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel(f"selectivity of {LAYER} against the assigned bins (val scene, mean over units)")
     ax.set_ylabel("abs_rel on the 10 Eigen test images (lower is better)")
-    ax.set_title("Per-seed runs (dots) and mean ± 95% CI per arm", fontsize=10)
+    ax.set_title(
+        "Per-seed runs (dots) and mean ± 95% CI per arm over its own seeds "
+        "(compare arms with the paired tables)",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, ncol=2)
     paths.append(out / "si_vs_abs_rel.png")
     fig.savefig(paths[-1], dpi=110)
