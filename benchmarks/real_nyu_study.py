@@ -10,7 +10,8 @@ the learned strategy leaves the random states as it found them), so arms are com
 The arms: the baseline (lambda 0); uniform, log and learned at lambda 1; the strategy with the
 highest mean selectivity at lambda 1 also at lambda 0.3 and 3; and every strategy at lambda 0.3,
 where uniform's accuracy cost was not measurable in the first 30 runs (does the assignment matter
-there, and does a learned one keep accuracy?).
+there, and does a learned one keep accuracy?). ``--extra-seeds`` with ``--extra-arms`` adds seeds
+of the baseline and of the named arms only (the README's run: seeds 5-9 of the lambda 0.3 arms).
 
 After training, in this process:
 
