@@ -911,7 +911,8 @@ def main(argv: list[str] | None = None) -> int:
         help="arms trained on --extra-seeds next to the baseline, e.g. learned-lam0.3",
     )
     args = parser.parse_args(argv)
-    known_arms = {arm_name(s, lam): (s, lam) for s in STRATEGIES for lam in (LAM, *SWEEP_LAMS)}
+    lams = dict.fromkeys((LAM, LOW_LAM, *SWEEP_LAMS))
+    known_arms = {arm_name(s, lam): (s, lam) for s in STRATEGIES for lam in lams}
     unknown = [arm for arm in args.extra_arms if arm not in known_arms]
     if unknown:
         parser.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(known_arms)}")
@@ -956,11 +957,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    trained in {records[-1]['train_seconds']:.0f} s", flush=True)
         save()
 
-    for seed in args.seeds:  # seed-major: an interrupted study still has complete pairs
-        for strategy, lam in [(None, 0.0)] + [(s, LAM) for s in args.strategies]:
+    def run_seed(seed, arms):  # seed-major: an interrupted study still has complete pairs
+        for strategy, lam in arms:
             run_arm(strategy, lam, seed)
         measure_all(records, sets)
         save()
+
+    for seed in args.seeds:
+        run_seed(seed, [(None, 0.0)] + [(s, LAM) for s in args.strategies])
     sweep_strategy = max(
         args.strategies,
         key=lambda s: mean_ci(
@@ -969,18 +973,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.no_sweep:
         for seed in args.seeds:
-            for lam in SWEEP_LAMS:
-                run_arm(sweep_strategy, lam, seed)
-            for strategy in args.strategies:
-                run_arm(strategy, LOW_LAM, seed)
-            measure_all(records, sets)
-            save()
-
+            run_seed(
+                seed,
+                [(sweep_strategy, lam) for lam in SWEEP_LAMS]
+                + [(s, LOW_LAM) for s in args.strategies],
+            )
     for seed in args.extra_seeds:  # the baseline and the named arms only, paired by seed
-        for strategy, lam in [(None, 0.0)] + [known_arms[arm] for arm in args.extra_arms]:
-            run_arm(strategy, lam, seed)
-        measure_all(records, sets)
-        save()
+        run_seed(seed, [(None, 0.0)] + [known_arms[arm] for arm in args.extra_arms])
 
     transfer = measure_transfer(records, sets, paths, args)
     text, stats = summarize(records, None if args.no_sweep else sweep_strategy, args, transfer)
