@@ -382,3 +382,5 @@ def test_dataset_frames_picked_by_a_range_or_an_integer_array(tmp_path):
         ds = _dataset(data_root=mat, indices=indices)
         assert [ds[i]["data_samples"].frame_index for i in range(len(ds))] == [1, 3]
     assert len(_dataset(data_root=mat, indices=np.int64(2))) == 2
+    with pytest.raises(TypeError, match="indices='13'.*not a string"):  # not frames 1 and 3
+        _dataset(data_root=mat, indices="13")

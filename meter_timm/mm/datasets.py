@@ -71,6 +71,11 @@ class NYUDepthDataset(BaseDataset):
         # is read), an index out of range is an NYUDataError naming the file, and sample_idx
         # counts the frames kept. A tuple, range or integer array is a list too (a range or an
         # array was once ignored, giving every frame).
+        if isinstance(indices, (str, bytes)):  # iterable, but its characters are no indices
+            raise TypeError(
+                f"NYUDepthDataset indices={indices!r}: give an int (first N frames) or a list of "
+                "0-based frame indices, not a string"
+            )
         prefix = int(indices) if isinstance(indices, numbers.Integral) else None
         self.frame_indices = (
             None if indices is None or prefix is not None else [int(i) for i in indices]
