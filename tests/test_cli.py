@@ -20,6 +20,15 @@ def test_every_command_has_help(capsys):
         assert f"meter-timm {name}" in capsys.readouterr().out
 
 
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert "depth selectivity" in out and "``" not in out  # says what the tool is, no rst markup
+    assert all(name in out for name in COMMANDS)
+
+
 def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys):
     not_weights = tmp_path / "notes.txt"
     not_weights.write_text("not a checkpoint\n")

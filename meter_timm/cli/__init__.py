@@ -33,7 +33,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(commands: dict[str, tuple[str, str]] = COMMANDS) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meter-timm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="meter-timm",
+        description="METER depth models and the depth selectivity of their units: train, "
+        "evaluate, dissect and export.",
+        epilog="Run 'meter-timm COMMAND --help' for a command's options.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in commands.items():
         sub.add_parser(name, help=help_text, description=help_text)
