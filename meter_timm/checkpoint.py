@@ -55,6 +55,17 @@ def _history_buffer_statistic(owner: Any, name: Any) -> Any:
     raise pickle.UnpicklingError(f"refused pickled getattr({owner_name}, {name!r})")
 
 
+def _plain_numpy_dtype(*args: Any) -> Any:
+    """Stand-in for ``numpy.dtype`` while unpickling: any dtype but those that hold Python
+    objects (an object array's elements would be unpickled as arbitrary objects)."""
+    import numpy as np
+
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"refused numpy {dtype} dtype")
+    return dtype
+
+
 def checkpoint_allowlist() -> list:
     """Every non-tensor type the reader accepts: exactly what mmengine and this package write.
 
@@ -85,7 +96,7 @@ def checkpoint_allowlist() -> list:
     }
     allowed = [
         np.ndarray,
-        np.dtype,
+        (_plain_numpy_dtype, "numpy.dtype"),
         multiarray._reconstruct,
         multiarray.scalar,
         *sorted(dtype_classes, key=lambda c: c.__name__),
@@ -165,7 +176,7 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
     except pickle.UnpicklingError as err:
         refused = _refused_types(path, err, allowed)
         detail = _unpickler_detail(err)
-        if refused or "refused pickled getattr" in detail:
+        if refused or detail.startswith("refused "):  # a type, or a refused getattr or dtype
             what = (
                 f"a pickled {', '.join(refused)}"
                 if refused

@@ -17,7 +17,7 @@ from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
 from meter_timm.checkpoint import CheckpointReadError, load_checkpoint_file
 from meter_timm.cli import main
-from meter_timm.mm.checkpoint import load_from_local_safe
+from meter_timm.mm.checkpoint import load_from_local_safe, url_cache_path
 
 
 class _CreatesFile:
@@ -38,6 +38,19 @@ class _ReachesForAttribute:
 
     def __reduce__(self):
         return (getattr, (self.owner, self.name))
+
+
+class _ObjectArrayViaDtypeCall:
+    """Pickles as an object array whose dtype comes from calling ``numpy.dtype("O")``."""
+
+    class _Dtype:
+        def __reduce__(self):
+            return np.dtype, ("O", False, True)
+
+    def __reduce__(self):
+        multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+        state = (1, (2,), self._Dtype(), False, ["a", {"k": 1}])
+        return multiarray._reconstruct, (np.ndarray, (0,), b"b"), state
 
 
 def test_reader_allows_exactly_mmengine_state(tmp_path):
@@ -67,7 +80,9 @@ def test_reader_allows_exactly_mmengine_state(tmp_path):
             _ReachesForAttribute(HistoryBuffer, "__class__"),
             "getattr(HistoryBuffer, '__class__')",
         ),
-        ("objects.pth", np.array([{}], dtype=object), "numpy.dtypes.ObjectDType"),
+        ("objects.pth", np.array([{}], dtype=object), "numpy object dtype"),
+        # the same array pickled through the allowed numpy.dtype("O") call, not the dtype class
+        ("object_dtype.pth", _ObjectArrayViaDtypeCall(), "numpy object dtype"),
     ]:
         torch.save({"meta": {"x": payload}}, tmp_path / name)
         with pytest.raises(CheckpointReadError) as info:
@@ -134,11 +149,13 @@ def test_every_checkpoint_scheme_goes_through_the_one_reader(tmp_path, http_file
     # http(s): downloaded into the hub cache, then read by the one reader
     loaded = CheckpointLoader.load_checkpoint(f"{url}/honest.pth")
     assert torch.equal(loaded["state_dict"]["w"], torch.ones(3))
-    assert (tmp_path / "hub" / "checkpoints" / "honest.pth").is_file()
+    assert url_cache_path(f"{url}/honest.pth").is_file()
+    assert url_cache_path(f"{url}/honest.pth").is_relative_to(tmp_path / "hub" / "checkpoints")
     with pytest.raises(CheckpointReadError, match="refused checkpoint .*payload.pth.*io.open"):
         _load_checkpoint(f"{url}/payload.pth")  # mmengine's init_cfg / load_from entry point
     # a payload planted in the hub cache is read by the same rules (mmengine would unpickle it)
-    torch.save({"meta": {"x": _CreatesFile(marker)}}, tmp_path / "hub" / "checkpoints" / "p2.pth")
+    url_cache_path(f"{url}/p2.pth").parent.mkdir(parents=True)
+    torch.save({"meta": {"x": _CreatesFile(marker)}}, url_cache_path(f"{url}/p2.pth"))
     with pytest.raises(CheckpointReadError, match="refused checkpoint .*p2.pth"):
         CheckpointLoader.load_checkpoint(f"{url}/p2.pth")
     with pytest.raises(CheckpointReadError, match=f"cannot download checkpoint {url}/absent.pth"):
@@ -160,6 +177,17 @@ def test_every_checkpoint_scheme_goes_through_the_one_reader(tmp_path, http_file
             CheckpointLoader.load_checkpoint(path)
         assert path in str(info.value)
     assert not marker.exists()
+
+
+def test_urls_with_the_same_file_name_do_not_share_a_download(http_files):
+    served, url = http_files
+    for folder, value in (("a", 1.0), ("b", 2.0)):
+        (served / folder).mkdir()
+        torch.save({"state_dict": {"w": torch.full((2,), value)}}, served / folder / "x.pth")
+    first = CheckpointLoader.load_checkpoint(f"{url}/a/x.pth")
+    second = CheckpointLoader.load_checkpoint(f"{url}/b/x.pth")  # not a's cached copy
+    assert first["state_dict"]["w"].tolist() == [1.0, 1.0]
+    assert second["state_dict"]["w"].tolist() == [2.0, 2.0]
 
 
 def _write_config(tmp_path, work_dir, epochs):
@@ -211,11 +239,16 @@ def test_payload_in_the_work_dir_never_runs_and_honest_checkpoints_resume(
     (work_dir / "last_checkpoint").write_text(str(elsewhere))
     code, last = _resume_error(capsys, config, work_dir)
     assert code == 2 and not marker.exists() and str(elsewhere) in last and "io.open" in last
-    # ... also when it names a URL (mmengine would fully unpickle the download)
+    # ... and when it names a URL, nothing is downloaded because of it
     served, url = http_files
     shutil.copy(elsewhere, served / "elsewhere.pth")
     (work_dir / "last_checkpoint").write_text(f"{url}/elsewhere.pth")
     code, last = _resume_error(capsys, config, work_dir)
+    assert code == 2 and not marker.exists() and "not a local file" in last
+    assert str(work_dir / "last_checkpoint") in last and "--resume URL" in last
+    assert not any((tmp_path / "hub").rglob("elsewhere.pth"))
+    # an explicit --resume URL is downloaded and read by the one reader
+    code, last = _resume_error(capsys, config, work_dir, f"{url}/elsewhere.pth")
     assert code == 2 and not marker.exists() and "elsewhere.pth" in last and "io.open" in last
 
     # a state dict is not a training checkpoint
@@ -269,6 +302,92 @@ def test_resume_refuses_incomplete_training_state_naming_file_and_part(tmp_path,
     assert not (work_dir / "epoch_2.pth").exists() and honest["meta"]["epoch"] == 1
 
 
+def test_resume_never_runs_or_deletes_what_the_checkpoint_names(tmp_path, capsys):
+    # mmengine's resume executes meta['config'] as a Python config, and its checkpoint hook
+    # deletes the runtime_info's best_ckpt and keep_ckpt_ids files: plain strings and lists
+    # that weights_only=True lets through
+    work_dir = tmp_path / "run"
+    cfg, _ = _write_config(tmp_path, work_dir, epochs=1)
+    build_runner(cfg).train()
+    honest = work_dir / "epoch_1.pth"
+    _, config = _write_config(tmp_path, work_dir, epochs=2)
+    marker = tmp_path / "created_by_config"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    (work_dir / "epoch_x").mkdir()  # so that epoch_x/../../victim/keep.txt resolves
+    edits = {
+        "config": (
+            lambda c: c["meta"].update(config=f"x = open({str(marker)!r}, 'w')"),
+            "meta['config'] holds Python source",
+        ),
+        "keep_ids": (
+            lambda c: c["message_hub"]["runtime_info"].update(
+                keep_ckpt_ids=["x/../../victim/keep", 1]
+            ),
+            "runtime_info['keep_ckpt_ids'] is ['x/../../victim/keep', 1], not a list of",
+        ),
+        "best_dict": (
+            lambda c: c["message_hub"]["runtime_info"].update(best_ckpt={"a": 1}),
+            "runtime_info['best_ckpt'] is {'a': 1}, not a best checkpoint's path",
+        ),
+        "best_name": (
+            lambda c: c["message_hub"]["runtime_info"].update(best_ckpt_rmse=str(victim)),
+            "runtime_info['best_ckpt_rmse'] is ",
+        ),
+    }
+    for name, (edit, expected) in edits.items():
+        checkpoint = load_checkpoint_file(honest)
+        edit(checkpoint)
+        torch.save(checkpoint, tmp_path / f"{name}.pth")
+        code, last = _resume_error(capsys, config, work_dir, tmp_path / f"{name}.pth")
+        assert code == 2 and f"cannot resume from {tmp_path / name}.pth: " in last, (name, last)
+        assert expected in last, (name, last)
+    assert not marker.exists() and (victim / "keep.txt").read_text() == "precious"
+
+
+def test_resumed_best_checkpoint_outside_the_run_is_never_deleted(tmp_path):
+    # a best checkpoint named like one but in another folder (planted, or the run was moved):
+    # the resumed run saves its new best without deleting the old path
+    work_dir = tmp_path / "run"
+    cfg, _ = _write_config(tmp_path, work_dir, epochs=1)
+    cfg.default_hooks.checkpoint.update(save_best="rmse", rule="less")
+    build_runner(cfg).train()
+    [own_best] = work_dir.glob("best_rmse_epoch_1.pth")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "best_rmse_epoch_1.pth").write_text("precious")
+    checkpoint = load_checkpoint_file(work_dir / "epoch_1.pth")
+    assert checkpoint["message_hub"]["runtime_info"]["best_ckpt"] == str(own_best)
+    checkpoint["message_hub"]["runtime_info"].update(
+        best_ckpt=str(victim / "best_rmse_epoch_1.pth"), best_score=1e9
+    )
+    torch.save(checkpoint, work_dir / "epoch_1.pth")
+    cfg2, _ = _write_config(tmp_path, work_dir, epochs=2)
+    cfg2.default_hooks.checkpoint.update(save_best="rmse", rule="less")
+    cfg2.resume = True
+    build_runner(cfg2).train()
+    assert (victim / "best_rmse_epoch_1.pth").read_text() == "precious"
+    assert (work_dir / "best_rmse_epoch_2.pth").is_file()  # a better rmse than 1e9 was saved
+
+
+def test_last_checkpoint_names_a_file_relative_to_the_work_dir(tmp_path, capsys, monkeypatch):
+    work_dir = tmp_path / "run"
+    cfg, _ = _write_config(tmp_path, work_dir, epochs=1)
+    build_runner(cfg).train()
+    _, config = _write_config(tmp_path, work_dir, epochs=2)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the command runs from another folder
+    (work_dir / "last_checkpoint").write_text("missing.pth")
+    code, last = _resume_error(capsys, config, work_dir)
+    assert code == 2 and str(work_dir / "last_checkpoint") in last
+    assert "'missing.pth'" in last and str(work_dir / "missing.pth") in last
+    (work_dir / "last_checkpoint").write_text("epoch_1.pth")
+    assert main(["train", str(config), "--work-dir", str(work_dir), "--resume"]) == 0
+    assert load_checkpoint_file(work_dir / "epoch_2.pth")["meta"]["epoch"] == 2
+
+
 def _check_training_state(checkpoint, model, resume_parts=(True, True), schedulers=True):
     """``MeterRunner._check_training_state`` of a runner with ``model`` (no runner built)."""
     from types import SimpleNamespace
@@ -297,6 +416,10 @@ def _training_state(model, **changes):
 def test_training_state_check_accepts_what_the_run_needs_and_no_more():
     model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
     _check_training_state(_training_state(model), model)
+    # what mmengine's checkpoint hook keeps: checkpoint numbers and best checkpoint paths
+    info = {"keep_ckpt_ids": [1, 2], "best_ckpt": "/w/best_rmse_epoch_2.pth", "best_ckpt_a1": None}
+    hub = {"log_scalars": {}, "runtime_info": info, "resumed_keys": {}}
+    _check_training_state(_training_state(model, message_hub=hub), model)
     # DDP's "module." prefixes are revised away, as the load does
     prefixed = {f"module.{k}": v for k, v in model.state_dict().items()}
     _check_training_state(_training_state(model, state_dict=prefixed), model)
@@ -321,6 +444,14 @@ def test_training_state_check_names_what_is_wrong():
     four_missing = r"missing 0\.weight; .*; missing 1\.weight \(and 1 more\)"
     with pytest.raises(ValueError, match=four_missing):
         _check_training_state(_training_state(model, state_dict={}), model)
+    for info in ({"keep_ckpt_ids": [1, True]}, {"keep_ckpt_ids": (1, 2)}, {"best_ckpt": 3}):
+        hub = {"log_scalars": {}, "runtime_info": info, "resumed_keys": {}}
+        with pytest.raises(ValueError, match=r"run/x.pth: runtime_info\['(keep|best)_ckpt"):
+            _check_training_state(_training_state(model, message_hub=hub), model)
+    with pytest.raises(ValueError, match=r"run/x.pth: meta\['config'\] holds Python source"):
+        _check_training_state(
+            _training_state(model, meta={"epoch": 0, "iter": 3, "config": ""}), model
+        )
     three = {"1.bias": model.state_dict()["1.bias"]}
     with pytest.raises(ValueError, match=r"missing 0\.bias; missing 1\.weight$"):
         _check_training_state(_training_state(model, state_dict=three), model)

@@ -22,6 +22,7 @@ Saving. A run killed at any moment keeps a complete checkpoint that ``--resume``
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -40,6 +41,7 @@ __all__ = [
     "load_from_local_safe",
     "load_from_http_safe",
     "load_from_unsupported_scheme",
+    "url_cache_path",
     "publish_file",
     "write_text_atomically",
     "partial_name",
@@ -54,13 +56,11 @@ def load_from_local_safe(filename: str, map_location=None):
 
 
 def load_from_http_safe(filename: str, map_location=None):
-    """mmengine's http(s) loader: the file is downloaded into torch's hub cache (by rank 0 first,
-    as mmengine does), then read by the package's one reader like any local file. A copy already
-    in the cache is reused and read by the same rules: a cache directory is no proof of trust."""
-    name = os.path.basename(urlparse(filename).path)
-    if not name:
-        raise CheckpointReadError(f"cannot read checkpoint {filename}: the URL names no file")
-    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    """mmengine's http(s) loader: the file is downloaded into torch's hub cache, in a folder of its
+    own URL (by rank 0 first, as mmengine does), then read by the package's one reader like any
+    local file. A copy already in the cache is reused and read by the same rules: a cache
+    directory is no proof of trust."""
+    path = url_cache_path(filename)
     rank, world_size = get_dist_info()
     if rank == 0:
         _download(filename, path)
@@ -69,6 +69,16 @@ def load_from_http_safe(filename: str, map_location=None):
         if rank > 0:  # processes of other nodes, without the shared file system
             _download(filename, path)
     return load_checkpoint_file(path, map_location=map_location)
+
+
+def url_cache_path(url: str) -> Path:
+    """Where the http(s) loader keeps the download of ``url``: torch's hub cache, in a folder of
+    that exact URL, so two URLs ending in the same file name never share a copy."""
+    name = os.path.basename(urlparse(url).path)
+    if not name:
+        raise CheckpointReadError(f"cannot read checkpoint {url}: the URL names no file")
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(torch.hub.get_dir()) / "checkpoints" / "meter_timm_urls" / digest / name
 
 
 def _download(url: str, path: Path) -> None:
@@ -168,6 +178,25 @@ class DurableCheckpointHook(CheckpointHook):
     then ``last_checkpoint`` (atomically), then the deletion of outdated checkpoints. Same arguments
     as ``CheckpointHook``.
     """
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        # a resumed run deletes its previous best checkpoint when it finds a better one: only a
+        # file of this run's checkpoint folder (the path came from the checkpoint, which is data)
+        folder = os.path.normpath(str(self.out_dir))
+        kept = {"best_ckpt": getattr(self, "best_ckpt_path", None)}
+        by_metric = getattr(self, "best_ckpt_path_dict", {})
+        kept.update({f"best_ckpt_{k}": v for k, v in by_metric.items()})
+        for key, path in kept.items():
+            if path and os.path.dirname(os.path.normpath(str(path))) != folder:
+                runner.logger.warning(
+                    f"the resumed {key} {path} is not in this run's checkpoint folder {folder}: "
+                    "it will not be deleted when a better checkpoint is saved"
+                )
+                if key == "best_ckpt":
+                    self.best_ckpt_path = None
+                else:
+                    by_metric[key[len("best_ckpt_") :]] = None
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         outdated = []

@@ -42,6 +42,14 @@ from meter_timm.mm.registry import LOOPS, MODEL_WRAPPERS, RUNNERS
 __all__ = ["MeterRunner", "init_cpu_process_group"]
 
 
+#: the file name mmengine's CheckpointHook gives a best checkpoint: best_<metric>_<epoch|iter>...
+_BEST_NAME = re.compile(r"best_[^/\\]+")
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def init_cpu_process_group(dist_cfg: dict | None = None) -> str:
     """Create the default process group for a torchrun launch without CUDA; returns the backend.
 
@@ -215,11 +223,8 @@ class MeterRunner(Runner):
         resume_param_scheduler: bool = True,
         map_location="default",
     ) -> None:
-        if not str(filename).strip():
-            raise ValueError(
-                f"cannot resume: {os.path.join(self.work_dir, 'last_checkpoint')} is empty; "
-                "pass --resume PATH, or delete that file to start afresh"
-            )
+        if self._resume and self._load_from is None:  # the name comes from last_checkpoint
+            filename = self._checkpoint_named_by_last_checkpoint(str(filename))
         self._resuming_from = str(filename)
         self._resume_parts = (resume_optimizer, resume_param_scheduler)
         try:
@@ -241,6 +246,29 @@ class MeterRunner(Runner):
                 "batch, so this run will differ from an uninterrupted one; only epoch checkpoints "
                 "resume exactly"
             )
+
+    def _checkpoint_named_by_last_checkpoint(self, filename: str) -> str:
+        """The checkpoint that the work dir's ``last_checkpoint`` file names, as a local path.
+
+        That file is data lying in a folder, not a proof of trust: a URL there is refused (no
+        download because of it); a relative name is read from the work dir, not from wherever
+        the command runs; an empty or dangling name stops with the file at fault."""
+        last = os.path.join(self.work_dir, "last_checkpoint")
+        again = "pass --resume PATH, or delete that file to start afresh"
+        name = filename.strip()
+        if not name:
+            raise ValueError(f"cannot resume: {last} is empty; {again}")
+        if "://" in name:
+            raise ValueError(
+                f"cannot resume: {last} names {name!r}, not a local file; to resume from a URL "
+                "pass it explicitly: --resume URL"
+            )
+        path = name if os.path.isabs(name) else os.path.join(self.work_dir, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"cannot resume: {last} names {name!r}, and {path} is not a file; {again}"
+            )
+        return path
 
     def load_checkpoint(
         self,
@@ -276,13 +304,29 @@ class MeterRunner(Runner):
         if not isinstance(meta, dict) or not {"epoch", "iter"} <= meta.keys():
             refuse("not a training checkpoint (no 'meta' with epoch and iter)", from_weights)
         for key in ("epoch", "iter"):
-            value = meta[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                refuse(f"meta[{key!r}] is {value!r}, not a count of {key}s")
+            if not _is_count(meta[key]):
+                refuse(f"meta[{key!r}] is {meta[key]!r}, not a count of {key}s")
+        if "config" in meta:  # mmengine's resume runs this string as a Python config file
+            refuse(
+                "meta['config'] holds Python source that mmengine would execute on resume; "
+                "meter-timm never writes it, so the file was not saved by meter-timm or was "
+                "altered"
+            )
         hub = checkpoint.get("message_hub")
         hub_keys = ("log_scalars", "runtime_info", "resumed_keys")
         if not isinstance(hub, dict) or not set(hub_keys) <= hub.keys():
             refuse(f"no 'message_hub' with {', '.join(hub_keys)}", from_weights)
+        info = hub["runtime_info"]
+        if not isinstance(info, dict):
+            refuse(f"message_hub['runtime_info'] is a {type(info).__name__}, not a dict")
+        # the checkpoint hook turns these into files to delete: checkpoint numbers and file names
+        keep = info.get("keep_ckpt_ids", [])
+        if not isinstance(keep, list) or not all(_is_count(step) for step in keep):
+            refuse(f"runtime_info['keep_ckpt_ids'] is {keep!r}, not a list of checkpoint numbers")
+        for key, value in info.items():
+            if str(key).startswith("best_ckpt") and value is not None:
+                if not isinstance(value, str) or not _BEST_NAME.fullmatch(os.path.basename(value)):
+                    refuse(f"runtime_info[{key!r}] is {value!r}, not a best checkpoint's path")
         resume_optimizer, resume_schedulers = self._resume_parts
         if resume_optimizer and "optimizer" not in checkpoint:
             refuse("no 'optimizer' state (saved with save_optimizer=False?)", from_weights)
