@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 
 import meter_timm  # noqa: F401  (registers the models)
 from meter_timm.models.meter import DEPTH_UNIT_SCALE, Meter
+from meter_timm.models.weights import create_model
 
 __all__ = ["build_model", "export_onnx", "run_onnx", "onnx_relative_error", "save_hub_folder"]
 
@@ -23,13 +23,9 @@ EXPORT_EXTRA_HINT = "pip install 'meter-timm[export]' (onnx, onnxscript, onnxrun
 
 
 def build_model(name: str, weights: str | Path | None = None) -> Meter:
-    """A METER model in eval mode: ``weights`` loaded (any file or hub folder meter-timm reads),
-    random weights when None."""
-    if weights is None:
-        return timm.create_model(name).eval()
-    return timm.create_model(
-        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))
-    ).eval()
+    """A model (METER or any timm model) in eval mode: ``weights`` loaded by the one checkpoint
+    reader (any file or hub folder meter-timm reads), random weights when None."""
+    return create_model(name, weights).eval()
 
 
 def input_size(

@@ -2,11 +2,14 @@
 selectivity loss: one test per family at 192x256 (random weights, batch 2)."""
 
 import pytest
+import timm
 import torch
 
 import meter_timm.mm  # noqa: F401  (registers the mmengine modules)
+from meter_timm.checkpoint import CheckpointReadError
 from meter_timm.mm.model import DepthEstimator
 from meter_timm.mm.structures import DepthDataSample
+from meter_timm.models import create_model
 from meter_timm.selectivity import LayerCapture, token_grid
 
 H, W = 192, 256
@@ -132,3 +135,41 @@ def test_light_decoder_levels_initial_depth_and_output_size():
         assert not torch.allclose(decoder(finer, (70, 90)), decoder(feats, (70, 90)))
     with pytest.raises(ValueError, match="no backbone feature at stride >= 4"):
         LightDepthDecoder([8, 16], reductions=[1, 2])
+
+
+class _CreatesFile:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_any_backbone_weights_file_goes_through_the_one_reader(tmp_path):
+    # a timm backbone's pretrained_cfg_overlay file is read by meter-timm's reader (timm's own
+    # would be given the file otherwise), loaded exactly, and a planted payload never runs
+    torch.manual_seed(0)
+    trained = timm.create_model("resnet18", num_classes=3)
+    torch.save({"state_dict": trained.state_dict(), "meta": {"epoch": 1}}, tmp_path / "r18.pth")
+    loaded = create_model("resnet18", tmp_path / "r18.pth", num_classes=3)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(trained.state_dict().values(), loaded.state_dict().values())
+    )
+    backbone = dict(
+        name="resnet18",
+        features_only=True,
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(tmp_path / "r18.pth")),
+    )
+    model = DepthEstimator(backbone=backbone)
+    assert torch.equal(model.backbone.layer3[0].conv1.weight, trained.layer3[0].conv1.weight)
+    # a file whose keys do not fit is an error naming it, not a partial load
+    with pytest.raises(ValueError, match=r"r18\.pth: the weights do not fit resnet34"):
+        create_model("resnet34", tmp_path / "r18.pth", num_classes=3)
+    marker = tmp_path / "created_by_payload"
+    torch.save({"w": torch.ones(1), "x": _CreatesFile(marker)}, tmp_path / "payload.pth")
+    backbone["pretrained_cfg_overlay"] = dict(file=str(tmp_path / "payload.pth"))
+    with pytest.raises(CheckpointReadError, match=r"refused checkpoint .*payload\.pth.*io\.open"):
+        DepthEstimator(backbone=backbone)
+    assert not marker.exists()

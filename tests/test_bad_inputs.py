@@ -378,6 +378,43 @@ CASES = [
         ["refused checkpoint", "payload.pth", "io.open", "nothing in it was run"],
     ),
     (
+        "pickled payload in weights of a timm model to export",
+        lambda i: [
+            "export",
+            "resnet18",
+            "--weights",
+            str(i["root"] / "payload.pth"),
+            "--onnx",
+            str(i["root"] / "r.onnx"),
+            "--no-check",
+        ],
+        ["refused checkpoint", "payload.pth", "io.open", "nothing in it was run"],
+    ),
+    (
+        "pickled payload in weights of a timm model to convert",
+        lambda i: [
+            "convert",
+            str(i["root"] / "payload.pth"),
+            "--model",
+            "resnet18",
+            "--out",
+            str(i["root"] / "hub_out"),
+        ],
+        ["refused checkpoint", "payload.pth", "io.open"],
+    ),
+    (
+        "METER weights for another timm model",
+        lambda i: [
+            "convert",
+            str(i["weights"]),
+            "--model",
+            "resnet18",
+            "--out",
+            str(i["root"] / "hub_out"),
+        ],
+        ["weights.pth: the weights do not fit resnet18", "Missing key(s)"],
+    ),
+    (
         "no valid depth pixel",
         lambda i: _eval(
             i,

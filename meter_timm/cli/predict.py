@@ -75,12 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_model(name: str, weights: str, device: str = "cpu") -> torch.nn.Module:
     """A METER model with ``weights`` loaded, fused for inference, in eval mode on ``device``."""
-    import timm
+    from meter_timm.models.weights import create_model
 
-    import meter_timm  # noqa: F401  (registers the models)
-
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
-    return model.eval().fuse().to(device)
+    return create_model(name, weights).eval().fuse().to(device)
 
 
 def load_image(path: Path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -22,6 +21,7 @@ from meter_timm.data.resize import resize_depth_nearest
 from meter_timm.mm.registry import MODELS
 from meter_timm.mm.structures import DepthDataSample
 from meter_timm.models.decoder import LightDepthDecoder
+from meter_timm.models.weights import create_model
 from meter_timm.precision import autocast_disabled
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
@@ -76,7 +76,7 @@ def create_backbone(backbone: dict) -> nn.Module:
             check_model_name(name)
         except ValueError as exc:
             raise ValueError(f"DepthEstimator backbone: {exc}") from None
-    return timm.create_model(name, **kwargs)
+    return create_model(name, **kwargs)  # a pretrained_cfg_overlay file: the one reader
 
 
 @MODELS.register_module()

@@ -8,6 +8,7 @@ from meter_timm.models.meter import (
     MeterPretrainedCfg,
     checkpoint_filter_fn,
 )
+from meter_timm.models.weights import create_model
 
 __all__ = [
     "Meter",
@@ -15,4 +16,5 @@ __all__ = [
     "checkpoint_filter_fn",
     "LightDepthDecoder",
     "DEPTH_UNIT_SCALE",
+    "create_model",
 ]

@@ -1,0 +1,48 @@
+"""Any timm model with a weights file read by meter-timm's one checkpoint reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch.nn as nn
+
+from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
+from meter_timm.models.meter import resolve_weights_file
+
+__all__ = ["create_model", "read_file_overlay"]
+
+
+def read_file_overlay(overlay: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """A timm ``pretrained_cfg_overlay`` whose ``file`` (a weights file or hub folder) is replaced
+    by the ``state_dict`` that :func:`~meter_timm.checkpoint.load_checkpoint_file` reads from it,
+    and the file read: timm's own reader, whose rules are not this package's, never sees it."""
+    overlay = dict(overlay)
+    path = resolve_weights_file(overlay.pop("file"))
+    overlay["state_dict"] = state_dict_of(load_checkpoint_file(path), path)
+    overlay["source"] = ""  # a state dict passed through, whatever the model's default source
+    return overlay, path
+
+
+def create_model(name: str, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, **kwargs)``, for METER and any other timm model, with the weights
+    ``weights`` (or ``pretrained_cfg_overlay=dict(file=...)``) read by the one reader. Weights
+    that do not fit the model raise a ValueError naming the file."""
+    if weights is not None:
+        kwargs["pretrained"] = True
+        kwargs["pretrained_cfg_overlay"] = {
+            **(kwargs.get("pretrained_cfg_overlay") or {}),
+            "file": str(weights),
+        }
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    if not kwargs.get("pretrained") or not overlay.get("file"):
+        return timm.create_model(name, **kwargs)
+    kwargs["pretrained_cfg_overlay"], path = read_file_overlay(overlay)
+    if "num_classes" in kwargs:  # the file's head is loaded (and must fit), not dropped by timm
+        kwargs["pretrained_cfg_overlay"].setdefault("num_classes", kwargs["num_classes"])
+    try:
+        return timm.create_model(name, **kwargs)
+    except (RuntimeError, KeyError) as err:  # load_state_dict, a filter_fn: keys or shapes
+        detail = " ".join(str(err).split())[:300]
+        raise ValueError(f"{path}: the weights do not fit {name} ({detail})") from None
