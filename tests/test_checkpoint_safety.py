@@ -420,6 +420,10 @@ def test_training_state_check_accepts_what_the_run_needs_and_no_more():
     info = {"keep_ckpt_ids": [1, 2], "best_ckpt": "/w/best_rmse_epoch_2.pth", "best_ckpt_a1": None}
     hub = {"log_scalars": {}, "runtime_info": info, "resumed_keys": {}}
     _check_training_state(_training_state(model, message_hub=hub), model)
+    # schedulers as a list, or a dict of lists (one per optimizer)
+    states = [{"last_step": 3, "base_values": [0.1]}]
+    _check_training_state(_training_state(model, param_schedulers=states), model)
+    _check_training_state(_training_state(model, param_schedulers={"a": states, "b": []}), model)
     # DDP's "module." prefixes are revised away, as the load does
     prefixed = {f"module.{k}": v for k, v in model.state_dict().items()}
     _check_training_state(_training_state(model, state_dict=prefixed), model)
@@ -448,6 +452,9 @@ def test_training_state_check_names_what_is_wrong():
         hub = {"log_scalars": {}, "runtime_info": info, "resumed_keys": {}}
         with pytest.raises(ValueError, match=r"run/x.pth: runtime_info\['(keep|best)_ckpt"):
             _check_training_state(_training_state(model, message_hub=hub), model)
+    for schedulers in ([{"optimizer": {}}], {"lr": [3]}, "x"):
+        with pytest.raises(ValueError, match=r"run/x.pth: 'param_schedulers' is not a list of"):
+            _check_training_state(_training_state(model, param_schedulers=schedulers), model)
     with pytest.raises(ValueError, match=r"run/x.pth: meta\['config'\] holds Python source"):
         _check_training_state(
             _training_state(model, meta={"epoch": 0, "iter": 3, "config": ""}), model

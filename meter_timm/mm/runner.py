@@ -332,6 +332,17 @@ class MeterRunner(Runner):
             refuse("no 'optimizer' state (saved with save_optimizer=False?)", from_weights)
         if resume_schedulers and self.param_schedulers and "param_schedulers" not in checkpoint:
             refuse("no 'param_schedulers' state", from_weights)
+        # mmengine loads a scheduler's state into its __dict__: its own attributes only
+        saved = checkpoint.get("param_schedulers", [])
+        groups = saved.values() if isinstance(saved, dict) else [saved]
+        for states in groups:
+            if not isinstance(states, list) or not all(
+                isinstance(state, dict) and "optimizer" not in state for state in states
+            ):
+                refuse(
+                    "'param_schedulers' is not a list of scheduler states (dicts without "
+                    "'optimizer')"
+                )
         if "random_state" not in checkpoint:
             refuse(
                 "no 'random_state' (not saved by meter-timm), so the run could not continue as it "
