@@ -267,6 +267,9 @@ def test_tiny_real_fine_tune_end_to_end(tmp_path):
         state_dict_of(load_checkpoint_file(out / headline["selectivity"]))
     )["encoder.6"]
     assert learned["assigned_bins"] == restored.assignment().tolist()
+    assert learned["bin_edges"] == pytest.approx(restored.edges().tolist())
+    assert learned["measured_at"] == study.code_version() and learned["trained_at"]
+    assert results["pretrained"]["test"]["abs_rel"] == pytest.approx(0.1763, abs=1e-4)
     baseline = next(r for r in results["runs"] if r["arm"] == "baseline")
     assert (
         baseline["assigned_bins"] == eq2_assignment(48, 32).tolist()
@@ -481,7 +484,18 @@ def test_summarize_tables_paired_differences_and_goal():
     assert "## The learned matching: fitted on training frames, scored elsewhere" in lines
     # goal: uniform-lam1 has the higher SI but costs +5%; learned-lam1 reaches it
     assert stats["goal_reached_by"] == ["learned-lam1"]
-    assert "Reached (on the means) by: learned-lam1 (SI 0.320, abs_rel +0.0%)." in text
+    zero = "+0.0% [+0.0%, +0.0%]"
+    assert (
+        f"Reached (on the means of both sets) by: learned-lam1 (SI 0.320, abs_rel {zero} (test), "
+        f"{zero} (val))." in text
+    )
+    # within the budget on the means: learned-lam1 on both sets; the lambda 0.3 arms have no val
+    # abs_rel, so only their test cost counts and no interval covers both sets
+    assert "learned-lam1 (SI 0.320, " in text and "both intervals end below the budget" in text
+    assert "uniform-lam0.3 (SI 0.200, abs_rel " in text and "no interval on both sets" in text
+    # the relative val cost of uniform-lam1: (0.5 - 0.4) / 0.4 per seed
+    assert d["rel_abs_rel_val"] == pytest.approx((0.25, 0.25, 0.25), abs=1e-12)
+    assert cells[9] == "+0.250 [+0.250, +0.250]"
 
 
 def test_summarize_names_the_highest_si_when_no_arm_reaches_the_goal():
@@ -493,7 +507,101 @@ def test_summarize_names_the_highest_si_when_no_arm_reaches_the_goal():
         records.append(_record("learned-lam1", s, 0.15, 0.2))
     text, stats = study.summarize(records, None, _Args())
     assert stats["goal_reached_by"] == []
-    assert "Not reached by any arm. Highest SI: log-lam1 at 0.200 with abs_rel +50.0%" in text
+    assert "Not reached by any arm. Highest SI: log-lam1 at 0.200 with abs_rel +50.0% [" in text
+    assert "(test), - (val) relative to the baseline." in text  # no val abs_rel measured
+
+
+def test_budget_and_headline_need_both_sets():
+    # uniform-lam0.3: SI 0.2, 1% cheaper on the test images but +8% on the val scene; learned:
+    # SI 0.1, +1% on both. On the test images alone uniform would be the headline.
+    records = []
+    for s in range(3):
+        jitter = s / 1000  # intervals of nonzero width
+        records += [
+            _record("baseline", s, 0.0, 0.2, abs_rel_val=0.1, si_under={}),
+            _record("uniform-lam0.3", s, 0.2, 0.198, abs_rel_val=0.108 + jitter),
+            _record("learned-lam0.3", s, 0.1, 0.202, abs_rel_val=0.101 + jitter),
+        ]
+    text, stats = study.summarize(records, None, _Args())
+    deltas = stats["deltas"]
+    assert deltas["uniform-lam0.3"]["rel_abs_rel"][0] == pytest.approx(-0.01)
+    assert deltas["uniform-lam0.3"]["rel_abs_rel_val"][0] == pytest.approx(0.09)
+    assert not study.within_budget(deltas["uniform-lam0.3"])
+    assert study.within_budget(deltas["learned-lam0.3"])
+    # learned's val interval: mean +2%, half-width t(0.975, 2) * 0.01 / sqrt(3) = 0.0248
+    assert deltas["learned-lam0.3"]["rel_abs_rel_val"][2] == pytest.approx(0.02 + 0.024841, 1e-3)
+    assert not study.budget_confirmed(deltas["learned-lam0.3"])
+    assert "Within the +3% budget on the means of both sets: learned-lam0.3 (SI 0.100" in text
+    assert "an interval reaches above +3%, so a larger cost is not excluded" in text
+    assert "uniform-lam0.3 (SI" not in text.split("Within the +3% budget")[1]
+    # both intervals below +3%: confirmed
+    delta = {"rel_abs_rel": (0.0, -0.01, 0.029), "rel_abs_rel_val": (0.01, 0.0, 0.03)}
+    assert study.budget_confirmed(delta) and study.within_budget(delta)
+    assert not study.within_budget({"rel_abs_rel": (0.031, 0, 0), "rel_abs_rel_val": (0, 0, 0)})
+
+
+def test_gain_difference_puts_strategies_on_one_scale():
+    # seed s: uniform SI 0.30 against its bins, where the baseline scores 0.10 (gain 0.20);
+    # learned SI 0.15 against its own, where the baseline scores 0.05 - s/100 (gain 0.10 + s/100)
+    records = []
+    for s in range(3):
+        under = {"uniform-lam1": 0.10, "learned-lam1": 0.05 - s / 100}
+        records += [
+            _record("baseline", s, 0.0, 0.2, si_under=under),
+            _record("uniform-lam1", s, 0.30, 0.2),
+            _record("learned-lam1", s, 0.15, 0.2),
+        ]
+    records.append(_record("uniform-lam1", 3, 0.5, 0.2))  # no baseline: left out
+    assert study.gain_difference(records, "uniform-lam1", "learned-lam1") == pytest.approx(
+        [0.10, 0.09, 0.08]
+    )
+    lines = study.strategy_comparison(records, ["uniform-lam1", "learned-lam1"], 1.0)
+    cells = _cells(lines, "uniform-lam1 - learned-lam1")
+    assert cells[9] == study.fmt_ci(study.mean_ci([0.10, 0.09, 0.08]))
+    assert cells[10] == "uniform-lam1 gains more"
+    assert cells[1].startswith("+0.150")  # the raw difference, on different bins
+
+
+def test_remeasure_keeps_the_training_and_measures_everything_again(tmp_path, monkeypatch):
+    import torch
+
+    out = tmp_path / "study"
+    (out / "runs").mkdir(parents=True)
+    monkeypatch.setattr(
+        study, "data_paths", lambda shared: {k: k for k in ("train", "val", "test", "weights")}
+    )
+    monkeypatch.setattr(study, "nyu_dataset", lambda csv, limit=None: csv)
+    monkeypatch.setattr(study, "measure_transfer", lambda *args: None)
+    monkeypatch.setattr(study, "pretrained_reference", lambda *args: None)
+    monkeypatch.setattr(study, "figures", lambda *args: [])
+    records = []
+    for arm in ("baseline", "uniform-lam1"):
+        checkpoint = tmp_path / f"{arm}.pth"
+        torch.save({"state_dict": {"w": torch.zeros(1)}}, checkpoint)
+        extra = {"checkpoint": str(checkpoint), "train_seconds": 1.0, "measured_at": "old"}
+        if arm == "baseline":
+            extra["si_under"] = {"uniform-lam1": 0.0}
+        records.append(_record(arm, 0, 0.1, 0.2, **extra))
+    (out / "runs" / "records.json").write_text(json.dumps(records))
+    seen = []
+
+    def measure_all(records, sets):
+        seen.append([dict(r) for r in records])
+        for r in records:  # what measure() fills
+            r.update(_record(r["arm"], 0, 0.2, 0.3, measured_at="new"), checkpoint=r["checkpoint"])
+            if r["arm"] == "baseline":
+                r["si_under"] = {"uniform-lam1": 0.0}
+
+    monkeypatch.setattr(study, "measure_all", measure_all)
+    argv = ["--out", str(out), "--shared", str(tmp_path), "--seeds", "0", "--no-sweep"]
+    assert study.main([*argv, "--strategies", "uniform", "--remeasure"]) == 0
+    before = seen[0]
+    assert {tuple(sorted(r)) for r in before} == {
+        ("arm", "checkpoint", "lam", "seed", "strategy", "train_seconds")
+    }
+    saved = json.loads((out / "runs" / "records.json").read_text())
+    assert {r["measured_at"] for r in saved} == {"new"} and saved[0]["abs_rel_test"] == 0.3
+    assert "Runs measured at commit(s): new." in (out / "results.md").read_text()
 
 
 def test_transfer_section_rows_without_other_training_frames():
@@ -607,12 +715,13 @@ def test_main_rewrites_the_report_from_saved_runs_and_picks_the_headline(tmp_pat
         raise AssertionError(f"a run is missing: {args[:3]}")
 
     monkeypatch.setattr(
-        study, "data_paths", lambda shared: {k: k for k in ("train", "val", "test")}
+        study, "data_paths", lambda shared: {k: k for k in ("train", "val", "test", "weights")}
     )
     monkeypatch.setattr(study, "nyu_dataset", lambda csv, limit=None: csv)
     monkeypatch.setattr(study, "train", fail)
     monkeypatch.setattr(study, "measure_all", lambda records, sets: None)
     monkeypatch.setattr(study, "measure_transfer", lambda *args: None)
+    monkeypatch.setattr(study, "pretrained_reference", lambda *args: None)
     monkeypatch.setattr(study, "figures", lambda *args: [])
     # (SI, test abs_rel) per arm; the baseline's abs_rel is 0.2
     arms = {
@@ -674,13 +783,14 @@ def test_extra_seeds_train_only_the_baseline_and_the_named_arms(tmp_path, monkey
             r.update({**_record(r["arm"], r["seed"], si, 0.2, abs_rel_val=0.1), **r})
 
     monkeypatch.setattr(
-        study, "data_paths", lambda shared: {k: k for k in ("train", "val", "test")}
+        study, "data_paths", lambda shared: {k: k for k in ("train", "val", "test", "weights")}
     )
     monkeypatch.setattr(study, "nyu_dataset", lambda csv, limit=None: csv)
     monkeypatch.setattr(study, "train", fake_train)
     monkeypatch.setattr(study, "calibration_si", lambda checkpoint: 0.1)
     monkeypatch.setattr(study, "measure_all", fake_measure_all)
     monkeypatch.setattr(study, "measure_transfer", lambda *args: None)
+    monkeypatch.setattr(study, "pretrained_reference", lambda *args: None)
     monkeypatch.setattr(study, "figures", lambda *args: [])
     argv = ["--out", str(out), "--shared", str(tmp_path), "--seeds", "1", "--no-sweep"]
     extra = ["--extra-seeds", "3", "--extra-arms", "learned-lam0.3"]
