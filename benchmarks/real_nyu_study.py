@@ -808,8 +808,8 @@ def summarize(
     # the goal
     lines += [
         "",
-        f"## Goal: SI >= {GOAL_SI} on the val scene at <= +{GOAL_COST:.0%} abs_rel (test) "
-        "over the lambda = 0 fine-tune",
+        f"## Goal: SI >= {GOAL_SI} on the val scene at <= +{GOAL_COST:.0%} abs_rel over the "
+        "lambda = 0 fine-tune, on the test images and on the val scene",
         "",
     ]
     candidates = [arm for arm in arms if arm != "baseline"]
