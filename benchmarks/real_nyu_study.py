@@ -72,14 +72,16 @@ GOAL_SI, GOAL_COST = 0.3, 0.03  # the issue's goal: SI >= 0.3 at <= +3% abs_rel
 
 
 def code_version() -> str:
-    """The commit the study runs at (``-dirty`` with uncommitted changes), stored with each
-    training and each measurement so that stale numbers can be told apart."""
-    proc = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=12"],
-        capture_output=True,
-        text=True,
-    )
-    return proc.stdout.strip() or "unknown"
+    """The commit the study runs at (``-dirty`` with uncommitted changes to the code, not to the
+    results it writes), stored with each training and each measurement so that stale numbers
+    can be told apart."""
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        return "unknown"
+    code = ["meter_timm", "benchmarks", "mm_configs", "plugins", "pyproject.toml"]
+    changed = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", *code]).returncode
+    return head.stdout.strip() + ("-dirty" if changed else "")
 
 
 #: what training writes in a record; everything else is measured (and --remeasure clears it)
