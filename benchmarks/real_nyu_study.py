@@ -68,6 +68,15 @@ SWEEP_LAMS = (0.3, 3.0)  # with LAM: the lambda sweep of the best strategy
 # for uniform: does the assignment matter there, and does a learned one keep accuracy?
 LOW_LAM = 0.3
 STRATEGIES = ("uniform", "log", "learned")
+# the strategy specs the configs get; "learned-uniform-edges" fits the assignment only, on
+# uniform's edges: against uniform (Eq. 2 on the same edges) it isolates what the assignment does
+STRATEGY_SPECS = {
+    "uniform": "uniform",
+    "log": "log",
+    "learned": "learned",
+    "learned-uniform-edges": "learned:edges=uniform",
+}
+EXTRA_STRATEGIES = ("learned-uniform-edges",)  # trained through --extra-arms only
 GOAL_SI, GOAL_COST = 0.3, 0.03  # the issue's goal: SI >= 0.3 at <= +3% abs_rel
 
 
@@ -151,7 +160,7 @@ def cfg_options(
     else:
         options += [
             f"model.selectivity.lam={lam}",
-            f"model.selectivity.layers.0.strategy={strategy}",
+            f"model.selectivity.layers.0.strategy={STRATEGY_SPECS[strategy]}",
             f"model.selectivity.layers.0.num_bins={NUM_BINS}",
             f"custom_hooks.0.calibrate_frames={calibrate_frames}",
         ]
@@ -611,7 +620,9 @@ def fmt_ci(ci: tuple[float, float, float], digits: int = 3) -> str:
 def strategy_comparison(records: list[dict], arms: list[str], lam: float) -> list[str]:
     """The table of paired differences between the strategy arms at ``lam`` (none if fewer than
     two strategies ran at it)."""
-    compared = [arm_name(s, lam) for s in STRATEGIES if arm_name(s, lam) in arms]
+    compared = [
+        arm_name(s, lam) for s in (*STRATEGIES, *EXTRA_STRATEGIES) if arm_name(s, lam) in arms
+    ]
     if len(compared) < 2:
         return []
     lines = [
@@ -1057,7 +1068,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     lams = dict.fromkeys((LAM, LOW_LAM, *SWEEP_LAMS))
-    known_arms = {arm_name(s, lam): (s, lam) for s in STRATEGIES for lam in lams}
+    known_arms = {
+        arm_name(s, lam): (s, lam) for s in (*STRATEGIES, *EXTRA_STRATEGIES) for lam in lams
+    }
     unknown = [arm for arm in args.extra_arms if arm not in known_arms]
     if unknown:
         parser.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(known_arms)}")
@@ -1074,7 +1087,7 @@ def main(argv: list[str] | None = None) -> int:
     for record in records:  # measured before these fields existed
         if "units_scored_val" not in record and "layer6_own" in record:
             record["units_scored_val"] = units_scored(record["layer6_own"])
-        if record["strategy"] == "learned" and "si_assigned_calibration" not in record:
+        if record["strategy"].startswith("learned") and "si_assigned_calibration" not in record:
             record["si_assigned_calibration"] = calibration_si(Path(record["checkpoint"]))
 
     def save():
@@ -1100,7 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
                 "trained_at": code_version(),
             }
         )
-        if strategy == "learned":
+        if strategy and strategy.startswith("learned"):
             records[-1]["si_assigned_calibration"] = calibration_si(checkpoint)
         print(f"    trained in {records[-1]['train_seconds']:.0f} s", flush=True)
         save()

@@ -811,3 +811,22 @@ def test_extra_seeds_train_only_the_baseline_and_the_named_arms(tmp_path, monkey
         study.main([*argv, "--extra-seeds", "3", "--extra-arms", "learned-lam0.5"])
     with pytest.raises(SystemExit):  # seeds without arms
         study.main([*argv, "--extra-seeds", "3"])
+
+
+def test_learned_on_uniform_edges_is_an_extra_arm_compared_with_the_others():
+    paths = {k: Path(k) for k in ("train", "weights")}
+    options = study.cfg_options("learned-uniform-edges", 0.3, 2, paths, None, 256)
+    assert "model.selectivity.layers.0.strategy=learned:edges=uniform" in options
+    assert "model.selectivity.layers.0.strategy=log" in study.cfg_options(
+        "log", 1.0, 2, paths, None, 256
+    )
+    records = []
+    for s in range(2):
+        records += [
+            _record("uniform-lam0.3", s, 0.10, 0.2, abs_rel_val=0.1),
+            _record("learned-uniform-edges-lam0.3", s, 0.15 + s / 100, 0.2, abs_rel_val=0.1),
+        ]
+    arms = ["uniform-lam0.3", "learned-uniform-edges-lam0.3"]
+    lines = study.strategy_comparison(records, arms, 0.3)
+    cells = _cells(lines, "uniform-lam0.3 - learned-uniform-edges-lam0.3")
+    assert cells[1] == study.fmt_ci(study.mean_ci([-0.05, -0.06]))
