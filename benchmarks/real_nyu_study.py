@@ -1,5 +1,5 @@
 """The real-NYU selectivity study: can fine-tuning make units of METER's layer 6 depth-selective,
-at what accuracy cost, and does the unit-to-bin assignment (uniform, log-spaced, learned) matter?
+at what accuracy cost, and does the depth-bin strategy (uniform, log-spaced, learned) matter?
 
 Every run fine-tunes the authors' METER xxs NYU weights on real NYU training frames
 (``nyu2_train.csv``: 1,048 frames, 4 scenes) with ``mm_configs/real_nyu/...`` through the real
@@ -11,7 +11,10 @@ The arms: the baseline (lambda 0); uniform, log and learned at lambda 1; the str
 highest mean selectivity at lambda 1 also at lambda 0.3 and 3; and every strategy at lambda 0.3,
 where uniform's accuracy cost was not measurable in the first 30 runs (does the assignment matter
 there, and does a learned one keep accuracy?). ``--extra-seeds`` with ``--extra-arms`` adds seeds
-of the baseline and of the named arms only (the README's run: seeds 5-9 of the lambda 0.3 arms).
+of the baseline and of the named arms only (the README's run: seeds 5-9 of the lambda 0.3 arms,
+and ``learned-uniform-edges-lam0.3``, the learned assignment on uniform's edges, on seeds 0-9).
+Each record stores the commit it was trained and measured at; ``--remeasure`` measures every
+saved run again with the current code.
 
 After training, in this process:
 
