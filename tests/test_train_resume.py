@@ -95,23 +95,30 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
     assert hook_a.refits == 2 and hook_b.refits == 2
 
 
-def test_mid_epoch_iteration_checkpoint_resumes_exactly(tmp_path):
-    # an iteration checkpoint saved inside epoch 2 (after its first batch): the resumed run skips
-    # that batch, restores the random states, and ends with the uninterrupted run's weights
+@pytest.mark.parametrize("interval", [3, 2])
+def test_mid_epoch_iteration_checkpoint_resumes_exactly(tmp_path, interval):
+    # an iteration checkpoint saved inside epoch 2 (interval 3: after its first batch): the
+    # resumed run skips that batch, restores the random states, and ends with the uninterrupted
+    # run's weights. Interval 2: the checkpoint of epoch 2's last batch, whose epoch end
+    # (schedulers, refits) had not run; mmengine counted that epoch as not started and trained it
+    # again
     data = make_tiny_data(tmp_path / "data", train=8, val=4)
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         cfg = _config(data, tmp_path / "straight")
         cfg.default_hooks.checkpoint = dict(
-            type="CheckpointHook", by_epoch=False, interval=3, save_last=False
+            type="CheckpointHook", by_epoch=False, interval=interval, save_last=False
         )
         straight = build_runner(cfg)
         straight.train()
-        mid_epoch = tmp_path / "straight" / "iter_3.pth"
-        assert mid_epoch.is_file()
+        checkpoint = tmp_path / "straight" / {3: "iter_3.pth", 2: "iter_4.pth"}[interval]
+        assert checkpoint.is_file()
 
         cfg = _config(data, tmp_path / "resumed")
-        cfg.resume, cfg.load_from = True, str(mid_epoch)
+        cfg.default_hooks.checkpoint = dict(
+            type="CheckpointHook", by_epoch=False, interval=interval, save_last=False
+        )
+        cfg.resume, cfg.load_from = True, str(checkpoint)
         resumed = build_runner(cfg)
         resumed.train()
     finally:
@@ -119,10 +126,20 @@ def test_mid_epoch_iteration_checkpoint_resumes_exactly(tmp_path):
 
     assert resumed.iter == straight.iter == 6 and resumed.epoch == 3
     log = next((tmp_path / "resumed").rglob("*.log")).read_text()
-    assert "resumed inside epoch 2: skipped its first 1 batches" in log
-    # the batch trained on is logged under its own index (the epoch's last: logged at its end)
-    assert re.search(r"Epoch\(train\)\s*\[2\]\[2/2\]", log)
-    assert not re.search(r"Epoch\(train\)\s*\[2\]\[1/2\]", log)
+    if interval == 3:
+        assert "resumed inside epoch 2: skipped its first 1 batches" in log
+        # the batch trained on is logged under its own index (the epoch's last: at its end)
+        assert re.search(r"Epoch\(train\)\s*\[2\]\[2/2\]", log)
+        assert not re.search(r"Epoch\(train\)\s*\[2\]\[1/2\]", log)
+    else:
+        assert "resumed at the end of epoch 2: all its batches were trained" in log
+        assert not re.search(r"Epoch\(train\)\s*\[2\]", log)  # no batch of epoch 2 again
+        hooks = [
+            next(h for h in r.hooks if type(h).__name__ == "SelectivityHook")
+            for r in (straight, resumed)
+        ]
+        assert hooks[0].refits == hooks[1].refits == 2
+        assert sorted(p.name for p in (tmp_path / "resumed").glob("iter_*.pth")) == ["iter_6.pth"]
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     tensors = [k for k in a if torch.is_tensor(a[k])]
     assert len(tensors) > 200

@@ -106,6 +106,19 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     def run_epoch(self) -> None:
         done = self._iter - self._epoch * len(self.dataloader)
+        if done == len(self.dataloader) > 0:
+            # an iteration checkpoint of the epoch's last batch: every batch is trained, only the
+            # end of the epoch (schedulers, epoch checkpoint, validation after it) is left; no
+            # loader is started, as none was in the uninterrupted run after that batch
+            self.runner.call_hook("before_train_epoch")
+            self.runner.model.train()
+            self.runner.logger.info(
+                f"resumed at the end of epoch {self._epoch + 1}: all its batches were trained "
+                "before the checkpoint"
+            )
+            self.runner.call_hook("after_train_epoch")
+            self._epoch += 1
+            return None
         if not 0 < done < len(self.dataloader):
             return super().run_epoch()
         self.runner.call_hook("before_train_epoch")
