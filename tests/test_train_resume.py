@@ -205,3 +205,49 @@ def test_runner_builds_the_resumable_loops_for_every_config_form(monkeypatch):
         ("ResumableIterBasedTrainLoop", iters),
         ("ResumableIterBasedTrainLoop", iters),
     ]
+
+
+def _validated_config(data, work_dir):
+    cfg = _config(data, work_dir)
+    cfg.custom_hooks = [dict(type="SelectivityHook", dissect=True, dissect_interval=2)]
+    cfg.train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=3, val_interval=1)
+    cfg.default_hooks.checkpoint.update(save_best="rmse", rule="less")
+    return cfg
+
+
+def test_resume_runs_the_validation_its_checkpoint_was_saved_before(tmp_path):
+    # the checkpoint of epoch 2 is written before epoch 2's validation; a crash in between used
+    # to skip that validation for good: one dissection fewer, another best checkpoint
+    data = make_tiny_data(tmp_path / "data", train=8, val=4)
+    straight = build_runner(_validated_config(data, tmp_path / "straight"))
+    straight.train()
+
+    cfg = _validated_config(data, tmp_path / "resumed")
+    cfg.custom_hooks.append(dict(type="_InterruptAfterEpoch", epoch=2))
+    with pytest.raises(Interrupted):
+        build_runner(cfg).train()
+    cfg = _validated_config(data, tmp_path / "resumed")
+    cfg.resume = True
+    resumed = build_runner(cfg)
+    resumed.train()
+
+    hooks = [
+        next(h for h in r.hooks if type(h).__name__ == "SelectivityHook")
+        for r in (straight, resumed)
+    ]
+    assert hooks[0].val_epochs == hooks[1].val_epochs == 3
+    assert hooks[0].last_report["epoch"] == hooks[1].last_report["epoch"]
+    assert hooks[0].last_report["selectivity"] == hooks[1].last_report["selectivity"]
+    best = [
+        sorted(p.name for p in (tmp_path / d).glob("best_*.pth")) for d in ("straight", "resumed")
+    ]
+    assert best[0] == best[1] and len(best[0]) == 1
+    log = sorted((tmp_path / "resumed").rglob("*.log"))[-1].read_text()  # the resumed run's
+    assert "saved before the validation that followed it: validating now" in log
+    # resuming from the final checkpoint, whose validation finished, validates nothing again
+    cfg = _validated_config(data, tmp_path / "resumed")
+    cfg.resume = True
+    again = build_runner(cfg)
+    again.train()
+    hook = next(h for h in again.hooks if type(h).__name__ == "SelectivityHook")
+    assert hook.val_epochs == 3

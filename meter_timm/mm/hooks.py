@@ -82,6 +82,34 @@ class RandomStateHook(Hook):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@HOOKS.register_module()
+class ValidationStateHook(Hook):
+    """Records in every checkpoint the training iteration of the last validation that finished,
+    so that a run resumed from a checkpoint saved before its validation (the epoch checkpoint is
+    written before the validation that follows it) runs that validation again, with the same
+    random states, instead of skipping it. :class:`~meter_timm.mm.runner.MeterRunner` adds it.
+
+    Marked as its ``after_val_epoch`` starts (highest priority): a checkpoint that mmengine saves
+    again in that stage for a new best already holds the validation's results."""
+
+    priority = "HIGHEST"
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if getattr(runner, "_train_loop", None) is not None and not isinstance(
+            runner._train_loop, dict
+        ):  # a validation inside training, not `runner.val()` alone
+            runner._validated_iter = runner.iter
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault("meta", {})["validated_iter"] = getattr(
+            runner, "_validated_iter", None
+        )
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if getattr(runner, "_resume", False):
+            runner._validated_iter = (checkpoint.get("meta") or {}).get("validated_iter")
+
+
 def _to_weights_only(state: dict) -> dict:
     """Random states as tensors, ints and lists only, so the checkpoint stays
     weights_only-readable."""

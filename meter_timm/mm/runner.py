@@ -93,6 +93,31 @@ def _set_random_states(states: dict) -> None:
 
 
 @LOOPS.register_module()
+def _validation_due(loop, count: int) -> bool:
+    """Whether a train loop validates after epoch (or iteration) ``count``, by mmengine's rule."""
+    return (
+        loop.runner.val_loop is not None
+        and count >= loop.val_begin
+        and (count % loop.val_interval == 0 or count == loop._max_epochs_or_iters)
+    )
+
+
+def _run_pending_validation(loop, count: int) -> None:
+    """Validate after epoch (or iteration) ``count`` if the resumed checkpoint was saved before
+    that validation finished (the checkpoint's ``validated_iter`` says which one did)."""
+    runner = loop.runner
+    validated = getattr(runner, "_validated_iter", None)
+    if count == 0 or validated is None or validated == runner.iter:
+        return
+    loop._decide_current_val_interval()
+    if _validation_due(loop, count):
+        runner.logger.info(
+            f"resumed from a checkpoint saved before the validation that followed it: "
+            f"validating now (iteration {runner.iter})"
+        )
+        runner.val_loop.run()
+
+
 class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     """mmengine's ``EpochBasedTrainLoop`` that also resumes exactly inside an epoch.
 
@@ -103,6 +128,22 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     Exact as long as data workers are not persistent (mmengine reseeds non-persistent workers every
     epoch).
     """
+
+    @property
+    def _max_epochs_or_iters(self) -> int:
+        return self._max_epochs
+
+    def run(self):
+        self.runner.call_hook("before_train")  # puts the checkpoint's random states back
+        if self._iter == self._epoch * len(self.dataloader):  # resumed at an epoch's end
+            _run_pending_validation(self, self._epoch)
+        while self._epoch < self._max_epochs and not self.stop_training:
+            self.run_epoch()
+            self._decide_current_val_interval()
+            if _validation_due(self, self._epoch):
+                self.runner.val_loop.run()
+        self.runner.call_hook("after_train")
+        return self.runner.model
 
     def run_epoch(self) -> None:
         done = self._iter - self._epoch * len(self.dataloader)
@@ -142,8 +183,9 @@ class _RestoreStatesAfterSkip:
     """Wraps a loader iterator so that the first ``skip`` batches are drawn under saved random
     states: the states before the first of them are put back after the last."""
 
-    def __init__(self, iterator, skip: int) -> None:
+    def __init__(self, iterator, skip: int, after_skip=None) -> None:
         self.iterator, self.remaining, self.states = iterator, skip, None
+        self.after_skip = after_skip  # called once the states are back
 
     def __iter__(self):
         return self
@@ -156,6 +198,8 @@ class _RestoreStatesAfterSkip:
             self.remaining -= 1
             if self.remaining == 0:
                 _set_random_states(self.states)
+                if self.after_skip is not None:
+                    self.after_skip()
         return batch
 
 
@@ -165,9 +209,17 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     trained on again to skip them, after the checkpoint's random states are restored; here the
     states are put back once the skipped batches are drawn."""
 
+    @property
+    def _max_epochs_or_iters(self) -> int:
+        return self._max_iters
+
     def run(self):
-        if self._iter > 0:
-            self.dataloader_iterator = _RestoreStatesAfterSkip(self.dataloader_iterator, self._iter)
+        if self._iter > 0:  # after the skip, the validation the checkpoint came before, if any
+            self.dataloader_iterator = _RestoreStatesAfterSkip(
+                self.dataloader_iterator,
+                self._iter,
+                after_skip=lambda: _run_pending_validation(self, self._iter),
+            )
         return super().run()
 
 
@@ -183,10 +235,11 @@ class MeterRunner(Runner):
         self._resuming_from: str | None = None
         self._resume_parts = (True, True)  # resume_optimizer, resume_param_scheduler
         super().__init__(*args, **kwargs)
-        from meter_timm.mm.hooks import RandomStateHook
+        from meter_timm.mm.hooks import RandomStateHook, ValidationStateHook
 
-        if not any(isinstance(hook, RandomStateHook) for hook in self.hooks):
-            self.register_hook(RandomStateHook())
+        for kind in (RandomStateHook, ValidationStateHook):
+            if not any(isinstance(hook, kind) for hook in self.hooks):
+                self.register_hook(kind())
         if self.distributed and not any(isinstance(hook, SyncBuffersHook) for hook in self.hooks):
             # each process's BatchNorm statistics drift apart (DDP does not broadcast buffers):
             # averaged before each validation and checkpoint, so both see the same model
