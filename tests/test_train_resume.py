@@ -251,3 +251,23 @@ def test_resume_runs_the_validation_its_checkpoint_was_saved_before(tmp_path):
     again.train()
     hook = next(h for h in again.hooks if type(h).__name__ == "SelectivityHook")
     assert hook.val_epochs == 3
+
+
+def test_resume_with_persistent_workers_warns_that_it_is_not_exact(tmp_path):
+    data = make_tiny_data(tmp_path / "data", train=8, val=4)
+
+    def config(epochs):
+        cfg = tiny_config(
+            data, tmp_path / "run", epochs=epochs, batch_size=4, hook=dict(dissect=False)
+        )
+        cfg.train_dataloader.update(num_workers=1, persistent_workers=True)
+        cfg.train_dataloader.dataset.indices = 4
+        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+        return cfg
+
+    build_runner(config(1)).train()
+    cfg = config(2)
+    cfg.resume = True
+    build_runner(cfg).train()
+    log = sorted((tmp_path / "run").rglob("*.log"))[-1].read_text()
+    assert "with persistent_workers=True: the workers' random streams" in log

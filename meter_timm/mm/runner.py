@@ -298,6 +298,13 @@ class MeterRunner(Runner):
         finally:
             self._resuming_from = None
         loop = self.train_loop
+        loader = getattr(loop, "dataloader", None)
+        if getattr(loader, "persistent_workers", False) and loader.num_workers > 0:
+            self.logger.warning(
+                f"resuming from {filename} with persistent_workers=True: the workers' random "
+                "streams of the interrupted run cannot be restored, so random augmentations will "
+                "differ from an uninterrupted run; set persistent_workers=False for an exact resume"
+            )
         if (
             isinstance(loop, EpochBasedTrainLoop)
             and not isinstance(loop, ResumableEpochBasedTrainLoop)
