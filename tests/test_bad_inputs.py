@@ -434,6 +434,20 @@ CASES = [
         ["swapped.csv:1", "columns look swapped", "rgb_path,depth_path"],
     ),
     (
+        "unknown torch.compile backend",
+        lambda i: [
+            "train",
+            str(QUICKSTART),
+            "--work-dir",
+            str(i["root"] / "w"),
+            "--compile",
+            "network",
+            "--cfg-options",
+            "model.compile_network.backend=inductr",
+        ],
+        ["model.compile_network.backend='inductr' is not a torch.compile backend", "'inductor'"],
+    ),
+    (
         "truncated file to --resume",
         lambda i: [
             "train",

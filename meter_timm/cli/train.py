@@ -130,6 +130,7 @@ def build_config(args: argparse.Namespace):
         cfg.compile = cfg.get("compile") or True
     elif getattr(args, "compile", None) == "network":
         cfg.model.compile_network = cfg.model.get("compile_network") or True
+    check_compile_backends(cfg)
     if args.launcher != "none":
         from meter_timm.distributed import choose_backend
 
@@ -140,6 +141,29 @@ def build_config(args: argparse.Namespace):
         except ValueError as exc:
             raise SystemExit(f"meter-timm train: {exc}") from exc
     return cfg
+
+
+def check_compile_backends(cfg) -> None:
+    """ValueError naming the config key when a ``torch.compile`` backend is unknown: torch would
+    fail only once the first step compiles, with a long traceback."""
+    settings = {"compile": cfg.get("compile"), "model.compile_network": None}
+    if isinstance(cfg.get("model"), dict):
+        settings["model.compile_network"] = cfg.model.get("compile_network")
+    for key, value in settings.items():
+        backend = value.get("backend") if isinstance(value, dict) else None
+        if not isinstance(backend, str):
+            continue
+        import torch._dynamo
+
+        from meter_timm._names import did_you_mean
+
+        known = torch._dynamo.list_backends(exclude_tags=())
+        if backend not in known:
+            raise ValueError(
+                f"{key}.backend={backend!r} is not a torch.compile backend"
+                f"{did_you_mean(backend, known)} (torch's default is 'inductor'; 'eager' runs "
+                "without compiling; torch._dynamo.list_backends() lists the others)"
+            )
 
 
 def summarize(runner, cfg) -> str:
