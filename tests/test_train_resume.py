@@ -271,3 +271,53 @@ def test_resume_with_persistent_workers_warns_that_it_is_not_exact(tmp_path):
     build_runner(cfg).train()
     log = sorted((tmp_path / "run").rglob("*.log"))[-1].read_text()
     assert "with persistent_workers=True: the workers' random streams" in log
+
+
+@HOOKS.register_module(force=True)
+class _InterruptAfterIter(Hook):
+    """Simulates a crash right after the checkpoint of iteration ``iteration`` is written (before
+    the validation that the iteration loop runs after it)."""
+
+    priority = "LOWEST"
+
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 == self.iteration:
+            raise Interrupted(f"interrupted after iteration {self.iteration}")
+
+
+def test_iteration_loop_resume_runs_the_first_validation_it_missed(tmp_path):
+    data = make_tiny_data(tmp_path / "data", train=8, val=4)
+
+    def config(work_dir):
+        cfg = _config(data, work_dir)
+        cfg.train_dataloader.sampler = dict(type="InfiniteSampler", shuffle=True)
+        cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=6, val_interval=3)
+        cfg.param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[4], gamma=0.1)]
+        cfg.default_hooks.checkpoint = dict(
+            type="CheckpointHook", by_epoch=False, interval=3, save_best="rmse", rule="less"
+        )
+        cfg.custom_hooks = [dict(type="SelectivityHook", dissect=True)]
+        cfg.log_processor = dict(by_epoch=False, window_size=1)
+        return cfg
+
+    straight = build_runner(config(tmp_path / "straight"))
+    straight.train()
+    cfg = config(tmp_path / "resumed")
+    cfg.custom_hooks.append(dict(type="_InterruptAfterIter", iteration=3))
+    with pytest.raises(Interrupted):
+        build_runner(cfg).train()  # iter_3.pth is written, its validation (the first) is not
+    cfg = config(tmp_path / "resumed")
+    cfg.resume = True
+    resumed = build_runner(cfg)
+    resumed.train()
+    hooks = [
+        next(h for h in r.hooks if type(h).__name__ == "SelectivityHook")
+        for r in (straight, resumed)
+    ]
+    assert hooks[0].val_epochs == hooks[1].val_epochs == 2
+    assert hooks[0].last_report["selectivity"] == hooks[1].last_report["selectivity"]
+    best = [sorted(p.name for p in (tmp_path / d).glob("best_*")) for d in ("straight", "resumed")]
+    assert best[0] == best[1] and len(best[0]) == 1

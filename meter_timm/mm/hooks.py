@@ -101,9 +101,9 @@ class ValidationStateHook(Hook):
             runner._validated_iter = runner.iter
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint.setdefault("meta", {})["validated_iter"] = getattr(
-            runner, "_validated_iter", None
-        )
+        # 0: no validation has finished yet (None, in a checkpoint without the key: unknown)
+        validated = getattr(runner, "_validated_iter", None)
+        checkpoint.setdefault("meta", {})["validated_iter"] = 0 if validated is None else validated
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if getattr(runner, "_resume", False):
