@@ -9,7 +9,10 @@
    :class:`~meter_timm.mm.checkpoint.DurableCheckpointHook`, so a killed run keeps a checkpoint.
 2. Exact resume: a :class:`~meter_timm.mm.hooks.RandomStateHook` stores the Python, numpy and torch
    random states in every checkpoint and restores them when training resumes, so augmentations
-   drawn after the resume are the ones the uninterrupted run draws.
+   drawn after the resume are the ones the uninterrupted run draws; a
+   :class:`~meter_timm.mm.hooks.ValidationStateHook` records the last finished validation, so a
+   validation that the checkpoint was saved before runs on resume; the resumable loops continue
+   inside an epoch, and at its end.
 3. Multi-process training on CPU: with ``--launcher pytorch`` (torchrun) and no CUDA, mmengine
    0.10.7 calls ``torch.cuda.set_device`` and gives DDP ``device_ids``; both fail on CPU. Here the
    process group is created with gloo (``env_cfg.dist_cfg.backend``, default gloo without CUDA) and
