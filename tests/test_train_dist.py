@@ -98,3 +98,57 @@ def test_cpu_process_group_is_gloo_with_the_configs_timeout(monkeypatch):
         dict(backend="gloo", rank=1, world_size=2, timeout=timeout),
         dict(backend="gloo", rank=1, world_size=2),
     ]
+
+
+@pytest.mark.slow
+def test_two_processes_seeded_apart_resume_exactly(tmp_path):
+    # randomness.diff_rank_seed=True: each process draws its own augmentations; every rank's
+    # random states travel in the checkpoint and come back to that rank on resume
+    from meter_timm.checkpoint import load_checkpoint_file
+
+    data = tmp_path / "data"
+
+    def run(work_dir, epochs, *extra):
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={_free_port()}",
+            "-m",
+            "meter_timm",
+            "train",
+            str(QUICKSTART),
+            "--launcher",
+            "pytorch",
+            "--work-dir",
+            str(work_dir),
+            *extra,
+            "--cfg-options",
+            *cfg_options_argv(tiny_synthetic_options(data, train=8, val=2)),
+            f"train_cfg.max_epochs={epochs}",
+            "train_cfg.val_interval=1",
+            "train_dataloader.batch_size=2",
+            "val_dataloader.batch_size=1",
+            "param_scheduler.0.end=2",
+            "randomness.diff_rank_seed=True",
+        ]
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+        proc = subprocess.run(
+            cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+    run(tmp_path / "straight", 2)
+    run(tmp_path / "resumed", 1)
+    saved = load_checkpoint_file(tmp_path / "resumed" / "epoch_1.pth")
+    run(tmp_path / "resumed", 2, "--resume")
+    a = load_checkpoint_file(tmp_path / "straight" / "epoch_2.pth")["state_dict"]
+    b = load_checkpoint_file(tmp_path / "resumed" / "epoch_2.pth")["state_dict"]
+    assert a.keys() == b.keys()
+    tensors = [key for key in a if torch.is_tensor(a[key])]
+    assert len(tensors) > 200
+    for key in tensors:
+        assert torch.equal(a[key], b[key]), key
+    per_rank = saved["random_state_per_rank"]
+    assert len(per_rank) == 2 and not torch.equal(per_rank[0], per_rank[1])  # seeded apart

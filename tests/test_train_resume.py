@@ -321,3 +321,35 @@ def test_iteration_loop_resume_runs_the_first_validation_it_missed(tmp_path):
     assert hooks[0].last_report["selectivity"] == hooks[1].last_report["selectivity"]
     best = [sorted(p.name for p in (tmp_path / d).glob("best_*")) for d in ("straight", "resumed")]
     assert best[0] == best[1] and len(best[0]) == 1
+
+
+def test_packed_cpu_random_states_restore_the_same_draws():
+    import random
+
+    import numpy as np
+
+    from meter_timm.mm.hooks import pack_cpu_random_states, unpack_cpu_random_states
+
+    def draws():
+        return (
+            random.random(),
+            random.gauss(0, 1),
+            np.random.rand(),
+            np.random.randn(),
+            torch.rand(3).tolist(),
+        )
+
+    random.seed(3), np.random.seed(4), torch.manual_seed(5)
+    random.gauss(0, 1), np.random.randn()  # cached Gaussians in both generators
+    packed = pack_cpu_random_states(
+        {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+        }
+    )
+    expected = draws()
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    unpack_cpu_random_states(packed.clone())
+    assert draws() == expected
+    assert packed.dtype == torch.float64 and packed.numel() == 6 + 625 + 624 + 5056

@@ -43,13 +43,17 @@ class RandomStateHook(Hook):
     them back when training resumes, so that a resumed run draws the same augmentations as an
     uninterrupted one. :class:`~meter_timm.mm.runner.MeterRunner` adds it automatically.
 
-    The states are saved by the main process (each rank restores those of rank 0 on resume).
+    With several processes, every rank's CPU states (Python, numpy, torch) are gathered into the
+    checkpoint as well (``random_state_per_rank``: ranks seeded apart, e.g. with
+    ``randomness.diff_rank_seed=True``, draw different augmentations), and each rank restores its
+    own when the run resumes with as many processes; otherwise, and for CUDA, rank 0's.
     """
 
     priority = "VERY_LOW"
 
     def __init__(self) -> None:
         self._pending: dict | None = None
+        self._pending_per_rank: list | None = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         state = {
@@ -60,10 +64,15 @@ class RandomStateHook(Hook):
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["random_state"] = _to_weights_only(state)
+        # gathered from every process by MeterRunner.save_checkpoint (this hook runs on rank 0)
+        per_rank = getattr(runner, "_random_states_per_rank", None)
+        if per_rank is not None:
+            checkpoint["random_state_per_rank"] = per_rank
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if getattr(runner, "_resume", False):  # not for load_from (weights only)
             self._pending = checkpoint.get("random_state")
+            self._pending_per_rank = checkpoint.get("random_state_per_rank")
 
     def before_train(self, runner) -> None:
         # restored here, after the runner reseeds and builds its loops, right before the first
@@ -71,9 +80,20 @@ class RandomStateHook(Hook):
         if self._pending is None:
             return
         state, self._pending = self._pending, None
-        random.setstate(_python_state(state["python"]))
-        np.random.set_state(_numpy_state(state["numpy"]))
-        torch.set_rng_state(state["torch"])
+        per_rank, self._pending_per_rank = self._pending_per_rank, None
+        from mmengine.dist import get_rank, get_world_size
+
+        if per_rank is not None and len(per_rank) == get_world_size():
+            unpack_cpu_random_states(per_rank[get_rank()])
+        else:
+            if per_rank is not None:
+                runner.logger.warning(
+                    f"the checkpoint holds the random states of {len(per_rank)} processes, this "
+                    f"run has {get_world_size()}: every process restores rank 0's"
+                )
+            random.setstate(_python_state(state["python"]))
+            np.random.set_state(_numpy_state(state["numpy"]))
+            torch.set_rng_state(state["torch"])
         if (
             "cuda" in state
             and torch.cuda.is_available()
@@ -133,6 +153,36 @@ def _to_weights_only(state: dict) -> dict:
     if "cuda" in state:
         out["cuda"] = list(state["cuda"])
     return out
+
+
+def pack_cpu_random_states(state: dict) -> torch.Tensor:
+    """The Python, numpy and torch CPU random states of ``state`` (as ``random.getstate()`` etc.
+    return them) as one float64 tensor of fixed length, which processes can gather (all values
+    are integers below 2**53 or floats, so float64 holds them exactly)."""
+    version, internal, gauss = state["python"]
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    if kind != "MT19937":
+        raise ValueError(f"numpy random state of kind {kind!r}: expected 'MT19937'")
+    head = [version, gauss is not None, 0.0 if gauss is None else gauss, pos, has_gauss, cached]
+    return torch.cat(
+        [
+            torch.tensor(head, dtype=torch.float64),
+            torch.tensor(internal, dtype=torch.float64),
+            torch.from_numpy(np.asarray(keys, dtype=np.float64)),
+            state["torch"].to(torch.float64),
+        ]
+    )
+
+
+def unpack_cpu_random_states(packed: torch.Tensor) -> None:
+    """Set the Python, numpy and torch CPU random states from :func:`pack_cpu_random_states`."""
+    values = packed.tolist()
+    version, has_python_gauss, gauss, pos, has_gauss, cached = values[:6]
+    internal = tuple(int(v) for v in values[6 : 6 + 625])
+    keys = np.array(values[6 + 625 : 6 + 625 + 624], dtype=np.uint32)
+    random.setstate((int(version), internal, gauss if has_python_gauss else None))
+    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))
+    torch.set_rng_state(packed[6 + 625 + 624 :].to(torch.uint8))
 
 
 def _python_state(s: dict):

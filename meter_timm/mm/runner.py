@@ -279,6 +279,21 @@ class MeterRunner(Runner):
         return super().build_train_loop(loop)
 
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
+        # every process's random states, gathered here, where all processes are (mmengine's
+        # save_checkpoint and its hooks run on rank 0 only)
+        self._random_states_per_rank = None
+        if self.distributed:
+            from mmengine.dist import all_gather
+
+            from meter_timm.mm.hooks import pack_cpu_random_states
+
+            local = {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+            }
+            gathered = all_gather(pack_cpu_random_states(local))
+            self._random_states_per_rank = [t.cpu() for t in gathered]
         # local files: written under a temporary name, fsync'ed, then renamed (never half a file)
         if "://" in str(out_dir) or not is_main_process():
             return super().save_checkpoint(out_dir, filename, *args, **kwargs)
