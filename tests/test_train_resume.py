@@ -205,6 +205,12 @@ def test_runner_builds_the_resumable_loops_for_every_config_form(monkeypatch):
         ("ResumableIterBasedTrainLoop", iters),
         ("ResumableIterBasedTrainLoop", iters),
     ]
+    # and a config may name them: both loops, and nothing else of the module, are registered
+    from meter_timm.mm.registry import LOOPS
+
+    for name in ("ResumableEpochBasedTrainLoop", "ResumableIterBasedTrainLoop"):
+        assert LOOPS.get(name).__name__ == name
+    assert LOOPS.get("_validation_due") is None
 
 
 def _validated_config(data, work_dir):

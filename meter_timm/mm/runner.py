@@ -95,7 +95,6 @@ def _set_random_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-@LOOPS.register_module()
 def _validation_due(loop, count: int) -> bool:
     """Whether a train loop validates after epoch (or iteration) ``count``, by mmengine's rule."""
     return (
@@ -121,6 +120,7 @@ def _run_pending_validation(loop, count: int) -> None:
         runner.val_loop.run()
 
 
+@LOOPS.register_module()
 class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     """mmengine's ``EpochBasedTrainLoop`` that also resumes exactly inside an epoch.
 
@@ -287,12 +287,7 @@ class MeterRunner(Runner):
 
             from meter_timm.mm.hooks import pack_cpu_random_states
 
-            local = {
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-            }
-            gathered = all_gather(pack_cpu_random_states(local))
+            gathered = all_gather(pack_cpu_random_states(_random_states()))
             self._random_states_per_rank = [t.cpu() for t in gathered]
         # local files: written under a temporary name, fsync'ed, then renamed (never half a file)
         if "://" in str(out_dir) or not is_main_process():
