@@ -544,6 +544,16 @@ def common_units_difference(records: list[dict], arm: str, other: str) -> tuple[
     return differences, counts
 
 
+def relative_change(records: list[dict], arm: str, key: str) -> list[float]:
+    """Per seed: (``arm``'s ``key`` - the baseline's) / the baseline's, where both are measured."""
+    base = {r["seed"]: r.get(key) for r in records if r["arm"] == "baseline"}
+    return [
+        (r[key] - base[r["seed"]]) / base[r["seed"]]
+        for r in records
+        if r["arm"] == arm and r.get(key) is not None and base.get(r["seed"]) is not None
+    ]
+
+
 def gain_difference(records: list[dict], arm: str, other: str) -> list[float]:
     """Per seed: ``arm``'s SI gain over the baseline minus ``other``'s, each gain against the
     arm's own bins and assignment (the baseline scored on them too): a difference of differences,
@@ -577,47 +587,48 @@ def verdict(ci: tuple[float, float, float], positive: str, negative: str) -> str
 
 def pct_ci(ci: tuple[float, float, float]) -> str:
     """A relative change and its interval in percent, e.g. ``+1.6% [-1.5%, +4.6%]``."""
-    mean, lo, hi = ci
-    if math.isnan(mean):
-        return "-"
-    if math.isnan(lo):
-        return f"{mean:+.1%}"
-    return f"{mean:+.1%} [{lo:+.1%}, {hi:+.1%}]"
+    return _ci_text(ci, "+.1%")
+
+
+#: the relative abs_rel changes that the budget is checked on: test images, val scene
+COST_KEYS = ("rel_abs_rel", "rel_abs_rel_val")
 
 
 def within_budget(delta: dict) -> bool:
     """The mean relative abs_rel change against the baseline is at most the goal's cost on every
     set measured: the test images and the val scene. One set alone does not decide (the 10 test
     images would then pick the model that the claims are made on)."""
-    means = [delta[k][0] for k in ("rel_abs_rel", "rel_abs_rel_val")]
+    means = [delta[k][0] for k in COST_KEYS]
     means = [m for m in means if not math.isnan(m)]
     return bool(means) and all(m <= GOAL_COST for m in means)
 
 
 def budget_confirmed(delta: dict) -> bool:
     """Both 95% intervals of the relative abs_rel change end at or below the goal's cost."""
-    return all(
-        not math.isnan(delta[k][2]) and delta[k][2] <= GOAL_COST
-        for k in ("rel_abs_rel", "rel_abs_rel_val")
-    )
+    return all(not math.isnan(delta[k][2]) and delta[k][2] <= GOAL_COST for k in COST_KEYS)
 
 
 def budget_note(delta: dict) -> str:
     """What the intervals say of an arm within the budget on the means."""
     if budget_confirmed(delta):
         return "both intervals end below the budget"
-    if any(math.isnan(delta[k][2]) for k in ("rel_abs_rel", "rel_abs_rel_val")):
+    if any(math.isnan(delta[k][2]) for k in COST_KEYS):
         return "no interval on both sets"
     return f"an interval reaches above +{GOAL_COST:.0%}, so a larger cost is not excluded"
 
 
 def fmt_ci(ci: tuple[float, float, float], digits: int = 3) -> str:
+    return _ci_text(ci, f"+.{digits}f")
+
+
+def _ci_text(ci: tuple[float, float, float], spec: str) -> str:
+    """``mean [lo, hi]`` in format ``spec``; the mean alone for one value, ``-`` for none."""
     mean, lo, hi = ci
     if math.isnan(mean):
         return "-"
     if math.isnan(lo):
-        return f"{mean:+.{digits}f}"
-    return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+        return f"{mean:{spec}}"
+    return f"{mean:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
 def strategy_comparison(records: list[dict], arms: list[str], lam: float) -> list[str]:
@@ -763,7 +774,6 @@ def summarize(
         "| Δabs_rel (val) | accuracy verdict (val) | relative Δabs_rel (val) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    base_abs = {r["seed"]: r["abs_rel_test"] for r in records if r["arm"] == "baseline"}
     deltas = {}
     for arm in arms:
         if arm == "baseline":
@@ -785,24 +795,9 @@ def summarize(
             )
         )
         d_abs = mean_ci(paired(records, arm, lambda r: r["abs_rel_test"]))
-        rel = mean_ci(
-            [
-                (r["abs_rel_test"] - base_abs[r["seed"]]) / base_abs[r["seed"]]
-                for r in records
-                if r["arm"] == arm and r["seed"] in base_abs
-            ]
-        )
+        rel = mean_ci(relative_change(records, arm, "abs_rel_test"))
         d_abs_val = mean_ci(paired(records, arm, lambda r: r.get("abs_rel_val")))
-        base_val = {r["seed"]: r.get("abs_rel_val") for r in records if r["arm"] == "baseline"}
-        rel_val = mean_ci(
-            [
-                (r["abs_rel_val"] - base_val[r["seed"]]) / base_val[r["seed"]]
-                for r in records
-                if r["arm"] == arm
-                and r.get("abs_rel_val") is not None
-                and base_val.get(r["seed"]) is not None
-            ]
-        )
+        rel_val = mean_ci(relative_change(records, arm, "abs_rel_val"))
         deltas[arm] = {
             "d_si": d_si,
             "d_si_all_bins": d_si_all,
