@@ -20,11 +20,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_process_gloo_run(tmp_path):
-    # no data yet: the data set of local rank 0 writes it, the other process waits for it
-    data = tmp_path / "data"
-    work_dir = tmp_path / "run"
+def _two_process_train(tmp_path, work_dir, cfg_options: list[str], *flags: str) -> str:
+    """``torchrun --nproc_per_node=2 -m meter_timm train QUICKSTART --launcher pytorch FLAGS``
+    (one thread per process) from ``tmp_path``, with ``cfg_options`` after the shared small-run
+    settings; its output, asserting success."""
     cmd = [
         sys.executable,
         "-m",
@@ -39,18 +38,29 @@ def test_two_process_gloo_run(tmp_path):
         "pytorch",
         "--work-dir",
         str(work_dir),
+        *flags,
         "--cfg-options",
-        *cfg_options_argv(tiny_synthetic_options(data, train=8, val=5)),
-        "train_cfg.max_epochs=1",
         "train_cfg.val_interval=1",
         "train_dataloader.batch_size=2",
-        "val_dataloader.batch_size=2",
         "param_scheduler.0.end=2",
+        *cfg_options,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
+    return log
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run(tmp_path):
+    # no data yet: the data set of local rank 0 writes it, the other process waits for it
+    data = tmp_path / "data"
+    work_dir = tmp_path / "run"
+    options = cfg_options_argv(tiny_synthetic_options(data, train=8, val=5))
+    options += ["train_cfg.max_epochs=1", "val_dataloader.batch_size=2"]
+    log = _two_process_train(tmp_path, work_dir, options)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     assert "Distributed training: True" in log and "Distributed training is not used" not in log
     assert "MMDistributedDataParallel on CPU: 2 processes (gloo)" in log
     # 5 validation images, 3 per process (the sampler repeats one): the dissection is summed
@@ -106,38 +116,12 @@ def test_two_processes_seeded_apart_resume_exactly(tmp_path):
     # random states travel in the checkpoint and come back to that rank on resume
     from meter_timm.checkpoint import load_checkpoint_file
 
-    data = tmp_path / "data"
+    data = cfg_options_argv(tiny_synthetic_options(tmp_path / "data", train=8, val=2))
 
-    def run(work_dir, epochs, *extra):
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={_free_port()}",
-            "-m",
-            "meter_timm",
-            "train",
-            str(QUICKSTART),
-            "--launcher",
-            "pytorch",
-            "--work-dir",
-            str(work_dir),
-            *extra,
-            "--cfg-options",
-            *cfg_options_argv(tiny_synthetic_options(data, train=8, val=2)),
-            f"train_cfg.max_epochs={epochs}",
-            "train_cfg.val_interval=1",
-            "train_dataloader.batch_size=2",
-            "val_dataloader.batch_size=1",
-            "param_scheduler.0.end=2",
-            "randomness.diff_rank_seed=True",
-        ]
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-        proc = subprocess.run(
-            cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-        )
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    def run(work_dir, epochs, *flags):
+        options = [f"train_cfg.max_epochs={epochs}", "val_dataloader.batch_size=1"]
+        options += ["randomness.diff_rank_seed=True"]
+        _two_process_train(tmp_path, work_dir, data + options, *flags)
 
     run(tmp_path / "straight", 2)
     run(tmp_path / "resumed", 1)

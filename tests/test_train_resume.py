@@ -53,6 +53,27 @@ def _config(data, work_dir):
     return cfg
 
 
+def _selectivity_hook(runner):
+    return next(h for h in runner.hooks if type(h).__name__ == "SelectivityHook")
+
+
+def _straight_then_interrupted_and_resumed(config, interrupt: dict, tmp_path):
+    """(uninterrupted runner, resumed runner): ``config(work_dir)`` trained in "straight"; in
+    "resumed", trained until the hook ``interrupt`` stops it, then resumed from its latest
+    checkpoint (as ``meter-timm train --resume``)."""
+    straight = build_runner(config(tmp_path / "straight"))
+    straight.train()
+    cfg = config(tmp_path / "resumed")
+    cfg.custom_hooks.append(interrupt)
+    with pytest.raises(Interrupted):
+        build_runner(cfg).train()
+    cfg = config(tmp_path / "resumed")
+    cfg.resume = True
+    resumed = build_runner(cfg)
+    resumed.train()
+    return straight, resumed
+
+
 def test_resumed_run_ends_with_the_same_weights(tmp_path):
     data = make_tiny_data(tmp_path / "data", train=8, val=4)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -90,9 +111,7 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
     sa = straight.model.selectivity.strategies["encoder.6"].assignment()
     sb = second.model.selectivity.strategies["encoder.6"].assignment()
     assert torch.equal(sa, sb)
-    hook_a = next(h for h in straight.hooks if type(h).__name__ == "SelectivityHook")
-    hook_b = next(h for h in second.hooks if type(h).__name__ == "SelectivityHook")
-    assert hook_a.refits == 2 and hook_b.refits == 2
+    assert _selectivity_hook(straight).refits == _selectivity_hook(second).refits == 2
 
 
 @pytest.mark.parametrize("interval", [3, 2])
@@ -134,11 +153,7 @@ def test_mid_epoch_iteration_checkpoint_resumes_exactly(tmp_path, interval):
     else:
         assert "resumed at the end of epoch 2: all its batches were trained" in log
         assert not re.search(r"Epoch\(train\)\s*\[2\]", log)  # no batch of epoch 2 again
-        hooks = [
-            next(h for h in r.hooks if type(h).__name__ == "SelectivityHook")
-            for r in (straight, resumed)
-        ]
-        assert hooks[0].refits == hooks[1].refits == 2
+        assert _selectivity_hook(straight).refits == _selectivity_hook(resumed).refits == 2
         assert sorted(p.name for p in (tmp_path / "resumed").glob("iter_*.pth")) == ["iter_6.pth"]
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     tensors = [k for k in a if torch.is_tensor(a[k])]
@@ -225,22 +240,12 @@ def test_resume_runs_the_validation_its_checkpoint_was_saved_before(tmp_path):
     # the checkpoint of epoch 2 is written before epoch 2's validation; a crash in between used
     # to skip that validation for good: one dissection fewer, another best checkpoint
     data = make_tiny_data(tmp_path / "data", train=8, val=4)
-    straight = build_runner(_validated_config(data, tmp_path / "straight"))
-    straight.train()
-
-    cfg = _validated_config(data, tmp_path / "resumed")
-    cfg.custom_hooks.append(dict(type="_InterruptAfterEpoch", epoch=2))
-    with pytest.raises(Interrupted):
-        build_runner(cfg).train()
-    cfg = _validated_config(data, tmp_path / "resumed")
-    cfg.resume = True
-    resumed = build_runner(cfg)
-    resumed.train()
-
-    hooks = [
-        next(h for h in r.hooks if type(h).__name__ == "SelectivityHook")
-        for r in (straight, resumed)
-    ]
+    straight, resumed = _straight_then_interrupted_and_resumed(
+        lambda work_dir: _validated_config(data, work_dir),
+        dict(type="_InterruptAfterEpoch", epoch=2),
+        tmp_path,
+    )
+    hooks = [_selectivity_hook(r) for r in (straight, resumed)]
     assert hooks[0].val_epochs == hooks[1].val_epochs == 3
     assert hooks[0].last_report["epoch"] == hooks[1].last_report["epoch"]
     assert hooks[0].last_report["selectivity"] == hooks[1].last_report["selectivity"]
@@ -255,8 +260,7 @@ def test_resume_runs_the_validation_its_checkpoint_was_saved_before(tmp_path):
     cfg.resume = True
     again = build_runner(cfg)
     again.train()
-    hook = next(h for h in again.hooks if type(h).__name__ == "SelectivityHook")
-    assert hook.val_epochs == 3
+    assert _selectivity_hook(again).val_epochs == 3
 
 
 def test_resume_with_persistent_workers_warns_that_it_is_not_exact(tmp_path):
@@ -309,20 +313,11 @@ def test_iteration_loop_resume_runs_the_first_validation_it_missed(tmp_path):
         cfg.log_processor = dict(by_epoch=False, window_size=1)
         return cfg
 
-    straight = build_runner(config(tmp_path / "straight"))
-    straight.train()
-    cfg = config(tmp_path / "resumed")
-    cfg.custom_hooks.append(dict(type="_InterruptAfterIter", iteration=3))
-    with pytest.raises(Interrupted):
-        build_runner(cfg).train()  # iter_3.pth is written, its validation (the first) is not
-    cfg = config(tmp_path / "resumed")
-    cfg.resume = True
-    resumed = build_runner(cfg)
-    resumed.train()
-    hooks = [
-        next(h for h in r.hooks if type(h).__name__ == "SelectivityHook")
-        for r in (straight, resumed)
-    ]
+    # interrupted once iter_3.pth is written, before its validation (the first)
+    straight, resumed = _straight_then_interrupted_and_resumed(
+        config, dict(type="_InterruptAfterIter", iteration=3), tmp_path
+    )
+    hooks = [_selectivity_hook(r) for r in (straight, resumed)]
     assert hooks[0].val_epochs == hooks[1].val_epochs == 2
     assert hooks[0].last_report["selectivity"] == hooks[1].last_report["selectivity"]
     best = [sorted(p.name for p in (tmp_path / d).glob("best_*")) for d in ("straight", "resumed")]
