@@ -509,3 +509,62 @@ def test_capture_of_a_tuple_output_takes_its_first_tensor():
     with LayerCapture(model, ["0"]) as capture:
         model(torch.zeros(1, 2, 3, 4))
         assert torch.equal(capture.outputs["0"], torch.zeros(1, 2, 3, 4))
+
+
+def test_meter_maps_of_a_padded_input_are_cropped_to_the_image():
+    """At 96x128 METER runs as 128x128 (padded bottom); captured maps keep only the rows that see
+    the image, so Eq. 1 pairs them with the right depth pixels."""
+    import copy
+
+    timm = pytest.importorskip("timm")
+    import meter_timm  # noqa: F401  (registers METER)
+    from meter_timm.selectivity import LayerCapture
+
+    torch.manual_seed(0)
+    model = timm.create_model("meter_xxs").eval()
+    names = ["encoder.2", "encoder.6", "encoder.10", "decoder.blocks.0"]
+    image = torch.randn(1, 3, 96, 128)
+    full = {}
+    hooks = [
+        model.get_submodule(n).register_forward_hook(
+            lambda m, a, out, n=n: full.__setitem__(n, out)
+        )
+        for n in names
+    ]
+    with torch.no_grad(), LayerCapture(model, names) as capture:
+        model(image)
+        captured = dict(capture.outputs)
+    for hook in hooks:
+        hook.remove()
+    expected = {"encoder.2": (24, 32), "encoder.6": (12, 16), "encoder.10": (3, 4)}
+    for name, size in expected.items():
+        assert full[name].shape[-2] > size[0]  # the padded map the model computed
+        assert tuple(captured[name].shape[-2:]) == size
+        assert torch.equal(captured[name], full[name][..., : size[0], : size[1]])
+    decoder = captured["decoder.blocks.0"]  # stride 16 of 96x128: 6x8
+    assert tuple(decoder.shape[-2:]) == (6, 8)
+
+    # Eq. 1 on the capture equals Eq. 1 on the image's part of the model's own map
+    depth = torch.linspace(0.5, 9.5, 96)[None, None, :, None].expand(1, 1, 96, 128)
+    loss = SelectivityLoss([{"name": "encoder.6", "num_bins": 8}])
+    got = loss(depth, features={"encoder.6": captured["encoder.6"]})["sel/encoder.6"]
+    ref = loss(depth, features={"encoder.6": full["encoder.6"][..., :12, :16]})["sel/encoder.6"]
+    padded = loss(depth, features={"encoder.6": full["encoder.6"]})["sel/encoder.6"]
+    assert torch.equal(got, ref) and not torch.allclose(got, padded, atol=1e-3)
+
+    # an EMA-style copy of the hooked model crops its own captures too
+    hooked = SelectivityLoss([{"name": "encoder.6", "num_bins": 8}]).attach(model)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin(image)
+    twin_loss = [m for m in twin._forward_pre_hooks.values()][0].capture
+    assert tuple(twin_loss.outputs["encoder.6"].shape[-2:]) == (12, 16)
+    hooked.detach()
+
+    # sizes the original accepts are not padded, and the classifier never pads
+    with torch.no_grad(), LayerCapture(model, ["encoder.6"]) as capture:
+        model(torch.randn(1, 3, 64, 64))
+        assert tuple(capture.outputs["encoder.6"].shape[-2:]) == (8, 8)
+    assert model.feature_region((16, 16), (96, 128)) == (12, 16)
+    classifier = timm.create_model("meter_xxs", num_classes=0)
+    assert classifier.feature_region((16, 16), (96, 128)) == (16, 16)

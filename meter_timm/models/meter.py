@@ -549,6 +549,27 @@ class Meter(nn.Module):
                 skips.append(x)
         return x, skips
 
+    def feature_region(
+        self, map_size: tuple[int, int], input_size: tuple[int, int]
+    ) -> tuple[int, int]:
+        """The top-left (h, w) part of a (B, K, *map_size) map computed by ``forward`` on an
+        ``input_size`` image that covers the image itself.
+
+        At sizes the original rejects, ``forward`` pads the image at the bottom and right, and
+        every encoder and decoder map covers the padding too (e.g. 96x128 runs as 128x128: the
+        stride-8 map is 16x16, of which the top 12 rows see the image). :class:`LayerCapture`
+        crops captured maps to this region, so Eq. 1 pairs activations with the depth pixels
+        they see. The classifier (no decoder) does not pad."""
+        h, w = int(map_size[0]), int(map_size[1])
+        height, width = int(input_size[0]), int(input_size[1])
+        if self.decoder is None or _original_accepts(height, width):
+            return h, w
+        padded = (_aligned_size(height), _aligned_size(width))
+        for stride in (1, 2, 4, 8, 16, 32):
+            if (_out_len(padded[0], stride), _out_len(padded[1], stride)) == (h, w):
+                return _out_len(height, stride), _out_len(width, stride)
+        return h, w  # not a map of the padded image (e.g. a transformer's patch tensor)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stride-32 encoder features (B, c10, H/32, W/32)."""
         return self.forward_encoder(x)[0]

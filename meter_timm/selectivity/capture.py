@@ -4,7 +4,9 @@ Layer outputs are handed over as ``(B, K, h, w)``, whatever the layer's own layo
 outputs of timm models that declare ``output_fmt = "NHWC"`` (Swin, ...) are permuted, and token
 outputs ``(B, N, K)`` of transformers (ViT, DeiT, ...) lose their prefix tokens (class,
 distillation, registers: timm's ``num_prefix_tokens``) and are reshaped to the patch grid of the
-model's input.
+model's input. A model that pads its input internally (METER at sizes the original rejects) can
+define ``feature_region(map_size, input_size) -> (h, w)``: maps of its layers are then cropped to
+the part that covers the image, so that they line up with the depth map.
 """
 
 from __future__ import annotations
@@ -103,10 +105,19 @@ class LayerLayout:
         self.declared_fmt = None
         self.num_prefix_tokens = None
         self.patch_size = None
+        #: the nearest enclosing module that pads its input and says which part of its maps
+        #: covers the image (``feature_region``), or None
+        self.region_owner: nn.Module | None = None
         root = unwrap_model(model)
         parts = name.split(".")
         for depth in range(len(parts), -1, -1):  # the layer itself, then its ancestors
             module = root.get_submodule(".".join(parts[:depth])) if depth else root
+            if (
+                depth < len(parts)
+                and self.region_owner is None
+                and callable(getattr(module, "feature_region", None))
+            ):
+                self.region_owner = module
             fmt = getattr(module, "output_fmt", None)
             if fmt is not None and self.declared_fmt is None:  # the nearest declaration wins
                 self.declared_fmt = str(getattr(fmt, "value", fmt)).upper()
@@ -189,6 +200,8 @@ class LayerCapture:
         self.modules = {name: resolve_module(model, name) for name in self.names}  # validate now
         self.layouts = {name: LayerLayout(model, name) for name in self.names}
         self.input_size: tuple[int, int] | None = None
+        #: (H, W) of the latest image input of each padding module (``feature_region``)
+        self.region_input_sizes: dict[int, tuple[int, int]] = {}
 
     @property
     def attached(self) -> bool:
@@ -200,6 +213,11 @@ class LayerCapture:
             self._handles.append(
                 unwrap_model(self.model).register_forward_pre_hook(_RecordInputSize(self))
             )
+            owners = {id(o): o for o in (lay.region_owner for lay in self.layouts.values()) if o}
+            for owner in owners.values():
+                self._handles.append(
+                    owner.register_forward_pre_hook(_RecordInputSize(self, region_owner=owner))
+                )
             for name, module in self.modules.items():
                 self._handles.append(module.register_forward_hook(self._make_hook(name)))
         return self
@@ -245,17 +263,31 @@ class _StoreOutput:
             output = next((o for o in output if isinstance(o, torch.Tensor)), None)
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"layer {self.name!r} ({type(module).__name__}) returned no tensor")
-        output = self.capture.layouts[self.name].to_nchw(output, self.capture.input_size)
+        layout = self.capture.layouts[self.name]
+        output = layout.to_nchw(output, self.capture.input_size)
+        owner = layout.region_owner
+        if owner is not None and output.dim() == 4:
+            size = self.capture.region_input_sizes.get(id(owner))
+            if size is not None:
+                h, w = owner.feature_region(tuple(output.shape[-2:]), size)
+                if (h, w) != tuple(output.shape[-2:]):
+                    output = output[..., :h, :w]  # a view: gradients flow to the kept part
         self.capture.outputs[self.name] = output.detach() if self.capture.detach_outputs else output
 
 
 class _RecordInputSize:
-    """Forward pre-hook on the model: remembers the (H, W) of its image input."""
+    """Forward pre-hook: remembers the (H, W) of the image input of the model, or of a module
+    that pads its input (``region_owner``)."""
 
-    def __init__(self, capture: LayerCapture) -> None:
+    def __init__(self, capture: LayerCapture, region_owner: nn.Module | None = None) -> None:
         self.capture = capture
+        self.region_owner = region_owner  # the module itself: deepcopy keeps hook and layout paired
 
     def __call__(self, module: nn.Module, args) -> None:
         image = args[0] if args else None
         if isinstance(image, torch.Tensor) and image.dim() == 4:
-            self.capture.input_size = (int(image.shape[-2]), int(image.shape[-1]))
+            size = (int(image.shape[-2]), int(image.shape[-1]))
+            if self.region_owner is None:
+                self.capture.input_size = size
+            else:
+                self.capture.region_input_sizes[id(self.region_owner)] = size
