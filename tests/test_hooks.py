@@ -298,3 +298,20 @@ def test_logged_selectivity_is_averaged_over_processes_unless_disabled(monkeypat
     outputs = {"sel/x": torch.tensor(0.5)}
     SelectivityHook(reduce_logs=False).after_train_iter(_runner(), 0, outputs=outputs)
     assert len(reduced) == 1 and float(outputs["sel/x"]) == 0.5
+
+
+def test_selectivity_hook_typos_fail_before_training():
+    """A misspelt strategy or layer of the dissection fails when the hook is built or before
+    the first iteration, naming the hook, not after an epoch."""
+    with pytest.raises(ValueError, match="SelectivityHook: unknown depth-bin strategy 'unifrom'"):
+        SelectivityHook(num_bins=8, strategy="unifrom")
+    with pytest.raises(ValueError, match=r"SelectivityHook: .*\['alpah'\]; did you mean 'alpha'"):
+        SelectivityHook(num_bins=8, strategy="log:alpah=0.5")
+    with pytest.raises(ValueError, match="SelectivityHook: .*unknown key"):
+        SelectivityHook(layers=[dict(name="encoder.6", bins=8)])
+
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    runner = SimpleNamespace(model=SimpleNamespace(backbone=backbone))
+    SelectivityHook(layers=["0", dict(name="1")]).before_run(runner)
+    with pytest.raises(ValueError, match="SelectivityHook: layers: layer '2' not found"):
+        SelectivityHook(layers=["0", "2"]).before_run(runner)

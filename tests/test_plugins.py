@@ -559,3 +559,97 @@ def test_quantile_plugin_range_warm_up_blend_and_state():
     assert quantile(4, 2, mix=1.0).mix == 1.0
     with pytest.raises(ValueError, match=r"mix must be in \(0, 1\]"):
         quantile(4, 2, mix=0.0)
+
+
+class _Learnable(DepthBinStrategy):
+    """A learnable plugin strategy whose methods can be made to fail one at a time."""
+
+    name = "test-learnable"
+    learnable = True
+    fail = ""  # the method that raises
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+        self.blob = None
+
+    def _maybe_fail(self, method):
+        if method == self.fail:
+            raise RuntimeError(f"{method} exploded")
+
+    def edges(self):
+        self._maybe_fail("edges")
+        return torch.linspace(0, 10, self.num_bins + 1, dtype=torch.float64)
+
+    def assignment(self):
+        self._maybe_fail("assignment")
+        return torch.arange(self.num_units) * self.num_bins // self.num_units
+
+    def observe_depth(self, depth):
+        self._maybe_fail("observe_depth")
+
+    def observe(self, responses, counts):
+        self._maybe_fail("observe")
+
+    def refit(self):
+        self._maybe_fail("refit")
+        return False
+
+    def state_dict(self):
+        return {"calls": torch.tensor(self.calls), "blob": self.blob}
+
+
+@pytest.mark.parametrize("method", ["edges", "assignment", "observe_depth", "observe", "refit"])
+def test_a_plugin_strategy_failing_during_training_names_the_layer_and_the_plugin(method):
+    from meter_timm.selectivity import SelectivityLoss
+
+    pm = plugins.get_plugin_manager()
+    pm.register(InMemoryPlugin(_Learnable), name="learnable-plugin")
+    try:
+        loss = SelectivityLoss([{"name": "encoder.6", "num_bins": 4, "strategy": "test-learnable"}])
+        features = {"encoder.6": torch.rand(2, 8, 4, 4)}
+        depth = torch.rand(2, 1, 16, 16) * 10
+        loss(depth, features=features)  # created and valid
+        loss.strategy("encoder.6").fail = method
+        with pytest.raises(PluginError) as info:
+            loss.refit() if method == "refit" else loss(depth, features=features)
+    finally:
+        pm.unregister(name="learnable-plugin")
+    message = str(info.value)
+    assert message.startswith("selectivity layer 'encoder.6': depth-bin strategy 'test-learnable'")
+    assert f"plugin 'learnable-plugin' ((in memory) 9.9): {method}() raised RuntimeError" in message
+
+
+def test_a_plugin_state_that_a_checkpoint_could_not_load_is_refused_when_saved():
+    from meter_timm.selectivity import SelectivityLoss
+
+    pm = plugins.get_plugin_manager()
+    pm.register(InMemoryPlugin(_Learnable), name="learnable-plugin")
+    try:
+        loss = SelectivityLoss([{"name": "encoder.6", "num_bins": 4, "strategy": "test-learnable"}])
+        loss(torch.rand(2, 1, 16, 16) * 10, features={"encoder.6": torch.rand(2, 8, 4, 4)})
+        loss.strategy("encoder.6").blob = [1.5, {"ok": None}]  # plain values: saved
+        assert loss.state_dict()["_extra_state"]["strategies"]["encoder.6"]["state"]["blob"]
+        loss.strategy("encoder.6").blob = {"stats": [object()]}
+        with pytest.raises(PluginError, match=r"state\['blob'\]\['stats'\]\[0\] \(builtins.object"):
+            loss.state_dict()
+    finally:
+        pm.unregister(name="learnable-plugin")
+
+
+def test_a_plugin_taking_its_own_parameters_through_kwargs():
+    """A strategy that pops its own options from **kwargs and passes the rest on: the catalog
+    leaves the check to its constructor, whose base class still refuses what is left."""
+
+    class Gamma(ConstantStrategy):
+        name = "test-gamma"
+
+        def __init__(self, num_units, num_bins, min_depth=0.0, max_depth=10.0, **options):
+            self.gamma = float(options.pop("gamma", 1.0))
+            super().__init__(num_units, num_bins, min_depth, max_depth, **options)
+
+    pm = new_plugin_manager(autoload=False)
+    pm.register(InMemoryPlugin(Gamma), name="gamma-plugin")
+    assert create_strategy("test-gamma", 8, 4, pm=pm, gamma=2.0).gamma == 2.0
+    with pytest.raises(ValueError, match=r"'test-gamma' of plugin 'gamma-plugin'.*\['gama'\]"):
+        create_strategy("test-gamma", 8, 4, pm=pm, gama=2.0)

@@ -29,3 +29,25 @@ def test_child_registries_fall_back_to_the_mmengine_registry_of_their_kind():
         child = getattr(registry, name)
         assert child.parent is getattr(root, name) and child.scope == "meter_timm", name
     assert registry.DATASETS.get("ConcatDataset") is ConcatDataset
+
+
+def test_every_hook_class_is_registered_under_its_own_name():
+    """A decorator separated from its class by an inserted function registers the function:
+    every Hook subclass defined in meter_timm.mm.hooks must be found by name."""
+    import inspect
+
+    from mmengine.hooks import Hook
+
+    import meter_timm.mm.hooks as hooks
+    from meter_timm.mm.registry import HOOKS
+
+    defined = [
+        name
+        for name, obj in vars(hooks).items()
+        if inspect.isclass(obj) and issubclass(obj, Hook) and obj.__module__ == hooks.__name__
+    ]
+    assert "SelectivityHook" in defined
+    for name in defined:
+        assert HOOKS.get(name) is getattr(hooks, name)
+    registered = {n for n, obj in HOOKS.module_dict.items() if obj.__module__ == hooks.__name__}
+    assert registered == set(defined)

@@ -193,6 +193,27 @@ def _numpy_state(s: dict):
     return (s["kind"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached"])
 
 
+def _check_dissection_spec(layers, num_bins, strategy) -> None:
+    """ValueError naming the hook for a malformed ``layers`` list, ``num_bins`` or an unknown
+    ``strategy`` (or parameter), at config build time."""
+    from meter_timm.selectivity.loss import normalize_layers
+    from meter_timm.strategies.catalog import (
+        check_strategy_parameters,
+        get_strategy_class,
+        parse_strategy_spec,
+    )
+
+    try:
+        if layers is not None:
+            normalize_layers(layers)
+        if num_bins is not None and int(num_bins) < 1:
+            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+        base, params = parse_strategy_spec(strategy)
+        check_strategy_parameters(base, get_strategy_class(base), params)
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"SelectivityHook: {err}") from None
+
+
 @HOOKS.register_module()
 class SelectivityHook(Hook):
     """Drives depth-selectivity training and measurement around the model's ``selectivity`` module.
@@ -277,6 +298,7 @@ class SelectivityHook(Hook):
         self.layers = list(layers) if layers is not None else None
         self.num_bins = num_bins
         self.strategy = strategy
+        _check_dissection_spec(self.layers, num_bins, strategy)
         self.min_depth = float(min_depth)
         self.max_depth = float(max_depth)
         self.plot_units = list(plot_units) if plot_units is not None else None
@@ -297,6 +319,19 @@ class SelectivityHook(Hook):
         self._dissector = None
 
     # ------------------------------------------------------------------ training
+    def before_run(self, runner) -> None:
+        """A dissection layer the model does not have fails now, not after an epoch."""
+        from meter_timm.selectivity.capture import resolve_module
+
+        model = _unwrap(runner.model)
+        target = getattr(model, "backbone", model)
+        for spec in self.layers or ():
+            name = spec if isinstance(spec, str) else spec["name"]
+            try:
+                resolve_module(target, name)
+            except KeyError as err:
+                raise ValueError(f"SelectivityHook: layers: {err}") from None
+
     def before_train(self, runner) -> None:
         module = find_selectivity_module(runner.model)
         if module is not None and self.target_lambda is None:

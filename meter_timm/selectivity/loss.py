@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,6 +31,47 @@ def _float32_statistics(forward):
 
 
 _LAYER_KEYS = ("name", "num_bins", "strategy", "params")
+
+
+def _strategy_call(layer: str, strategy, what: str, call: Callable[[], Any]) -> Any:
+    """``call()``, code of ``layer``'s strategy: what a plugin's code raises names the layer and
+    the plugin (a ValueError stays one, anything else becomes a PluginError)."""
+    from meter_timm.strategies.catalog import run_strategy_code
+    from meter_timm.strategies.plugins import PluginError
+
+    name = strategy.name or type(strategy).__name__
+    try:
+        return run_strategy_code(type(strategy), name, what, call)
+    except PluginError as exc:
+        raise PluginError(f"selectivity layer {layer!r}: {exc}") from exc.__cause__
+    except ValueError as exc:
+        raise ValueError(f"selectivity layer {layer!r}: {exc}") from exc
+
+
+#: the values a strategy's state may hold: what a ``weights_only=True`` checkpoint load accepts
+_PLAIN_VALUES = (torch.Tensor, bool, int, float, str, type(None))
+
+
+def _non_plain_entry(value: Any, path: str = "state") -> str | None:
+    """The path and type of the first entry of a strategy state that is not a tensor or a plain
+    Python value (in lists, tuples and dicts with string keys), or None."""
+    if isinstance(value, _PLAIN_VALUES):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} (key {key!r} of type {type(key).__name__})"
+            found = _non_plain_entry(item, f"{path}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _non_plain_entry(item, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return f"{path} ({type(value).__module__}.{type(value).__qualname__})"
 
 
 def normalize_layers(layers: Iterable[dict[str, Any] | str]) -> list[dict[str, Any]]:
@@ -204,6 +246,8 @@ class SelectivityLoss(nn.Module):
 
     @staticmethod
     def _load_strategy_state(name: str, strategy, saved: dict) -> None:
+        from meter_timm.strategies import validate_strategy
+
         for key in ("strategy", "num_units", "num_bins"):
             mine = strategy.name if key == "strategy" else getattr(strategy, key)
             if key in saved and saved[key] != mine:
@@ -211,7 +255,24 @@ class SelectivityLoss(nn.Module):
                     f"selectivity layer {name!r}: saved {key} {saved[key]!r} does not "
                     f"match the configured {mine!r}"
                 )
-        strategy.load_state_dict(saved.get("state", {}))
+        from meter_timm.strategies.plugins import PluginError
+
+        label = f"selectivity layer {name!r}: the saved state of strategy {strategy.name!r}"
+        try:
+            _strategy_call(
+                name,
+                strategy,
+                "load_state_dict()",
+                lambda: strategy.load_state_dict(saved.get("state", {})),
+            )
+        except (KeyError, TypeError, IndexError, RuntimeError) as exc:
+            if isinstance(exc, PluginError):  # names the layer and the plugin already
+                raise
+            raise ValueError(f"{label} does not fit it: {type(exc).__name__}: {exc}") from exc
+        try:
+            validate_strategy(strategy)
+        except ValueError as exc:
+            raise ValueError(f"{label} is not valid: {exc}") from exc
 
     def refit(self) -> dict[str, bool]:
         """Call ``refit()`` on every created strategy; returns layer -> assignment changed.
@@ -219,13 +280,18 @@ class SelectivityLoss(nn.Module):
         A strategy that changed is validated again, so a plugin that refits into invalid edges or
         assignments fails here with a ValueError naming it, not later in the loss."""
         from meter_timm.strategies import validate_strategy
+        from meter_timm.strategies.catalog import run_strategy_code
         from meter_timm.strategies.plugins import PluginError
 
         self._forget_constants()
         changed = {}
         for name, strategy in self.strategies.items():
             try:
-                changed[name] = bool(strategy.refit())
+                changed[name] = bool(
+                    run_strategy_code(type(strategy), strategy.name, "refit()", strategy.refit)
+                )
+            except PluginError as exc:  # a plugin's code raised: named with the plugin
+                raise PluginError(f"selectivity layer {name!r}: {exc}") from exc.__cause__
             except (ValueError, RuntimeError, ArithmeticError) as exc:  # e.g. a solver given NaN
                 raise ValueError(
                     f"selectivity layer {name!r}: strategy {strategy.name!r} could not refit: {exc}"
@@ -278,7 +344,7 @@ class SelectivityLoss(nn.Module):
         """The strategy's edges and their tuple key; kept between steps while it is frozen."""
         cached = self._edges_cache.get(name)
         if cached is None or not strategy.frozen:
-            edges = strategy.edges()
+            edges = _strategy_call(name, strategy, "edges()", strategy.edges)
             cached = (edges, tuple(edges.tolist()))
             if strategy.frozen:
                 self._edges_cache[name] = cached
@@ -302,8 +368,12 @@ class SelectivityLoss(nn.Module):
             binned[key] = BinnedDepth(depth.to(act.device), key)
         responses, counts = binned[key].responses(act)
         if not strategy.frozen:
-            strategy.observe_depth(depth.detach())
-            strategy.observe(responses.detach(), counts)
+            _strategy_call(
+                name, strategy, "observe_depth()", lambda: strategy.observe_depth(depth.detach())
+            )
+            _strategy_call(
+                name, strategy, "observe()", lambda: strategy.observe(responses.detach(), counts)
+            )
         return strategy, responses, counts
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -313,11 +383,24 @@ class SelectivityLoss(nn.Module):
 
             spec = next(layer for layer in self.layers if layer["name"] == name)
             _, spec_params = parse_strategy_spec(spec.get("strategy") or "uniform")
+            saved = _strategy_call(name, strategy, "state_dict()", strategy.state_dict)
+            wrong = _non_plain_entry(saved)
+            if wrong:  # a checkpoint that could be written but never read back
+                from meter_timm.strategies.catalog import strategy_origin
+                from meter_timm.strategies.plugins import PluginError
+
+                origin = strategy_origin(type(strategy))
+                raise PluginError(
+                    f"selectivity layer {name!r}: depth-bin strategy {strategy.name!r}"
+                    f"{f' of {origin}' if origin else ''}: state_dict() holds {wrong}; a "
+                    "strategy state may hold only tensors and plain Python values, which "
+                    "checkpoints load with weights_only=True"
+                )
             state[name] = {
                 "strategy": strategy.name,
                 "num_units": strategy.num_units,
                 "num_bins": strategy.num_bins,
-                "state": strategy.state_dict(),
+                "state": saved,
                 # enough to rebuild it outside this module (trained_strategies)
                 "params": {**spec_params, **dict(spec.get("params") or {})},
                 "min_depth": self.min_depth,
@@ -329,9 +412,19 @@ class SelectivityLoss(nn.Module):
         self._forget_constants()
         for name, saved in (state or {}).get("strategies", {}).items():
             if name not in self.layer_names:
-                continue  # a layer no longer configured
+                warnings.warn(
+                    f"SelectivityLoss: the loaded state holds a {saved.get('strategy')!r} "
+                    f"strategy for layer {name!r}, which is not configured (configured: "
+                    f"{', '.join(self.layer_names)}); it is ignored",
+                    stacklevel=2,
+                )
+                continue
             if name in self.strategies:
                 self._load_strategy_state(name, self.strategies[name], saved)
+            elif isinstance(saved.get("num_units"), int):
+                # built now, so a state that does not fit fails while loading, not at a forward
+                self._pending_state[name] = dict(saved)
+                self.build_strategy(name, saved["num_units"])
             else:
                 self._pending_state[name] = dict(saved)
 
@@ -342,7 +435,7 @@ class SelectivityLoss(nn.Module):
         cached = self._assignment_cache.get(name)
         if cached is not None and strategy.frozen and cached[1].device == device:
             return cached[1]  # a frozen strategy's assignment changes only via _forget_constants
-        assignment = strategy.assignment()
+        assignment = _strategy_call(name, strategy, "assignment()", strategy.assignment)
         if cached is None or cached[1].device != device or not torch.equal(cached[0], assignment):
             cached = (assignment.clone(), assignment.to(device))
             self._assignment_cache[name] = cached

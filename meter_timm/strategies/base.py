@@ -45,8 +45,13 @@ class DepthBinStrategy:
         **params: Any,
     ) -> None:
         if params:
+            from meter_timm._names import did_you_mean
+            from meter_timm.strategies.catalog import strategy_parameters
+
+            unknown, accepted = sorted(params), strategy_parameters(type(self)) or []
             raise StrategyParameterError(
-                f"strategy {self.name!r} got unknown parameters {sorted(params)}"
+                f"strategy {self.name!r} got unknown parameters {unknown}"
+                f"{did_you_mean(unknown[0], accepted)} (accepted: {', '.join(accepted) or 'none'})"
             )
         self.num_units = int(num_units)
         self.num_bins = int(num_bins)

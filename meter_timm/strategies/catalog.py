@@ -160,11 +160,27 @@ def strategy_parameters(cls: type[DepthBinStrategy]) -> list[str] | None:
     return None
 
 
+def _reads_keyword_arguments(cls: type[DepthBinStrategy]) -> bool:
+    """Whether an ``__init__`` outside meter_timm between ``cls`` and the base class takes
+    ``**kwargs``: it may take parameters of its own from them (meter_timm's only pass them on)."""
+    for klass in cls.__mro__:
+        if klass is DepthBinStrategy:
+            return False
+        init = vars(klass).get("__init__")
+        if init is None or klass.__module__.partition(".")[0] == "meter_timm":
+            continue
+        if any(a.kind is a.VAR_KEYWORD for a in inspect.signature(init).parameters.values()):
+            return True
+    return False
+
+
 def check_strategy_parameters(name: str, cls: type[DepthBinStrategy], params) -> None:
     """StrategyParameterError naming the strategy, the parameters ``cls`` does not take and the
     ones it does (with a "did you mean")."""
     accepted = strategy_parameters(cls)
     unknown = sorted(set(params) - set(accepted)) if accepted is not None else []
+    if unknown and _reads_keyword_arguments(cls) and not set(unknown) & set(LAYER_ARGUMENTS):
+        return  # its **kwargs may take them: its constructor (and then the base class) decides
     if unknown:
         raise StrategyParameterError(
             f"depth-bin strategy {name!r} got unknown parameters {unknown}"
@@ -193,7 +209,7 @@ def parse_strategy_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), params
 
 
-def _plugin_origin(cls: type, pm: plugins.PluginManager | None = None) -> str | None:
+def strategy_origin(cls: type, pm: plugins.PluginManager | None = None) -> str | None:
     """``"plugin 'x' (dist version)"`` for a strategy class a plugin registered, ``"class
     module.Name"`` for an unregistered outside class, None for meter_timm's own."""
     if cls.__module__.partition(".")[0] == "meter_timm":
@@ -205,7 +221,7 @@ def _plugin_origin(cls: type, pm: plugins.PluginManager | None = None) -> str | 
         return f"class {cls.__module__}.{cls.__qualname__}"
 
 
-def _run_strategy_code(
+def run_strategy_code(
     cls: type, name: str, what: str, call, pm: plugins.PluginManager | None = None
 ) -> Any:
     """``call()``, which runs code of strategy class ``cls`` (its constructor or a method). What a
@@ -214,12 +230,17 @@ def _run_strategy_code(
     try:
         return call()
     except Exception as exc:
-        origin = _plugin_origin(cls, pm)
+        origin = strategy_origin(cls, pm)
         if origin is None:
             raise
         message = f"depth-bin strategy {name!r} of {origin}: {what} raised {type(exc).__name__}"
         message += f": {exc}" if str(exc) else ""
-        raise (ValueError if isinstance(exc, ValueError) else plugins.PluginError)(message) from exc
+        kind = plugins.PluginError
+        for bad_input in (StrategyParameterError, ValueError):  # keep the type of bad input
+            if isinstance(exc, bad_input):
+                kind = bad_input
+                break
+        raise kind(message) from exc
 
 
 def validate_strategy(
@@ -232,10 +253,10 @@ def validate_strategy(
     the plugin, looked up in ``pm``).
     """
     name = strategy.name or type(strategy).__name__
-    origin = _plugin_origin(type(strategy), pm)
+    origin = strategy_origin(type(strategy), pm)
     who = f"depth-bin strategy {name!r}" + (f" of {origin}" if origin else "")
     K, N = strategy.num_units, strategy.num_bins
-    edges = _run_strategy_code(type(strategy), name, "edges()", strategy.edges, pm)
+    edges = run_strategy_code(type(strategy), name, "edges()", strategy.edges, pm)
     if not isinstance(edges, torch.Tensor):
         raise ValueError(f"{who}: edges() returned {type(edges).__name__}, expected a tensor")
     if edges.dim() != 1 or edges.numel() != N + 1:
@@ -263,7 +284,7 @@ def validate_strategy(
             f"binned in: edges[{bad}]={float(edges[bad])!r} and edges[{bad + 1}]="
             f"{float(edges[bad + 1])!r} are both {float(edges.float()[bad])!r} in float32"
         )
-    assignment = _run_strategy_code(type(strategy), name, "assignment()", strategy.assignment, pm)
+    assignment = run_strategy_code(type(strategy), name, "assignment()", strategy.assignment, pm)
     if not isinstance(assignment, torch.Tensor):
         raise ValueError(
             f"{who}: assignment() returned {type(assignment).__name__}, expected a tensor"
@@ -327,7 +348,7 @@ def create_strategy(
             f"max_depth ({max_depth})"
         )
     check_strategy_parameters(base_name, cls, params)
-    strategy = _run_strategy_code(
+    strategy = run_strategy_code(
         cls,
         base_name,
         "__init__()",
