@@ -173,3 +173,21 @@ def test_any_backbone_weights_file_goes_through_the_one_reader(tmp_path):
     with pytest.raises(CheckpointReadError, match=r"refused checkpoint .*payload\.pth.*io\.open"):
         DepthEstimator(backbone=backbone)
     assert not marker.exists()
+
+
+def test_channels_last_part_of_an_nchw_model_is_permuted():
+    """ConvNeXt blocks without conv_mlp run their MLP channels-last inside a model that declares
+    NCHW: the captured fc1 has its 4 x dim hidden units on axis 1, not the image rows."""
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", features_only=True, conv_mlp=False).eval()
+    assert not model.stages_2.blocks[0].use_conv_mlp
+    layer = "stages_2.blocks.0.mlp.fc1"
+    raw = {}
+    model.get_submodule(layer).register_forward_hook(lambda m, a, out: raw.setdefault("fc1", out))
+    with torch.no_grad(), LayerCapture(model, [layer, "stages_2"]) as capture:
+        model(torch.randn(1, 3, 64, 96))
+        captured = dict(capture.outputs)
+    assert tuple(raw["fc1"].shape) == (1, 4, 6, 640)  # NHWC: 4x6 grid, 640 hidden units
+    assert tuple(captured[layer].shape) == (1, 640, 4, 6)
+    assert torch.equal(captured[layer], raw["fc1"].permute(0, 3, 1, 2))
+    assert tuple(captured["stages_2"].shape) == (1, 160, 4, 6)  # NCHW stays as it is

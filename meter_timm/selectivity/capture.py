@@ -137,13 +137,16 @@ class LayerLayout:
         return 1
 
     def _channels_last(self, output: torch.Tensor, image_size) -> bool:
-        if self.declared_fmt != "NHWC":
-            return False
         if image_size is None:
-            return True
-        h1, w1, h2, w2 = output.shape[1], output.shape[2], output.shape[2], output.shape[3]
-        # a conv inside an NHWC model (e.g. Swin's patch projection) still gives NCHW
-        return not (_is_grid(h2, w2, image_size) and not _is_grid(h1, w1, image_size))
+            return self.declared_fmt == "NHWC"
+        nhwc_grid = _is_grid(output.shape[1], output.shape[2], image_size)
+        nchw_grid = _is_grid(output.shape[2], output.shape[3], image_size)
+        if self.declared_fmt == "NHWC":
+            # a conv inside an NHWC model (e.g. Swin's patch projection) still gives NCHW
+            return not (nchw_grid and not nhwc_grid)
+        # an NHWC part of an NCHW model (e.g. the MLP of ConvNeXt blocks, a Linear on
+        # permuted maps): only the first two axes can be the feature grid
+        return nhwc_grid and not nchw_grid
 
     def to_nchw(self, output: torch.Tensor, image_size=None) -> torch.Tensor:
         """``output`` as ``(B, K, h, w)`` (a view where possible; gradients flow through)."""
