@@ -183,3 +183,57 @@ def test_losses_build_from_the_registry_and_check_shapes():
         loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match="variance_focus"):
         SiLogLoss(variance_focus=2.0)
+
+
+# SSIM of one 3x3 window by hand
+def test_ssim_of_one_window_by_hand():
+    from meter_timm.losses import ssim_map
+
+    x = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+    x[..., 1, 1] = 100.0
+    y = torch.zeros_like(x)
+    g = torch.tensor([math.exp(-1 / 4.5), 1.0, math.exp(-1 / 4.5)], dtype=torch.float64)
+    w_c = float((g[1] / g.sum()) ** 2)  # centre weight of the sigma-1.5 Gaussian window
+    mx, vx = 100 * w_c, 1e4 * w_c - (100 * w_c) ** 2
+    c1, c2 = 10.0**2, 30.0**2  # (0.01 L)^2, (0.03 L)^2 with L = 1000
+    expected = c1 * c2 / ((mx**2 + c1) * (vx + c2))
+    got = ssim_map(x, y, 1000.0, window_size=3, sigma=1.5)
+    assert got.shape == (1, 1, 1, 1)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+# sign of gy
+def test_sobel_of_a_vertical_ramp():
+    from meter_timm.losses import sobel
+
+    ramp = torch.arange(6, dtype=torch.float64).repeat(6, 1).t()[None, None]  # value = row index
+    gx, gy = sobel(ramp)
+    assert torch.equal(gy[0, 0, 1:-1, 1:-1], torch.full((4, 4), -8.0, dtype=torch.float64))
+    assert torch.equal(gx[0, 0, 1:-1, 1:-1], torch.zeros(4, 4, dtype=torch.float64))
+
+
+# non-positive predictions are clamped before the log
+def test_silog_clamps_non_positive_predictions():
+    from meter_timm.losses import SiLogLoss
+
+    gt = torch.tensor([1.0, 2.0, 4.0, 1.0]).view(1, 1, 2, 2)
+    pred = torch.tensor([2.0, 4.0, 8.0, -1.0]).view(1, 1, 2, 2)
+    got = SiLogLoss()(pred, gt, gt > 0)["loss_silog"]
+    want = SiLogLoss()(pred.clamp_min(1e-3), gt, gt > 0)["loss_silog"]
+    assert torch.isfinite(got) and got.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+# SSIM counts the windows CENTRED on a valid pixel
+def test_ssim_mask_selects_windows_by_their_centre():
+    from meter_timm.losses import BalancedLoss, ssim_map
+
+    pred = torch.full((1, 1, 11, 12), 2.0, dtype=torch.float64)
+    gt = pred.clone()
+    gt[..., 5, 11] = 3.0  # seen by the second window only (columns 1..11)
+    valid = torch.ones_like(gt, dtype=torch.bool)
+    gt[..., 5, 5], valid[..., 5, 5] = 0.0, False  # centre of the first window
+    filled = torch.where(valid, gt, pred)
+    s = ssim_map(100 * pred, 100 * filled, 1000.0)[0, 0, 0]
+    assert s.shape == (2,) and s[1] < 1 - 1e-6
+    got = BalancedLoss()(pred, gt, valid)["loss_ssim"]
+    assert got.item() == pytest.approx(100 * (1 - s[1].item()), rel=1e-9)

@@ -577,3 +577,66 @@ def test_meter_maps_of_a_padded_input_are_cropped_to_the_image():
     assert model.feature_region((16, 16), (96, 128)) == (12, 16)
     classifier = timm.create_model("meter_xxs", num_classes=0)
     assert classifier.feature_region((16, 16), (96, 128)) == (16, 16)
+
+
+def _two_depth_halves():
+    return torch.tensor([0.5, 0.5, 1.5, 1.5]).repeat(1, 1, 4, 1)  # (1,1,4,4): bins 0 | 1
+
+
+# other_bins must reach the index
+def test_loss_other_bins_all_counts_empty_bins_as_zero():
+    from meter_timm.selectivity import SelectivityLoss
+
+    depth, act = _two_depth_halves(), torch.ones(1, 3, 4, 4)  # 3 bins over (0, 3]: bin 2 empty
+    layer = [{"name": "l", "num_bins": 3}]
+    nonempty = SelectivityLoss(layer, max_depth=3.0)(depth, features={"l": act})
+    all_bins = SelectivityLoss(layer, max_depth=3.0, other_bins="all")(depth, features={"l": act})
+    assert nonempty["sel/l"].item() == pytest.approx(0.0, abs=1e-6)
+    assert all_bins["sel/l"].item() == pytest.approx(1 / 3, abs=1e-6)  # R_other = (1 + 0) / 2
+
+
+# min_depth must reach the strategy
+def test_loss_min_depth_reaches_the_strategy_edges():
+    from meter_timm.selectivity import SelectivityLoss
+
+    loss = SelectivityLoss([{"name": "l", "num_bins": 2}], min_depth=1.0, max_depth=3.0)
+    loss(torch.rand(1, 1, 4, 4) * 3, features={"l": torch.rand(1, 2, 2, 2)})
+    assert loss.strategy("l").edges().tolist() == [1.0, 2.0, 3.0]
+
+
+# a learnable (not frozen) strategy's changed assignment is used next step
+def test_changed_assignment_of_a_learning_strategy_is_used_at_the_next_step():
+    from meter_timm.selectivity import SelectivityLoss
+    from meter_timm.strategies.fixed import UniformStrategy
+
+    class Flipping(UniformStrategy):
+        learnable = True
+        flipped = False
+
+        def assignment(self):
+            a = super().assignment()
+            return a.flip(0) if self.flipped else a
+
+        def refit(self):
+            self.flipped = True
+            return True
+
+    depth = _two_depth_halves()
+    left = (depth[0, 0] < 1).float()
+    act = torch.stack([left, 1 - left])[None]  # unit 0 fires in bin 0, unit 1 in bin 1
+    loss = SelectivityLoss([{"name": "l", "num_bins": 2}], max_depth=2.0)
+    loss.strategies["l"] = Flipping(2, 2, 0.0, 2.0)
+    assert loss(depth, features={"l": act})["sel/l"].item() == pytest.approx(1.0, abs=1e-6)
+    loss.strategy("l").refit()  # called on the strategy itself
+    assert loss(depth, features={"l": act})["sel/l"].item() == pytest.approx(-1.0, abs=1e-6)
+
+
+# use_abs means |a|, also for negative activations
+def test_default_abs_makes_negative_activations_selective():
+    from meter_timm.selectivity import SelectivityLoss
+
+    depth = _two_depth_halves()
+    left = (depth[0, 0] < 1).float()
+    act = -torch.stack([left, 1 - left])[None]  # -1 in the unit's own bin, 0 elsewhere
+    out = SelectivityLoss([{"name": "l", "num_bins": 2}], max_depth=2.0)(depth, features={"l": act})
+    assert out["sel/l"].item() == pytest.approx(1.0, abs=1e-6)

@@ -312,3 +312,37 @@ def test_selectivity_names_load_on_first_use_and_unknown_names_are_attribute_err
     assert not hasattr(selectivity, "no_such_name")
     with pytest.raises(ImportError, match="no_such_name"):
         from meter_timm.selectivity import no_such_name  # noqa: F401
+
+
+# CPU edge lookup must be exact for depths ON float32 edges
+def test_binning_is_exact_on_float32_edges_and_their_neighbours(eq1_path):
+    from meter_timm.selectivity import BinnedDepth
+    from meter_timm.selectivity.bins import uniform_edges
+
+    for n in (8, 32):
+        e = uniform_edges(n, 1e-3, 10.0)
+        ed = e.float()
+        depth = torch.cat(
+            [
+                ed,
+                torch.nextafter(ed, torch.tensor(math.inf)),
+                torch.nextafter(ed, torch.tensor(-math.inf)),
+            ]
+        ).view(1, 1, -1)
+        ref = torch.bucketize(depth.view(-1), ed) - 1
+        ref[(ref < 0) | (ref >= n)] = n
+        assert torch.equal(BinnedDepth(depth, e).bin_index.view(-1), ref)
+
+
+def _two_depth_halves():
+    return torch.tensor([0.5, 0.5, 1.5, 1.5]).repeat(1, 1, 4, 1)  # (1,1,4,4): bins 0 | 1
+
+
+# own bin empty: R_other averages all non-empty bins
+def test_other_bins_mean_when_the_own_bin_is_empty():
+    from meter_timm.selectivity import other_bins_mean
+
+    got = other_bins_mean(
+        torch.tensor([[0.0, 2.0, 4.0]]), torch.tensor([0]), torch.tensor([0.0, 1.0, 1.0])
+    )
+    assert got.tolist() == [3.0]

@@ -126,6 +126,8 @@ class LayerLayout:
                 self.num_prefix_tokens = prefix
                 patch = getattr(getattr(module, "patch_embed", None), "patch_size", None)
                 self.patch_size = tuple(patch) if isinstance(patch, (tuple, list)) else patch
+        #: whether a module declared the format (timm models do); undeclared models are NCHW
+        self.declared = self.declared_fmt is not None
         self.declared_fmt = self.declared_fmt or "NCHW"
 
     def unit_axis(self, output: torch.Tensor, image_size=None) -> int:
@@ -144,9 +146,9 @@ class LayerLayout:
         if self.declared_fmt == "NHWC":
             # a conv inside an NHWC model (e.g. Swin's patch projection) still gives NCHW
             return not (nchw_grid and not nhwc_grid)
-        # an NHWC part of an NCHW model (e.g. the MLP of ConvNeXt blocks, a Linear on
-        # permuted maps): only the first two axes can be the feature grid
-        return nhwc_grid and not nchw_grid
+        # an NHWC part of a timm model declared NCHW (e.g. the MLP of ConvNeXt blocks, a Linear
+        # on permuted maps): only the first two axes can be the feature grid
+        return self.declared and nhwc_grid and not nchw_grid
 
     def to_nchw(self, output: torch.Tensor, image_size=None) -> torch.Tensor:
         """``output`` as ``(B, K, h, w)`` (a view where possible; gradients flow through)."""
