@@ -134,6 +134,16 @@ def fake_distribution(tmp_path, monkeypatch):
         broken = meter_timm_fake_missing_module
         raising = meter_timm_fake_raising
         working = meter_timm_fake_working
+        misspelt = meter_timm_fake_misspelt
+        """)
+    )
+    (tmp_path / "meter_timm_fake_misspelt.py").write_text(
+        textwrap.dedent("""\
+        from meter_timm.strategies import hookimpl
+
+        @hookimpl
+        def meter_timm_register_strategy(register):
+            pass
         """)
     )
     (tmp_path / "meter_timm_fake_raising.py").write_text("raise RuntimeError('boom at import')\n")
@@ -159,7 +169,11 @@ def fake_distribution(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     yield tmp_path
-    for module in ("meter_timm_fake_working", "meter_timm_fake_raising"):
+    for module in (
+        "meter_timm_fake_working",
+        "meter_timm_fake_raising",
+        "meter_timm_fake_misspelt",
+    ):
         monkeypatch.delitem(__import__("sys").modules, module, raising=False)
 
 
@@ -172,6 +186,14 @@ def test_failing_plugins_are_skipped_with_a_warning(fake_distribution):
         for m in messages
     ), messages
     assert any("'raising'" in m and "boom at import" in m for m in messages), messages
+    misspelt = [m for m in messages if "'misspelt'" in m]
+    assert any(
+        "implements 'meter_timm_register_strategy', which is not a meter-timm hook; did you "
+        "mean 'meter_timm_register_strategies'?" in m
+        for m in misspelt
+    ), messages
+    assert any("implements no meter-timm hook" in m for m in misspelt), messages
+    assert not any("'working'" in m for m in messages), messages
     table = strategy_table(pm)
     assert table["fake-working"].distribution == "meter-timm-fake-plugins"
     assert table["fake-working"].version == "1.2.3"

@@ -123,7 +123,31 @@ def load_entry_points(pm: PluginManager, group: str = ENTRY_POINT_GROUP) -> list
             continue
         pm.records[ep.name] = PluginRecord(ep.name, dist_name, version, ep.value)
         loaded.append(ep.name)
+        _warn_unknown_hooks(pm, plugin, where)
     return loaded
+
+
+def _warn_unknown_hooks(pm: PluginManager, plugin: object, where: str) -> None:
+    """A PluginLoadWarning for hook implementations whose names no meter-timm hook has (pluggy
+    keeps them quietly, and a misspelt hook is then never called)."""
+    from meter_timm._names import did_you_mean
+
+    known = [name for name in dir(hookspecs) if name.startswith("meter_timm_")]
+    callers = pm.get_hookcallers(plugin) or []
+    for caller in callers:
+        if caller.spec is None:
+            warnings.warn(
+                f"meter_timm: {where} implements {caller.name!r}, which is not a meter-timm hook"
+                f"{did_you_mean(caller.name, known)}; it is never called",
+                PluginLoadWarning,
+                stacklevel=3,
+            )
+    if not any(caller.spec is not None for caller in callers):
+        warnings.warn(
+            f"meter_timm: {where} implements no meter-timm hook (known: {', '.join(known)})",
+            PluginLoadWarning,
+            stacklevel=3,
+        )
 
 
 def get_plugin_manager() -> PluginManager:
