@@ -592,3 +592,11 @@ def test_resume_without_a_checkpoint_warns_that_training_starts_afresh(inputs, c
         f"meter-timm train: warning: --resume found no checkpoint in {work_dir} "
         "(no last_checkpoint file): training starts from scratch"
     ) in err
+
+
+@pytest.mark.parametrize("name, argument", [("resnet18", "img_sise"), ("meter_xxs", "output_scal")])
+def test_a_model_argument_the_model_does_not_take_is_named(name, argument):
+    from meter_timm.models import create_model
+
+    with pytest.raises(ValueError, match=rf"{name} does not take the argument '{argument}'"):
+        create_model(name, **{argument: 1})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,27 @@ def create_model(name: str, weights: str | Path | None = None, **kwargs: Any) ->
         }
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
     if not kwargs.get("pretrained") or not overlay.get("file"):
-        return timm.create_model(name, **kwargs)
+        return _create(name, kwargs)
     kwargs["pretrained_cfg_overlay"], path = read_file_overlay(overlay)
     if "num_classes" in kwargs:  # the file's head is loaded (and must fit), not dropped by timm
         kwargs["pretrained_cfg_overlay"].setdefault("num_classes", kwargs["num_classes"])
     try:
-        return timm.create_model(name, **kwargs)
+        return _create(name, kwargs)
     except (RuntimeError, KeyError) as err:  # load_state_dict, a filter_fn: keys or shapes
         detail = " ".join(str(err).split())[:300]
         raise ValueError(f"{path}: the weights do not fit {name} ({detail})") from None
+
+
+def _create(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``timm.create_model``; a keyword argument the model does not take is a ValueError naming
+    it (a typo in ``--model-arg`` or a backbone config is bad input, not a crash)."""
+    try:
+        return timm.create_model(name, **kwargs)
+    except TypeError as err:
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if not found:
+            raise
+        raise ValueError(
+            f"{name} does not take the argument {found.group(1)!r} ({err}); its arguments are "
+            "those of the model class and of timm.create_model"
+        ) from None
