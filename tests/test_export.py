@@ -114,6 +114,15 @@ def test_convert_writes_timm_hub_layout(weights_file, tmp_path, capsys):
         ):  # the file
             assert model.output_scale == 0.01
             assert torch.equal(model.eval()(x), ref)
+    # the folder's unit (cm) is not the .kitti tag's (dm): refused, not 10x the depth
+    for load in (
+        lambda: build_model("meter_xxs.kitti", out),
+        lambda: timm.create_model(
+            "meter_xxs.kitti", pretrained=True, pretrained_cfg_overlay=dict(file=str(out))
+        ),
+    ):
+        with pytest.raises(ValueError, match=r"depth in 'cm', but meter_xxs.kitti .* 'dm'"):
+            load()
     # a hub folder without weights names what it expected
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):

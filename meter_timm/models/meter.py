@@ -27,6 +27,7 @@ output is 1/4 of the input size. Input sizes the original network accepts give t
 # time, Python >= 3.10, and TorchScript reads them).
 import contextlib
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -782,6 +783,25 @@ def resolve_weights_file(path: str | Path) -> Path:
     return path
 
 
+def check_hub_depth_unit(path: Path, expected: str, name: str) -> None:
+    """ValueError when ``config.json`` beside hub weights ``path`` (written by ``convert``) says
+    they predict depth in another unit than ``expected``, the unit model ``name`` scales from:
+    the model would silently output metres times 10 or 100."""
+    config = Path(path).parent / "config.json"
+    if Path(path).name not in HUB_WEIGHT_FILES or not config.is_file():
+        return
+    try:
+        saved = json.loads(config.read_text())["pretrained_cfg"]["depth_unit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not written by convert: nothing to compare
+    if saved != expected:
+        raise ValueError(
+            f"{path}: {config.name} says these weights predict depth in {saved!r}, but {name} "
+            f"scales its output from {expected!r}; pick the tag trained like them, or load the "
+            f'folder as timm.create_model("local-dir:{Path(path).parent}", pretrained=True)'
+        )
+
+
 def _meter_pretrained_cfg(cfg: Any) -> Any:
     """A config dict (e.g. from a hub ``config.json``) as a MeterPretrainedCfg, so that timm keeps
     ``depth_unit``; ValueError naming unknown keys."""
@@ -795,10 +815,11 @@ def _meter_pretrained_cfg(cfg: Any) -> Any:
 
 
 def _create_meter(variant: str, pretrained: bool = False, **kwargs) -> Meter:
+    overlay = kwargs.pop("pretrained_cfg_overlay", None)
     pretrained_cfg = resolve_pretrained_cfg(
         variant,
         pretrained_cfg=_meter_pretrained_cfg(kwargs.pop("pretrained_cfg", None)),
-        pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
+        pretrained_cfg_overlay=overlay,
     )
     unit = getattr(pretrained_cfg, "depth_unit", "m")
     if unit not in DEPTH_UNIT_SCALE:
@@ -806,12 +827,16 @@ def _create_meter(variant: str, pretrained: bool = False, **kwargs) -> Meter:
             f"{variant}: unknown depth_unit {unit!r} in the pretrained config; "
             f"choose one of {sorted(DEPTH_UNIT_SCALE)}"
         )
+    unit_given = "output_scale" in kwargs or "depth_unit" in (overlay or {})
     kwargs.setdefault("output_scale", DEPTH_UNIT_SCALE[unit])
     if pretrained and pretrained_cfg.state_dict is None:
         if pretrained_cfg.file:
             # load here (weights_only=True or safetensors, mmengine checkpoints and hub folders
             # included) instead of timm's loader
-            state_dict = load_checkpoint_file(resolve_weights_file(pretrained_cfg.file))
+            path = resolve_weights_file(pretrained_cfg.file)
+            if not unit_given:
+                check_hub_depth_unit(path, unit, f"{variant}.{pretrained_cfg.tag}")
+            state_dict = load_checkpoint_file(path)
             pretrained_cfg = dataclasses.replace(pretrained_cfg, state_dict=state_dict, source="")
         elif (
             pretrained_cfg.source != "hf-hub"

@@ -10,7 +10,7 @@ import timm
 import torch.nn as nn
 
 from meter_timm.checkpoint import load_checkpoint_file, state_dict_of
-from meter_timm.models.meter import resolve_weights_file
+from meter_timm.models.meter import check_hub_depth_unit, resolve_weights_file
 
 __all__ = ["create_model", "read_file_overlay"]
 
@@ -40,6 +40,8 @@ def create_model(name: str, weights: str | Path | None = None, **kwargs: Any) ->
     if not kwargs.get("pretrained") or not overlay.get("file"):
         return _create(name, kwargs)
     kwargs["pretrained_cfg_overlay"], path = read_file_overlay(overlay)
+    if not {"output_scale", "pretrained_cfg"} & set(kwargs):  # else the caller sets the unit
+        _check_depth_unit(name, path)
     if "num_classes" in kwargs:  # the file's head is loaded (and must fit), not dropped by timm
         kwargs["pretrained_cfg_overlay"].setdefault("num_classes", kwargs["num_classes"])
     try:
@@ -62,3 +64,11 @@ def _create(name: str, kwargs: dict[str, Any]) -> nn.Module:
             f"{name} does not take the argument {found.group(1)!r} ({err}); its arguments are "
             "those of the model class and of timm.create_model"
         ) from None
+
+
+def _check_depth_unit(name: str, path: Path) -> None:
+    """ValueError when weights from a hub folder predict depth in another unit than the tag
+    ``name`` scales from (see :func:`~meter_timm.models.meter.check_hub_depth_unit`)."""
+    expected = getattr(timm.models.get_pretrained_cfg(name), "depth_unit", None)
+    if expected is not None:
+        check_hub_depth_unit(path, expected, name)
