@@ -640,3 +640,22 @@ def test_default_abs_makes_negative_activations_selective():
     act = -torch.stack([left, 1 - left])[None]  # -1 in the unit's own bin, 0 elsewhere
     out = SelectivityLoss([{"name": "l", "num_bins": 2}], max_depth=2.0)(depth, features={"l": act})
     assert out["sel/l"].item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_layer_inside_a_mobilevit_transformer_is_named_with_the_reason():
+    """The transformer of a MobileViT block sees the patches as a batch 4x the images': the loss
+    and the dissection accumulator name the layer and say why, not just the shapes."""
+    from meter_timm.selectivity import ResponseAccumulator
+
+    act = torch.rand(8, 64, 4, 4)  # 2 images x 4 patch positions
+    depth = torch.rand(2, 1, 16, 16) * 10
+    loss = SelectivityLoss([{"name": "encoder.6.transformer.0", "num_bins": 4}])
+    message = r"layer 'encoder.6.transformer.0': .* its batch is 4x the images'"
+    with pytest.raises(ValueError, match=message):
+        loss(depth, features={"encoder.6.transformer.0": act})
+    accumulator = ResponseAccumulator({"encoder.6.transformer.0": torch.linspace(0, 10, 5)})
+    with pytest.raises(ValueError, match=message):
+        accumulator.update({"encoder.6.transformer.0": act}, depth)
+    with pytest.raises(ValueError, match=r"layer 'x': output of shape \(2, 5, 4\)"):
+        loss_x = SelectivityLoss(["x"])
+        loss_x(depth, features={"x": torch.rand(2, 5, 4)})

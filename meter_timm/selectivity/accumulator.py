@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from meter_timm.selectivity.bins import eq2_assignment  # the one implementation of Eq. 2
+from meter_timm.selectivity.capture import check_feature_map
 from meter_timm.selectivity.index import argmax_bins, selectivity_index
 from meter_timm.selectivity.response import BinnedDepth, _check_edges
 
@@ -64,6 +65,7 @@ class ResponseAccumulator:
                     f"(got {sorted(features)})"
                 )
             act = features[name].detach()
+            check_feature_map(name, act, depth.shape[0])
             if self.use_abs:
                 act = act.abs()
             key = tuple(self.bin_edges[name].tolist())

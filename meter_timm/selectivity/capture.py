@@ -18,7 +18,14 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-__all__ = ["LayerCapture", "LayerLayout", "resolve_module", "token_grid", "unwrap_model"]
+__all__ = [
+    "LayerCapture",
+    "LayerLayout",
+    "check_feature_map",
+    "resolve_module",
+    "token_grid",
+    "unwrap_model",
+]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -91,6 +98,23 @@ def token_grid(num_tokens: int, image_size, patch_size=None) -> tuple[int, int] 
         if gh * gw == num_tokens and _is_grid(gh, gw, (height, width)):
             return gh, gw
     return None
+
+
+def check_feature_map(layer: str, output: torch.Tensor, batch_size: int) -> None:
+    """ValueError naming ``layer`` unless its (captured) output is a (B, K, h, w) map of the
+    batch's ``batch_size`` images."""
+    if output.dim() == 4 and output.shape[0] == batch_size:
+        return
+    hint = ""
+    if output.dim() == 4 and output.shape[0] > batch_size and output.shape[0] % batch_size == 0:
+        hint = (
+            f": its batch is {output.shape[0] // batch_size}x the images' (e.g. the patches "
+            "inside a MobileViT block's transformer); pick the block or a layer outside it"
+        )
+    raise ValueError(
+        f"layer {layer!r}: output of shape {tuple(output.shape)} is not a "
+        f"(B={batch_size}, K, h, w) map of the batch's images{hint}"
+    )
 
 
 class LayerLayout:

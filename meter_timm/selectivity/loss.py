@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from meter_timm.precision import autocast_disabled
-from meter_timm.selectivity.capture import LayerCapture
+from meter_timm.selectivity.capture import LayerCapture, check_feature_map
 from meter_timm.selectivity.index import OTHER_BINS, layer_scores
 from meter_timm.selectivity.response import BinnedDepth
 
@@ -355,11 +355,7 @@ class SelectivityLoss(nn.Module):
     ):
         """(strategy, responses (K, N_b), counts (N_b,)) of one layer on one batch; learnable
         strategies observe the batch's depth and detached responses."""
-        if act.dim() != 4:
-            raise ValueError(
-                f"selectivity layer {name!r}: expected a (B, K, h, w) output, "
-                f"got shape {tuple(act.shape)}"
-            )
+        check_feature_map(name, act, depth.shape[0])
         if self.use_abs:
             act = act.abs()
         strategy = self.build_strategy(name, act.shape[1])
