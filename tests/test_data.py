@@ -384,3 +384,106 @@ def test_dataset_frames_picked_by_a_range_or_an_integer_array(tmp_path):
     assert len(_dataset(data_root=mat, indices=np.int64(2))) == 2
     with pytest.raises(TypeError, match="indices='13'.*not a string"):  # not frames 1 and 3
         _dataset(data_root=mat, indices="13")
+
+
+def test_split_file_is_refused_for_data_other_than_a_labeled_mat(tmp_path):
+    """A split file selects frames of a labeled .mat only; given with h5, csv or folder data (even
+    a missing one) it was silently ignored and every frame evaluated."""
+    from meter_timm.mm.datasets import build_depth_dataset
+
+    write_h5_tree(tmp_path / "h5", n=2, split="val")
+    csv_path, _ = write_csv_set(tmp_path / "csv", n=2)
+    split = tmp_path / "missing_split.txt"
+    for source, fmt in ((tmp_path / "h5", "h5"), (csv_path, "csv")):
+        with pytest.raises(NYUDataError, match=rf"missing_split.txt: .* but .* is {fmt} data"):
+            discover_samples(source, split_file=split)
+    with pytest.raises(NYUDataError, match="a split file selects frames of a labeled .mat"):
+        _dataset(data_root=str(tmp_path / "h5"), split_file=str(split))
+    with pytest.raises(ValueError, match=r"missing_split.txt: .* is folder data"):
+        build_depth_dataset(str(tmp_path / "csv"), [], depth_scale=1e-3, split_file=str(split))
+
+
+def test_depth_in_another_unit_is_an_error_naming_the_file_and_the_values(tmp_path):
+    """Depth whose positive values are all above max_depth (millimetres for metres) was silently
+    all invalid: training saw loss 0 and eval said only "no valid pixel"."""
+    rgb, depth = make_frame(0)
+    for name, stored in (("mm.h5", depth * 1000), ("mm16.h5", (depth * 1000).astype(np.uint16))):
+        path = write_h5(tmp_path / name, rgb, depth, depth=stored)
+        with pytest.raises(NYUDataError, match=rf"{name}: 'depth' values .* exceed max depth 10 m"):
+            read_h5_sample(path)
+    frames = write_labeled_mat(tmp_path / "labeled.mat", n=2)
+    with h5py.File(tmp_path / "labeled.mat", "r+") as f:
+        f["depths"][1] *= 1000
+    mat = LabeledMat(tmp_path / "labeled.mat")
+    np.testing.assert_allclose(mat.read(0)[1], frames[0][1])
+    with pytest.raises(NYUDataError, match=r"labeled.mat: 'depths' of frame 1 values .*millimet"):
+        mat.read(1)
+    # a frame with some pixels beyond max_depth, or none valid at all, is fine
+    depth[:5] = 40.0
+    assert read_h5_sample(write_h5(tmp_path / "far.h5", rgb, depth))[1][:5].max() == 0
+    assert not read_h5_sample(write_h5(tmp_path / "no.h5", rgb, 0 * depth))[1].any()
+
+
+def test_h5_rgb_float_in_0_1_is_scaled_and_other_dtypes_are_refused(tmp_path):
+    rgb, depth = make_frame(0)
+    path = write_h5(tmp_path / "f.h5", rgb, depth, rgb=rgb.transpose(2, 0, 1) / 255.0)
+    np.testing.assert_array_equal(read_h5_sample(path)[0], rgb)  # was all 0 and 1: black
+    path = write_h5(tmp_path / "u16.h5", rgb, depth, rgb=rgb.transpose(2, 0, 1) * np.uint16(257))
+    with pytest.raises(NYUDataError, match=r"u16.h5: 'rgb' has dtype uint16, expected uint8"):
+        read_h5_sample(path)
+
+
+def test_csv_with_a_byte_order_mark_or_not_utf8(tmp_path):
+    csv_path, _ = write_csv_set(tmp_path, n=2)
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())  # as Excel writes UTF-8
+    assert read_csv_pairs(csv_path)[0][0].name == "00000_colors.png"
+    csv_path.write_bytes("caf\xe9_colors.png,caf\xe9_depth.png\n".encode("latin-1"))
+    with pytest.raises(NYUDataError, match=r"nyu2_test.csv: csv is not UTF-8 text"):
+        read_csv_pairs(csv_path)
+
+
+def test_out_of_range_indices_name_the_split_file_or_the_source(tmp_path):
+    """An index of a split file is named with the split file and its 1-based value; ``indices``
+    of h5 and csv data are checked as those of a .mat (were a bare IndexError, and -1 was
+    silently the last frame)."""
+    write_labeled_mat(tmp_path / "labeled.mat", n=3)
+    (tmp_path / "split.txt").write_text("1\n4\n")
+    with pytest.raises(NYUDataError, match=r"split.txt: index 4 out of range: .*labeled.mat has 3"):
+        discover_samples(tmp_path / "labeled.mat", split_file=tmp_path / "split.txt")
+    write_h5_tree(tmp_path / "h5", n=2, split="val")
+    csv_path, _ = write_csv_set(tmp_path / "csv", n=2)
+    for source in (tmp_path / "h5", csv_path):
+        assert len(discover_samples(source, indices=[1])) == 1
+        for index in (2, -1):
+            with pytest.raises(NYUDataError, match=rf"index {index} \(0-based\) out of range"):
+                discover_samples(source, indices=[index])
+    with pytest.raises(NYUDataError, match=r"csv: index 5 \(0-based\) out of range \[0, 2\)"):
+        _dataset(data_root=str(tmp_path / "csv"), indices=[5])
+
+
+def test_labeled_mat_stored_without_the_transposition_is_refused(tmp_path):
+    frames = [make_frame(i) for i in range(2)]
+    with h5py.File(tmp_path / "plain.mat", "w") as f:  # (N, 3, H, W): frames would be W x H
+        f.create_dataset("images", data=np.stack([rgb.transpose(2, 0, 1) for rgb, _ in frames]))
+        f.create_dataset("depths", data=np.stack([d for _, d in frames]))
+    with pytest.raises(NYUDataError, match=r"plain.mat: .* frames would be 32 tall x 24 wide"):
+        LabeledMat(tmp_path / "plain.mat")
+
+
+def test_16_bit_grey_image_is_scaled_to_8_bits(tmp_path):
+    from meter_timm.data.nyu import read_rgb
+
+    grey = np.array([[0, 257, 32896], [65535, 1000, 514]], np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g.png")  # mode I;16
+    rgb = read_rgb(tmp_path / "g.png")  # was 255 for everything above 255
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 3, 3)
+    assert rgb[..., 0].tolist() == [[0, 1, 128], [255, 4, 2]] and (rgb[..., 2] == rgb[..., 0]).all()
+
+
+def test_swapped_columns_on_a_later_csv_line_name_the_csv_line(tmp_path):
+    csv_path, _ = write_csv_set(tmp_path, n=2)
+    csv_path.write_text("00000_colors.png,00000_depth.png\n00001_depth.png,00001_colors.png\n")
+    ds = _dataset(data_root=str(csv_path))
+    assert ds[0]["inputs"].shape == (3, H, W)
+    with pytest.raises(NYUDataError, match=r"nyu2_test.csv:2: .*00001_colors.png: a colour image"):
+        ds[1]

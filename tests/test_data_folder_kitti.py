@@ -42,7 +42,7 @@ def test_two_folders_matched_by_relative_name_with_mm_scale(tmp_path):
     _rgb(tmp_path / "rgb" / "scene1" / "a.jpg", 2, 3, 0)
     _png16(tmp_path / "depth" / "scene1" / "a.png", mm)
     rgb_b = _rgb(tmp_path / "rgb" / "b.png", 2, 3, 1)
-    np.save(tmp_path / "depth" / "b.npy", np.full((2, 3), 4.0, np.float32))
+    np.save(tmp_path / "depth" / "b.npy", np.full((2, 3), 4000.0, np.float32))
 
     pairs = discover_folder_pairs(tmp_path)
     assert [p.key for p in pairs] == ["b", "scene1/a"]
@@ -62,9 +62,9 @@ def test_two_folders_matched_by_relative_name_with_mm_scale(tmp_path):
     item = ds[1]
     torch.testing.assert_close(item["data_samples"].gt_depth[0], torch.from_numpy(depth))
     assert item["data_samples"].img_path.endswith("a.jpg")
-    # .npy maps use the same scale: 4.0 stored x 0.001 = 4 mm, valid
+    # .npy maps use the same scale: 4000.0 stored x 0.001 = 4 m
     first = ds[0]
-    assert torch.allclose(first["data_samples"].gt_depth, torch.tensor(0.004))
+    assert torch.allclose(first["data_samples"].gt_depth, torch.tensor(4.0))
     assert torch.equal(first["inputs"], torch.from_numpy(rgb_b).permute(2, 0, 1))
 
 
@@ -82,7 +82,7 @@ def test_one_folder_with_suffixes_and_errors_naming_the_file(tmp_path):
         discover_folder_pairs(tmp_path, image_suffix="_colors")
     assert len(discover_folder_pairs(tmp_path, image_suffix="_colors", skip_unmatched=True)) == 1
 
-    _png16(tmp_path / "0002_depth.png", np.ones((3, 5)))  # wrong size
+    _png16(tmp_path / "0002_depth.png", np.full((3, 5), 1000))  # wrong size
     ds = DepthFolderDataset(str(tmp_path), depth_scale=1e-3, image_suffix="_colors")
     with pytest.raises(
         DepthDataError, match=r"0002_depth.png: depth shape \(3, 5\) does not match"
@@ -403,3 +403,59 @@ def test_folder_min_depth_and_kitti_depth_range_and_size_check(tmp_path):
     _png16(gt_png / "image_03" / "0000000070.png", np.full((5, 20), 512))  # one row short
     with pytest.raises(DepthDataError, match=r"0000000070.png: depth shape \(5, 20\) does not"):
         far[1]
+
+
+def test_depth_scale_that_gives_no_depth_in_range_is_an_error_naming_the_file(tmp_path):
+    """Float metres read with depth_scale 0.001 (or millimetres with 1) were silently absurd or
+    all invalid; KITTI's 80 m cap and maps with some pixels out of range are fine."""
+    _rgb(tmp_path / "rgb" / "a.png", 2, 3, 0)
+    (tmp_path / "depth").mkdir()
+    np.save(tmp_path / "depth" / "a.npy", np.array([[0.7, 2.0, 9.9], [0, 3, 12]], np.float32))
+    ds = DepthFolderDataset(str(tmp_path), depth_scale=1e-3)
+    with pytest.raises(DepthDataError, match=r"a.npy: .* values 0.0007-0.012 are all below 0.1 m"):
+        ds[0]
+    np.testing.assert_allclose(
+        DepthFolderDataset(str(tmp_path), depth_scale=1.0)[0]["gt_depth"],
+        [[0.7, 2, 9.9], [0, 3, 0]],
+    )
+    _png16(tmp_path / "mm.png", np.array([[700, 9900], [0, 65535]]))
+    with pytest.raises(DepthDataError, match=r"mm.png: .* values 700-9900 all exceed max depth 10"):
+        read_depth_map(tmp_path / "mm.png", 1.0, max_depth=10.0, invalid_value=65535)
+    _png16(tmp_path / "kitti.png", np.array([[256 * 85, 256 * 20], [0, 256 * 79]]))
+    np.testing.assert_allclose(read_kitti_depth(tmp_path / "kitti.png", 80.0), [[0, 20], [0, 79]])
+
+
+def test_kitti_split_file_with_a_byte_order_mark_or_not_utf8(tmp_path):
+    images, gt, split = _kitti_fixture(tmp_path)
+    count = len(read_kitti_split(split, images, gt))
+    split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())
+    assert len(read_kitti_split(split, images, gt)) == count  # the BOM was part of a path
+    split.write_bytes(b"2011_09_26/caf\xe9.png None 721.5\n")
+    with pytest.raises(DepthDataError, match=r"eigen_test.txt: split file is not UTF-8 text"):
+        read_kitti_split(split, images, gt)
+
+
+@pytest.mark.parametrize("image_dir", ["rgb", "image", "images", "color", "colors"])
+@pytest.mark.parametrize("depth_dir", ["depth", "depths"])
+def test_every_image_and_depth_folder_name_pair_is_found(tmp_path, image_dir, depth_dir):
+    _rgb(tmp_path / image_dir / "a.png", 2, 3, 0)
+    _png16(tmp_path / depth_dir / "a.png", np.full((2, 3), 1000))
+    (pair,) = discover_folder_pairs(tmp_path)
+    assert Path(pair.image).parent.name == image_dir and Path(pair.depth).parent.name == depth_dir
+
+
+def test_no_pairs_error_names_the_layout_and_two_images_of_one_name_are_refused(tmp_path):
+    (tmp_path / "e" / "rgb").mkdir(parents=True)
+    (tmp_path / "e" / "depths").mkdir()
+    with pytest.raises(
+        DepthDataError, match=r"no image/depth pairs found \(layout: sub-folders rg"
+    ):
+        discover_folder_pairs(tmp_path / "e")
+    _rgb(tmp_path / "one" / "a.png", 2, 3, 0)
+    with pytest.raises(DepthDataError, match=r"no image/depth pairs .*layout: one folder \(no sub"):
+        discover_folder_pairs(tmp_path / "one", skip_unmatched=True)
+    _rgb(tmp_path / "d" / "rgb" / "a.png", 2, 3, 0)
+    _rgb(tmp_path / "d" / "rgb" / "a.jpg", 2, 3, 0)
+    _png16(tmp_path / "d" / "depth" / "a.png", np.full((2, 3), 1000))
+    with pytest.raises(DepthDataError, match=r"rgb/a.png: two images for 'a' \(a.jpg\)"):
+        discover_folder_pairs(tmp_path / "d")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from meter_timm.data.nyu import NYUDataError, read_rgb
+from meter_timm.data.nyu import NYUDataError, check_depth_unit, read_rgb
 
 __all__ = [
     "DepthDataError",
@@ -34,13 +34,10 @@ __all__ = [
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEPTH_EXTENSIONS = (".png", ".tif", ".tiff", ".npy")
 #: (image folder, depth folder) names looked for when none are given
-SUBFOLDER_PAIRS = (
-    ("rgb", "depth"),
-    ("image", "depth"),
-    ("images", "depth"),
-    ("images", "depths"),
-    ("color", "depth"),
-    ("colors", "depths"),
+SUBFOLDER_PAIRS = tuple(
+    (image, depth)
+    for image in ("rgb", "image", "images", "color", "colors")
+    for depth in ("depth", "depths")
 )
 
 
@@ -107,7 +104,17 @@ def read_depth_map(
     if not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)):
         raise DepthDataError(f"{path}: depth map of dtype {raw.dtype} is not numeric")
     invalid = None if invalid_value is None else raw == invalid_value
-    return valid_depth(raw.astype(np.float64) * depth_scale, min_depth, max_depth, invalid)
+    depth = raw.astype(np.float64) * depth_scale
+    check_depth_unit(
+        depth if invalid is None else np.where(invalid, 0.0, depth),
+        f"{path}: depth (stored value x depth_scale {depth_scale:g})",
+        max_depth,
+        min_depth,
+        hint="depth_scale must turn the stored values into metres (0.001 for millimetres, 1 "
+        "for metres)",
+        error=DepthDataError,
+    )
+    return valid_depth(depth, min_depth, max_depth, invalid)
 
 
 def _files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
@@ -137,16 +144,22 @@ def discover_folder_pairs(
     Without ``image_dir``/``depth_dir`` the first of :data:`SUBFOLDER_PAIRS` present under
     ``root`` is used, else ``root`` itself holds both, and depth files end in ``depth_suffix``
     (default ``"_depth"`` there, ``""`` with two folders). An image without a depth map is an
-    error naming it, unless ``skip_unmatched``."""
+    error naming it, unless ``skip_unmatched``; so are two images or depth maps of one name."""
     root = Path(root)
     if not root.is_dir():
         raise DepthDataError(f"{root}: data folder not found")
+    layout = f"image_dir={image_dir}, depth_dir={depth_dir}"
     if image_dir is None and depth_dir is None:
         found = next(
             ((i, d) for i, d in SUBFOLDER_PAIRS if (root / i).is_dir() and (root / d).is_dir()),
             None,
         )
         image_dir, depth_dir = found or (".", ".")
+        layout = (
+            f"sub-folders {image_dir}/ and {depth_dir}/"
+            if found
+            else "one folder (no sub-folders {rgb,image,images,color,colors}/ + {depth,depths}/)"
+        )
     images_at = (root / (image_dir or ".")).resolve()
     depths_at = (root / (depth_dir or ".")).resolve()
     for folder in (images_at, depths_at):
@@ -168,25 +181,28 @@ def discover_folder_pairs(
         if key in depths:
             raise DepthDataError(f"{path}: two depth maps for {key!r} ({depths[key].name})")
         depths[key] = path
-    pairs = []
+    pairs, images = [], {}
     for path in _files(images_at, IMAGE_EXTENSIONS):
         if same and _key(path, depths_at, depth_suffix) is not None:
             continue  # a depth map
         key = _key(path, images_at, image_suffix)
         if key is None:
             continue
+        if key in images:
+            raise DepthDataError(f"{path}: two images for {key!r} ({images[key].name})")
+        images[key] = path
         depth = depths.get(key)
         if depth is None:
             if skip_unmatched:
                 continue
             raise DepthDataError(
                 f"{path}: no depth map named {key}{depth_suffix}"
-                f"{{{','.join(DEPTH_EXTENSIONS)}}} in {depths_at}"
+                f"{{{','.join(DEPTH_EXTENSIONS)}}} in {depths_at} (layout: {layout})"
             )
         pairs.append(FolderPair(str(path), str(depth), key))
     if not pairs:
         raise DepthDataError(
-            f"{root}: no image/depth pairs found (images in {images_at}, depth "
+            f"{root}: no image/depth pairs found (layout: {layout}; images in {images_at}, depth "
             f"maps ending in {depth_suffix!r} in {depths_at})"
         )
     return pairs

@@ -84,8 +84,12 @@ def read_kitti_split(
     depth_root = Path(depth_root) if depth_root is not None else image_root
     if not split_file.is_file():
         raise DepthDataError(f"{split_file}: KITTI split file not found")
+    try:
+        lines = split_file.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DepthDataError(f"{split_file}: split file is not UTF-8 text ({exc})") from exc
     samples = []
-    for line_no, line in enumerate(split_file.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields:
             continue

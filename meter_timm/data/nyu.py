@@ -49,6 +49,39 @@ def sanitize_depth(depth: np.ndarray, max_depth: float = 10.0) -> np.ndarray:
     return depth
 
 
+def check_depth_unit(
+    depth: np.ndarray,
+    what: str,
+    max_depth: float | None,
+    min_depth: float = 0.0,
+    hint: str = "",
+    error: type[NYUDataError] = NYUDataError,
+) -> None:
+    """``error`` naming ``what`` (the file and key) when ``depth`` (metres) has finite positive
+    values but none in ``(min_depth, max_depth]``, or only below 1/100 of ``max_depth``: a map in
+    another unit (e.g. millimetres) would otherwise be silently all invalid, or absurdly near.
+    Out-of-range pixels next to valid ones are fine; one min and max of the map."""
+    depth = np.asarray(depth, dtype=np.float32)
+    positive = np.isfinite(depth) & (depth > 0)
+    if not positive.any():
+        return
+    lo = float(np.min(depth, where=positive, initial=np.inf))
+    hi = float(np.max(depth, where=positive, initial=-np.inf))
+    if max_depth is not None and lo > max_depth:
+        problem = f"all exceed max depth {max_depth:g} m"
+    elif hi <= min_depth:
+        problem = f"are all at most min depth {min_depth:g} m"
+    elif max_depth is not None and hi < max_depth / 100:
+        problem = f"are all below {max_depth / 100:g} m (1/100 of max depth {max_depth:g} m)"
+    else:
+        return
+    raise error(f"{what} values {lo:.4g}-{hi:.4g} {problem}; {hint}")
+
+
+#: what a depth in the wrong unit is told
+METRES_HINT = "depth must be in metres (millimetres? divide by 1000)"
+
+
 # --------------------------------------------------------------------------------------- h5 files
 def read_h5_sample(
     path: str | os.PathLike, max_depth: float = 10.0
@@ -79,14 +112,17 @@ def read_h5_sample(
             f"{path}: 'depth' has shape {depth.shape}, expected {rgb.shape[1:]} to match 'rgb'"
         )
     rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
-    if rgb.dtype != np.uint8:
-        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    if np.issubdtype(rgb.dtype, np.floating):  # [0, 1] is scaled to [0, 255], else clipped
+        rgb = np.clip(np.round(rgb * 255 if rgb.max() <= 1 else rgb), 0, 255).astype(np.uint8)
+    elif rgb.dtype != np.uint8:
+        raise NYUDataError(f"{path}: 'rgb' has dtype {rgb.dtype}, expected uint8 (or float)")
+    check_depth_unit(depth, f"{path}: 'depth'", max_depth, hint=METRES_HINT)
     return rgb, sanitize_depth(depth, max_depth)
 
 
 # -------------------------------------------------------------------------------- png / csv pairs
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``(H, W, 3) uint8`` RGB."""
+    """Read an image file as ``(H, W, 3) uint8`` RGB; 16-bit grey is scaled to 8 bits."""
     from PIL import Image
 
     path = Path(path)
@@ -94,9 +130,14 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         raise NYUDataError(f"{path}: image file not found")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")).copy()
+            if not im.mode.startswith("I"):
+                return np.asarray(im.convert("RGB")).copy()
+            grey = np.asarray(im)  # I;16* (or I, as older Pillow opens 16-bit PNGs)
     except Exception as exc:
         raise NYUDataError(f"{path}: cannot read image ({exc})") from exc
+    if grey.size and (grey.min() < 0 or grey.max() > 65535):
+        raise NYUDataError(f"{path}: grey image values {grey.min()}-{grey.max()} exceed 16 bits")
+    return np.repeat(np.round(grey / 257.0).astype(np.uint8)[..., None], 3, axis=2)
 
 
 def read_depth_png(path: str | os.PathLike, max_depth: float = 10.0) -> tuple[np.ndarray, str]:
@@ -129,7 +170,11 @@ def read_depth_png(path: str | os.PathLike, max_depth: float = 10.0) -> tuple[np
     if raw.dtype.name not in DEPTH_PNG_FORMATS:
         raise NYUDataError(f"{path}: depth png of dtype {raw.dtype} is neither 8- nor 16-bit")
     description, scale = DEPTH_PNG_FORMATS[raw.dtype.name]
-    return sanitize_depth(raw.astype(np.float32) * scale, max_depth), description
+    depth = raw.astype(np.float32) * scale
+    check_depth_unit(
+        depth, f"{path}: depth ({description})", max_depth, hint="is it a DenseDepth depth png?"
+    )
+    return sanitize_depth(depth, max_depth), description
 
 
 def _resolve(csv_dir: Path, name: str) -> Path:
@@ -146,26 +191,35 @@ def _resolve(csv_dir: Path, name: str) -> Path:
 
 def read_csv_pairs(csv_path: str | os.PathLike) -> list[tuple[Path, Path]]:
     """Parse a DenseDepth csv of ``rgb,depth`` lines into resolved path pairs (checked to exist)."""
-    csv_path = Path(csv_path)
+    return [(rgb, depth) for _, rgb, depth in _read_csv(Path(csv_path))]
+
+
+def _read_csv(csv_path: Path) -> list[tuple[int, Path, Path]]:
+    """``(line number, rgb, depth)`` of each pair of a DenseDepth csv (UTF-8, with or without a
+    byte order mark)."""
     if not csv_path.is_file():
         raise NYUDataError(f"{csv_path}: csv file not found")
-    pairs: list[tuple[Path, Path]] = []
-    with open(csv_path, newline="") as f:
-        for line_no, row in enumerate(csv.reader(f), start=1):
-            row = [c.strip() for c in row if c.strip()]
-            if not row:
-                continue
-            if len(row) != 2:
-                raise NYUDataError(
-                    f"{csv_path}:{line_no}: expected 'rgb_path,depth_path', got {','.join(row)!r}"
-                )
-            rgb, depth = (_resolve(csv_path.parent, c) for c in row)
-            for p in (rgb, depth):
-                if not p.is_file():
-                    raise NYUDataError(f"{csv_path}:{line_no}: file {p} not found")
-            if not pairs:
-                _check_column_order(csv_path, line_no, rgb, depth)
-            pairs.append((rgb, depth))
+    pairs: list[tuple[int, Path, Path]] = []
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as exc:
+        raise NYUDataError(f"{csv_path}: csv is not UTF-8 text ({exc})") from exc
+    for line_no, row in enumerate(rows, start=1):
+        row = [c.strip() for c in row if c.strip()]
+        if not row:
+            continue
+        if len(row) != 2:
+            raise NYUDataError(
+                f"{csv_path}:{line_no}: expected 'rgb_path,depth_path', got {','.join(row)!r}"
+            )
+        rgb, depth = (_resolve(csv_path.parent, c) for c in row)
+        for p in (rgb, depth):
+            if not p.is_file():
+                raise NYUDataError(f"{csv_path}:{line_no}: file {p} not found")
+        if not pairs:
+            _check_column_order(csv_path, line_no, rgb, depth)
+        pairs.append((line_no, rgb, depth))
     if not pairs:
         raise NYUDataError(f"{csv_path}: no image/depth pairs listed")
     return pairs
@@ -229,6 +283,12 @@ class LabeledMat:
             raise NYUDataError(
                 f"{self.path}: 'depths' has shape {depths}, expected {(images[0], *images[2:])}"
             )
+        if images[2] < images[3]:
+            raise NYUDataError(
+                f"{self.path}: 'images' has shape {images}, so frames would be {images[3]} tall x "
+                f"{images[2]} wide; the labeled .mat stores them transposed, (N, 3, W, H) as "
+                "MATLAB writes them: was it written without the transposition?"
+            )
         return images[0]
 
     def __len__(self) -> int:
@@ -244,6 +304,9 @@ class LabeledMat:
             depth = np.asarray(f["depths"][index]).T
         except Exception as exc:
             raise NYUDataError(f"{self.path}: cannot read frame {index} ({exc})") from exc
+        check_depth_unit(
+            depth, f"{self.path}: 'depths' of frame {index}", self.max_depth, hint=METRES_HINT
+        )
         return np.ascontiguousarray(rgb, dtype=np.uint8), sanitize_depth(depth, self.max_depth)
 
     def __getstate__(self):
@@ -312,6 +375,7 @@ class SampleRef:
     path: str  # h5 file, rgb png, or the .mat file
     depth_path: str | None = None
     index: int | None = None
+    listed_at: str | None = None  # "csv:line" of a png pair, named by its read errors
 
 
 def detect_format(source: str | os.PathLike) -> str:
@@ -348,12 +412,17 @@ def discover_samples(
 ) -> list[SampleRef]:
     """List the frames of ``source`` in a stable order.
 
-    ``indices`` (0-based) or ``split_file`` select frames of a labeled .mat (``split_file`` follows
-    :func:`load_split_indices`); for the other formats ``indices`` selects entries of the sorted
-    list.
+    ``indices`` (0-based) selects entries of that list (the frames of a labeled .mat); else
+    ``split_file`` (:func:`load_split_indices`) selects frames of a labeled .mat, and is refused
+    for the other formats.
     """
     source = Path(source)
     fmt = detect_format(source) if fmt == "auto" else fmt
+    if split_file is not None and fmt != "mat":
+        raise NYUDataError(
+            f"{split_file}: a split file selects frames of a labeled .mat, but {source} is "
+            f"{fmt} data"
+        )
     if fmt == "csv" and source.is_dir():
         source = sorted(source.glob("*.csv"))[0]
     if fmt == "h5":
@@ -366,19 +435,27 @@ def discover_samples(
         if not refs:
             raise NYUDataError(f"{source}: no .h5 files found")
     elif fmt == "csv":
-        refs = [SampleRef("png", str(r), str(d)) for r, d in read_csv_pairs(source)]
+        refs = [
+            SampleRef("png", str(r), str(d), listed_at=f"{source}:{line}")
+            for line, r, d in _read_csv(source)
+        ]
     elif fmt == "mat":
-        n = len(LabeledMat(source))
+        refs = [SampleRef("mat", str(source), index=i) for i in range(len(LabeledMat(source)))]
         if indices is None and split_file is not None:
-            indices = load_split_indices(split_file, split_key)
-        chosen = range(n) if indices is None else list(indices)
-        for i in chosen:
-            if not 0 <= i < n:
-                raise NYUDataError(f"{source}: split index {i} (0-based) out of range [0, {n})")
-        return [SampleRef("mat", str(source), index=int(i)) for i in chosen]
+            split = load_split_indices(split_file, split_key)
+            for i in split:
+                if i >= len(refs):
+                    raise NYUDataError(
+                        f"{split_file}: index {i + 1} out of range: {source} has {len(refs)} "
+                        f"frames (1-based indices 1..{len(refs)})"
+                    )
+            return [refs[i] for i in split]
     else:
         raise NYUDataError(f"{source}: unknown format {fmt!r} (use 'auto', 'h5', 'csv' or 'mat')")
     if indices is not None:
+        for i in indices:
+            if not 0 <= i < len(refs):
+                raise NYUDataError(f"{source}: index {i} (0-based) out of range [0, {len(refs)})")
         refs = [refs[i] for i in indices]
     return refs
 
@@ -396,8 +473,13 @@ class SampleReader:
             rgb, depth = read_h5_sample(ref.path, self.max_depth)
             fmt = "h5 (float32 metres)"
         elif ref.kind == "png":
-            rgb = read_rgb(ref.path)
-            depth, fmt = read_depth_png(ref.depth_path, self.max_depth)
+            try:
+                rgb = read_rgb(ref.path)
+                depth, fmt = read_depth_png(ref.depth_path, self.max_depth)
+            except NYUDataError as exc:
+                if ref.listed_at is None:
+                    raise
+                raise NYUDataError(f"{ref.listed_at}: {exc}") from exc
             if rgb.shape[:2] != depth.shape:
                 raise NYUDataError(
                     f"{ref.depth_path}: depth shape {depth.shape} does not match "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from mmengine.dataset import BaseDataset
@@ -30,12 +30,12 @@ class NYUDepthDataset(BaseDataset):
         subdir (str, optional): sub-folder of ``data_root`` to use, e.g. ``"train"`` or
             ``"val/official"`` for the sparse-to-dense layout. Default: None.
         data_format (str): ``"auto"`` (default), ``"h5"``, ``"csv"`` or ``"mat"``.
-        split_file (str, optional): for ``.mat`` data: ``splits.mat`` (key ``split_key``, 1-based)
-            or a text file of 1-based indices. Default: None (all frames).
+        split_file (str, optional): for ``.mat`` data only: ``splits.mat`` (key ``split_key``,
+            1-based) or a text file of 1-based indices. Default: None (all frames).
         split_key (str): key in ``splits.mat``: ``"testNdxs"`` (Eigen test, default) or
             ``"trainNdxs"``.
-        indices (list[int], optional): 0-based frames to keep (overrides ``split_file``); a
-            tuple, range or integer array is taken as a list.
+        indices (list[int], optional): 0-based frames to keep (overrides ``split_file``), each
+            in ``[0, frames)``; a tuple, range or integer array is taken as a list.
         max_depth (float): depth above this is invalid. Default: 10.0 m.
         pipeline (list): transforms. Other BaseDataset arguments (``test_mode``, ``indices`` as an
             int for a prefix, ``serialize_data``, ``lazy_init``) are passed on.
@@ -111,9 +111,7 @@ class NYUDepthDataset(BaseDataset):
 
     def prepare_data(self, idx: int):
         info = self.get_data_info(idx)
-        ref = SampleRef(
-            kind=info["kind"], path=info["path"], depth_path=info["depth_path"], index=info["index"]
-        )
+        ref = SampleRef(**{f.name: info[f.name] for f in fields(SampleRef)})
         formats_before = set(self._reader._logged_formats)
         results = self._reader(ref)
         new = self._reader._logged_formats - formats_before
@@ -275,9 +273,8 @@ class DepthFolderDataset(_ImageDepthPairs):
         data_root (str): the folder.
         depth_scale (float): metres per stored depth unit (required): 1/1000 for millimetre
             PNGs, 1/256 for KITTI-style PNGs, 1.0 for float metres.
-        image_dir, depth_dir (str, optional): sub-folders (default: the first of ``rgb/depth``,
-            ``image/depth``, ``images/depth(s)``, ``color(s)/depth(s)`` present, else
-            ``data_root``).
+        image_dir, depth_dir (str, optional): sub-folders (default: the first pair present of
+            ``rgb``, ``image(s)`` or ``color(s)`` with ``depth(s)``, else ``data_root``).
         image_suffix, depth_suffix (str): name endings before the extension (one folder holding
             both needs a depth suffix; default ``"_depth"`` there).
         min_depth, max_depth (float): depth outside ``(min_depth, max_depth]`` is invalid (0).
@@ -417,6 +414,11 @@ def build_depth_dataset(
     a DenseDepth csv or its folder, a folder of h5 files, a labeled .mat)."""
     common = dict(pipeline=pipeline, test_mode=True, max_depth=max_depth, indices=limit)
     if depth_scale is not None:
+        if split_file is not None:
+            raise ValueError(
+                f"{split_file}: a split file selects frames of a labeled .mat, but {data} is "
+                "folder data (depth_scale given)"
+            )
         return DepthFolderDataset(
             data_root=data, depth_scale=depth_scale, **folder_kwargs, **common
         )
