@@ -120,3 +120,27 @@ def test_device_error_of_a_torch_built_without_cuda_names_the_device():
 
     with pytest.raises(ValueError, match="cannot use device 'cuda': Torch not compiled"):
         to_device(CpuOnly(), "cuda")
+
+
+def test_an_output_path_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    """``make-data FILE`` (and ``predict --out FILE``, ``dissect --out FILE``) raised a bare
+    FileExistsError; ``eval --json FILE/x.json`` fails before the evaluation."""
+    import timm
+    import torch
+
+    import meter_timm.cli.evaluate as evaluate
+
+    taken = tmp_path / "taken"
+    taken.write_text("a file\n")
+    assert main(["make-data", str(taken), "--train", "1", "--val", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and err[0].startswith("meter-timm make-data: error: ") and "taken" in err[0]
+    )
+    torch.save(timm.create_model("meter_xxs").state_dict(), tmp_path / "w.pth")
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    argv = ["eval", "meter_xxs", "--weights", str(tmp_path / "w.pth"), "--data", str(tmp_path)]
+    assert main([*argv, "--json", str(taken / "x.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "meter-timm eval: error: " in err[0] and "taken" in err[0]
+    assert user_error_message(FileExistsError("out: exists")) == "out: exists"

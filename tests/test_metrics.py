@@ -247,3 +247,11 @@ def test_gathered_results_interleave_the_processes_and_drop_the_samplers_padding
     results = ranks[1]._gather_results(3)
     assert [r["image"] for r in results] == ["img0", "img1", "img2"]
     assert [r["abs_rel"] for r in results] == pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_table_columns_stay_apart_from_a_value_of_1000():
+    from meter_timm.evaluation import format_table
+
+    head, values = format_table({"rmse": 1234.5678, "sq_rel": 98765.4321, "d1": None}).split("\n")
+    assert values.split() == ["1234.5678", "98765.4321", "n/a"]
+    assert head.split() == ["rmse", "sq_rel", "d1"] and len(head) == len(values)

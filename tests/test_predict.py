@@ -227,3 +227,20 @@ def test_colour_range_of_a_constant_depth_map_is_not_empty():
     lo, hi = colour_range(np.zeros((2, 2)), vmin=1.0, vmax=1.0)
     assert lo == 1.0 and hi > lo
     assert colour_range(np.arange(101.0)) == (2.0, 98.0)
+
+
+def test_output_stems_are_unique_even_against_a_stem_with_a_position_already():
+    from meter_timm.cli.predict import _output_stems
+
+    paths = [Path("x/a.png"), Path("y/a.png"), Path("a_1.png"), Path("b.png")]
+    stems = _output_stems(paths)  # were a_0, a_1, a_1, b: the third overwrote the second
+    assert len(set(stems)) == 4 and stems[2:] == ["a_1", "b"] and stems[0] == "a_0"
+
+
+def test_image_is_read_upright_as_its_exif_orientation_says(tmp_path):
+    from meter_timm.cli.predict import load_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "phone.jpg", exif=exif)
+    assert load_image(tmp_path / "phone.jpg").size == (30, 40)  # was (40, 30), sideways

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from meter_timm._names import check_model_name, did_you_mean
 
-FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+FILE_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def _raised_by_mmengine_registry(exc: BaseException) -> bool:

@@ -94,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
             f"note: {args.model} has no pretrained tag, so its output is taken as metres; the "
             f"authors' raw NYU weights output cm: use {args.model}.nyu"
         )
+    json_out = Path(args.json) if args.json else None
+    if json_out is not None:  # a bad path fails now, not after the evaluation
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        if json_out.is_dir():
+            raise IsADirectoryError(f"--json {json_out}: is a folder")
     dataset = build_dataset(
         args,
         [
@@ -109,10 +114,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate(model, dataset, args.batch_size, args.num_workers, args.device, metric)
     print(f"{args.model} on {args.data} ({len(dataset)} images)")
     print(format_table(metrics))
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(metrics_to_json(metrics))  # undefined metrics are null
+    if json_out is not None:
+        json_out.write_text(metrics_to_json(metrics))  # undefined metrics are null
     if all(value is None for value in metrics.values()):
         raise ValueError(
             f"no metric could be computed on {args.data}: no image has a valid ground-truth "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,13 +82,13 @@ def load_model(name: str, weights: str, device: str = "cpu") -> torch.nn.Module:
 
 
 def load_image(path: Path):
-    """The image at ``path`` as an RGB PIL image; ValueError naming the file if it cannot be
-    read."""
-    from PIL import Image, UnidentifiedImageError
+    """The image at ``path`` as an RGB PIL image, turned upright as its EXIF orientation says;
+    ValueError naming the file if it cannot be read."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return ImageOps.exif_transpose(img).convert("RGB")
     except (FileNotFoundError, IsADirectoryError) as err:
         raise ValueError(f"cannot read image {path}: no such file") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
@@ -176,9 +177,20 @@ def save_depth_png(
 
 
 def _output_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique by appending the position when two images share one."""
-    stems = [p.stem for p in paths]
-    return [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]
+    """File stems, made unique by appending the position when two images share one (again while
+    that is another image's stem)."""
+    counts = Counter(p.stem for p in paths)
+    used = {s for s, n in counts.items() if n == 1}
+    stems = []
+    for i, path in enumerate(paths):
+        stem = path.stem
+        if counts[stem] > 1:
+            stem = f"{stem}_{i}"
+            while stem in used:
+                stem = f"{stem}_{i}"
+            used.add(stem)
+        stems.append(stem)
+    return stems
 
 
 def check_images(paths: Sequence[Path]) -> None:

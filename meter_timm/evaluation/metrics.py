@@ -119,14 +119,12 @@ def metrics_to_json(metrics: dict) -> str:
 
 
 def format_table(metrics: dict[str, float | None]) -> str:
-    """Metrics as a two-line text table (names, values with 4 decimals; "n/a" where undefined)."""
-    names = [k for k in metrics]
-    width = max(8, *(len(n) for n in names)) + 1
-    head = "".join(f"{n:>{width}}" for n in names)
-    vals = "".join(
-        f"{'n/a':>{width}}"
-        if metrics[n] is None or not math.isfinite(metrics[n])
-        else f"{metrics[n]:>{width}.4f}"
-        for n in names
-    )
+    """Metrics as a two-line text table (names, values with 4 decimals; "n/a" where undefined),
+    columns right-aligned and at least one space apart."""
+    cells = {
+        n: "n/a" if v is None or not math.isfinite(v) else f"{v:.4f}" for n, v in metrics.items()
+    }
+    width = max(8, *(len(n) for n in cells), *(len(c) for c in cells.values())) + 1
+    head = "".join(f"{n:>{width}}" for n in cells)
+    vals = "".join(f"{c:>{width}}" for c in cells.values())
     return f"{head}\n{vals}"
