@@ -244,3 +244,13 @@ def test_image_is_read_upright_as_its_exif_orientation_says(tmp_path):
     exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
     Image.new("RGB", (40, 30), "red").save(tmp_path / "phone.jpg", exif=exif)
     assert load_image(tmp_path / "phone.jpg").size == (30, 40)  # was (40, 30), sideways
+
+
+def test_a_16_bit_grey_image_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
+    from meter_timm.cli.predict import load_image
+
+    grey = np.full((8, 6), 32896, dtype=np.uint16)  # 128 * 257: mid grey in 16 bits
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    rgb = np.asarray(load_image(tmp_path / "grey16.png"))
+    assert rgb.shape == (8, 6, 3) and (rgb == 128).all()  # was 255 everywhere

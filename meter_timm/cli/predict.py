@@ -86,9 +86,13 @@ def load_image(path: Path):
     ValueError naming the file if it cannot be read."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from meter_timm.data.nyu import NYUDataError, rgb_array
+
     try:
         with Image.open(path) as img:
-            return ImageOps.exif_transpose(img).convert("RGB")
+            return Image.fromarray(rgb_array(ImageOps.exif_transpose(img), path))
+    except NYUDataError as err:
+        raise ValueError(str(err)) from err
     except (FileNotFoundError, IsADirectoryError) as err:
         raise ValueError(f"cannot read image {path}: no such file") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:

@@ -130,11 +130,19 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         raise NYUDataError(f"{path}: image file not found")
     try:
         with Image.open(path) as im:
-            if not im.mode.startswith("I"):
-                return np.asarray(im.convert("RGB")).copy()
-            grey = np.asarray(im)  # I;16* (or I, as older Pillow opens 16-bit PNGs)
+            return rgb_array(im, path)
+    except NYUDataError:
+        raise
     except Exception as exc:
         raise NYUDataError(f"{path}: cannot read image ({exc})") from exc
+
+
+def rgb_array(image, path: str | os.PathLike) -> np.ndarray:
+    """An open PIL image as ``(H, W, 3) uint8`` RGB; 16-bit grey (modes I;16*, or I as older
+    Pillow opens 16-bit PNGs) is scaled to 8 bits, not clipped to white."""
+    if not image.mode.startswith("I"):
+        return np.asarray(image.convert("RGB")).copy()
+    grey = np.asarray(image)
     if grey.size and (grey.min() < 0 or grey.max() > 65535):
         raise NYUDataError(f"{path}: grey image values {grey.min()}-{grey.max()} exceed 16 bits")
     return np.repeat(np.round(grey / 257.0).astype(np.uint8)[..., None], 3, axis=2)
