@@ -255,3 +255,29 @@ def test_table_columns_stay_apart_from_a_value_of_1000():
     head, values = format_table({"rmse": 1234.5678, "sq_rel": 98765.4321, "d1": None}).split("\n")
     assert values.split() == ["1234.5678", "98765.4321", "n/a"]
     assert head.split() == ["rmse", "sq_rel", "d1"] and len(head) == len(values)
+
+
+# d2, d3 are strict at exactly 1.25**2 and 1.25**3
+def test_d2_d3_thresholds_are_strict():
+    from meter_timm.evaluation import evaluate_depth
+
+    m = evaluate_depth(torch.tensor([[1.5625, 1.953125, 1.0]]), torch.ones(1, 3), crop_type=None)
+    assert (m["d1"], m["d2"], m["d3"]) == pytest.approx((1 / 3, 1 / 3, 2 / 3))
+
+
+# sq_rel squares the error
+def test_sq_rel_with_an_error_other_than_one():
+    from meter_timm.evaluation import evaluate_depth
+
+    m = evaluate_depth(torch.full((1, 2), 4.0), torch.full((1, 2), 2.0), crop_type=None)
+    assert m["sq_rel"] == pytest.approx(2.0) and m["abs_rel"] == pytest.approx(1.0)
+
+
+# gt == min_depth is excluded
+def test_gt_at_min_depth_is_excluded():
+    from meter_timm.evaluation import evaluate_depth
+
+    m = evaluate_depth(
+        torch.tensor([[3.0, 2.0]]), torch.tensor([[0.5, 2.0]]), min_depth=0.5, crop_type=None
+    )
+    assert m["rmse"] == 0.0
