@@ -487,3 +487,24 @@ def test_swapped_columns_on_a_later_csv_line_name_the_csv_line(tmp_path):
     assert ds[0]["inputs"].shape == (3, H, W)
     with pytest.raises(NYUDataError, match=r"nyu2_test.csv:2: .*00001_colors.png: a colour image"):
         ds[1]
+
+
+def test_millimetre_depth_on_a_bin_edge_stays_in_the_bin_below(tmp_path):
+    """Bins are (e_d, e_{d+1}]: 1875 mm must read as float32(1.875), not 1.8750001, so that it
+    falls in the bin ending at the uniform edge 1.875 m (32 bins over (0, 10] m)."""
+    import torch
+    from PIL import Image
+
+    from meter_timm.data.nyu import read_depth_png
+    from meter_timm.selectivity import BinnedDepth
+    from meter_timm.selectivity.bins import uniform_edges
+
+    mm = np.array([[1875, 3125, 5000, 9375], [312, 625, 1250, 10000]], dtype=np.uint16)
+    Image.fromarray(mm).save(tmp_path / "d.png")
+    depth, _ = read_depth_png(tmp_path / "d.png")
+    assert depth.dtype == np.float32
+    assert np.array_equal(depth, (mm / 1000.0).astype(np.float32))
+    assert depth[0, 0] == np.float32(1.875)
+    edges = uniform_edges(32, 0.0, 10.0)
+    bins = BinnedDepth(torch.from_numpy(depth)[None], edges).bin_index[0]
+    assert bins[0].tolist() == [5, 9, 15, 29]  # e_6, e_10, e_16, e_30: the bin below

@@ -178,7 +178,12 @@ def read_depth_png(path: str | os.PathLike, max_depth: float = 10.0) -> tuple[np
     if raw.dtype.name not in DEPTH_PNG_FORMATS:
         raise NYUDataError(f"{path}: depth png of dtype {raw.dtype} is neither 8- nor 16-bit")
     description, scale = DEPTH_PNG_FORMATS[raw.dtype.name]
-    depth = raw.astype(np.float32) * scale
+    if raw.dtype == np.uint16:
+        # millimetres scaled in float64, then rounded once: 1875 mm is float32(1.875), in the bin
+        # (e_d, e_{d+1}] that ends at an edge of 1.875 m (a float32 product gives 1.8750001)
+        depth = (raw.astype(np.float64) * scale).astype(np.float32)
+    else:  # 255 = 10 m: no 8-bit value but 0 and 255 lies on an edge of uniform bins
+        depth = raw.astype(np.float32) * scale
     check_depth_unit(
         depth, f"{path}: depth ({description})", max_depth, hint="is it a DenseDepth depth png?"
     )
