@@ -80,12 +80,13 @@ def test_ablate_folder_data_eq2_groups(folder_data, weights, tmp_path, capsys):
     # silencing a quarter of the units of a random network changes its prediction
     assert sum(abs(v) for row in report["delta_assigned"] for v in row) > 0  # exactly 0 if not
     assert set(report["summary"]) >= {
+        "own_bin_excess",
         "own_bin_ratio",
         "own_bin_hit_rate",
         "own_bin_increase_random",
     }
     assert (out / "encoder_6_ablation.png").stat().st_size > 0
-    assert "own-bin ratio" in capsys.readouterr().out
+    assert "own-bin excess" in capsys.readouterr().out
 
 
 def test_ablate_preferred_groups_are_the_dissection_argmax(folder_data, weights, tmp_path):

@@ -83,7 +83,7 @@ def test_units_of_a_bin_are_its_only_path():
         assert result.assigned[g][g] > 0.6
         assert all(abs(v) < 5e-3 for d, v in enumerate(result.assigned[g]) if d != g)  # edge leaks
     assert s["own_bin_hit_rate"] == 1.0
-    assert s["own_bin_ratio"] > 100
+    assert s["own_bin_ratio"] > 100 and s["own_bin_excess"] > 0.6
     # as many random units hit the bin only by chance
     assert s["own_bin_increase_random"] < 0.6 * s["own_bin_increase"]
 
@@ -94,7 +94,7 @@ def test_study_measures_against_the_given_assignment():
     result = ablation_study(model, _batches(), model, "units", shifted, EDGES, random_draws=1)
     s = result.summary()
     assert s["own_bin_hit_rate"] == 0.0
-    assert s["own_bin_ratio"] < 0.01
+    assert s["own_bin_excess"] < -0.1  # the other bins (one of them the units' true bin) suffer
 
 
 def test_per_bin_abs_rel_by_hand():
@@ -223,13 +223,30 @@ def test_summary_hit_is_strict_and_keeps_the_sign_of_the_increase():
     assert s["own_bin_hit_rate"] == 0.0  # group 0 ties with bin 1; group 1's own bin falls most
     assert s["own_bin_increase"] == pytest.approx(-0.05)  # (0.2 - 0.3) / 2, signed
     assert s["other_bins_increase"] == pytest.approx(0.05)
-    assert s["own_bin_ratio"] == pytest.approx(-1.0)
+    assert s["own_bin_excess"] == pytest.approx(-0.1)
+    assert s["own_bin_ratio"] is None  # a decrease over an increase is no "how much more"
 
 
 def test_summary_ratio_is_none_when_the_other_bins_do_not_change():
     s = _result([[0.2, 0.0], [0.0, 0.4]]).summary()
     assert s["own_bin_ratio"] is None and s["own_bin_hit_rate"] == 1.0
     assert s["own_bin_increase"] == pytest.approx(0.3)
+    assert s["own_bin_excess"] == pytest.approx(0.3)
+
+
+def test_summary_own_bin_improving_least_is_no_hit_and_has_no_ratio():
+    """Silencing improves every bin, the own bin most (own -0.04, others -0.01): no group is
+    hurt, the excess is negative, and the ratio (4.0 by plain division) is not reported; with the
+    others improving and the own bins hurt, the ratio (negative) is not reported either."""
+    s = _result([[-0.04, -0.01], [-0.01, -0.04]]).summary()
+    assert s["own_bin_hit_rate"] == 0.0
+    assert s["own_bin_excess"] == pytest.approx(-0.03)
+    assert s["own_bin_ratio"] is None
+    s = _result([[0.02, -0.01], [-0.01, 0.04]]).summary()
+    assert s["own_bin_hit_rate"] == 1.0 and s["own_bin_ratio"] is None
+    assert s["own_bin_excess"] == pytest.approx(0.04)
+    s = _result([[0.3, 0.1], [0.1, 0.3]]).summary()
+    assert s["own_bin_ratio"] == pytest.approx(3.0) and s["own_bin_excess"] == pytest.approx(0.2)
 
 
 class _NHWCModel(nn.Module):

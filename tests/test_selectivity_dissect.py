@@ -404,3 +404,84 @@ def test_plots_show_the_assigned_bin_sorted_units_and_empty_bins(monkeypatch, tm
     finally:
         for fig in figures.values():
             plots._pyplot().close(fig)
+
+
+def test_validation_dissection_of_ground_truth_of_several_sizes_does_not_depend_on_batching():
+    """KITTI's validation keeps each image's own ground-truth size: a batch mixing sizes gives
+    the statistics of its images taken one by one (counts = all their pixels)."""
+    from meter_timm.selectivity.dissection import ValidationDissector
+
+    torch.manual_seed(0)
+    model = _TinyEstimator()
+    images = torch.rand(2, 1, 6, 8) * 9 + 0.5
+    depths = [torch.rand(1, 16, 16) * 9 + 0.5, torch.rand(1, 30, 40) * 9 + 0.5]
+    layers = [dict(name="0", num_bins=4)]
+    together = ValidationDissector(model, layers)
+    one_by_one = ValidationDissector(model, layers)
+    with torch.no_grad():
+        model(images)
+        together.observe(None, [_Sample(d) for d in depths])
+        for image, depth in zip(images, depths):
+            model(image[None])
+            one_by_one.observe(None, [_Sample(depth)])
+    a = together.dissection.accumulator
+    b = one_by_one.dissection.accumulator
+    assert float(a.counts["0"].sum()) == 16 * 16 + 30 * 40
+    torch.testing.assert_close(a.counts["0"], b.counts["0"])
+    torch.testing.assert_close(a.responses("0"), b.responses("0"))
+    together.capture.detach()
+    one_by_one.capture.detach()
+
+
+def _empty_rank_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+
+    from meter_timm.selectivity.dissection import ValidationDissector
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = _TinyEstimator()
+    # one validation image on two processes: rank 1 is dealt only the sampler's repeat
+    dissector = ValidationDissector(
+        model, [dict(name="0", num_bins=4)], dataset_size=1, rank=rank, world_size=world
+    )
+    image = torch.rand(1, 1, 6, 8) * 9 + 0.5
+    with torch.no_grad():
+        model(image)
+    dissector.observe(None, [_Sample(image[0])])
+    summary = dissector.finish(out_dir, write=False)
+    report = dissector.dissection.report()
+    torch.save(
+        {
+            "images": summary["num_images"],
+            "responses": torch.tensor(report.layers["0"]["responses"]),
+            "assigned": torch.tensor(report.layers["0"]["assigned_bin"]),
+        },
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
+    exit_process_group()
+
+
+@pytest.mark.slow
+def test_a_process_without_a_validation_image_still_joins_the_reduction(tmp_path):
+    mp.spawn(_empty_rank_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert got[0]["images"] == got[1]["images"] == 1
+    torch.testing.assert_close(got[0]["responses"], got[1]["responses"])
+    assert torch.equal(got[0]["assigned"], got[1]["assigned"])
+    assert float(got[0]["responses"].abs().sum()) > 0
+
+
+def test_report_median_of_an_even_number_of_units_is_the_mean_of_the_middle_two():
+    layer = dict(
+        num_units=4,
+        num_bins=2,
+        selectivity_argmax=[0.1, 0.2, 0.4, 0.9],
+        selectivity_assigned=[0.1, 0.2, 0.4, 0.9],
+        argmax_bin=[0, 1, 1, 0],
+        assigned_bin=[0, 0, 1, 1],
+    )
+    assert DissectionReport({"a": layer}).summary()["a"]["median_selectivity_argmax"] == (
+        pytest.approx(0.3)
+    )

@@ -143,16 +143,19 @@ class AblationResult:
     def summary(self) -> dict[str, Any]:
         """The own-bin figures.
 
-        * ``own_bin_ratio``: mean error increase in the group's own bin over the mean increase in
-          the other bins (> 1: silencing a bin's units hurts that bin most);
-        * ``own_bin_hit_rate``: share of groups whose largest increase is in their own bin,
-          strictly (chance: 1 / number of bins with pixels);
+        * ``own_bin_excess``: mean error increase in the groups' own bins minus the mean increase
+          in their other bins (> 0: silencing a bin's units hurts that bin more than the others);
+        * ``own_bin_ratio``: the same as a ratio, only when both means are increases (> 0);
+          a ratio of a decrease, or over one, does not read as "how much more";
+        * ``own_bin_hit_rate``: share of groups whose own bin gets worse, and strictly the most
+          (chance: 1 / number of bins with pixels);
         * ``own_bin_increase`` and ``own_bin_increase_random``: mean own-bin increase for the
           assigned units and for as many random units."""
         groups = self._valid_groups()
         if not groups:
             return dict(
                 groups=0,
+                own_bin_excess=None,
                 own_bin_ratio=None,
                 own_bin_hit_rate=None,
                 own_bin_increase=None,
@@ -164,20 +167,25 @@ class AblationResult:
             others = [v for d, v in enumerate(row) if d != g and v is not None]
             own.append(row[g])
             other.extend(others)
-            hits += int(all(row[g] > v for v in others))  # strictly the largest (no ties)
+            # worse, and strictly the largest change (no ties)
+            hits += int(row[g] > 0 and all(row[g] > v for v in others))
             if self.random[g] is not None and self.random[g][g] is not None:
                 own_random.append(self.random[g][g])
         mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
-        other_mean = mean(other)
-        ratio = None
-        if other_mean is not None and other_mean != 0:
-            ratio = mean(own) / other_mean
+        own_mean, other_mean = mean(own), mean(other)
+        excess = None if other_mean is None else own_mean - other_mean
+        ratio = (
+            own_mean / other_mean
+            if other_mean is not None and min(own_mean, other_mean) > 0
+            else None
+        )
         return dict(
             groups=len(groups),
+            own_bin_excess=excess,
             own_bin_ratio=ratio,
             own_bin_hit_rate=hits / len(groups),
             chance_hit_rate=1.0 / sum(1 for c in self.pixel_counts if c > 0),
-            own_bin_increase=mean(own),
+            own_bin_increase=own_mean,
             other_bins_increase=other_mean,
             own_bin_increase_random=mean(own_random),
         )
@@ -250,9 +258,9 @@ class AblationResult:
         return (
             f"{self.layer}: {s['groups']} groups; own-bin abs_rel increase "
             f"{fmt(s['own_bin_increase'])} (random units {fmt(s['own_bin_increase_random'])}, "
-            f"other bins {fmt(s['other_bins_increase'])}); own-bin ratio "
-            f"{fmt(s['own_bin_ratio'])}; own bin hit most in {s['own_bin_hit_rate']:.2f} of "
-            f"groups (chance {s['chance_hit_rate']:.2f})"
+            f"other bins {fmt(s['other_bins_increase'])}); own-bin excess "
+            f"{fmt(s['own_bin_excess'])}, ratio {fmt(s['own_bin_ratio'])}; own bin hurt most in "
+            f"{s['own_bin_hit_rate']:.2f} of groups (chance {s['chance_hit_rate']:.2f})"
         )
 
 

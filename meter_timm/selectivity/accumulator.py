@@ -206,7 +206,8 @@ class DissectionReport:
                 "units": layer["num_units"],
                 "bins": layer["num_bins"],
                 "mean_selectivity_argmax": float(sel_max.mean()),
-                "median_selectivity_argmax": float(sel_max.median()),
+                # the mean of the two middle values for an even count (torch.median: the lower)
+                "median_selectivity_argmax": float(sel_max.quantile(0.5)),
                 "mean_selectivity_assigned": _mean_defined(layer["selectivity_assigned"]),
                 "fraction_argmax_is_assigned": float(agree.double().mean()),
             }

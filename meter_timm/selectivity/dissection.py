@@ -31,7 +31,6 @@ from typing import Any
 
 import torch
 
-from meter_timm.data.resize import resize_depth_nearest
 from meter_timm.selectivity.accumulator import DissectionReport, ResponseAccumulator
 from meter_timm.selectivity.capture import LayerCapture
 from meter_timm.selectivity.loss import normalize_layers
@@ -203,9 +202,58 @@ class Dissection:
         self.accumulator.update(features, depth)
 
     def all_reduce(self) -> None:
-        """Sum the statistics over the processes of a distributed run (no-op otherwise)."""
-        if self.accumulator is not None:
-            self.accumulator.all_reduce()
+        """Sum the statistics over the processes of a distributed run (no-op otherwise).
+
+        Every process must call it. One that saw no batch (a validation set smaller than the
+        processes) takes the layers' bins and assignments from the lowest process that did and
+        adds zeros; when none did, it stays without statistics."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return
+        device = (
+            torch.device("cuda", torch.cuda.current_device())
+            if dist.get_backend() == "nccl"
+            else torch.device("cpu")
+        )
+        world, rank = dist.get_world_size(), dist.get_rank()
+        source = torch.tensor([rank if self.accumulator is not None else world], device=device)
+        dist.all_reduce(source, op=dist.ReduceOp.MIN)
+        source = int(source.item())
+        if source == world:
+            return  # no process saw a batch
+        # the source's (K, N_b, trained) per layer, then its edges and assignments
+        shapes = torch.zeros(len(self.layers), 3, dtype=torch.int64, device=device)
+        if rank == source:
+            for i, name in enumerate(self.layer_names):
+                shapes[i] = torch.tensor(
+                    [
+                        self.assignments[name].numel(),
+                        self.accumulator.bin_edges[name].numel() - 1,
+                        int(self.from_training[name]),
+                    ]
+                )
+        dist.broadcast(shapes, src=source)
+        edges, assignments = {}, {}
+        for (units, bins, trained), name in zip(shapes.tolist(), self.layer_names):
+            if rank == source:
+                edge = self.accumulator.bin_edges[name].to(device)
+                assignment = self.assignments[name].long().to(device)
+            else:
+                edge = torch.zeros(bins + 1, dtype=torch.float64, device=device)
+                assignment = torch.zeros(units, dtype=torch.int64, device=device)
+            dist.broadcast(edge, src=source)
+            dist.broadcast(assignment, src=source)
+            edges[name], assignments[name] = edge.cpu(), assignment.cpu()
+            self.from_training.setdefault(name, bool(trained))
+        if self.accumulator is None:
+            self.assignments = assignments
+            self.accumulator = ResponseAccumulator(edges, use_abs=self.use_abs)
+            for name in self.layer_names:  # this process adds nothing
+                self.accumulator.sums[name] = torch.zeros(
+                    assignments[name].numel(), edges[name].numel() - 1, dtype=torch.float64
+                )
+        self.accumulator.all_reduce()
 
     def report(self, meta: dict | None = None) -> DissectionReport:
         """The dissection so far, against each layer's assigned bins."""
@@ -284,9 +332,18 @@ class ValidationDissector:
             return
         if keep < len(samples):
             features = {name: f[:keep] for name, f in features.items()}
-        size = depths[0].shape[-2:]
-        depth = torch.stack([resize_depth_nearest(d.float(), size) for d in depths])
-        self.dissection.update(features, depth.to(next(iter(features.values())).device))
+        # ground truth of several sizes (KITTI's, unresized): one update per size, each at its
+        # own resolution, so the statistics do not depend on how images were batched
+        device = next(iter(features.values())).device
+        by_size: dict[tuple, list[int]] = {}
+        for i, d in enumerate(depths):
+            by_size.setdefault(tuple(d.shape[-2:]), []).append(i)
+        for indices in by_size.values():
+            part = features if len(by_size) == 1 else {n: f[indices] for n, f in features.items()}
+            depth = torch.stack(
+                [depths[i].float().reshape(1, *depths[i].shape[-2:]) for i in indices]
+            )
+            self.dissection.update(part, depth.to(device))
 
     def finish(
         self,
@@ -300,9 +357,9 @@ class ValidationDissector:
         summary dict: ``selectivity`` (layer -> mean index against each unit's preferred bin),
         ``selectivity_assigned``, ``fraction_argmax_is_assigned``, ``files``, ``epoch``."""
         self.capture.detach()
+        self.dissection.all_reduce()  # every process, also one that saw no image
         if self.dissection.accumulator is None:
             return {}
-        self.dissection.all_reduce()
         meta = {"epoch": epoch}
         if metrics:
             meta["metrics"] = {
