@@ -275,7 +275,25 @@ def test_dissect_and_ablate_share_the_config_model_builder(folder_data, tmp_path
     assert report["layers"]["encoder.6"]["assigned_bin"] == (
         create_strategy("log", 48, 6).assignment().tolist()
     )
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "encoder.6: 6 bins over (0, 10] m, log (trained, from the checkpoint)" in printed
+    assert "warning" not in printed
+    # the trained bins keep their range: ground truth cut at 5 m leaves their top bins empty
+    code = run(
+        "dissect",
+        config,
+        folder_data,
+        out,
+        "--no-plots",
+        "--max-depth",
+        "5",
+        *args,
+        weights=weights,
+    )
+    assert code == 0 and (
+        "warning: encoder.6's bins span (0, 10] m, but ground truth is kept only in (0.0, 5.0] m"
+        in capsys.readouterr().out
+    )
     code = run("dissect", config, folder_data, out, "--features-only", *args)
     assert code != 0
     assert "--features-only applies to a timm model name" in capsys.readouterr().err

@@ -398,7 +398,12 @@ def test_plots_show_the_assigned_bin_sorted_units_and_empty_bins(monkeypatch, tm
         orange = mcolors.to_rgba("tab:orange")
         assert [b.get_facecolor() == orange for b in bars] == [True, False, False]  # assigned 0
         assert mcolors.to_rgba(bars[2].get_edgecolor()) == mcolors.to_rgba("black")  # argmax 2
-        shown = figures["val_blocks_0_attn_heatmap.png"].axes[0].images[0].get_array()
+        heatmap = figures["val_blocks_0_attn_heatmap.png"].axes[0]
+        # rows in argmax order (units 1, 2, 0), and the ticks say which unit each row is
+        assert [t.get_text() for t in heatmap.get_yticklabels()] == ["1", "2", "0"]
+        hist = figures["val_blocks_0_attn_selectivity_hist.png"].axes[0]
+        assert hist.get_title().endswith("(2 with pixels in their assigned bin)")
+        shown = heatmap.images[0].get_array()
         np.testing.assert_allclose(shown.data[:, [0, 2]], [[1, 1 / 8], [2 / 7, 1 / 7], [1 / 9, 1]])
         assert shown.mask[:, 1].all() and not shown.mask[:, [0, 2]].any()
     finally:

@@ -193,11 +193,22 @@ def run(args: argparse.Namespace) -> int:
         for path in report.plot(out, units=tuple(args.units)):
             print(f"figure: {path}")
     bins = ", ".join(
-        f"{name}: {layer['num_bins']} bins, {used[name]}" for name, layer in report.layers.items()
+        f"{name}: {layer['num_bins']} bins over ({layer['bin_edges'][0]:g}, "
+        f"{layer['bin_edges'][-1]:g}] m, {used[name]}"
+        for name, layer in report.layers.items()
     )
     print(
-        f"{report.meta['num_images']} images; {bins}; depth ({args.min_depth}, {args.max_depth}] m"
+        f"{report.meta['num_images']} images; {bins}; ground truth kept in "
+        f"({args.min_depth}, {args.max_depth}] m"
     )
+    for name, layer in report.layers.items():  # trained bins keep their own range
+        low, high = layer["bin_edges"][0], layer["bin_edges"][-1]
+        if high > args.max_depth or low < args.min_depth:
+            print(
+                f"warning: {name}'s bins span ({low:g}, {high:g}] m, but ground truth is kept "
+                f"only in ({args.min_depth}, {args.max_depth}] m (--min-depth/--max-depth): "
+                "the bins outside stay empty"
+            )
     print(report.format_summary())
     if not any(sum(layer["counts"]) > 0 for layer in report.layers.values()):
         raise ValueError(

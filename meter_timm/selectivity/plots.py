@@ -97,7 +97,10 @@ def plot_selectivity_histogram(layer_name: str, layer: dict[str, Any], path: str
         ax.hist(sel_asg, bins=bins, alpha=0.6, label=f"assigned bin (mean {sel_asg.mean():.3f})")
     ax.set_xlabel("depth selectivity index")
     ax.set_ylabel("units")
-    ax.set_title(f"{layer_name}: {layer['num_units']} units, {layer['num_bins']} bins", fontsize=10)
+    title = f"{layer_name}: {layer['num_units']} units, {layer['num_bins']} bins"
+    if len(sel_asg) < len(sel_max):  # the others' assigned bin has no pixel: no index there
+        title += f" ({len(sel_asg)} with pixels in their assigned bin)"
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -121,6 +124,10 @@ def plot_unit_bin_heatmap(layer_name: str, layer: dict[str, Any], path: str | Pa
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{0.5 * (edges[t] + edges[t + 1]):.1f}" for t in ticks], fontsize=8)
     ax.set_xlabel("depth bin centre (m)")
+    # rows are units in argmax-bin order: the ticks name the units, not the row numbers
+    rows = np.linspace(0, len(order) - 1, min(len(order), 12)).round().astype(int)
+    ax.set_yticks(rows)
+    ax.set_yticklabels([str(order[r]) for r in rows], fontsize=7)
     ax.set_ylabel("unit (sorted by argmax bin)")
     title = f"{layer_name}: |response| / unit max"
     ax.set_title(title + (" (grey: bins without pixels)" if empty.any() else ""), fontsize=10)
