@@ -977,7 +977,7 @@ def figures(records: list[dict], headline: dict, out: Path) -> list[Path]:
             ax.set_title(
                 f"{title}: unit {unit}, SI {'-' if si is None else f'{si:.2f}'}", fontsize=9
             )
-            ax.set_xlim(0, min(10.0, float(edges[-2]) * 1.15))
+            ax.set_xlim(float(edges[0]), float(edges[-1]))  # every bin, the wide last one too
             if i == 1:
                 ax.set_xlabel("depth bin (m)")
             if j == 0:
