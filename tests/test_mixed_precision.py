@@ -222,6 +222,13 @@ def test_float16_step_skips_an_overflow_and_clips_the_unscaled_gradient():
     clipped = _float16_wrapper(net, clip_grad=dict(max_norm=1.0))
     clipped.update_params(net(torch.tensor([[3.0, 4.0]])).sum())  # gradient norm 5 -> 1
     torch.testing.assert_close(net.weight.detach(), torch.tensor([[1.0 - 0.06, -2.0 - 0.08]]))
+    # an overflow step logs no (infinite) gradient norm, only that a step was skipped
+    norms = clipped.message_hub.get_scalar("train/grad_norm")
+    assert norms.data[0].tolist()[-1] == pytest.approx(5.0)
+    logged = len(norms.data[0])
+    clipped.update_params(net(torch.tensor([[float("inf"), 1.0]])).sum())
+    assert len(clipped.message_hub.get_scalar("train/grad_norm").data[0]) == logged
+    assert clipped.message_hub.get_scalar("train/skipped_steps").current() == 1
 
 
 # ------------------------------------------------------------------ backend

@@ -98,6 +98,28 @@ class MixedPrecisionOptimWrapper(OptimWrapper):
         self.loss_scaler.step(self.optimizer, **kwargs)
         self.loss_scaler.update(self._fixed_scale)
 
+    def _clip_grad(self) -> None:
+        """mmengine's clipping, but a step the loss scaler will skip (a gradient is inf/NaN)
+        logs no gradient norm: its inf would turn the logged window's mean into inf/NaN. Such
+        steps are counted in ``train/skipped_steps`` instead."""
+        params = [
+            p
+            for group in self.optimizer.param_groups
+            for p in group["params"]
+            if p.requires_grad and p.grad is not None
+        ]
+        if not params:
+            return
+        norm = self.clip_func(params, **self.clip_grad_kwargs)
+        if norm is None:  # clip_grad_value_ returns none
+            return
+        norm = float(norm)
+        if self.loss_scaler is not None and not torch.isfinite(torch.tensor(norm)):
+            self._skipped_steps = getattr(self, "_skipped_steps", 0) + 1
+            self.message_hub.update_scalar("train/skipped_steps", self._skipped_steps)
+            return
+        self.message_hub.update_scalar(f"train/{self.grad_name}", norm)
+
     def state_dict(self) -> dict:
         state = super().state_dict()
         if self.loss_scaler is not None:
