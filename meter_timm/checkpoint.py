@@ -301,6 +301,16 @@ def _adapt_input_convs(state: dict, network: nn.Module) -> dict:
     return state
 
 
+def _check_some_fit(path, state: Mapping, unexpected) -> None:
+    """ValueError naming ``path`` when none of its tensors went into the model: a non-strict load
+    would otherwise leave every weight as it was, silently."""
+    if state and len(set(unexpected)) >= len(state):
+        raise ValueError(
+            f"{path}: none of its {len(state)} tensors fit the model (first keys: "
+            f"{list(state)[:4]}); is it the weights of another model?"
+        )
+
+
 def load_weights(
     model: nn.Module, path: str | Path, strict: bool = True, state: dict | None = None
 ) -> str:
@@ -326,14 +336,20 @@ def load_weights(
             if k.startswith(_WRAPPER_MODULES)
             and not (getattr(model, "selectivity", None) is None and k.startswith("selectivity."))
         }
-        missing, unexpected = model.load_state_dict(keys, strict=False)
+        try:
+            missing, all_unexpected = model.load_state_dict(keys, strict=False)
+        except RuntimeError as exc:  # shapes that do not fit
+            raise ValueError(f"{path}: {exc}") from exc
         missing = [k for k in missing if not k.startswith(_TRAINING_ONLY)]
-        unexpected = [k for k in unexpected if not k.startswith(_TRAINING_ONLY)]
+        unexpected = [k for k in all_unexpected if not k.startswith(_TRAINING_ONLY)]
         if strict and (missing or unexpected):
             raise ValueError(
                 f"{path}: checkpoint does not fit the model: missing {missing[:8]}, "
                 f"unexpected {unexpected[:8]}"
             )
+        _check_some_fit(path, keys, all_unexpected)
+        if missing or unexpected:
+            _log_misfit(path, missing, unexpected)
         return "wrapper"
     network = model.backbone if wrapper else model
     filter_fn = _checkpoint_filter(network)
@@ -341,15 +357,23 @@ def load_weights(
     try:
         if filter_fn is not None:
             state = filter_fn(state, network)
-        result = network.load_state_dict(_adapt_input_convs(state, network), strict=strict)
+        state = _adapt_input_convs(state, network)
+        result = network.load_state_dict(state, strict=strict)
     except (ValueError, RuntimeError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
+    _check_some_fit(path, state, result.unexpected_keys)
     if not strict and (result.missing_keys or result.unexpected_keys):
-        from mmengine.logging import print_log  # the run's log, when there is one
-
-        print_log(
-            f"{path}: missing {result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}",
-            logger="current",
-            level=30,
-        )
+        _log_misfit(path, result.missing_keys, result.unexpected_keys)
     return "backbone"
+
+
+def _log_misfit(path, missing: list, unexpected: list) -> None:
+    """A warning in the run's log (when there is one) about the keys a non-strict load left."""
+    from mmengine.logging import print_log
+
+    print_log(
+        f"{path}: {len(missing)} missing keys {missing[:8]}, {len(unexpected)} unexpected keys "
+        f"{unexpected[:8]}",
+        logger="current",
+        level=30,
+    )

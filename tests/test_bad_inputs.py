@@ -600,3 +600,18 @@ def test_a_model_argument_the_model_does_not_take_is_named(name, argument):
 
     with pytest.raises(ValueError, match=rf"{name} does not take the argument '{argument}'"):
         create_model(name, **{argument: 1})
+
+
+def test_weights_of_which_nothing_fits_a_network_without_a_filter_are_refused(tmp_path):
+    """A non-strict load (load_from) of a file none of whose tensors fit: a ValueError naming
+    it, instead of a model left as it was."""
+    import timm
+
+    from meter_timm.checkpoint import load_weights
+
+    net = timm.create_model("resnet10t", num_classes=0)
+    torch.save({"head.fc.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"other.pth: none of its 1 tensors fit the model"):
+        load_weights(net, tmp_path / "other.pth", strict=False)
+    torch.save({"conv1.0.weight": net.conv1[0].weight.detach() + 1}, tmp_path / "part.pth")
+    load_weights(net, tmp_path / "part.pth", strict=False)  # one tensor fits: loaded

@@ -261,3 +261,34 @@ def test_train_options_become_config_entries(tmp_path, monkeypatch, capsys):
     (work / "last_checkpoint").write_text(str(work / "epoch_1.pth"))
     warn_if_nothing_to_resume(args, auto)
     assert capsys.readouterr().err == ""
+
+
+def test_load_from_takes_the_authors_layout_and_refuses_a_file_that_fits_nothing(tmp_path):
+    """``load_from`` goes through the project's weight loader: a network's own state dict (the
+    layout of the METER authors' files, translated by METER's filter) loads into the wrapper's
+    backbone, where mmengine's loader matched no key and trained on from random weights; a file
+    none of whose tensors fit is refused, naming it."""
+    import timm
+    from mmengine.config import Config
+
+    import meter_timm.mm  # noqa: F401
+    from meter_timm.mm.runner import MeterRunner
+
+    torch.manual_seed(0)
+    network = timm.create_model("meter_xxs")
+    torch.save(network.state_dict(), tmp_path / "network.pth")
+    torch.save({"head.fc.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
+    cfg = Config(
+        dict(
+            model=dict(type="DepthEstimator", backbone=dict(name="meter_xxs", pretrained=False)),
+            work_dir=str(tmp_path / "work"),
+            log_level="ERROR",
+            default_scope="meter_timm",
+        )
+    )
+    runner = MeterRunner.from_cfg(cfg)
+    runner.load_checkpoint(str(tmp_path / "network.pth"))
+    for key, value in network.state_dict().items():
+        assert torch.equal(runner.model.backbone.state_dict()[key], value)
+    with pytest.raises(ValueError, match=r"other.pth: checkpoint does not fit meter_xxs"):
+        runner.load_checkpoint(str(tmp_path / "other.pth"))

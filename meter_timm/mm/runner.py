@@ -363,8 +363,8 @@ class MeterRunner(Runner):
         strict: bool = False,
         revise_keys=((r"^module.", ""),),
     ):
-        if self._resuming_from is None:  # load_from: weights only, as mmengine loads them
-            return super().load_checkpoint(filename, map_location, strict, revise_keys)
+        if self._resuming_from is None:  # load_from: weights only
+            return self._load_weights(filename, map_location, strict, revise_keys)
         # resume: as mmengine, but the whole training state is checked before anything is loaded,
         # and the weights must fit the model exactly
         checkpoint = _load_checkpoint(filename, map_location=map_location)
@@ -374,6 +374,25 @@ class MeterRunner(Runner):
         checkpoint = _load_checkpoint_to_model(model, checkpoint, True, revise_keys=revise_keys)
         self._has_loaded = True
         self.logger.info(f"Load checkpoint from {filename}")
+        return checkpoint
+
+    def _load_weights(self, filename: str, map_location, strict: bool, revise_keys):
+        """``load_from``: weights only, through the project's loader (``load_weights``), so that
+        a training checkpoint, a network's state dict and the METER authors' files (translated
+        by METER's ``checkpoint_filter_fn``) all load; mmengine's own loader matched no key of
+        the authors' files and trained on from random weights. A file none of whose tensors fit
+        the model is a ValueError naming it."""
+        from meter_timm.checkpoint import load_weights, state_dict_of
+
+        checkpoint = _load_checkpoint(filename, map_location=map_location)
+        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+        state = state_dict_of(checkpoint, filename)
+        for pattern, replacement in revise_keys:
+            state = {re.sub(pattern, replacement, key): value for key, value in state.items()}
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        kind = load_weights(model, filename, strict=strict, state=state)
+        self._has_loaded = True
+        self.logger.info(f"Load checkpoint from {filename} (weights of the {kind})")
         return checkpoint
 
     def _check_training_state(self, filename: str, checkpoint, revise_keys) -> None:
