@@ -366,3 +366,27 @@ def test_test_command_options_override_the_config(tmp_path):
     assert cli_main([*args, "--work-dir", str(tmp_path / "wd"), "--json", str(out)]) == 0
     assert set(json.loads(out.read_text())) >= {"abs_rel", "rmse", "d1"}
     assert list((tmp_path / "wd").glob("*/*.log")) and not (tmp_path / "config_wd").exists()
+
+
+def test_test_command_tests_a_training_config_on_its_validation_data(tmp_path, capsys):
+    """A config without a test loop (the real-NYU study's training config) is tested on its
+    validation data and evaluator; a config with neither is one line."""
+    from mmengine.config import Config
+
+    from meter_timm.cli.test import use_validation_as_test
+
+    config = (
+        REPO
+        / "mm_configs"
+        / "real_nyu"
+        / ("meter-xxs_sel-learned-encoder6_1xb8-2e_nyu-subset-192x256.py")
+    )
+    cfg = Config.fromfile(config)
+    assert not cfg.get("test_dataloader")
+    use_validation_as_test(cfg, config)
+    assert cfg.test_dataloader == cfg.val_dataloader and cfg.test_evaluator == cfg.val_evaluator
+    assert cfg.test_cfg.type == "TestLoop"
+    assert "testing on its validation data" in capsys.readouterr().out
+    bare = Config(dict(model=dict(type="DepthEstimator")))
+    with pytest.raises(SystemExit, match="has neither test_dataloader"):
+        use_validation_as_test(bare, Path("bare.py"))

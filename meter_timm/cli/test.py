@@ -22,7 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override test_dataloader.dataset.data_root (NYU: csv, h5 folder "
         "or .mat; or the folder of a DepthFolderDataset / KITTI images)",
     )
-    parser.add_argument("--work-dir", help="folder for logs (default: work_dirs/<config name>)")
+    parser.add_argument(
+        "--work-dir",
+        help="folder for logs (default: the config's work_dir, else work_dirs/<config name>)",
+    )
     parser.add_argument("--json", help="also write the metrics to this JSON file")
     parser.add_argument(
         "--cfg-options",
@@ -33,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--launcher",
-        choices=["none", "pytorch", "slurm", "mpi"],
+        choices=["none", "pytorch"],
         default="none",
         help="distributed launcher (with torchrun: pytorch)",
     )
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    use_validation_as_test(cfg, config)
     if args.data:
         dataset = cfg.test_dataloader.dataset
         dataset.data_root = args.data
@@ -93,3 +97,19 @@ def run(args: argparse.Namespace) -> int:
 
     exit_process_group(0)  # under torchrun: leaves here (see meter_timm.distributed)
     return 0
+
+
+def use_validation_as_test(cfg, config: Path) -> None:
+    """A config without a test loop (a training config such as the real-NYU study's) is tested
+    on its validation data and evaluator; one with neither is a one-line error."""
+    if cfg.get("test_dataloader") and cfg.get("test_evaluator"):
+        return
+    if not (cfg.get("val_dataloader") and cfg.get("val_evaluator")):
+        raise SystemExit(
+            f"meter-timm test: {config} has neither test_dataloader/test_evaluator nor "
+            "val_dataloader/val_evaluator to test on"
+        )
+    print(f"meter-timm test: {config} has no test loop; testing on its validation data")
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.test_evaluator = cfg.val_evaluator
+    cfg.test_cfg = cfg.get("test_cfg") or dict(type="TestLoop")
