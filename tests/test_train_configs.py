@@ -81,3 +81,31 @@ def test_config_builds(path):
         losses = model(**data, mode="loss")
         assert "loss_selectivity" in losses and torch.isfinite(losses["loss_selectivity"])
         assert any(k.startswith("sel/") for k in losses)
+
+
+def test_learned_config_refits_at_the_iterations_its_comment_gives():
+    """The learned config from scratch fits its edges at iteration 1000 and its matching at 1500
+    (iterations counted from 1), as its comment and the README say."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+
+    path = CONFIGS / "selectivity" / "meter-xxs_sel-l10-nd32-learned_1xb32-60e_nyu-192x256.py"
+    assert "iteration 1000" in path.read_text() and "iteration 1500" in path.read_text()
+    hook = HOOKS.build(Config.fromfile(path).custom_hooks[0])
+    refits = []
+
+    class Module:
+        def refit(self):
+            refits.append(runner.iter + 1)
+            return {}
+
+    runner = SimpleNamespace(
+        model=SimpleNamespace(selectivity=Module()),
+        message_hub=MessageHub.get_instance("test_learned_config_refits"),
+        logger=SimpleNamespace(info=lambda *a: None),
+        iter=0,
+    )
+    for runner.iter in range(1600):
+        hook.after_train_iter(runner, runner.iter)
+    assert refits[:2] == [1000, 1500]

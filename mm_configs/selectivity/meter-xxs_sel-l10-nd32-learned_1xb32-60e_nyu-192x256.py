@@ -7,5 +7,5 @@
 _base_ = ["./meter-xxs_sel-l10-nd32_1xb32-60e_nyu-192x256.py"]
 model = dict(selectivity=dict(layers=[dict(name="encoder.6", num_bins=32, strategy="learned")]))
 custom_hooks = [
-    dict(type="SelectivityHook", refit_interval=500, refit_after=1000, calibrate_frames=0)
+    dict(type="SelectivityHook", refit_interval=500, refit_after=500, calibrate_frames=0)
 ]
