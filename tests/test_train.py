@@ -292,3 +292,14 @@ def test_load_from_takes_the_authors_layout_and_refuses_a_file_that_fits_nothing
         assert torch.equal(runner.model.backbone.state_dict()[key], value)
     with pytest.raises(ValueError, match=r"other.pth: checkpoint does not fit meter_xxs"):
         runner.load_checkpoint(str(tmp_path / "other.pth"))
+
+
+def test_an_unknown_optimizer_type_is_named():
+    from mmengine.config import Config
+
+    from meter_timm.cli.train import check_optimizer_type
+
+    check_optimizer_type(Config(dict(optim_wrapper=dict(optimizer=dict(type="AdamW", lr=1e-3)))))
+    bad = Config(dict(optim_wrapper=dict(optimizer=dict(type="AdamX", lr=1e-3))))
+    with pytest.raises(ValueError, match=r"optimizer.type='AdamX' is not a registered optimizer"):
+        check_optimizer_type(bad)

@@ -131,6 +131,7 @@ def build_config(args: argparse.Namespace):
     elif getattr(args, "compile", None) == "network":
         cfg.model.compile_network = cfg.model.get("compile_network") or True
     check_compile_backends(cfg)
+    check_optimizer_type(cfg)
     if args.launcher != "none":
         from meter_timm.distributed import choose_backend
 
@@ -141,6 +142,25 @@ def build_config(args: argparse.Namespace):
         except ValueError as exc:
             raise SystemExit(f"meter-timm train: {exc}") from exc
     return cfg
+
+
+def check_optimizer_type(cfg) -> None:
+    """ValueError naming ``optim_wrapper.optimizer.type`` when no registry knows it: mmengine's
+    optimizer constructor fails with "None is not a callable object", naming nothing."""
+    optimizer = (cfg.get("optim_wrapper") or {}).get("optimizer")
+    name = optimizer.get("type") if isinstance(optimizer, dict) else None
+    if not isinstance(name, str):
+        return
+    import meter_timm.mm  # noqa: F401  (the meter_timm scope, torch's optimizers in it)
+    from meter_timm._names import did_you_mean
+    from meter_timm.mm.registry import OPTIMIZERS
+
+    if OPTIMIZERS.get(name) is None:
+        known = sorted(OPTIMIZERS.module_dict) + sorted(OPTIMIZERS.parent.module_dict)
+        raise ValueError(
+            f"optim_wrapper.optimizer.type={name!r} is not a registered optimizer"
+            f"{did_you_mean(name, known)}"
+        )
 
 
 def check_compile_backends(cfg) -> None:
