@@ -303,3 +303,34 @@ def test_an_unknown_optimizer_type_is_named():
     bad = Config(dict(optim_wrapper=dict(optimizer=dict(type="AdamX", lr=1e-3))))
     with pytest.raises(ValueError, match=r"optimizer.type='AdamX' is not a registered optimizer"):
         check_optimizer_type(bad)
+
+
+def test_a_misspelt_config_key_is_one_line(tmp_path):
+    """A key a constructor does not take: through mmengine's registry (a hook, an optimizer) the
+    command line reports the TypeError as a config mistake; the train loop's own keys are a
+    ValueError naming train_cfg."""
+    from mmengine.config import Config
+
+    import meter_timm.mm  # noqa: F401
+    from meter_timm.cli._errors import user_error_message
+    from meter_timm.mm.registry import HOOKS
+    from meter_timm.mm.runner import MeterRunner
+
+    with pytest.raises(TypeError) as info:
+        HOOKS.build(dict(type="SelectivityHook", warmup_iter=5))
+    message = user_error_message(info.value)
+    assert "unexpected keyword argument 'warmup_iter'" in message
+    assert message.endswith("(check the config's keys)")
+    assert user_error_message(TypeError("unexpected keyword argument 'x'")) is None  # our code
+    runner = MeterRunner.from_cfg(
+        Config(
+            dict(
+                model=dict(type="DepthEstimator", backbone=dict(name="meter_xxs")),
+                work_dir=str(tmp_path),
+                log_level="ERROR",
+                default_scope="meter_timm",
+            )
+        )
+    )
+    with pytest.raises(ValueError, match="train_cfg: .*unexpected keyword argument 'max_epoch'"):
+        runner.build_train_loop(dict(type="EpochBasedTrainLoop", max_epoch=1))

@@ -1,9 +1,10 @@
 """How the command line reports user mistakes: one line ``meter-timm CMD: error: ...``, exit code 2.
 
 User mistakes are ValueError (this package's validation errors all derive from it), missing or
-unusable files, misbehaving plugins, and unknown ``type=`` names in a config (mmengine's registry
-raises KeyError for those). Anything else, e.g. a TypeError or KeyError raised by our own code, is
-a programming error and keeps its traceback.
+unusable files, misbehaving plugins, unknown ``type=`` names in a config (mmengine's registry
+raises KeyError for those) and config keys that a constructor does not take or misses (a
+TypeError that mmengine's registry re-raises, naming the class). Anything else, e.g. a TypeError
+or KeyError raised by our own code, is a programming error and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ def user_error_message(exc: BaseException) -> str | None:
         return one_line(
             str(message).split(" Please check whether")[0] + " (check the config's type= names)"
         )
+    if isinstance(exc, TypeError) and _raised_by_mmengine_registry(exc):
+        # mmengine re-raises what a config's constructor raised, naming the class; an argument
+        # that does not bind is a misspelt or missing config key, not a bug
+        if re.search(r"unexpected keyword argument|missing \d+ required", str(exc)):
+            return one_line(f"{exc} (check the config's keys)")
+        return None
     if isinstance(exc, (ValueError, PluginError, *FILE_ERRORS)):
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         return one_line(_unwrap_worker_error(str(message))) or type(exc).__name__

@@ -264,19 +264,24 @@ class MeterRunner(Runner):
             loop.get("type") in ("EpochBasedTrainLoop", EpochBasedTrainLoop)
             or ("type" not in loop and loop.get("by_epoch"))
         ):
-            cfg = {k: v for k, v in loop.items() if k not in ("type", "by_epoch")}
-            return ResumableEpochBasedTrainLoop(
-                **cfg, runner=self, dataloader=self._train_dataloader
-            )
+            return self._build_resumable_loop(ResumableEpochBasedTrainLoop, loop)
         if isinstance(loop, dict) and (
             loop.get("type") in ("IterBasedTrainLoop", IterBasedTrainLoop)
             or ("type" not in loop and loop.get("by_epoch") is False)
         ):
-            cfg = {k: v for k, v in loop.items() if k not in ("type", "by_epoch")}
-            return ResumableIterBasedTrainLoop(
-                **cfg, runner=self, dataloader=self._train_dataloader
-            )
+            return self._build_resumable_loop(ResumableIterBasedTrainLoop, loop)
         return super().build_train_loop(loop)
+
+    def _build_resumable_loop(self, loop_class, loop: dict):
+        """``loop_class`` built from ``train_cfg``; a key it does not take (``max_epoch``) is a
+        ValueError naming train_cfg, not a TypeError traceback."""
+        cfg = {k: v for k, v in loop.items() if k not in ("type", "by_epoch")}
+        try:
+            return loop_class(**cfg, runner=self, dataloader=self._train_dataloader)
+        except TypeError as exc:
+            if re.search(r"unexpected keyword argument|missing \d+ required", str(exc)):
+                raise ValueError(f"train_cfg: {exc}") from None
+            raise
 
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
         # every process's random states, gathered here, where all processes are (mmengine's
