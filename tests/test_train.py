@@ -334,3 +334,17 @@ def test_a_misspelt_config_key_is_one_line(tmp_path):
     )
     with pytest.raises(ValueError, match="train_cfg: .*unexpected keyword argument 'max_epoch'"):
         runner.build_train_loop(dict(type="EpochBasedTrainLoop", max_epoch=1))
+
+
+def test_training_a_test_config_is_one_line(capsys):
+    from pathlib import Path
+
+    from meter_timm.cli import main as cli_main
+
+    config = str(
+        Path(__file__).resolve().parents[1] / "mm_configs/meter/meter-xxs_nyu-192x256_test.py"
+    )
+    assert cli_main(["train", config]) == 2
+    assert "has no train_dataloader, train_cfg, optim_wrapper" in capsys.readouterr().err
+    assert cli_main(["train", config, "--amp"]) == 2
+    assert "--amp: " in capsys.readouterr().err

@@ -113,6 +113,11 @@ def build_config(args: argparse.Namespace):
             randomness["deterministic"] = True
         cfg.randomness = randomness
     if getattr(args, "amp", None):
+        if not cfg.get("optim_wrapper"):
+            raise SystemExit(
+                f"meter-timm train: --amp: {path} has no optim_wrapper (a test config? "
+                "meter-timm test CONFIG --checkpoint FILE evaluates one)"
+            )
         wrapper = cfg.optim_wrapper
         if wrapper.get("type", "OptimWrapper") not in (
             "OptimWrapper",
@@ -263,6 +268,12 @@ def run(args: argparse.Namespace) -> int:
 
         check_torchrun_environment()
     cfg = build_config(args)
+    missing = [k for k in ("train_dataloader", "train_cfg", "optim_wrapper") if not cfg.get(k)]
+    if missing:
+        raise SystemExit(
+            f"meter-timm train: {args.config} has no {', '.join(missing)}: nothing to train (a "
+            "test config? meter-timm test CONFIG --checkpoint FILE evaluates one)"
+        )
     warn_if_nothing_to_resume(args, cfg)
     from mmengine.dist import is_main_process
 
