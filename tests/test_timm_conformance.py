@@ -66,6 +66,14 @@ def test_torchscript_depth_output_equals_eager(xxs):
             torch.testing.assert_close(scripted(x), ref, rtol=1e-5, atol=1e-5)
         with pytest.raises(Exception, match=r"\(B, 3, H, W\)"):
             scripted(torch.randn(1, 4, 64, 64))
+    # the getter feature wrapper scripts too (forward_intermediates holds no f-string format)
+    getter = timm.create_model("meter_xxs", features_only=True, feature_cls="getter").eval()
+    with timm.set_scriptable(True):
+        scripted_getter = torch.jit.script(getter)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(scripted_getter(x), getter(x)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_fx_graph_is_size_independent(xxs):
@@ -205,6 +213,38 @@ def test_prune_intermediate_layers(xxs):
     with torch.no_grad():
         out = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
     assert all(torch.equal(a, b) for a, b in zip(out, ref))
+    # a depth decoder kept with a shorter encoder cannot run: said plainly, not a conv error
+    kept = timm.create_model("meter_xxs")
+    kept.prune_intermediate_layers(indices=[0, 1], prune_head=False)
+    with pytest.raises(RuntimeError, match="encoder was pruned"):
+        kept(x)
+
+
+def test_depth_weights_give_a_pretrained_classifier_and_backbone_as_timm_does(xxs, tmp_path):
+    """timm's idiom ``pretrained=True, num_classes=K``: the encoder gets the depth weights, the
+    decoder's are dropped and the new head keeps its initialisation; timm's training script
+    arguments drop_rate and drop_path_rate are taken."""
+    torch.save(xxs.state_dict(), tmp_path / "depth.pth")
+    overlay = dict(file=str(tmp_path / "depth.pth"))
+    for num_classes in (0, 10):
+        model = timm.create_model(
+            "meter_xxs",
+            pretrained=True,
+            pretrained_cfg_overlay=overlay,
+            num_classes=num_classes,
+            drop_rate=0.0,
+            drop_path_rate=0.1,
+        )
+        assert model.decoder is None and model.num_classes == num_classes
+        for key, value in model.encoder.state_dict().items():
+            assert torch.equal(value, xxs.encoder.state_dict()[key])
+    x = torch.randn(2, 3, 64, 64)
+    model.train()
+    assert not torch.equal(model(x), model(x))  # stochastic depth acts in training
+    plain = timm.create_model("meter_xxs", num_classes=10).eval()
+    plain.load_state_dict(model.state_dict())  # no parameters of its own
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), plain(x))
 
 
 def test_list_pretrained_and_missing_weights_error():

@@ -131,10 +131,12 @@ def build_config(args: argparse.Namespace):
         wrapper.dtype = None if args.amp == "auto" else args.amp
     if getattr(args, "channels_last", False):
         cfg.model.channels_last = True
+    # static shapes unless the config says otherwise: METER's shape arithmetic sends dynamo's
+    # symbolic-shape solver into minutes-long searches once it marks sizes dynamic
     if getattr(args, "compile", None) == "step":
-        cfg.compile = cfg.get("compile") or True
+        cfg.compile = cfg.get("compile") or dict(dynamic=False)
     elif getattr(args, "compile", None) == "network":
-        cfg.model.compile_network = cfg.model.get("compile_network") or True
+        cfg.model.compile_network = cfg.model.get("compile_network") or dict(dynamic=False)
     check_compile_backends(cfg)
     check_optimizer_type(cfg)
     if args.launcher != "none":

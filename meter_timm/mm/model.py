@@ -101,7 +101,8 @@ class DepthEstimator(BaseModel):
             layout (faster convolutions on GPUs with tensor cores). Default False.
         compile_network (bool or dict): ``torch.compile`` the network only (the backbone, and
             the decoder if any, through ``nn.Module.compile``; a dict gives its arguments, e.g.
-            ``dict(backend="eager")``). Backward is compiled with it; the losses and the
+            ``dict(backend="eager")``; ``dynamic`` defaults to False: each new input size
+            compiles anew). Backward is compiled with it; the losses and the
             optimizer step stay eager, and parameter names do not change. The top-level
             ``compile`` option of mmengine compiles the whole training step instead.
         init_cfg (dict, optional): mmengine init config.
@@ -150,6 +151,7 @@ class DepthEstimator(BaseModel):
             self.to(memory_format=torch.channels_last)
         if compile_network:  # after the selectivity hooks: dynamo traces them with the network
             options = dict(compile_network) if isinstance(compile_network, dict) else {}
+            options.setdefault("dynamic", False)  # see meter_timm.cli.train: static shapes
             for module in (self.backbone, self.decoder):
                 if module is not None:
                     module.compile(**options)

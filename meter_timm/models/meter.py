@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, Mlp, register_notrace_function
+from timm.layers import ClassifierHead, DropPath, Mlp, register_notrace_function
 from timm.models import (
     PretrainedCfg,
     build_model_with_cfg,
@@ -202,16 +202,25 @@ class Attention(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm transformer layer: x + attn(norm1(x)), then x + mlp(norm2(x)) with ReLU."""
 
-    def __init__(self, dim: int, mlp_ratio: float, num_heads: int = 4, head_dim: int = 8):
+    def __init__(
+        self,
+        dim: int,
+        mlp_ratio: float,
+        num_heads: int = 4,
+        head_dim: int = 8,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads, head_dim)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.ReLU)
+        # stochastic depth on both residual branches (timm's drop_path_rate; the original has none)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class MeterViTBlock(nn.Module):
@@ -233,13 +242,17 @@ class MeterViTBlock(nn.Module):
         num_heads: int = 4,
         head_dim: int = 8,
         patch_size: int = PATCH_SIZE,
+        drop_path: float = 0.0,
     ):
         super().__init__()
         self.patch_size = patch_size
         self.conv_kxk = SeparableConvBnAct(channels, channels, 3)
         self.conv_1x1 = ConvBnAct(channels, dim, 1)
         self.transformer = nn.Sequential(
-            *[TransformerBlock(dim, mlp_ratio, num_heads, head_dim) for _ in range(depth)]
+            *[
+                TransformerBlock(dim, mlp_ratio, num_heads, head_dim, drop_path)
+                for _ in range(depth)
+            ]
         )
         self.conv_proj = ConvBnAct(dim, channels, 1)
         self.conv_fusion = SeparableConvBnAct(2 * channels, channels, 3)
@@ -324,11 +337,13 @@ def _aligned_size(n: int) -> int:
 
 @register_notrace_function
 def _check_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """``x`` unchanged; ValueError unless it is (B, in_chans, H, W) with H, W >= 32."""
-    shape = "(" + ", ".join([str(n) for n in x.shape]) + ")"
+    """``x`` unchanged; ValueError unless it is (B, in_chans, H, W) with H, W >= 32. The message
+    is built only when raising: torch.compile cannot turn symbolic sizes into text."""
     if x.dim() != 4 or x.shape[1] != in_chans:
+        shape = "(" + ", ".join([str(n) for n in x.shape]) + ")"
         raise ValueError(f"METER expects input of shape (B, {in_chans}, H, W), got {shape}")
     if x.shape[-2] < 32 or x.shape[-1] < 32:  # MIN_INPUT_SIZE (TorchScript reads no globals)
+        shape = "(" + ", ".join([str(n) for n in x.shape]) + ")"
         raise ValueError(f"METER needs H, W >= 32, got an input of shape {shape}")
     return x
 
@@ -454,6 +469,8 @@ class Meter(nn.Module):
         head_dim: int = 8,
         num_classes: int | None = None,
         global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        drop_path_rate: float | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ):
@@ -470,8 +487,13 @@ class Meter(nn.Module):
             self.output_scale = float(output_scale)
             self.grad_checkpointing = False
 
+            # timm's stochastic depth: rising linearly over the three MobileViT blocks
+            rates = [float(drop_path_rate or 0.0) * i / 2 for i in range(3)]
+
             def vit(ch, dim, ratio):
-                return MeterViTBlock(ch, dim, ratio, num_heads=num_heads, head_dim=head_dim)
+                return MeterViTBlock(
+                    ch, dim, ratio, num_heads=num_heads, head_dim=head_dim, drop_path=rates.pop(0)
+                )
 
             self.encoder = nn.Sequential(
                 SeparableConvBnAct(in_chans, c[0], 3, stride=2),  # 0 stem, /2
@@ -497,7 +519,9 @@ class Meter(nn.Module):
                 if self.depth_head
                 else None
             )
-            self.head = ClassifierHead(self.num_features, self.num_classes, pool_type=global_pool)
+            self.head = ClassifierHead(
+                self.num_features, self.num_classes, pool_type=global_pool, drop_rate=drop_rate
+            )
             # last module of each stride: what features_only returns
             self.feature_info = [
                 dict(num_chs=c[3], reduction=4, module="encoder.4"),
@@ -557,7 +581,7 @@ class Meter(nn.Module):
         ``input_size`` image that covers the image itself.
 
         At sizes the original rejects, ``forward`` pads the image at the bottom and right, and
-        every encoder and decoder map covers the padding too (e.g. 96x128 runs as 128x128: the
+        every encoder and decoder map covers the padding too (e.g. 96x128 runs as 125x128: the
         stride-8 map is 16x16, of which the top 12 rows see the image). :class:`LayerCapture`
         crops captured maps to this region, so Eq. 1 pairs activations with the depth pixels
         they see. The classifier (no decoder) does not pad."""
@@ -587,6 +611,11 @@ class Meter(nn.Module):
             raise RuntimeError(
                 "this METER has no depth decoder (built with num_classes, or after "
                 "reset_classifier)"
+            )
+        if len(self.encoder) < 12:
+            raise RuntimeError(
+                "this METER's encoder was pruned (prune_intermediate_layers): its depth decoder "
+                "needs all 12 stages; forward_intermediates gives the kept levels"
             )
         image = _check_input(x, self.in_chans)
         x, skips = self.forward_encoder(_pad_to_aligned(image))
@@ -622,7 +651,7 @@ class Meter(nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError(
-                f"METER's forward_intermediates supports output_fmt 'NCHW' only, got {output_fmt!r}"
+                "METER's forward_intermediates supports output_fmt 'NCHW' only, got " + output_fmt
             )
         take_indices, max_index = feature_take_indices(len(self.stage_ends), indices)
         take_stages = [self.stage_ends[i] for i in take_indices]
@@ -632,15 +661,18 @@ class Meter(nn.Module):
             else len(self.encoder) - 1
         )
         intermediates: list[torch.Tensor] = []
-        for i, stage in enumerate(self.encoder):
-            if i > last_stage:
-                break
-            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-                x = checkpoint(stage, x, use_reentrant=False)
-            else:
-                x = stage(x)
-            if i in take_stages:
-                intermediates.append(x)
+        for i, stage in enumerate(self.encoder):  # no break: TorchScript unrolls this loop
+            if i <= last_stage:
+                if (
+                    self.grad_checkpointing
+                    and torch.is_grad_enabled()
+                    and not torch.jit.is_scripting()
+                ):
+                    x = checkpoint(stage, x, use_reentrant=False)
+                else:
+                    x = stage(x)
+                if i in take_stages:
+                    intermediates.append(x)
         if intermediates_only:
             return intermediates
         return x, intermediates

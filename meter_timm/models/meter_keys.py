@@ -158,6 +158,13 @@ def translate_state_dict(checkpoint: Any, model: nn.Module) -> dict[str, torch.T
     if is_original_layout(state_dict):
         state_dict = _translate_original(state_dict)
     expected = model.state_dict()
+    if getattr(model, "depth_head", True) is False:
+        # a classifier or backbone from depth weights, as timm loads pretrained weights into a
+        # new head: the depth decoder's weights are dropped, the head keeps its initialisation
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("decoder.")}
+        state_dict.update(
+            {k: v for k, v in expected.items() if k.startswith("head.") and k not in state_dict}
+        )
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     not_tensor = [
