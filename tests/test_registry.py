@@ -51,3 +51,28 @@ def test_every_hook_class_is_registered_under_its_own_name():
         assert HOOKS.get(name) is getattr(hooks, name)
     registered = {n for n, obj in HOOKS.module_dict.items() if obj.__module__ == hooks.__name__}
     assert registered == set(defined)
+
+
+def test_every_runner_and_loop_class_is_registered_under_its_own_name():
+    """The same slip as for hooks: a function inserted between a decorator and its class."""
+    import inspect
+
+    from mmengine.runner import BaseLoop, Runner
+
+    import meter_timm.mm.runner as runner_module
+    from meter_timm.mm.registry import LOOPS, RUNNERS
+
+    for registry, base in ((RUNNERS, Runner), (LOOPS, BaseLoop)):
+        defined = {
+            name
+            for name, obj in vars(runner_module).items()
+            if inspect.isclass(obj)
+            and issubclass(obj, base)
+            and obj.__module__ == runner_module.__name__
+        }
+        assert defined
+        registered = {
+            n for n, obj in registry.module_dict.items() if obj.__module__ == runner_module.__name__
+        }
+        assert registered == defined
+        assert all(registry.get(name) is getattr(runner_module, name) for name in defined)

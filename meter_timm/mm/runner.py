@@ -226,6 +226,18 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         return super().run()
 
 
+def _build_resumable_loop(runner, loop_class, loop: dict):
+    """``loop_class`` built from ``train_cfg``; a key it does not take (``max_epoch``) is a
+    ValueError naming train_cfg, not a TypeError traceback."""
+    cfg = {k: v for k, v in loop.items() if k not in ("type", "by_epoch")}
+    try:
+        return loop_class(**cfg, runner=runner, dataloader=runner._train_dataloader)
+    except TypeError as exc:
+        if re.search(r"unexpected keyword argument|missing \d+ required", str(exc)):
+            raise ValueError(f"train_cfg: {exc}") from None
+        raise
+
+
 @RUNNERS.register_module()
 class MeterRunner(Runner):
     """mmengine ``Runner`` with safe resume, exact random state and CPU (gloo) multi-process runs.
@@ -264,24 +276,13 @@ class MeterRunner(Runner):
             loop.get("type") in ("EpochBasedTrainLoop", EpochBasedTrainLoop)
             or ("type" not in loop and loop.get("by_epoch"))
         ):
-            return self._build_resumable_loop(ResumableEpochBasedTrainLoop, loop)
+            return _build_resumable_loop(self, ResumableEpochBasedTrainLoop, loop)
         if isinstance(loop, dict) and (
             loop.get("type") in ("IterBasedTrainLoop", IterBasedTrainLoop)
             or ("type" not in loop and loop.get("by_epoch") is False)
         ):
-            return self._build_resumable_loop(ResumableIterBasedTrainLoop, loop)
+            return _build_resumable_loop(self, ResumableIterBasedTrainLoop, loop)
         return super().build_train_loop(loop)
-
-    def _build_resumable_loop(self, loop_class, loop: dict):
-        """``loop_class`` built from ``train_cfg``; a key it does not take (``max_epoch``) is a
-        ValueError naming train_cfg, not a TypeError traceback."""
-        cfg = {k: v for k, v in loop.items() if k not in ("type", "by_epoch")}
-        try:
-            return loop_class(**cfg, runner=self, dataloader=self._train_dataloader)
-        except TypeError as exc:
-            if re.search(r"unexpected keyword argument|missing \d+ required", str(exc)):
-                raise ValueError(f"train_cfg: {exc}") from None
-            raise
 
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
         # every process's random states, gathered here, where all processes are (mmengine's
