@@ -155,11 +155,10 @@ def test_amp_option_picks_the_wrapper_and_dtype():
     assert (
         cfg.optim_wrapper.type == "MixedPrecisionOptimWrapper" and cfg.optim_wrapper.dtype is None
     )
-    assert cfg.compile == dict(dynamic=False)  # static shapes (see cli/train.py)
+    assert cfg.compile is True
     assert build_config(parser.parse_args([str(QUICKSTART)])).get("compile") is None
     network = build_config(parser.parse_args([str(QUICKSTART), "--compile", "network"]))
-    assert network.model.compile_network == dict(dynamic=False)
-    assert network.get("compile") is None
+    assert network.model.compile_network is True and network.get("compile") is None
     assert resolve_amp_dtype(None, "cpu") == "bfloat16"
     with mock.patch("torch.cuda.is_bf16_supported", return_value=False):
         assert resolve_amp_dtype(None, "cuda") == "float16"
