@@ -1,11 +1,21 @@
-"""Names a user typed: "did you mean" hints and the check of timm model names. Imports nothing of
-the package, so every room (the command line, the engine adapters, strategies) can use it."""
+"""Names a user typed: "did you mean" hints, the check of timm model names, and config keys a
+constructor did not take. Imports nothing of the package, so every room (the command line, the
+engine adapters, strategies) can use it."""
 
 from __future__ import annotations
 
 import difflib
+import re
 
-__all__ = ["did_you_mean", "check_model_name"]
+__all__ = ["did_you_mean", "check_model_name", "is_unbound_argument"]
+
+_UNBOUND_ARGUMENT = re.compile(r"unexpected keyword argument|missing \d+ required")
+
+
+def is_unbound_argument(exc: BaseException) -> bool:
+    """Whether ``exc`` is the TypeError of a call whose arguments did not bind (an unexpected or
+    a missing one): built from a config, a misspelt or missing key, not a bug."""
+    return isinstance(exc, TypeError) and bool(_UNBOUND_ARGUMENT.search(str(exc)))
 
 
 def did_you_mean(name: str, choices, n: int = 3, cutoff: float = 0.6) -> str:

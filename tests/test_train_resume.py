@@ -162,19 +162,27 @@ def test_mid_epoch_iteration_checkpoint_resumes_exactly(tmp_path, interval):
         assert torch.equal(a[key], b[key]), key
 
 
+def _iteration_config(data, work_dir, val_interval, **checkpoint):
+    """``_config`` with an iteration-based loop of 6 iterations, a checkpoint every 3 (with
+    ``checkpoint``'s extra CheckpointHook options) and a step schedule at iteration 4."""
+    cfg = _config(data, work_dir)
+    cfg.train_dataloader.sampler = dict(type="InfiniteSampler", shuffle=True)
+    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=6, val_interval=val_interval)
+    cfg.param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[4], gamma=0.1)]
+    cfg.default_hooks.checkpoint = dict(
+        type="CheckpointHook", by_epoch=False, interval=3, **checkpoint
+    )
+    cfg.log_processor = dict(by_epoch=False, window_size=1)
+    return cfg
+
+
 def test_iteration_based_loop_resumes_exactly(tmp_path):
     # mmengine skips the trained batches by drawing them after restoring the random states;
     # the runner's loop puts the checkpoint's states back once they are drawn
     data = make_tiny_data(tmp_path / "data", train=8, val=4)
 
     def config(work_dir):
-        cfg = _config(data, work_dir)
-        cfg.train_dataloader.sampler = dict(type="InfiniteSampler", shuffle=True)
-        cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=6, val_interval=6)
-        cfg.param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[4], gamma=0.1)]
-        cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=3)
-        cfg.log_processor = dict(by_epoch=False, window_size=1)
-        return cfg
+        return _iteration_config(data, work_dir, val_interval=6)
 
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
@@ -302,15 +310,8 @@ def test_iteration_loop_resume_runs_the_first_validation_it_missed(tmp_path):
     data = make_tiny_data(tmp_path / "data", train=8, val=4)
 
     def config(work_dir):
-        cfg = _config(data, work_dir)
-        cfg.train_dataloader.sampler = dict(type="InfiniteSampler", shuffle=True)
-        cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=6, val_interval=3)
-        cfg.param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[4], gamma=0.1)]
-        cfg.default_hooks.checkpoint = dict(
-            type="CheckpointHook", by_epoch=False, interval=3, save_best="rmse", rule="less"
-        )
+        cfg = _iteration_config(data, work_dir, val_interval=3, save_best="rmse", rule="less")
         cfg.custom_hooks = [dict(type="SelectivityHook", dissect=True)]
-        cfg.log_processor = dict(by_epoch=False, window_size=1)
         return cfg
 
     # interrupted once iter_3.pth is written, before its validation (the first)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from meter_timm._names import check_model_name, did_you_mean
+from meter_timm._names import check_model_name, did_you_mean, is_unbound_argument
 
 FILE_ERRORS = (
     FileNotFoundError,
@@ -72,9 +72,7 @@ def user_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, TypeError) and _raised_by_mmengine_registry(exc):
         # mmengine re-raises what a config's constructor raised, naming the class; an argument
         # that does not bind is a misspelt or missing config key, not a bug
-        if re.search(r"unexpected keyword argument|missing \d+ required", str(exc)):
-            return one_line(f"{exc} (check the config's keys)")
-        return None
+        return one_line(f"{exc} (check the config's keys)") if is_unbound_argument(exc) else None
     if isinstance(exc, (ValueError, PluginError, *FILE_ERRORS)):
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         return one_line(_unwrap_worker_error(str(message))) or type(exc).__name__

@@ -39,6 +39,7 @@ from mmengine.model import is_model_wrapper, revert_sync_batchnorm
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, Runner
 from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 
+from meter_timm._names import is_unbound_argument
 from meter_timm.mm.checkpoint import DurableCheckpointHook, partial_name, publish_file
 from meter_timm.mm.registry import LOOPS, MODEL_WRAPPERS, RUNNERS
 
@@ -226,6 +227,13 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         return super().run()
 
 
+def _revise_keys(state: dict, revise_keys) -> dict:
+    """``state`` with mmengine's ``revise_keys`` (pattern, replacement) applied to its keys."""
+    for pattern, replacement in revise_keys:
+        state = {re.sub(pattern, replacement, key): value for key, value in state.items()}
+    return state
+
+
 def _build_resumable_loop(runner, loop_class, loop: dict):
     """``loop_class`` built from ``train_cfg``; a key it does not take (``max_epoch``) is a
     ValueError naming train_cfg, not a TypeError traceback."""
@@ -233,7 +241,7 @@ def _build_resumable_loop(runner, loop_class, loop: dict):
     try:
         return loop_class(**cfg, runner=runner, dataloader=runner._train_dataloader)
     except TypeError as exc:
-        if re.search(r"unexpected keyword argument|missing \d+ required", str(exc)):
+        if is_unbound_argument(exc):
             raise ValueError(f"train_cfg: {exc}") from None
         raise
 
@@ -393,8 +401,7 @@ class MeterRunner(Runner):
         checkpoint = _load_checkpoint(filename, map_location=map_location)
         self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
         state = state_dict_of(checkpoint, filename)
-        for pattern, replacement in revise_keys:
-            state = {re.sub(pattern, replacement, key): value for key, value in state.items()}
+        state = _revise_keys(state, revise_keys)
         model = self.model.module if is_model_wrapper(self.model) else self.model
         kind = load_weights(model, filename, strict=strict, state=state)
         self._has_loaded = True
@@ -463,8 +470,7 @@ class MeterRunner(Runner):
         state = checkpoint.get("state_dict")
         if not isinstance(state, dict):
             refuse("no 'state_dict'", from_weights)
-        for pattern, replacement in revise_keys:
-            state = {re.sub(pattern, replacement, key): value for key, value in state.items()}
+        state = _revise_keys(state, revise_keys)
         model = self.model.module if is_model_wrapper(self.model) else self.model
         expected = model.state_dict()
         problems = [f"missing {key}" for key in expected if key not in state]

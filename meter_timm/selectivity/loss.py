@@ -247,6 +247,7 @@ class SelectivityLoss(nn.Module):
     @staticmethod
     def _load_strategy_state(name: str, strategy, saved: dict) -> None:
         from meter_timm.strategies import validate_strategy
+        from meter_timm.strategies.plugins import PluginError
 
         for key in ("strategy", "num_units", "num_bins"):
             mine = strategy.name if key == "strategy" else getattr(strategy, key)
@@ -255,8 +256,6 @@ class SelectivityLoss(nn.Module):
                     f"selectivity layer {name!r}: saved {key} {saved[key]!r} does not "
                     f"match the configured {mine!r}"
                 )
-        from meter_timm.strategies.plugins import PluginError
-
         label = f"selectivity layer {name!r}: the saved state of strategy {strategy.name!r}"
         try:
             _strategy_call(
@@ -265,9 +264,9 @@ class SelectivityLoss(nn.Module):
                 "load_state_dict()",
                 lambda: strategy.load_state_dict(saved.get("state", {})),
             )
-        except (KeyError, TypeError, IndexError, RuntimeError) as exc:
-            if isinstance(exc, PluginError):  # names the layer and the plugin already
-                raise
+        except PluginError:  # a plugin's code raised: named with the layer and the plugin
+            raise
+        except (KeyError, TypeError, IndexError, RuntimeError) as exc:  # meter_timm's strategies
             raise ValueError(f"{label} does not fit it: {type(exc).__name__}: {exc}") from exc
         try:
             validate_strategy(strategy)
@@ -417,12 +416,11 @@ class SelectivityLoss(nn.Module):
                 continue
             if name in self.strategies:
                 self._load_strategy_state(name, self.strategies[name], saved)
-            elif isinstance(saved.get("num_units"), int):
+                continue
+            self._pending_state[name] = dict(saved)
+            if isinstance(saved.get("num_units"), int):
                 # built now, so a state that does not fit fails while loading, not at a forward
-                self._pending_state[name] = dict(saved)
                 self.build_strategy(name, saved["num_units"])
-            else:
-                self._pending_state[name] = dict(saved)
 
     # ---------------------------------------------------------------- loss
     def _assignment_on(self, name: str, strategy, device: torch.device) -> torch.Tensor:
