@@ -9,6 +9,7 @@ cast themselves back to float32 (see :mod:`meter_timm.losses`).
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -67,6 +68,7 @@ class MixedPrecisionOptimWrapper(OptimWrapper):
         self.cast_dtype = getattr(torch, resolve_amp_dtype(dtype, device_type))
         self._fixed_scale = None
         self.loss_scaler = None
+        self._skipped_steps = 0  # float16 steps the scaler skipped in this process (logged)
         if self.cast_dtype == torch.float16:
             if loss_scale == "dynamic":
                 self.loss_scaler = torch.amp.GradScaler(device_type, init_scale=DYNAMIC_INIT_SCALE)
@@ -114,8 +116,8 @@ class MixedPrecisionOptimWrapper(OptimWrapper):
         if norm is None:  # clip_grad_value_ returns none
             return
         norm = float(norm)
-        if self.loss_scaler is not None and not torch.isfinite(torch.tensor(norm)):
-            self._skipped_steps = getattr(self, "_skipped_steps", 0) + 1
+        if self.loss_scaler is not None and not math.isfinite(norm):
+            self._skipped_steps += 1
             self.message_hub.update_scalar("train/skipped_steps", self._skipped_steps)
             return
         self.message_hub.update_scalar(f"train/{self.grad_name}", norm)

@@ -197,19 +197,14 @@ def _check_dissection_spec(layers, num_bins, strategy) -> None:
     """ValueError naming the hook for a malformed ``layers`` list, ``num_bins`` or an unknown
     ``strategy`` (or parameter), at config build time."""
     from meter_timm.selectivity.loss import normalize_layers
-    from meter_timm.strategies.catalog import (
-        check_strategy_parameters,
-        get_strategy_class,
-        parse_strategy_spec,
-    )
+    from meter_timm.strategies.catalog import check_strategy_spec
 
     try:
         if layers is not None:
             normalize_layers(layers)
         if num_bins is not None and int(num_bins) < 1:
             raise ValueError(f"num_bins must be >= 1, got {num_bins}")
-        base, params = parse_strategy_spec(strategy)
-        check_strategy_parameters(base, get_strategy_class(base), params)
+        check_strategy_spec(strategy)
     except (KeyError, ValueError) as err:
         raise ValueError(f"SelectivityHook: {err}") from None
 

@@ -185,21 +185,17 @@ class SelectivityLoss(nn.Module):
     def _check_strategy_names(self) -> None:
         """Unknown strategies and strategy parameters fail here, not at the first forward."""
         try:
-            from meter_timm.strategies.catalog import (
-                check_strategy_parameters,
-                get_strategy_class,
-                parse_strategy_spec,
-            )
+            from meter_timm.strategies.catalog import check_strategy_spec, get_strategy_class
         except ImportError:  # pragma: no cover - strategies package always ships
             return
         for layer in self.layers:
             name = layer.get("strategy") or "uniform"
             params = layer.get("params") or {}
             try:
-                cls = get_strategy_class(name)
-                if isinstance(params, dict):  # else create_layer_strategy says what is wrong
-                    base, spec_params = parse_strategy_spec(name)
-                    check_strategy_parameters(base, cls, {**spec_params, **params})
+                if isinstance(params, dict):
+                    check_strategy_spec(name, params)
+                else:  # create_layer_strategy says what is wrong with the params
+                    get_strategy_class(name)
             except (KeyError, ValueError) as exc:
                 raise ValueError(f"selectivity layer {layer['name']!r}: {exc}") from exc
 

@@ -188,6 +188,18 @@ def check_strategy_parameters(name: str, cls: type[DepthBinStrategy], params) ->
         )
 
 
+def check_strategy_spec(
+    spec: str, params: dict[str, Any] | None = None, pm: plugins.PluginManager | None = None
+) -> type[DepthBinStrategy]:
+    """The class of strategy ``spec`` (``"log"`` or ``"log:alpha=0.5"``), once it is known to be
+    registered and to take the spec's parameters and ``params``; ValueError (unknown name) or
+    StrategyParameterError naming them otherwise."""
+    base, spec_params = parse_strategy_spec(spec)
+    cls = get_strategy_class(base, pm)
+    check_strategy_parameters(base, cls, {**spec_params, **(params or {})})
+    return cls
+
+
 def parse_strategy_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """Split ``"log:alpha=0.5,beta=8"`` into ``("log", {"alpha": 0.5, "beta": 8})``.
 
@@ -397,8 +409,7 @@ def create_layer_strategy(
     strategy = layer.get("strategy") or default_strategy
     try:
         # checked here too: a parameter named like an argument of create_strategy would clash
-        base, spec_params = parse_strategy_spec(strategy)
-        check_strategy_parameters(base, get_strategy_class(base, pm), {**spec_params, **params})
+        check_strategy_spec(strategy, params, pm)
         return create_strategy(
             strategy,
             num_units,
