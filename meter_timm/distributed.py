@@ -16,7 +16,12 @@ import logging
 import os
 import sys
 
-__all__ = ["check_torchrun_environment", "choose_backend", "exit_process_group"]
+__all__ = [
+    "check_torchrun_environment",
+    "choose_backend",
+    "collective_device",
+    "exit_process_group",
+]
 
 #: what torchrun tells every process it starts, and ``--launcher pytorch`` reads
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -53,6 +58,17 @@ def choose_backend(dist_cfg: dict | None = None, cuda_available: bool | None = N
             )
         return str(named)
     return "nccl" if cuda_available else "gloo"
+
+
+def collective_device(group=None):
+    """Where tensors for a collective of ``group`` must live: this process's CUDA device under
+    nccl, the CPU otherwise (gloo)."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def exit_process_group(code: int = 0) -> None:

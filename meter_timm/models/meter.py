@@ -340,12 +340,17 @@ def _check_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     """``x`` unchanged; ValueError unless it is (B, in_chans, H, W) with H, W >= 32. The message
     is built only when raising: torch.compile cannot turn symbolic sizes into text."""
     if x.dim() != 4 or x.shape[1] != in_chans:
-        shape = "(" + ", ".join([str(n) for n in x.shape]) + ")"
+        shape = _shape_text(x)
         raise ValueError(f"METER expects input of shape (B, {in_chans}, H, W), got {shape}")
     if x.shape[-2] < 32 or x.shape[-1] < 32:  # MIN_INPUT_SIZE (TorchScript reads no globals)
-        shape = "(" + ", ".join([str(n) for n in x.shape]) + ")"
+        shape = _shape_text(x)
         raise ValueError(f"METER needs H, W >= 32, got an input of shape {shape}")
     return x
+
+
+def _shape_text(x: torch.Tensor) -> str:
+    """``x``'s shape as ``(B, C, H, W)`` for a message (TorchScript compiles it too)."""
+    return "(" + ", ".join([str(n) for n in x.shape]) + ")"
 
 
 @register_notrace_function
@@ -487,12 +492,11 @@ class Meter(nn.Module):
             self.output_scale = float(output_scale)
             self.grad_checkpointing = False
 
-            # timm's stochastic depth: rising linearly over the three MobileViT blocks
-            rates = [float(drop_path_rate or 0.0) * i / 2 for i in range(3)]
-
-            def vit(ch, dim, ratio):
+            def vit(block, ch, dim, ratio):
+                # timm's stochastic depth: rising linearly over the three MobileViT blocks
+                rate = float(drop_path_rate or 0.0) * block / 2
                 return MeterViTBlock(
-                    ch, dim, ratio, num_heads=num_heads, head_dim=head_dim, drop_path=rates.pop(0)
+                    ch, dim, ratio, num_heads=num_heads, head_dim=head_dim, drop_path=rate
                 )
 
             self.encoder = nn.Sequential(
@@ -502,11 +506,11 @@ class Meter(nn.Module):
                 InvertedResidual(c[2], c[3], 1, expansion),  # 3
                 InvertedResidual(c[2], c[3], 1, expansion),  # 4
                 InvertedResidual(c[3], c[4], 2, expansion),  # 5 skip, /8
-                vit(c[5], dims[0], mlp_ratios[0]),  # 6
+                vit(0, c[5], dims[0], mlp_ratios[0]),  # 6
                 InvertedResidual(c[5], c[6], 2, expansion),  # 7 skip, /16
-                vit(c[7], dims[1], mlp_ratios[1]),  # 8
+                vit(1, c[7], dims[1], mlp_ratios[1]),  # 8
                 InvertedResidual(c[7], c[8], 2, expansion),  # 9 /32
-                vit(c[9], dims[2], mlp_ratios[2]),  # 10
+                vit(2, c[9], dims[2], mlp_ratios[2]),  # 10
                 ConvBnAct(c[9], c[10], 1),  # 11
             )
             self.num_features = self.head_hidden_size = c[10]

@@ -91,12 +91,9 @@ class ResponseAccumulator:
 
         if not (dist.is_available() and dist.is_initialized()):
             return
-        backend = dist.get_backend(group)
-        device = (
-            torch.device("cuda", torch.cuda.current_device())
-            if backend == "nccl"
-            else torch.device("cpu")
-        )
+        from meter_timm.distributed import collective_device
+
+        device = collective_device(group)
         for name in self.layers:
             if name not in self.sums:
                 raise RuntimeError(

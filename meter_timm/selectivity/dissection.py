@@ -211,11 +211,9 @@ class Dissection:
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
             return
-        device = (
-            torch.device("cuda", torch.cuda.current_device())
-            if dist.get_backend() == "nccl"
-            else torch.device("cpu")
-        )
+        from meter_timm.distributed import collective_device
+
+        device = collective_device()
         world, rank = dist.get_world_size(), dist.get_rank()
         source = torch.tensor([rank if self.accumulator is not None else world], device=device)
         dist.all_reduce(source, op=dist.ReduceOp.MIN)

@@ -147,11 +147,9 @@ def _sum_over_ranks(*tensors: torch.Tensor) -> list[torch.Tensor]:
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return list(tensors)
-    device = (
-        torch.device("cuda", torch.cuda.current_device())
-        if dist.get_backend() == "nccl"
-        else torch.device("cpu")
-    )
+    from meter_timm.distributed import collective_device
+
+    device = collective_device()
     summed = []
     for tensor in tensors:
         buffer = tensor.to(device, copy=True)
